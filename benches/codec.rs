@@ -1,0 +1,2 @@
+//! Codec benchmarks (placeholder while the crate is written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Serde values to frames (placeholder while the crate is written).

@@ -1,0 +1,1 @@
+//! Python's `multiprocessing` for Rust (placeholder while the crate is written).

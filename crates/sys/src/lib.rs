@@ -1,0 +1,1 @@
+//! The operating-system layer of `multiprocessing` (placeholder while the crate is written).
