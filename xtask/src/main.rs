@@ -1,2 +1,78 @@
-//! Project automation (placeholder).
-fn main() {}
+//! Project automation: `cargo xtask <task>` (the alias lives in
+//! `.cargo/config.toml`). One file per task; see [`USAGE`].
+
+mod bench;
+mod examples;
+mod lint;
+mod test;
+mod tidy;
+mod util;
+
+use std::process::ExitCode;
+
+use util::{Failed, Session};
+
+/// What `cargo xtask help` prints.
+const USAGE: &str = "\
+usage: cargo xtask <task> [options]
+
+tasks:
+  test [--quick] [--no-examples]
+                      everything CI runs: lint, unit and crate tests, doctests,
+                      the integration suite once per start method
+                      (MP_START_METHOD=fork|spawn|forkserver), a smoke run of
+                      the benches, and the examples with their stdout checked
+                      against examples/expected/<name>.stdout
+                      --quick        skip lint
+                      --no-examples  skip the examples
+  lint                cargo fmt --check, cargo clippy -D warnings, then tidy
+  tidy                `//!` headers, `unsafe` only in crates/sys with
+                      `// SAFETY:` comments and `# Safety` docs,
+                      #![forbid(unsafe_code)] in the other crates
+  bless <name>...|--all
+                      run examples and record their stdout as
+                      examples/expected/<name>.stdout
+  bench [--] [criterion args...]
+                      cargo bench -p benches, e.g. `cargo xtask bench -- --quick`
+                      or `cargo xtask bench codec`; reports in target/criterion
+  help                this text
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    };
+    let mut session = Session::new();
+    let result = match task.as_str() {
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        "test" => match test::Options::parse(rest) {
+            Ok(options) => test::run(&mut session, &options),
+            Err(message) => return usage_error(&message),
+        },
+        "lint" if rest.is_empty() => lint::run(&mut session),
+        "tidy" if rest.is_empty() => tidy::run(&mut session),
+        "lint" | "tidy" => return usage_error(&format!("`{task}` takes no arguments")),
+        "bless" => examples::bless(&mut session, rest),
+        "bench" => bench::run(&mut session, rest),
+        other => return usage_error(&format!("unknown task `{other}`")),
+    };
+    session.print_summary();
+    match result {
+        Ok(()) if !session.any_failed() => ExitCode::SUCCESS,
+        Ok(()) | Err(Failed) => {
+            eprintln!("\nerror: cargo xtask {task} failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}\n");
+    eprint!("{USAGE}");
+    ExitCode::from(2)
+}

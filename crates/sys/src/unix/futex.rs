@@ -1,0 +1,128 @@
+//! Futex wait and wake on an `AtomicU32` that may live in memory shared
+//! between processes (a [`Region`](crate::region::Region)).
+//!
+//! The operations are the shared (not `FUTEX_PRIVATE_FLAG`) forms, so a waiter
+//! in one process is woken by a waker in another as long as both map the same
+//! memory. Waits take an optional timeout; every wait can return spuriously, so
+//! callers re-check their condition in a loop.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::ptr;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+/// How a [`wait`] ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WaitResult {
+    /// Woken by [`wake`], by a signal, or spuriously: re-check the condition.
+    Woken,
+    /// The value was not `expected` when the call began: it did not sleep.
+    ValueChanged,
+    /// The timeout passed.
+    TimedOut,
+}
+
+/// Sleeps while `*atom == expected`, for at most `timeout` (`None`: forever).
+///
+/// ```
+/// use mp_sys::futex::{wait, WaitResult};
+/// use std::sync::atomic::AtomicU32;
+/// use std::time::Duration;
+/// let a = AtomicU32::new(1);
+/// assert_eq!(wait(&a, 0, None), WaitResult::ValueChanged);
+/// assert_eq!(wait(&a, 1, Some(Duration::from_millis(5))), WaitResult::TimedOut);
+/// ```
+pub fn wait(atom: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitResult {
+    wait_until(atom, expected, timeout.and_then(|t| Instant::now().checked_add(t)))
+}
+
+/// Sleeps while `*atom == expected`, until `deadline` at the latest.
+///
+/// ```
+/// use mp_sys::futex::{wait_until, WaitResult};
+/// use std::sync::atomic::AtomicU32;
+/// use std::time::{Duration, Instant};
+/// let a = AtomicU32::new(7);
+/// let r = wait_until(&a, 7, Some(Instant::now() + Duration::from_millis(5)));
+/// assert_eq!(r, WaitResult::TimedOut);
+/// ```
+pub fn wait_until(atom: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
+    // FUTEX_WAIT takes a relative timeout; it is recomputed from the deadline
+    // on every call, so a wait interrupted by a signal never overshoots.
+    let ts = match deadline {
+        None => None,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return WaitResult::TimedOut;
+            }
+            Some(libc::timespec {
+                tv_sec: libc::time_t::try_from(left.as_secs()).unwrap_or(libc::time_t::MAX),
+                tv_nsec: libc::c_long::from(left.subsec_nanos().cast_signed()),
+            })
+        }
+    };
+    let ts_ptr = ts.as_ref().map_or(ptr::null(), ptr::from_ref);
+    // SAFETY: `atom` is a valid, aligned u32 for the call (an AtomicU32 has the
+    // layout of u32), and `ts_ptr` is null or points to a live timespec. The
+    // kernel only reads both.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            atom.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+            ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    if r == 0 {
+        return WaitResult::Woken;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::EAGAIN) => WaitResult::ValueChanged,
+        Some(libc::ETIMEDOUT) => WaitResult::TimedOut,
+        // EINTR, and anything unexpected: report a wake-up, so the caller
+        // re-checks its condition and its deadline.
+        _ => WaitResult::Woken,
+    }
+}
+
+/// Wakes at most `n` waiters sleeping on `atom`, in any process. Returns how
+/// many were woken.
+///
+/// ```
+/// use std::sync::atomic::AtomicU32;
+/// let a = AtomicU32::new(0);
+/// assert_eq!(mp_sys::futex::wake(&a, 1), 0); // nobody waits
+/// ```
+pub fn wake(atom: &AtomicU32, n: u32) -> usize {
+    let n = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `atom` is a valid, aligned u32; FUTEX_WAKE does not read through
+    // the remaining (unused) arguments.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            atom.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            ptr::null::<u8>(),
+            ptr::null::<u32>(),
+            0u32,
+        )
+    };
+    usize::try_from(r).unwrap_or(0)
+}
+
+/// Wakes every waiter sleeping on `atom`.
+///
+/// ```
+/// use std::sync::atomic::AtomicU32;
+/// let a = AtomicU32::new(0);
+/// assert_eq!(mp_sys::futex::wake_all(&a), 0);
+/// ```
+pub fn wake_all(atom: &AtomicU32) -> usize {
+    wake(atom, u32::MAX)
+}

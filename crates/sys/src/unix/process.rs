@@ -1,0 +1,600 @@
+//! Processes: `fork`, re-executing the current binary, reaping children
+//! through their pidfd with timeouts, and immediate exit.
+#![allow(unsafe_code)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "this module holds the wrappers the bans in .clippy.toml point to"
+)]
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::{Duration, Instant};
+
+use super::fd::{self, PollFd};
+use super::signal::Signal;
+use super::{cvt, cvt_r, invalid_input};
+
+/// The result of [`fork`], seen from each side.
+#[derive(Debug)]
+pub enum Fork {
+    /// In the parent: the new child.
+    Parent(Child),
+    /// In the child.
+    Child,
+}
+
+/// Forks the calling process.
+///
+/// # Safety
+///
+/// In a process with more than one thread, the child holds a copy of every
+/// lock some other thread held at the fork, and nobody will ever release
+/// them. Until it calls `exec` or [`exit_now`], the child must therefore use
+/// only async-signal-safe operations: no allocation through a lock another
+/// thread may hold, no `println!`, no `std::io::stdout()`, no thread spawn.
+/// In a single-threaded process the child may do anything. The child must
+/// end with [`exit_now`] (or `exec`), never by returning through the caller's
+/// stack into code that expects to run once (a test harness, `main`).
+///
+/// ```
+/// use mp_sys::process::{exit_now, fork, Fork};
+/// use std::time::Duration;
+/// // SAFETY: the child only calls `exit_now`, which is async-signal-safe.
+/// match unsafe { fork() }? {
+///     Fork::Child => exit_now(7),
+///     Fork::Parent(mut child) => {
+///         let status = child.wait_timeout(Duration::from_secs(10))?.expect("child exited");
+///         assert_eq!(status.code(), Some(7));
+///     }
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub unsafe fn fork() -> io::Result<Fork> {
+    // SAFETY: the caller upholds this function's contract for the child.
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid == 0 {
+        return Ok(Fork::Child);
+    }
+    Child::from_pid(pid.unsigned_abs()).map(Fork::Parent)
+}
+
+/// Ends the calling process at once with `code` (`_exit(2)`): no destructors,
+/// no `atexit` handlers, no flush of Rust's stdout buffer. Async-signal-safe:
+/// the way a forked child ends.
+///
+/// ```no_run
+/// mp_sys::process::exit_now(0);
+/// ```
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; it does not return.
+    unsafe { libc::_exit(code) }
+}
+
+/// The calling process's id.
+///
+/// ```
+/// assert_eq!(mp_sys::process::pid(), std::process::id());
+/// ```
+pub fn pid() -> u32 {
+    std::process::id()
+}
+
+/// The parent's process id; it changes (to 1 or a subreaper) when the parent
+/// dies.
+///
+/// ```
+/// assert!(mp_sys::process::parent_pid() > 0);
+/// ```
+pub fn parent_pid() -> u32 {
+    // SAFETY: getppid has no preconditions and cannot fail.
+    unsafe { libc::getppid() }.unsigned_abs()
+}
+
+/// How many threads the calling process has (from `/proc/self/stat`). `fork`
+/// in a process with more than one is only safe for async-signal-safe code.
+///
+/// ```
+/// assert!(mp_sys::process::thread_count()? >= 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // The command name (field 2) is in parentheses and may hold spaces, so
+    // count the fields after its closing parenthesis: num_threads is field 20.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    after
+        .split_whitespace()
+        .nth(17)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("cannot read the thread count from /proc/self/stat"))
+}
+
+/// Sets the calling thread's name (`PR_SET_NAME`, at most 15 bytes kept), which
+/// `ps` and `top` show for the process when called from its main thread.
+///
+/// ```
+/// mp_sys::process::set_name("mp-worker")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn set_name(name: &str) -> io::Result<()> {
+    let mut buf = [0u8; 16];
+    let bytes = name.as_bytes();
+    let n = bytes.len().min(15);
+    buf[..n].copy_from_slice(&bytes[..n]);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    cvt(unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr(), 0, 0, 0) })?;
+    Ok(())
+}
+
+/// How a child ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal killed it.
+    Signaled(Signal),
+}
+
+impl ExitStatus {
+    /// The exit code, if it exited.
+    ///
+    /// ```
+    /// use mp_sys::process::ExitStatus;
+    /// assert_eq!(ExitStatus::Exited(3).code(), Some(3));
+    /// ```
+    pub fn code(self) -> Option<i32> {
+        match self {
+            ExitStatus::Exited(c) => Some(c),
+            ExitStatus::Signaled(_) => None,
+        }
+    }
+
+    /// The signal that killed it, if one did.
+    ///
+    /// ```
+    /// use mp_sys::process::ExitStatus;
+    /// use mp_sys::signal::Signal;
+    /// assert_eq!(ExitStatus::Signaled(Signal::KILL).signal(), Some(Signal::KILL));
+    /// ```
+    pub fn signal(self) -> Option<Signal> {
+        match self {
+            ExitStatus::Exited(_) => None,
+            ExitStatus::Signaled(s) => Some(s),
+        }
+    }
+
+    /// Python's `Process.exitcode`: the code, or minus the signal number.
+    ///
+    /// ```
+    /// use mp_sys::process::ExitStatus;
+    /// use mp_sys::signal::Signal;
+    /// assert_eq!(ExitStatus::Signaled(Signal::TERM).exitcode(), -15);
+    /// assert_eq!(ExitStatus::Exited(0).exitcode(), 0);
+    /// ```
+    pub fn exitcode(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled(s) => -s.as_raw(),
+        }
+    }
+
+    /// Whether it exited with code 0.
+    ///
+    /// ```
+    /// assert!(mp_sys::process::ExitStatus::Exited(0).success());
+    /// ```
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signaled(s) => write!(f, "killed by {s}"),
+        }
+    }
+}
+
+/// A child process, held through its pidfd.
+///
+/// A pidfd names exactly this process, even after its pid is recycled, so
+/// [`signal`](Child::signal) never hits a stranger, and it becomes readable
+/// when the child exits, so waits can time out and can be mixed with other
+/// descriptors in [`fd::poll`](crate::fd::poll).
+///
+/// Whoever holds a `Child` reaps it with [`wait`](Child::wait),
+/// [`wait_timeout`](Child::wait_timeout) or [`try_wait`](Child::try_wait).
+/// Dropping an unreaped `Child` reaps it if it has already exited; a child
+/// still running then is left for its owner's owner to reap.
+pub struct Child {
+    pid: u32,
+    pidfd: OwnedFd,
+    status: Option<ExitStatus>,
+}
+
+impl fmt::Debug for Child {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Child")
+            .field("pid", &self.pid)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+impl Child {
+    /// Takes charge of the child `pid` of this process.
+    ///
+    /// Fails if `pid` is not a live or unreaped process.
+    ///
+    /// ```
+    /// let err = mp_sys::process::Child::from_pid(0).unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// ```
+    pub fn from_pid(pid: u32) -> io::Result<Child> {
+        let raw_pid = libc::pid_t::try_from(pid)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| invalid_input(format!("{pid} is not a process id")))?;
+        // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
+        let raw = RawFd::try_from(cvt(raw)?).map_err(|_| io::Error::other("pidfd_open returned no descriptor"))?;
+        // SAFETY: the descriptor is new and ours (pidfds are close-on-exec).
+        let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Child {
+            pid,
+            pidfd,
+            status: None,
+        })
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The pidfd: readable once the child has exited.
+    pub fn pidfd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
+    /// How it ended, if it has been reaped.
+    pub fn status(&self) -> Option<ExitStatus> {
+        self.status
+    }
+
+    /// Reaps the child if it has exited, without blocking.
+    ///
+    /// ```
+    /// use mp_sys::process::{exit_now, fork, Fork};
+    /// // SAFETY: the child only calls the async-signal-safe `exit_now`.
+    /// if let Fork::Parent(mut c) = unsafe { fork() }? {
+    ///     c.wait_timeout(std::time::Duration::from_secs(10))?;
+    ///     assert_eq!(c.try_wait()?.and_then(|s| s.code()), Some(0));
+    /// } else {
+    ///     exit_now(0)
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.reap(libc::WNOHANG)
+    }
+
+    /// Blocks until the child exits, and reaps it.
+    ///
+    /// ```
+    /// use mp_sys::process::{exit_now, fork, Fork};
+    /// // SAFETY: the child only calls the async-signal-safe `exit_now`.
+    /// if let Fork::Parent(mut c) = unsafe { fork() }? {
+    ///     assert_eq!(c.wait()?.code(), Some(4));
+    /// } else {
+    ///     exit_now(4)
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn wait(&mut self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(s) = self.reap(0)? {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the child to exit; `None` if it is still
+    /// running then.
+    ///
+    /// ```
+    /// use mp_sys::process::{exit_now, fork, Fork};
+    /// use std::time::Duration;
+    /// // SAFETY: the child only calls async-signal-safe functions.
+    /// if let Fork::Parent(mut c) = unsafe { fork() }? {
+    ///     assert_eq!(c.wait_timeout(Duration::from_millis(20))?, None);
+    ///     c.signal(mp_sys::signal::Signal::KILL)?;
+    ///     let s = c.wait_timeout(Duration::from_secs(10))?.unwrap();
+    ///     assert_eq!(s.exitcode(), -9);
+    /// } else {
+    ///     // Sleep until the parent's SIGKILL ends this process.
+    ///     loop { std::thread::park() }
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            if let Some(s) = self.try_wait()? {
+                return Ok(Some(s));
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let mut set = [PollFd::readable(self.pidfd.as_fd())];
+            fd::poll(&mut set, deadline.map(|_| left))?;
+        }
+    }
+
+    /// Sends `sig` to the child through its pidfd (`pidfd_send_signal`). Once
+    /// the child has been reaped this is an error of kind `NotFound`.
+    ///
+    /// ```
+    /// # use mp_sys::process::{exit_now, fork, Fork};
+    /// # use std::time::Duration;
+    /// # // SAFETY: the child only calls the async-signal-safe `exit_now`.
+    /// # if let Fork::Parent(mut c) = unsafe { fork() }? {
+    /// c.wait_timeout(Duration::from_secs(10))?;
+    /// assert!(c.signal(mp_sys::signal::Signal::TERM).is_err()); // already reaped
+    /// # } else { exit_now(0) }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn signal(&self, sig: Signal) -> io::Result<()> {
+        if self.status.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("process {} has already exited", self.pid),
+            ));
+        }
+        // SAFETY: pidfd_send_signal takes our pidfd, a signal number, a null
+        // siginfo (meaning: like kill), and zero flags.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                sig.as_raw(),
+                std::ptr::null::<u8>(),
+                0,
+            )
+        };
+        match cvt(r) {
+            Ok(_) => Ok(()),
+            // The child has exited but is not reaped yet: nothing to signal.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn reap(&mut self, flags: libc::c_int) -> io::Result<Option<ExitStatus>> {
+        if let Some(s) = self.status {
+            return Ok(Some(s));
+        }
+        let mut info = MaybeUninit::<libc::siginfo_t>::zeroed();
+        let id = libc::id_t::try_from(self.pidfd.as_raw_fd()).map_err(|_| invalid_input("bad pidfd"))?;
+        // SAFETY: `info` is a valid out-pointer to a siginfo_t; P_PIDFD with
+        // our own pidfd names only this child.
+        cvt_r(|| unsafe { libc::waitid(libc::P_PIDFD, id, info.as_mut_ptr(), libc::WEXITED | flags) })?;
+        // SAFETY: waitid succeeded; the struct was zeroed, so with WNOHANG and
+        // no exited child si_pid reads 0, as waitid(2) documents.
+        let info = unsafe { info.assume_init() };
+        // SAFETY: for a SIGCHLD siginfo from waitid, si_pid and si_status are
+        // the valid union members.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        let s = match info.si_code {
+            libc::CLD_EXITED => ExitStatus::Exited(status),
+            _ => ExitStatus::Signaled(Signal::from_raw(status).unwrap_or(Signal::KILL)),
+        };
+        self.status = Some(s);
+        Ok(Some(s))
+    }
+}
+
+impl AsFd for Child {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.try_wait();
+    }
+}
+
+/// How [`spawn_self`] starts a new copy of the current executable.
+#[derive(Debug, Default, Clone)]
+pub struct SpawnOptions {
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    arg0: Option<OsString>,
+    inherit: Vec<RawFd>,
+    parent_death_signal: Option<Signal>,
+}
+
+impl SpawnOptions {
+    /// Options that run the executable with no arguments, the caller's
+    /// environment, and no inherited descriptors.
+    pub fn new() -> SpawnOptions {
+        SpawnOptions::default()
+    }
+
+    /// Adds a command-line argument.
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.args.push(a.as_ref().to_owned());
+        self
+    }
+
+    /// Adds or replaces an environment variable for the child.
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.env.push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self
+    }
+
+    /// Sets `argv[0]` (what `ps` shows as the command line); by default the
+    /// executable's resolved path.
+    pub fn arg0(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.arg0 = Some(a.as_ref().to_owned());
+        self
+    }
+
+    /// Lets the child inherit `fd` under the same number (it is made
+    /// non-close-on-exec in the child only). The descriptor must stay open
+    /// until [`spawn_self`] returns.
+    pub fn inherit_fd(mut self, fd: BorrowedFd<'_>) -> Self {
+        self.inherit.push(fd.as_raw_fd());
+        self
+    }
+
+    /// Has the kernel send `sig` to the child when the spawning thread dies
+    /// (`PR_SET_PDEATHSIG`, set in the child before `exec`).
+    pub fn parent_death_signal(mut self, sig: Signal) -> Self {
+        self.parent_death_signal = Some(sig);
+        self
+    }
+}
+
+/// The resolved path of the running executable.
+///
+/// ```
+/// assert!(mp_sys::process::current_exe()?.is_absolute());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn current_exe() -> io::Result<std::path::PathBuf> {
+    std::fs::read_link("/proc/self/exe")
+}
+
+/// Starts a new process running the current executable
+/// (`fork` + `execve("/proc/self/exe")`), so the child runs exactly the
+/// parent's binary even if the file was replaced on disk.
+///
+/// Everything the child needs is prepared before the fork; between fork and
+/// exec the child makes only async-signal-safe calls, so this is sound in a
+/// threaded parent. A failed `exec` is reported here as an error.
+///
+/// ```
+/// use mp_sys::process::{spawn_self, SpawnOptions};
+/// use std::time::Duration;
+/// // The re-executed copy of this program sees the variable and exits 5.
+/// if std::env::var_os("MP_SYS_DOC_CHILD").is_some() {
+///     mp_sys::process::exit_now(5);
+/// }
+/// let mut child = spawn_self(&SpawnOptions::new().env("MP_SYS_DOC_CHILD", "1"))?;
+/// let status = child.wait_timeout(Duration::from_secs(30))?;
+/// assert_eq!(status.and_then(|s| s.code()), Some(5));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn spawn_self(opts: &SpawnOptions) -> io::Result<Child> {
+    let exe = c"/proc/self/exe";
+    let arg0 = match &opts.arg0 {
+        Some(a) => cstring(a)?,
+        None => cstring(current_exe().unwrap_or_else(|_| "/proc/self/exe".into()).as_os_str())?,
+    };
+    let mut argv = vec![arg0];
+    for a in &opts.args {
+        argv.push(cstring(a)?);
+    }
+    let mut env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !opts.env.iter().any(|(k2, _)| k2 == k))
+        .collect();
+    env.extend(opts.env.iter().cloned());
+    let envp_owned: Vec<CString> = env
+        .iter()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).map_err(|_| invalid_input("an environment entry contains a NUL byte"))
+        })
+        .collect::<io::Result<_>>()?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp_owned.iter().map(|c| c.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    let pdeathsig = opts.parent_death_signal.map_or(0, Signal::as_raw);
+    let parent = pid();
+    let (err_r, err_w) = fd::pipe()?;
+
+    // SAFETY: the child below runs only async-signal-safe calls (fcntl,
+    // sigprocmask, prctl, getppid, execve, write, _exit) on memory prepared
+    // before the fork, then execs or exits.
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid == 0 {
+        let fail = |err: i32| -> ! {
+            let _ = fd::write_all(err_w.as_fd(), &err.to_ne_bytes());
+            exit_now(127)
+        };
+        for &raw in &opts.inherit {
+            // SAFETY: fcntl on a descriptor number; an invalid one fails.
+            if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } == -1 {
+                fail(errno());
+            }
+        }
+        // SAFETY: an empty signal set, built on the stack, unblocks everything.
+        unsafe {
+            let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(set.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
+        }
+        if pdeathsig != 0 {
+            let sig = libc::c_ulong::try_from(pdeathsig).unwrap_or(0);
+            // SAFETY: PR_SET_PDEATHSIG takes a signal number.
+            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) } == -1 {
+                fail(errno());
+            }
+            if parent_pid() != parent {
+                // The parent died before the setting took effect.
+                exit_now(1);
+            }
+        }
+        // SAFETY: exe, argv and envp are NUL-terminated and live (they were
+        // built before the fork and this address space is a copy).
+        unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+        fail(errno());
+    }
+    drop(err_w);
+    let child = Child::from_pid(pid.unsigned_abs());
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match fd::read(err_r.as_fd(), &mut buf[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    let mut child = child?;
+    if got == 0 {
+        return Ok(child);
+    }
+    child.wait()?;
+    let err = io::Error::from_raw_os_error(i32::from_ne_bytes(buf));
+    Err(io::Error::new(
+        err.kind(),
+        format!("cannot re-execute the current program: {err}"),
+    ))
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)
+}
+
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| invalid_input("an argument contains a NUL byte"))
+}

@@ -1,0 +1,371 @@
+//! Shared memory regions: a memfd mapped `MAP_SHARED`, passed between
+//! processes by its file descriptor.
+//!
+//! A [`Region`] has no name in the file system, so nothing is left in
+//! `/dev/shm`: the kernel frees the memory when the last process holding the
+//! descriptor or a mapping exits, killed or not. Regions are sealed against
+//! shrinking (`F_SEAL_SHRINK`), and [`Region::from_fd`] refuses a descriptor
+//! without that seal, so no peer can truncate the file under another process's
+//! mapping (which would turn its next access into `SIGBUS`).
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use super::{cvt, cvt_r, invalid_input};
+
+/// A memfd mapped read-write and shared. See the [module docs](self).
+///
+/// The bytes may be changed by other processes at any time, so the region
+/// hands out copies ([`read`](Region::read), [`write`](Region::write)),
+/// atomics ([`atomic_u32`](Region::atomic_u32)), and raw pointers for the
+/// layers that build their own synchronization on top.
+pub struct Region {
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Region is a mapping plus a descriptor; neither is tied to the
+// thread that made it. All access to the bytes goes through copies, atomics,
+// or raw pointers whose users synchronize.
+unsafe impl Send for Region {}
+// SAFETY: as above; `&Region` allows only the same operations.
+unsafe impl Sync for Region {}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Region")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// The seals every region carries.
+const SEALS: libc::c_int = libc::F_SEAL_SHRINK;
+
+impl Region {
+    /// Creates a zero-filled region of `len` bytes. `name` shows in
+    /// `/proc/<pid>/maps` as `/memfd:<name>` and helps debugging only.
+    ///
+    /// ```
+    /// let r = mp_sys::region::Region::create("counter", 64)?;
+    /// assert_eq!(r.len(), 64);
+    /// assert_eq!(r.atomic_u32(0)?.load(std::sync::atomic::Ordering::Relaxed), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn create(name: &str, len: usize) -> io::Result<Region> {
+        if len == 0 {
+            return Err(invalid_input("a shared region must be at least one byte long"));
+        }
+        let cname = CString::new(name).map_err(|_| invalid_input("a region name must not contain NUL bytes"))?;
+        // SAFETY: `cname` is a valid NUL-terminated string for the call.
+        let raw = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+        // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        set_file_len(fd.as_fd(), len)?;
+        // SAFETY: F_ADD_SEALS takes an int of seal flags; the fd is open.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })?;
+        Self::map(fd, len)
+    }
+
+    /// Maps a region received from another process (for example through
+    /// [`socket::recv_with_fds`](crate::socket::recv_with_fds)), at the file's
+    /// current size.
+    ///
+    /// Fails with `InvalidInput` when `fd` is not a region made by
+    /// [`Region::create`] (a memfd sealed against shrinking).
+    ///
+    /// ```
+    /// use mp_sys::region::Region;
+    /// let a = Region::create("a", 16)?;
+    /// let b = Region::from_fd(a.try_clone_fd()?)?;
+    /// a.write(3, b"z")?;
+    /// let mut c = [0u8];
+    /// b.read(3, &mut c)?;
+    /// assert_eq!(&c, b"z");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Region> {
+        // SAFETY: F_GET_SEALS takes no argument; a descriptor that is not a
+        // memfd fails with EINVAL.
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals == -1 || seals & SEALS != SEALS {
+            return Err(invalid_input(
+                "the descriptor is not a shared region (a memfd sealed against shrinking)",
+            ));
+        }
+        let len = file_len(fd.as_fd())?;
+        if len == 0 {
+            return Err(invalid_input("the shared region is empty"));
+        }
+        Self::map(fd, len)
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> io::Result<Region> {
+        // SAFETY: a fresh shared mapping of `len` bytes of an open file; the
+        // kernel picks the address, so no existing memory is affected.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(Region { fd, ptr, len })
+    }
+
+    /// The mapped length in bytes.
+    ///
+    /// ```
+    /// assert_eq!(mp_sys::region::Region::create("n", 10)?.len(), 10);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a region holds at least one byte.
+    ///
+    /// ```
+    /// assert!(!mp_sys::region::Region::create("n", 1)?.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first byte of the mapping. Valid for [`len`](Region::len) bytes
+    /// while `self` lives and is not [grown](Region::grow); other processes may
+    /// write through their own mappings at any time.
+    ///
+    /// ```
+    /// let r = mp_sys::region::Region::create("p", 8)?;
+    /// assert!(!r.as_ptr().is_null());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// A new descriptor for the same memory, for sending to another process.
+    ///
+    /// ```
+    /// let r = mp_sys::region::Region::create("c", 8)?;
+    /// let fd = r.try_clone_fd()?;
+    /// # drop(fd);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
+    }
+
+    /// A second mapping of the same memory, with its own descriptor.
+    ///
+    /// ```
+    /// let a = mp_sys::region::Region::create("c", 8)?;
+    /// let b = a.try_clone()?;
+    /// a.write(0, &[9])?;
+    /// let mut x = [0];
+    /// b.read(0, &mut x)?;
+    /// assert_eq!(x, [9]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<Region> {
+        Self::map(self.fd.try_clone()?, self.len)
+    }
+
+    fn check(&self, offset: usize, len: usize) -> io::Result<()> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => Ok(()),
+            _ => Err(invalid_input(format!(
+                "bytes {offset}..{} are outside the shared region of {} bytes",
+                offset.saturating_add(len),
+                self.len
+            ))),
+        }
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out of the region.
+    ///
+    /// ```
+    /// let r = mp_sys::region::Region::create("r", 4)?;
+    /// let mut b = [1u8; 4];
+    /// r.read(0, &mut b)?;
+    /// assert_eq!(b, [0; 4]);
+    /// assert!(r.read(2, &mut b).is_err()); // past the end
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
+        self.check(offset, buf.len())?;
+        // SAFETY: the range was checked to lie in the mapping, which lives as
+        // long as `self`; `buf` is a distinct local buffer.
+        unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Copies `data` into the region at `offset`.
+    ///
+    /// ```
+    /// let r = mp_sys::region::Region::create("w", 4)?;
+    /// r.write(1, b"ab")?;
+    /// assert!(r.write(3, b"ab").is_err()); // past the end
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
+        self.check(offset, data.len())?;
+        // SAFETY: the range was checked to lie in the writable mapping;
+        // `data` cannot overlap it (it is a shared borrow of other memory or
+        // of this mapping, which `copy` below tolerates).
+        unsafe { ptr::copy(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+        Ok(())
+    }
+
+    /// The `AtomicU32` at `offset` (a multiple of 4), shared with every
+    /// process that maps the region: the building block for futexes.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let r = mp_sys::region::Region::create("a", 8)?;
+    /// r.atomic_u32(4)?.store(5, Ordering::Release);
+    /// assert_eq!(r.try_clone()?.atomic_u32(4)?.load(Ordering::Acquire), 5);
+    /// assert!(r.atomic_u32(2).is_err()); // misaligned
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
+        self.check(offset, 4)?;
+        if !offset.is_multiple_of(align_of::<AtomicU32>()) {
+            return Err(invalid_input(format!(
+                "offset {offset} is not aligned for an AtomicU32"
+            )));
+        }
+        // SAFETY: in range and aligned (the mapping is page-aligned); the
+        // memory is valid for the lifetime of `&self`, and all-bit patterns
+        // are valid u32. Concurrent access from other processes is atomic.
+        Ok(unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast()) })
+    }
+
+    /// The `AtomicU64` at `offset` (a multiple of 8).
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let r = mp_sys::region::Region::create("a", 16)?;
+    /// r.atomic_u64(8)?.fetch_add(3, Ordering::AcqRel);
+    /// assert_eq!(r.atomic_u64(8)?.load(Ordering::Acquire), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
+        self.check(offset, 8)?;
+        if !offset.is_multiple_of(align_of::<AtomicU64>()) {
+            return Err(invalid_input(format!(
+                "offset {offset} is not aligned for an AtomicU64"
+            )));
+        }
+        // SAFETY: as in `atomic_u32`, for 8 aligned bytes.
+        Ok(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) })
+    }
+
+    /// Grows the region to `new_len` bytes (new bytes are zero). Other
+    /// processes keep their mappings at the old length until they call
+    /// [`refresh`](Region::refresh). Shrinking is refused: the region is sealed.
+    ///
+    /// ```
+    /// let mut r = mp_sys::region::Region::create("g", 8)?;
+    /// r.write(0, b"keep")?;
+    /// r.grow(1 << 20)?;
+    /// let mut b = [0u8; 4];
+    /// r.read(0, &mut b)?;
+    /// assert_eq!(&b, b"keep");
+    /// assert!(r.grow(4).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn grow(&mut self, new_len: usize) -> io::Result<()> {
+        if new_len < self.len {
+            return Err(invalid_input(format!(
+                "a shared region cannot shrink (from {} to {new_len} bytes)",
+                self.len
+            )));
+        }
+        if new_len > file_len(self.fd.as_fd())? {
+            set_file_len(self.fd.as_fd(), new_len)?;
+        }
+        self.remap(new_len)
+    }
+
+    /// Maps the whole file again if another process [grew](Region::grow) it.
+    /// Returns the new length.
+    ///
+    /// ```
+    /// let mut a = mp_sys::region::Region::create("g", 8)?;
+    /// let mut b = a.try_clone()?;
+    /// a.grow(4096)?;
+    /// assert_eq!(b.refresh()?, 4096);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn refresh(&mut self) -> io::Result<usize> {
+        let len = file_len(self.fd.as_fd())?;
+        if len > self.len {
+            self.remap(len)?;
+        }
+        Ok(self.len)
+    }
+
+    fn remap(&mut self, new_len: usize) -> io::Result<()> {
+        if new_len == self.len {
+            return Ok(());
+        }
+        // SAFETY: `self.ptr`/`self.len` describe our own live mapping, and
+        // `&mut self` proves no reference into it is alive; MREMAP_MAYMOVE
+        // lets the kernel move it, and on failure the old mapping stays.
+        let p = unsafe { libc::mremap(self.ptr.as_ptr().cast(), self.len, new_len, libc::MREMAP_MAYMOVE) };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        self.ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mremap returned a null mapping"))?;
+        self.len = new_len;
+        Ok(())
+    }
+}
+
+impl AsFd for Region {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours and nothing borrows it any more.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+fn file_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut st = MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a valid out-pointer to a stat struct.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+    // SAFETY: fstat succeeded and filled `st`.
+    let size = unsafe { st.assume_init() }.st_size;
+    usize::try_from(size).map_err(|_| invalid_input("the shared region has a negative size"))
+}
+
+fn set_file_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
+    let len =
+        libc::off_t::try_from(len).map_err(|_| invalid_input(format!("{len} bytes is too large for a region")))?;
+    // SAFETY: ftruncate on an open descriptor with a non-negative length.
+    cvt_r(|| unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
+    Ok(())
+}
