@@ -62,6 +62,39 @@ pub unsafe fn fork() -> io::Result<Fork> {
     Child::from_pid(pid.unsigned_abs()).map(Fork::Parent)
 }
 
+/// Forks the calling process if it has a single thread, and fails otherwise.
+///
+/// With one thread there is no lock another thread could hold at the fork,
+/// so the child may run any code: this is the safe [`fork`]. Its child must
+/// still end with [`exit_now`] rather than return into code that expects to
+/// run once.
+///
+/// ```
+/// use mp_sys::process::{exit_now, try_fork, Fork};
+/// std::thread::scope(|s| {
+///     s.spawn(|| {});
+///     // While a second thread runs, a fork could inherit its locks.
+/// });
+/// match try_fork() {
+///     Ok(Fork::Child) => exit_now(0),
+///     Ok(Fork::Parent(mut c)) => assert!(c.wait()?.success()),
+///     Err(e) => assert!(e.to_string().contains("threads")),
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn try_fork() -> io::Result<Fork> {
+    let n = thread_count()?;
+    if n != 1 {
+        return Err(io::Error::other(format!(
+            "cannot fork safely: this process has {n} threads, and a forked child could inherit \
+             a lock one of them holds; fork from a single-threaded process or use spawn_self"
+        )));
+    }
+    // SAFETY: the process has one thread (this one), and no other can start
+    // between the check and the fork, so the child inherits no held lock.
+    unsafe { fork() }
+}
+
 /// Ends the calling process at once with `code` (`_exit(2)`): no destructors,
 /// no `atexit` handlers, no flush of Rust's stdout buffer. Async-signal-safe:
 /// the way a forked child ends.
