@@ -1,0 +1,299 @@
+//! Frames over socket pairs: round trips, large messages, limits, and every
+//! kind of bad input a peer can send.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mp_codec::{CodecError, Fd, Frame, HEADER_LEN, Limits};
+use mp_sys::fd;
+use mp_sys::socket::{SocketKind, socketpair};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+enum Shape {
+    Unit,
+    Point(i32, i32),
+    Named { name: String, tags: Vec<String> },
+}
+
+#[derive(Serialize, Deserialize, Debug, PartialEq, Clone)]
+struct Everything {
+    a: u8,
+    b: i64,
+    c: f64,
+    d: Option<String>,
+    e: Vec<Shape>,
+    f: BTreeMap<String, (u16, bool)>,
+    g: [u32; 3],
+    h: char,
+}
+
+fn sample() -> Everything {
+    Everything {
+        a: 255,
+        b: i64::MIN,
+        c: -1.5e300,
+        d: Some("ünïcødé".into()),
+        e: vec![
+            Shape::Unit,
+            Shape::Point(-1, 2),
+            Shape::Named {
+                name: "n".into(),
+                tags: vec!["x".into(); 3],
+            },
+        ],
+        f: [("k".to_string(), (7u16, true))].into_iter().collect(),
+        g: [1, 2, u32::MAX],
+        h: '🦀',
+    }
+}
+
+#[test]
+fn values_round_trip_through_a_socket() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    mp_codec::send(a.as_fd(), &sample()).unwrap();
+    mp_codec::send(a.as_fd(), &()).unwrap();
+    mp_codec::send(a.as_fd(), &Vec::<u8>::new()).unwrap();
+    assert_eq!(mp_codec::recv::<Everything>(b.as_fd()).unwrap(), sample());
+    mp_codec::recv::<()>(b.as_fd()).unwrap();
+    assert_eq!(mp_codec::recv::<Vec<u8>>(b.as_fd()).unwrap(), Vec::<u8>::new());
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_a_decode_error_and_the_stream_stays_in_sync() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    mp_codec::send(a.as_fd(), &sample()).unwrap();
+    mp_codec::send(a.as_fd(), &"next").unwrap();
+    let err = mp_codec::recv::<Vec<Shape>>(b.as_fd()).unwrap_err();
+    assert!(matches!(err, CodecError::Decode(_)), "{err:?}");
+    assert_eq!(mp_codec::recv::<String>(b.as_fd()).unwrap(), "next");
+    let err = mp_codec::decode::<u8>(mp_codec::encode(&300u16).unwrap()).unwrap_err();
+    assert!(
+        err.to_string().contains("left over") || matches!(err, CodecError::Decode(_)),
+        "{err}"
+    );
+}
+
+#[test]
+fn raw_bytes_frames_are_not_values() {
+    let f = Frame::from_bytes(b"\x01\x02").unwrap();
+    let err = mp_codec::decode::<u16>(f).unwrap_err();
+    assert!(err.to_string().contains("send_bytes"), "{err}");
+}
+
+#[test]
+fn sixty_four_mib_crosses_a_socket() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    let big: Vec<u8> = (0..64u32 << 20).map(|i| (i % 251) as u8).collect();
+    let expected = big.clone();
+    let t = std::thread::spawn(move || {
+        mp_codec::send_frame(a.as_fd(), &Frame::from_bytes(&big).unwrap()).unwrap();
+        mp_codec::send(
+            a.as_fd(),
+            &big.iter().map(|&x| u64::from(x)).take(1 << 20).collect::<Vec<_>>(),
+        )
+        .unwrap();
+    });
+    let f = mp_codec::recv_frame(b.as_fd(), &Limits::default()).unwrap();
+    assert_eq!(f.payload().len(), 64 << 20);
+    assert!(f.into_payload() == expected);
+    let v: Vec<u64> = mp_codec::recv(b.as_fd()).unwrap();
+    assert_eq!(v.len(), 1 << 20);
+    assert_eq!(v[1000], 1000 % 251);
+    t.join().unwrap();
+}
+
+#[test]
+fn non_blocking_sockets_carry_large_frames() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    fd::set_nonblocking(a.as_fd(), true).unwrap();
+    fd::set_nonblocking(b.as_fd(), true).unwrap();
+    let data = vec![3u8; 8 << 20];
+    let t = std::thread::spawn(move || mp_codec::send_frame(a.as_fd(), &Frame::from_bytes(&data).unwrap()));
+    let f = mp_codec::recv_frame(b.as_fd(), &Limits::default()).unwrap();
+    assert_eq!(f.payload().len(), 8 << 20);
+    t.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_frame_over_the_limit_is_refused_before_allocation() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    mp_codec::send_frame(a.as_fd(), &Frame::from_bytes(&[0u8; 2048]).unwrap()).unwrap();
+    let err = mp_codec::recv_frame(b.as_fd(), &Limits { max_frame_len: 1024 }).unwrap_err();
+    assert!(matches!(err, CodecError::TooLarge { len: 2048, max: 1024 }), "{err:?}");
+    // A header announcing 4 GiB with nothing behind it.
+    let mut head = mp_codec::encode(&0u8).unwrap().as_bytes()[..HEADER_LEN].to_vec();
+    head[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    let (c, d) = socketpair(SocketKind::Stream).unwrap();
+    fd::write_all(c.as_fd(), &head).unwrap();
+    let err = mp_codec::recv_frame(d.as_fd(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, CodecError::TooLarge { .. }), "{err:?}");
+}
+
+#[test]
+fn garbage_and_truncation_are_errors() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    fd::write_all(a.as_fd(), b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let err = mp_codec::recv_frame(b.as_fd(), &Limits::default()).unwrap_err();
+    assert!(matches!(err, CodecError::Corrupt(_)), "{err:?}");
+    assert!(err.to_string().contains("not an mp-codec frame"), "{err}");
+
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    let f = mp_codec::encode(&"a long enough string").unwrap();
+    fd::write_all(a.as_fd(), &f.as_bytes()[..HEADER_LEN + 3]).unwrap();
+    drop(a);
+    let err = mp_codec::recv_frame(b.as_fd(), &Limits::default()).unwrap_err();
+    assert!(
+        matches!(err, CodecError::Truncated { got, .. } if got == HEADER_LEN + 3),
+        "{err:?}"
+    );
+    assert!(err.is_eof());
+
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    fd::write_all(a.as_fd(), &f.as_bytes()[..5]).unwrap();
+    drop(a);
+    let err = mp_codec::recv_frame(b.as_fd(), &Limits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CodecError::Truncated {
+                expected: HEADER_LEN,
+                got: 5
+            }
+        ),
+        "{err:?}"
+    );
+
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    drop(a);
+    assert!(matches!(
+        mp_codec::recv_frame(b.as_fd(), &Limits::default()),
+        Err(CodecError::Eof)
+    ));
+}
+
+#[test]
+fn a_descriptor_count_that_does_not_match_is_an_error_in_sync() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    // A frame whose header announces one descriptor, sent without any.
+    let (r, _w) = fd::pipe().unwrap();
+    let f = mp_codec::encode(&Fd(r)).unwrap();
+    fd::write_all(a.as_fd(), f.as_bytes()).unwrap();
+    mp_codec::send(a.as_fd(), &11u32).unwrap();
+    let err = mp_codec::recv_frame(b.as_fd(), &Limits::default()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CodecError::FdCount {
+                announced: 1,
+                received: 0
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(mp_codec::recv::<u32>(b.as_fd()).unwrap(), 11);
+}
+
+fn pipe_fd() -> OwnedFd {
+    fd::pipe().unwrap().0
+}
+
+#[test]
+fn handles_claimed_twice_or_never_are_errors() {
+    // Claimed twice: the second handle reads the u32 0 as descriptor #0 again.
+    let f = mp_codec::encode(&(Fd(pipe_fd()), 0u32)).unwrap();
+    let err = mp_codec::decode::<(Fd, Fd)>(f).unwrap_err();
+    assert!(
+        matches!(&err, CodecError::Handle(m) if m.contains("claimed by two")),
+        "{err:?}"
+    );
+    // Never claimed: the index is read as a plain number.
+    let f = mp_codec::encode(&(Fd(pipe_fd()), 0u32)).unwrap();
+    let err = mp_codec::decode::<(u32, u32)>(f).unwrap_err();
+    assert!(
+        matches!(&err, CodecError::Handle(m) if m.contains("claimed 0")),
+        "{err:?}"
+    );
+    // An index past the end.
+    let f = mp_codec::encode(&(5u32,)).unwrap();
+    let err = mp_codec::decode::<(Fd,)>(f).unwrap_err();
+    assert!(
+        matches!(&err, CodecError::Handle(m) if m.contains("carries only 0")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_handle_outside_the_codec_is_a_clear_error() {
+    let err = serde_json::to_string(&Fd(pipe_fd())).unwrap_err();
+    assert!(
+        err.to_string().contains("can only be encoded and decoded by mp-codec"),
+        "{err}"
+    );
+    let err = serde_json::from_str::<Fd>("0").unwrap_err();
+    assert!(
+        err.to_string().contains("can only be encoded and decoded by mp-codec"),
+        "{err}"
+    );
+    // A region received through the codec that is not a region.
+    let f = mp_codec::encode(&Fd(pipe_fd())).unwrap();
+    #[derive(Deserialize, Debug)]
+    struct R(#[serde(with = "mp_codec::handle::region")] mp_sys::region::Region);
+    let err = mp_codec::decode::<R>(f).unwrap_err();
+    assert!(err.to_string().contains("cannot map a region"), "{err}");
+}
+
+#[test]
+fn more_handles_than_a_message_carries_is_an_encode_error() {
+    let fds: Vec<Fd> = (0..254).map(|_| Fd(pipe_fd())).collect();
+    let err = mp_codec::encode(&fds).unwrap_err();
+    assert!(
+        matches!(err, CodecError::TooManyFds { count: 254, max: 253 }),
+        "{err:?}"
+    );
+    let fds: Vec<Fd> = fds.into_iter().take(253).collect();
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    mp_codec::send(a.as_fd(), &fds).unwrap();
+    assert_eq!(mp_codec::recv::<Vec<Fd>>(b.as_fd()).unwrap().len(), 253);
+}
+
+#[test]
+fn no_descriptor_leaks_across_many_frames() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    let (r, _w) = fd::pipe().unwrap();
+    let before = fd::count_open_fds().unwrap();
+    for _ in 0..200 {
+        let f = mp_codec::encode(&(Fd(r.try_clone().unwrap()), 1u8)).unwrap();
+        mp_codec::send_frame(a.as_fd(), &f).unwrap();
+        drop(f);
+        let got: (Fd, u8) = mp_codec::recv(b.as_fd()).unwrap();
+        drop(got);
+    }
+    // Allow for descriptors opened by tests running beside this one.
+    let after = fd::count_open_fds().unwrap();
+    assert!(after <= before + 8, "{before} descriptors before, {after} after");
+}
+
+#[test]
+fn recv_timeout_waits_then_reports_timeout_without_consuming() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    let t = Duration::from_millis(200);
+    let t0 = Instant::now();
+    let err = mp_codec::recv_frame_timeout(b.as_fd(), &Limits::default(), t).unwrap_err();
+    let took = t0.elapsed();
+    assert!(matches!(err, CodecError::Timeout));
+    assert!(took >= t && took < t + Duration::from_millis(1500), "{took:?}");
+    mp_codec::send(a.as_fd(), &1u8).unwrap();
+    let f = mp_codec::recv_frame_timeout(b.as_fd(), &Limits::default(), t).unwrap();
+    assert_eq!(mp_codec::decode::<u8>(f).unwrap(), 1);
+}
+
+#[test]
+fn errors_are_send_sync_and_std_errors() {
+    fn is_error<E: std::error::Error + Send + Sync + 'static>() {}
+    is_error::<CodecError>();
+    is_error::<mp_codec::handle::HandleError>();
+    fn is_send<T: Send>() {}
+    is_send::<Frame>();
+}
