@@ -1,2 +1,136 @@
-//! Codec benchmarks (placeholder while the crate is written).
-fn main() {}
+//! Codec benchmarks: encoding and decoding small and 1 MiB values, beside a
+//! memcpy baseline and the two serde formats the codec was chosen between.
+//!
+//! Run with `cargo xtask bench codec` (or `cargo bench -p benches --bench codec`).
+
+use std::hint::black_box;
+use std::os::fd::AsFd;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mp_codec::Frame;
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Debug)]
+struct Small {
+    id: u64,
+    name: String,
+    values: Vec<u32>,
+    flag: bool,
+}
+
+fn small() -> Small {
+    Small {
+        id: 0x1234_5678,
+        name: "ten chars!".into(),
+        values: (0..8).collect(),
+        flag: true,
+    }
+}
+
+const MIB: usize = 1 << 20;
+
+fn encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec_encode");
+    let mut frame = Frame::new();
+    g.bench_function("i64", |b| {
+        b.iter(|| mp_codec::encode_into(black_box(&0x1234_5678_9abc_i64), &mut frame))
+    });
+    g.bench_function("small_struct", |b| {
+        b.iter(|| mp_codec::encode_into(black_box(&small()), &mut frame))
+    });
+    let bytes: Vec<u8> = (0..MIB).map(|i| i as u8).collect();
+    let floats: Vec<f64> = (0..MIB / 8).map(|i| i as f64).collect();
+    g.throughput(Throughput::Bytes(MIB as u64));
+    g.bench_function("vec_u8_1mib", |b| {
+        b.iter(|| mp_codec::encode_into(black_box(&bytes), &mut frame))
+    });
+    g.bench_function("vec_f64_1mib", |b| {
+        b.iter(|| mp_codec::encode_into(black_box(&floats), &mut frame))
+    });
+    g.bench_function("raw_bytes_frame_1mib", |b| {
+        b.iter(|| Frame::from_bytes(black_box(&bytes)))
+    });
+    let mut out = Vec::with_capacity(MIB);
+    g.bench_function("baseline_memcpy_1mib", |b| {
+        b.iter(|| {
+            out.clear();
+            out.extend_from_slice(black_box(&bytes));
+        })
+    });
+    // The formats the codec chose between, on the same 1 MiB Vec<u8>.
+    let mut pbuf = Vec::with_capacity(MIB + 16);
+    g.bench_function("postcard_to_extend_vec_u8_1mib", |b| {
+        b.iter(|| {
+            pbuf.clear();
+            pbuf = postcard::to_extend(black_box(&bytes), std::mem::take(&mut pbuf)).unwrap();
+        })
+    });
+    let mut bbuf = Vec::with_capacity(MIB + 16);
+    g.bench_function("bincode2_vec_u8_1mib", |b| {
+        b.iter(|| {
+            bbuf.clear();
+            bincode::serde::encode_into_std_write(black_box(&bytes), &mut bbuf, bincode::config::standard()).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec_decode");
+    let i = wire(&0x1234_5678_9abc_i64);
+    g.bench_function("i64", |b| b.iter(|| mp_codec::decode::<i64>(rebuild(&i)).unwrap()));
+    let s = wire(&small());
+    g.bench_function("small_struct", |b| {
+        b.iter(|| mp_codec::decode::<Small>(rebuild(&s)).unwrap())
+    });
+    g.throughput(Throughput::Bytes(MIB as u64));
+    let v = wire(&(0..MIB).map(|i| i as u8).collect::<Vec<u8>>());
+    g.bench_function("vec_u8_1mib", |b| {
+        b.iter(|| mp_codec::decode::<Vec<u8>>(rebuild(&v)).unwrap())
+    });
+    let f = wire(&(0..MIB / 8).map(|i| i as f64).collect::<Vec<f64>>());
+    g.bench_function("vec_f64_1mib", |b| {
+        b.iter(|| mp_codec::decode::<Vec<f64>>(rebuild(&f)).unwrap())
+    });
+    g.finish();
+}
+
+/// A frame rebuilt from its wire bytes for every decode (decode consumes it);
+/// the copy is part of what a receiver pays too.
+fn rebuild(bytes: &[u8]) -> Frame {
+    Frame::from_wire(bytes.to_vec(), Vec::new(), &Default::default()).unwrap()
+}
+
+/// The wire bytes of `v`'s frame.
+fn wire<T: Serialize>(v: &T) -> Vec<u8> {
+    mp_codec::encode(v).unwrap().into_parts().0
+}
+
+fn socket_round_trip(c: &mut Criterion) {
+    let mut g = c.benchmark_group("codec_socket");
+    let (a, b) = mp_sys::socket::socketpair(mp_sys::socket::SocketKind::Stream).unwrap();
+    for size in [8usize, 4096, MIB] {
+        let payload = vec![7u8; size];
+        let frame = Frame::from_bytes(&payload).unwrap();
+        g.throughput(Throughput::Bytes(size as u64));
+        g.bench_with_input(BenchmarkId::new("send_recv_same_thread", size), &frame, |bch, frame| {
+            bch.iter(|| {
+                // A frame larger than the socket buffer needs a reader beside
+                // the writer; small ones fit.
+                if size > 64 * 1024 {
+                    std::thread::scope(|s| {
+                        s.spawn(|| mp_codec::send_frame(a.as_fd(), frame).unwrap());
+                        mp_codec::recv_frame(b.as_fd(), &Default::default()).unwrap()
+                    })
+                } else {
+                    mp_codec::send_frame(a.as_fd(), frame).unwrap();
+                    mp_codec::recv_frame(b.as_fd(), &Default::default()).unwrap()
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, encode, decode, socket_round_trip);
+criterion_main!(benches);

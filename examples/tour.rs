@@ -1,2 +1,120 @@
-//! A tour of the library (placeholder while the crates are written).
-fn main() {}
+//! A tour of what the library has so far: shared memory that never leaks,
+//! messages whose handles travel beside their bytes, a forked child that
+//! writes through a handle it received, and the errors a bad peer gets.
+//!
+//! Run with `cargo run --release --example tour`.
+
+use std::error::Error;
+use std::os::fd::AsFd;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use multiprocessing::codec::{self, CodecError};
+use multiprocessing::sys::process::{Fork, exit_now, try_fork};
+use multiprocessing::sys::region::Region;
+use multiprocessing::sys::socket::{SocketKind, socketpair};
+use serde::{Deserialize, Serialize};
+
+/// A message with two handles inside: each region travels as a file
+/// descriptor, and the receiver maps the same memory.
+#[derive(Serialize, Deserialize)]
+struct Job {
+    name: String,
+    #[serde(with = "multiprocessing::codec::handle::region")]
+    text: Region,
+    #[serde(with = "multiprocessing::codec::handle::region")]
+    counter: Region,
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    println!("1. Shared memory: a memfd region, freed by the kernel with its last holder");
+    let text = Region::create("tour-text", 4096)?;
+    let counter = Region::create("tour-counter", 8)?;
+    println!(
+        "   two regions of {} and {} bytes, nothing in /dev/shm",
+        text.len(),
+        counter.len()
+    );
+
+    println!("2. A socket pair, and a child forked before the message exists");
+    let (parent_end, child_end) = socketpair(SocketKind::Stream)?;
+    let mut child = match try_fork()? {
+        Fork::Child => {
+            let code = match child_main(child_end) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("child: {e}");
+                    1
+                }
+            };
+            exit_now(code)
+        }
+        Fork::Parent(child) => child,
+    };
+
+    println!("3. The parent sends a Job holding both regions");
+    let job = Job {
+        name: "tour".into(),
+        text,
+        counter,
+    };
+    let frame = codec::encode(&job)?;
+    println!(
+        "   frame: {} bytes, {} file descriptors beside them",
+        frame.as_bytes().len(),
+        frame.fds().len()
+    );
+    codec::send_frame(parent_end.as_fd(), &frame)?;
+
+    let reply: String = codec::recv(parent_end.as_fd())?;
+    println!("5. The child replied {reply:?}");
+    let status = child
+        .wait_timeout(Duration::from_secs(10))?
+        .ok_or("the child did not exit")?;
+    println!("   child exited with code {}", status.exitcode());
+    let mut buf = [0u8; 22];
+    job.text.read(0, &mut buf)?;
+    println!(
+        "   the parent reads {:?} from its own mapping",
+        String::from_utf8_lossy(&buf)
+    );
+    println!("   counter = {}", job.counter.atomic_u64(0)?.load(Ordering::Acquire));
+
+    println!("6. Bad input is an error, never a panic or a hang");
+    let wrong = codec::decode::<bool>(codec::encode(&"not a bool")?);
+    println!(
+        "   wrong type: {}",
+        wrong.err().map(|e| e.to_string()).unwrap_or_default()
+    );
+    let (a, b) = socketpair(SocketKind::Stream)?;
+    multiprocessing::sys::fd::write_all(a.as_fd(), b"GET / HTTP/1.1\r\n")?;
+    drop(a);
+    let garbage = codec::recv_frame(b.as_fd(), &Default::default());
+    if let Err(e @ CodecError::Corrupt(_)) = garbage {
+        println!("   garbage: {e}");
+    }
+    let json = serde_json_like_error();
+    println!("   a handle in another format: {json}");
+    Ok(())
+}
+
+fn child_main(sock: std::os::fd::OwnedFd) -> Result<(), Box<dyn Error>> {
+    let job: Job = codec::recv(sock.as_fd())?;
+    println!(
+        "4. The child received job {:?} and writes through both handles",
+        job.name
+    );
+    job.text.write(0, b"written by the child!!")?;
+    job.counter.atomic_u64(0)?.fetch_add(41, Ordering::AcqRel);
+    job.counter.atomic_u64(0)?.fetch_add(1, Ordering::AcqRel);
+    codec::send(sock.as_fd(), &"done")?;
+    Ok(())
+}
+
+/// What a handle says when a format other than the codec tries to encode it.
+fn serde_json_like_error() -> String {
+    match multiprocessing::codec::handle::put_fd(std::io::stdin().as_fd()) {
+        Ok(_) => "unexpectedly accepted".into(),
+        Err(e) => e.to_string(),
+    }
+}

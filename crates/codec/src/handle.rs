@@ -32,7 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
@@ -42,80 +42,181 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// human reading a trace can tell an index from a number.
 const FD_NEWTYPE: &str = "$mp_codec::Fd";
 
-/// The thread's codec state while an encode or decode runs.
-struct Slot {
-    fds: Fds,
-    /// The first handle error, kept because postcard drops the messages of
-    /// custom serde errors.
-    error: Option<String>,
-}
-
-enum Fds {
-    /// Encoding: descriptors collected so far.
-    Collect(Vec<OwnedFd>),
-    /// Decoding: the frame's descriptors; `None` once taken.
-    Supply(Vec<Option<OwnedFd>>),
+/// What the thread's codec is doing. The state is split into cheap `Cell`s so
+/// that a value without handles (the common case) never touches the
+/// descriptor list: encoding an `i64` costs a few nanoseconds over postcard.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Idle,
+    /// Measuring an encoding: handles get indexes, nothing is duplicated.
+    Count,
+    /// Encoding: handles' descriptors are duplicated into `FDS`.
+    Collect,
+    /// Decoding: handles take the frame's descriptors out of `FDS`.
+    Supply,
 }
 
 thread_local! {
-    static SLOT: RefCell<Option<Slot>> = const { RefCell::new(None) };
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Idle) };
+    /// Handles put (Count, Collect) so far.
+    static PUT: Cell<u32> = const { Cell::new(0) };
+    /// Whether `ERROR` holds a message.
+    static FAILED: Cell<bool> = const { Cell::new(false) };
+    /// Collect: the duplicates; Supply: the frame's descriptors, `None` once taken.
+    static FDS: RefCell<Vec<Option<OwnedFd>>> = const { RefCell::new(Vec::new()) };
+    /// The first handle error, kept because postcard drops the messages of
+    /// custom serde errors.
+    static ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` with `fds` installed, and returns what is left in the slot. The
-/// previous slot is restored afterwards, also when `f` panics, so nested use
-/// (a handle encoding another message) is safe.
-fn with_slot<R>(fds: Fds, f: impl FnOnce() -> R) -> (R, Slot) {
-    struct Restore(Option<Option<Slot>>);
-    impl Drop for Restore {
+/// What an encode or decode pass left behind.
+pub(crate) struct Pass {
+    /// Handles put (Count, Collect).
+    pub(crate) put: usize,
+    /// Collect: the duplicated descriptors. Supply: the unclaimed ones.
+    pub(crate) fds: Vec<Option<OwnedFd>>,
+    /// The first handle error.
+    pub(crate) error: Option<String>,
+}
+
+/// Runs `f` in `mode` with `fds` installed (only used by Supply). The previous
+/// state is restored afterwards, also when `f` panics, so nested use (a
+/// handle encoding another message) is safe.
+fn run<R>(mode: Mode, fds: Vec<Option<OwnedFd>>, f: impl FnOnce() -> R) -> (R, Pass) {
+    struct Saved {
+        mode: Mode,
+        put: u32,
+        failed: bool,
+        fds: Option<Vec<Option<OwnedFd>>>,
+        error: Option<String>,
+        done: bool,
+    }
+    impl Drop for Saved {
         fn drop(&mut self) {
-            if let Some(prev) = self.0.take() {
-                SLOT.with(|s| *s.borrow_mut() = prev);
+            if self.done {
+                return;
             }
+            // Unwinding out of `f`: restore the outer state.
+            MODE.set(self.mode);
+            PUT.set(self.put);
+            FAILED.set(self.failed);
+            let fds = self.fds.take().unwrap_or_default();
+            FDS.with(|v| *v.borrow_mut() = fds);
+            ERROR.with(|e| *e.borrow_mut() = self.error.take());
         }
     }
-    let prev = SLOT.with(|s| s.borrow_mut().replace(Slot { fds, error: None }));
-    let mut restore = Restore(Some(prev));
+    if MODE.get() == Mode::Idle && fds.is_empty() {
+        return run_outermost(mode, f);
+    }
+    let outer = MODE.replace(mode);
+    let nested = outer != Mode::Idle;
+    let install = nested || !fds.is_empty();
+    let mut saved = Saved {
+        mode: outer,
+        put: PUT.replace(0),
+        failed: FAILED.replace(false),
+        fds: install.then(|| FDS.with(|v| std::mem::replace(&mut *v.borrow_mut(), fds))),
+        error: if nested {
+            ERROR.with(|e| e.borrow_mut().take())
+        } else {
+            None
+        },
+        done: false,
+    };
     let r = f();
-    let prev = restore.0.take().unwrap_or(None);
-    let slot = SLOT.with(|s| std::mem::replace(&mut *s.borrow_mut(), prev));
+    let put = PUT.replace(saved.put);
+    MODE.set(saved.mode);
+    let error = if FAILED.replace(saved.failed) {
+        ERROR.with(|e| e.borrow_mut().take())
+    } else {
+        None
+    };
+    if let Some(outer_error) = saved.error.take() {
+        ERROR.with(|e| *e.borrow_mut() = Some(outer_error));
+    }
+    // The descriptor list was touched if it was installed, or if a handle
+    // was put while collecting.
+    let touched = saved.fds.is_some() || (mode == Mode::Collect && put > 0);
+    let fds = if touched {
+        let outer_fds = saved.fds.take().unwrap_or_default();
+        FDS.with(|v| std::mem::replace(&mut *v.borrow_mut(), outer_fds))
+    } else {
+        Vec::new()
+    };
+    saved.done = true;
     (
         r,
-        slot.unwrap_or(Slot {
-            fds: Fds::Collect(Vec::new()),
-            error: None,
-        }),
+        Pass {
+            put: put as usize,
+            fds,
+            error,
+        },
     )
 }
 
-/// Runs an encode: returns its result, the descriptors the handles put, and
-/// the first handle error.
-pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>, Option<String>) {
-    let (r, slot) = with_slot(Fds::Collect(Vec::new()), f);
-    match slot.fds {
-        Fds::Collect(fds) => (r, fds, slot.error),
-        Fds::Supply(_) => (r, Vec::new(), slot.error),
+/// [`run`] for the common case: no codec pass is running on this thread and
+/// no descriptors arrived, so only the cheap cells need saving.
+#[inline]
+fn run_outermost<R>(mode: Mode, f: impl FnOnce() -> R) -> (R, Pass) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            // Also on unwinding out of `f`: back to idle, with nothing left.
+            MODE.set(Mode::Idle);
+            PUT.set(0);
+            if FAILED.replace(false) {
+                ERROR.with(|e| e.borrow_mut().take());
+            }
+        }
     }
+    MODE.set(mode);
+    let reset = Reset;
+    let r = f();
+    let put = PUT.get();
+    let error = if FAILED.get() {
+        ERROR.with(|e| e.borrow_mut().take())
+    } else {
+        None
+    };
+    let fds = if mode == Mode::Collect && put > 0 {
+        FDS.with(|v| std::mem::take(&mut *v.borrow_mut()))
+    } else {
+        Vec::new()
+    };
+    drop(reset);
+    (
+        r,
+        Pass {
+            put: put as usize,
+            fds,
+            error,
+        },
+    )
 }
 
-/// Runs a decode over `fds`: returns its result, how many descriptors no
-/// handle claimed (they are closed), and the first handle error.
-pub(crate) fn supplying<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> (R, usize, Option<String>) {
-    let (r, slot) = with_slot(Fds::Supply(fds.into_iter().map(Some).collect()), f);
-    let unclaimed = match slot.fds {
-        Fds::Supply(v) => v.iter().filter(|f| f.is_some()).count(),
-        Fds::Collect(_) => 0,
-    };
-    (r, unclaimed, slot.error)
+/// Runs the sizing pass of an encode: handles get their indexes but no
+/// descriptor is duplicated.
+pub(crate) fn counting<R>(f: impl FnOnce() -> R) -> (R, Pass) {
+    run(Mode::Count, Vec::new(), f)
+}
+
+/// Runs an encode: the pass holds the duplicated descriptors, in order.
+pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Pass) {
+    run(Mode::Collect, Vec::new(), f)
+}
+
+/// Runs a decode over `fds`: the pass holds the descriptors no handle claimed
+/// (as `Some`).
+pub(crate) fn supplying<R>(fds: Vec<OwnedFd>, f: impl FnOnce() -> R) -> (R, Pass) {
+    run(Mode::Supply, fds.into_iter().map(Some).collect(), f)
 }
 
 /// Records `msg` as the handle error of the running encode or decode (the
 /// first one wins), and returns it.
 fn note(msg: String) -> String {
-    SLOT.with(|s| {
-        if let Some(slot) = &mut *s.borrow_mut() {
-            slot.error.get_or_insert_with(|| msg.clone());
-        }
-    });
+    if MODE.get() != Mode::Idle && !FAILED.replace(true) {
+        ERROR.with(|e| *e.borrow_mut() = Some(msg.clone()));
+    }
     msg
 }
 
@@ -140,15 +241,7 @@ const OUTSIDE: &str = "a handle (a value holding a file descriptor) can only be 
 /// assert!(!mp_codec::handle::is_encoding());
 /// ```
 pub fn is_encoding() -> bool {
-    SLOT.with(|s| {
-        matches!(
-            &*s.borrow(),
-            Some(Slot {
-                fds: Fds::Collect(_),
-                ..
-            })
-        )
-    })
+    matches!(MODE.get(), Mode::Count | Mode::Collect)
 }
 
 /// Adds a duplicate of `fd` to the message being encoded and returns its
@@ -161,19 +254,23 @@ pub fn is_encoding() -> bool {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn put_fd(fd: BorrowedFd<'_>) -> Result<u32, HandleError> {
-    SLOT.with(|s| match &mut *s.borrow_mut() {
-        Some(Slot {
-            fds: Fds::Collect(fds), ..
-        }) => {
-            let index = u32::try_from(fds.len()).map_err(|_| HandleError("too many descriptors".into()))?;
-            let dup = fd
-                .try_clone_to_owned()
-                .map_err(|e| HandleError(format!("cannot duplicate a handle's descriptor: {e}")))?;
-            fds.push(dup);
-            Ok(index)
-        }
-        _ => Err(HandleError(OUTSIDE.into())),
-    })
+    let mode = MODE.get();
+    if !matches!(mode, Mode::Count | Mode::Collect) {
+        return Err(HandleError(OUTSIDE.into()));
+    }
+    let index = PUT.get();
+    PUT.set(
+        index
+            .checked_add(1)
+            .ok_or_else(|| HandleError("too many descriptors".into()))?,
+    );
+    if mode == Mode::Collect {
+        let dup = fd
+            .try_clone_to_owned()
+            .map_err(|e| HandleError(format!("cannot duplicate a handle's descriptor: {e}")))?;
+        FDS.with(|v| v.borrow_mut().push(Some(dup)));
+    }
+    Ok(index)
 }
 
 /// Takes the descriptor at `index` out of the frame being decoded. Each index
@@ -183,23 +280,22 @@ pub fn put_fd(fd: BorrowedFd<'_>) -> Result<u32, HandleError> {
 /// assert!(mp_codec::handle::take_fd(0).is_err()); // no decode running
 /// ```
 pub fn take_fd(index: u32) -> Result<OwnedFd, HandleError> {
-    SLOT.with(|s| match &mut *s.borrow_mut() {
-        Some(Slot {
-            fds: Fds::Supply(fds), ..
-        }) => {
-            let n = fds.len();
-            let slot = usize::try_from(index)
-                .ok()
-                .and_then(|i| fds.get_mut(i))
-                .ok_or_else(|| {
-                    HandleError(format!(
-                        "the value names descriptor #{index} but the frame carries only {n}"
-                    ))
-                })?;
-            slot.take()
-                .ok_or_else(|| HandleError(format!("descriptor #{index} is claimed by two handles")))
-        }
-        _ => Err(HandleError(OUTSIDE.into())),
+    if MODE.get() != Mode::Supply {
+        return Err(HandleError(OUTSIDE.into()));
+    }
+    FDS.with(|v| {
+        let mut fds = v.borrow_mut();
+        let n = fds.len();
+        let slot = usize::try_from(index)
+            .ok()
+            .and_then(|i| fds.get_mut(i))
+            .ok_or_else(|| {
+                HandleError(format!(
+                    "the value names descriptor #{index} but the frame carries only {n}"
+                ))
+            })?;
+        slot.take()
+            .ok_or_else(|| HandleError(format!("descriptor #{index} is claimed by two handles")))
     })
 }
 

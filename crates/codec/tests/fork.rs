@@ -162,8 +162,11 @@ fn a_child_dying_mid_frame_gives_truncated() -> Result<(), String> {
     }
 }
 
+/// A test of this binary: `Err` carries the failure's description.
+type TestFn = fn() -> Result<(), String>;
+
 fn main() -> ExitCode {
-    let tests: [(&str, fn() -> Result<(), String>); 3] = [
+    let tests: [(&str, TestFn); 3] = [
         (
             "two_memfd_handles_reach_a_forked_child",
             two_memfd_handles_reach_a_forked_child,

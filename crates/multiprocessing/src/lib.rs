@@ -1,1 +1,18 @@
-//! Python's `multiprocessing` for Rust (placeholder while the crate is written).
+#![doc = include_str!("../../../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+/// The operating-system layer: processes, memfd regions, futexes, fd passing,
+/// signals. See [`mp_sys`].
+#[doc(inline)]
+pub use mp_sys as sys;
+
+/// Serde values to frames, with file descriptors carried beside the bytes.
+/// See [`mp_codec`].
+#[cfg(feature = "codec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "codec")))]
+#[doc(inline)]
+pub use mp_codec as codec;
+
+#[cfg(feature = "codec")]
+pub use mp_codec::CodecError;
