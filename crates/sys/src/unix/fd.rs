@@ -18,18 +18,7 @@ use super::{cvt, cvt_r};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    // SAFETY: F_GETFD takes no argument and only reads the flags of a live fd.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
-    let new = if on {
-        flags | libc::FD_CLOEXEC
-    } else {
-        flags & !libc::FD_CLOEXEC
-    };
-    if new != flags {
-        // SAFETY: F_SETFD takes an int of flags; the fd is borrowed, so open.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, new) })?;
-    }
-    Ok(())
+    update_flag(fd, libc::F_GETFD, libc::F_SETFD, libc::FD_CLOEXEC, on)
 }
 
 /// Whether `FD_CLOEXEC` is set on `fd`.
@@ -58,16 +47,20 @@ pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    // SAFETY: F_GETFL takes no argument and only reads the status flags.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
-    let new = if on {
-        flags | libc::O_NONBLOCK
-    } else {
-        flags & !libc::O_NONBLOCK
-    };
+    update_flag(fd, libc::F_GETFL, libc::F_SETFL, libc::O_NONBLOCK, on)
+}
+
+/// Sets or clears `bit` in the flags `fcntl` reads with `get` and writes with
+/// `set` (descriptor flags or file status flags), skipping the write when
+/// nothing changes.
+fn update_flag(fd: BorrowedFd<'_>, get: libc::c_int, set: libc::c_int, bit: libc::c_int, on: bool) -> io::Result<()> {
+    // SAFETY: F_GETFD/F_GETFL take no argument and only read the flags of a
+    // live (borrowed) descriptor.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), get) })?;
+    let new = if on { flags | bit } else { flags & !bit };
     if new != flags {
-        // SAFETY: F_SETFL takes an int of status flags; the fd is open.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, new) })?;
+        // SAFETY: F_SETFD/F_SETFL take an int of flags; the fd is open.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), set, new) })?;
     }
     Ok(())
 }

@@ -246,16 +246,11 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
-        self.check(offset, 4)?;
-        if !offset.is_multiple_of(align_of::<AtomicU32>()) {
-            return Err(invalid_input(format!(
-                "offset {offset} is not aligned for an AtomicU32"
-            )));
-        }
-        // SAFETY: in range and aligned (the mapping is page-aligned); the
-        // memory is valid for the lifetime of `&self`, and all-bit patterns
-        // are valid u32. Concurrent access from other processes is atomic.
-        Ok(unsafe { AtomicU32::from_ptr(self.ptr.as_ptr().add(offset).cast()) })
+        let p = self.aligned::<AtomicU32>(offset)?;
+        // SAFETY: `aligned` checked that 4 bytes at `p` lie in the mapping and
+        // are aligned; the memory is valid for the lifetime of `&self`, every
+        // bit pattern is a valid u32, and other processes access it atomically.
+        Ok(unsafe { AtomicU32::from_ptr(p.cast()) })
     }
 
     /// The `AtomicU64` at `offset` (a multiple of 8).
@@ -268,14 +263,24 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
-        self.check(offset, 8)?;
-        if !offset.is_multiple_of(align_of::<AtomicU64>()) {
+        let p = self.aligned::<AtomicU64>(offset)?;
+        // SAFETY: as in `atomic_u32`, for 8 aligned bytes.
+        Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
+    }
+
+    /// A pointer to a `T` at `offset`, checked to lie in the mapping and to
+    /// be aligned for `T`.
+    fn aligned<T>(&self, offset: usize) -> io::Result<*mut u8> {
+        self.check(offset, size_of::<T>())?;
+        if !offset.is_multiple_of(align_of::<T>()) {
             return Err(invalid_input(format!(
-                "offset {offset} is not aligned for an AtomicU64"
+                "offset {offset} is not aligned for a {}",
+                std::any::type_name::<T>().rsplit("::").next().unwrap_or("value")
             )));
         }
-        // SAFETY: as in `atomic_u32`, for 8 aligned bytes.
-        Ok(unsafe { AtomicU64::from_ptr(self.ptr.as_ptr().add(offset).cast()) })
+        // The mapping is page-aligned, so an aligned offset is an aligned
+        // address; `wrapping_add` stays in bounds by the check above.
+        Ok(self.ptr.as_ptr().wrapping_add(offset))
     }
 
     /// Grows the region to `new_len` bytes (new bytes are zero). Other
