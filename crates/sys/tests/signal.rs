@@ -4,7 +4,6 @@
 mod common;
 
 use std::os::fd::AsFd;
-use std::time::Duration;
 
 use common::{PATIENCE, fork_child, fork_lock, reap};
 use mp_sys::fd::{self, PollFd};
@@ -40,15 +39,21 @@ fn a_grandchild_with_a_death_signal_dies_with_its_parent() {
     // The child forks a grandchild that asks for SIGKILL at its parent's
     // death, reports the grandchild's pid, and exits.
     let mut c = fork_child(move || {
+        let (ready_r, ready_w) = fd::pipe().unwrap();
         let gc = fork_child(|| {
             signal::set_parent_death_signal(Some(Signal::KILL)).unwrap();
+            fd::write_all(ready_w.as_fd(), b"k").unwrap();
             loop {
                 std::thread::park();
             }
         });
+        // Exit only once the grandchild has its death signal set.
+        let mut b = [0u8; 1];
+        let mut set = [PollFd::readable(ready_r.as_fd())];
+        if fd::poll(&mut set, Some(PATIENCE)).unwrap() != 1 || fd::read(ready_r.as_fd(), &mut b).unwrap() != 1 {
+            return 3;
+        }
         fd::write_all(w.as_fd(), &gc.pid().to_ne_bytes()).unwrap();
-        // Give the grandchild time to set its death signal, then exit.
-        std::thread::sleep(Duration::from_millis(50));
         std::mem::forget(gc);
         0
     });
