@@ -131,7 +131,10 @@ impl Header {
 /// file descriptors of the handles in it.
 #[derive(Debug)]
 pub struct Frame {
+    /// The frame is `buf[..end]`; bytes past `end` are left from earlier
+    /// uses, kept so that a reused frame is never zero-filled twice.
     buf: Vec<u8>,
+    end: usize,
     fds: Vec<OwnedFd>,
     kind: FrameKind,
 }
@@ -155,6 +158,7 @@ impl Frame {
     pub fn new() -> Frame {
         Frame {
             buf: Vec::new(),
+            end: 0,
             fds: Vec::new(),
             kind: FrameKind::Value,
         }
@@ -174,6 +178,7 @@ impl Frame {
         buf.resize(HEADER_LEN, 0);
         buf.extend_from_slice(data);
         let mut f = Frame {
+            end: buf.len(),
             buf,
             fds: Vec::new(),
             kind: FrameKind::Bytes,
@@ -215,17 +220,22 @@ impl Frame {
                 received: fds.len(),
             });
         }
-        Ok(Frame { buf, fds, kind: h.kind })
+        Ok(Frame {
+            end: buf.len(),
+            buf,
+            fds,
+            kind: h.kind,
+        })
     }
 
     /// The bytes to write: header and payload.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.end]
     }
 
     /// The payload, without the header.
     pub fn payload(&self) -> &[u8] {
-        self.buf.get(HEADER_LEN..).unwrap_or(&[])
+        self.buf.get(HEADER_LEN..self.end).unwrap_or(&[])
     }
 
     /// The file descriptors that travel with the frame.
@@ -240,7 +250,9 @@ impl Frame {
 
     /// The bytes and the descriptors.
     pub fn into_parts(self) -> (Vec<u8>, Vec<OwnedFd>) {
-        (self.buf, self.fds)
+        let Frame { mut buf, end, fds, .. } = self;
+        buf.truncate(end);
+        (buf, fds)
     }
 
     /// The payload as an owned vector (the header is removed in place).
@@ -250,6 +262,7 @@ impl Frame {
     /// # Ok::<(), mp_codec::CodecError>(())
     /// ```
     pub fn into_payload(mut self) -> Vec<u8> {
+        self.buf.truncate(self.end);
         self.buf.drain(..HEADER_LEN.min(self.buf.len()));
         self.buf
     }
@@ -257,7 +270,7 @@ impl Frame {
     /// Writes the header for the current payload and descriptors.
     fn seal(&mut self) {
         let h = Header {
-            len: self.buf.len() - HEADER_LEN,
+            len: self.end - HEADER_LEN,
             nfds: self.fds.len(),
             kind: self.kind,
         };
@@ -308,16 +321,44 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Resul
     let r = encode_payload(value, frame);
     if r.is_err() {
         frame.buf.clear();
+        frame.end = 0;
         frame.fds.clear();
     }
     r
 }
+
+/// Payloads up to this size are encoded in one pass.
+const SMALL: usize = 256;
 
 /// Two passes: one measures the payload, the other writes it into a buffer of
 /// exactly that size. Writing into a slice lets the compiler turn a sequence of
 /// bytes into a copy (a 1 MiB `Vec<u8>` costs about a memcpy), where growing a
 /// `Vec` one element at a time measured 20 times slower.
 fn encode_payload<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result<(), CodecError> {
+    // Small values (the common case) are written in one pass into a window of
+    // SMALL bytes; only a value that does not fit is measured first.
+    if frame.buf.len() < HEADER_LEN + SMALL {
+        frame.buf.resize(HEADER_LEN + SMALL, 0);
+    }
+    let (written, pass) = handle::collecting(|| {
+        postcard::to_slice(value, &mut frame.buf[HEADER_LEN..HEADER_LEN + SMALL]).map(|out| out.len())
+    });
+    match written {
+        Ok(n) => {
+            if pass.put > mp_sys::socket::MAX_FDS_PER_MESSAGE {
+                return Err(CodecError::TooManyFds {
+                    count: pass.put,
+                    max: mp_sys::socket::MAX_FDS_PER_MESSAGE,
+                });
+            }
+            frame.end = HEADER_LEN + n;
+            frame.fds = pass.fds.into_iter().flatten().collect();
+            frame.seal();
+            return Ok(());
+        }
+        Err(postcard::Error::SerializeBufferFull) => {} // Too big: measure, then write.
+        Err(e) => return Err(CodecError::Encode(pass.error.unwrap_or_else(|| e.to_string()))),
+    }
     let (size, pass) = handle::counting(|| postcard::experimental::serialized_size(value));
     let size = size.map_err(|e| CodecError::Encode(pass.error.unwrap_or_else(|| e.to_string())))?;
     let nfds = pass.put;
@@ -330,16 +371,19 @@ fn encode_payload<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result
     }
     // Stale bytes from an earlier use are overwritten below: only growth is
     // zero-filled.
-    frame.buf.resize(HEADER_LEN + size, 0);
-    frame.buf.truncate(HEADER_LEN + size);
-    let (written, pass) =
-        handle::collecting(|| postcard::to_slice(value, &mut frame.buf[HEADER_LEN..]).map(|out| out.len()));
+    if frame.buf.len() < HEADER_LEN + size {
+        frame.buf.resize(HEADER_LEN + size, 0);
+    }
+    let (written, pass) = handle::collecting(|| {
+        postcard::to_slice(value, &mut frame.buf[HEADER_LEN..HEADER_LEN + size]).map(|out| out.len())
+    });
     let written = written.map_err(|e| CodecError::Encode(pass.error.unwrap_or_else(|| e.to_string())))?;
     if written != size {
         return Err(CodecError::Encode(format!(
             "the value serialized to {size} bytes, then to {written}: its Serialize impl is not deterministic"
         )));
     }
+    frame.end = HEADER_LEN + size;
     frame.fds = pass.fds.into_iter().flatten().collect();
     frame.seal();
     Ok(())
@@ -358,13 +402,13 @@ fn encode_payload<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result
 /// # Ok::<(), mp_codec::CodecError>(())
 /// ```
 pub fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T, CodecError> {
-    let Frame { buf, fds, kind } = frame;
+    let Frame { buf, end, fds, kind } = frame;
     if kind == FrameKind::Bytes {
         return Err(CodecError::Decode(
             "the frame holds raw bytes (sent with send_bytes), not a serde value: receive it as bytes".into(),
         ));
     }
-    let payload = buf.get(HEADER_LEN..).unwrap_or(&[]);
+    let payload = buf.get(HEADER_LEN..end).unwrap_or(&[]);
     let nfds = fds.len();
     let (r, pass) = handle::supplying(fds, || postcard::take_from_bytes::<T>(payload));
     let unclaimed = pass.fds.iter().flatten().count();
