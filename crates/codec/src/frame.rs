@@ -115,6 +115,7 @@ impl Header {
         Ok(Header { len, nfds, kind })
     }
 
+    #[inline]
     fn write(&self, out: &mut [u8]) {
         out[..4].copy_from_slice(&MAGIC);
         out[4..8].copy_from_slice(&(self.len as u32).to_le_bytes());
@@ -268,6 +269,7 @@ impl Frame {
     }
 
     /// Writes the header for the current payload and descriptors.
+    #[inline]
     fn seal(&mut self) {
         let h = Header {
             len: self.end - HEADER_LEN,
@@ -278,6 +280,7 @@ impl Frame {
     }
 }
 
+#[inline]
 fn check_len(len: usize) -> Result<(), CodecError> {
     if len > u32::MAX as usize {
         return Err(CodecError::TooLarge {
@@ -344,48 +347,49 @@ fn encode_payload<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result
         postcard::to_slice(value, &mut frame.buf[HEADER_LEN..HEADER_LEN + SMALL]).map(|out| out.len())
     });
     match written {
-        Ok(n) => {
-            if pass.put > mp_sys::socket::MAX_FDS_PER_MESSAGE {
-                return Err(CodecError::TooManyFds {
-                    count: pass.put,
-                    max: mp_sys::socket::MAX_FDS_PER_MESSAGE,
-                });
-            }
-            frame.end = HEADER_LEN + n;
-            frame.fds = pass.fds.into_iter().flatten().collect();
-            frame.seal();
-            return Ok(());
-        }
+        Ok(n) => return finish(frame, n, pass),
         Err(postcard::Error::SerializeBufferFull) => {} // Too big: measure, then write.
         Err(e) => return Err(CodecError::Encode(pass.error.unwrap_or_else(|| e.to_string()))),
     }
     let (size, pass) = handle::counting(|| postcard::experimental::serialized_size(value));
     let size = size.map_err(|e| CodecError::Encode(pass.error.unwrap_or_else(|| e.to_string())))?;
-    let nfds = pass.put;
     check_len(size)?;
-    if nfds > mp_sys::socket::MAX_FDS_PER_MESSAGE {
-        return Err(CodecError::TooManyFds {
-            count: nfds,
-            max: mp_sys::socket::MAX_FDS_PER_MESSAGE,
-        });
-    }
+    check_fds(pass.put)?;
     // Stale bytes from an earlier use are overwritten below: only growth is
     // zero-filled.
     if frame.buf.len() < HEADER_LEN + size {
         frame.buf.resize(HEADER_LEN + size, 0);
     }
-    let (written, pass) = handle::collecting(|| {
+    let (written, mut pass) = handle::collecting(|| {
         postcard::to_slice(value, &mut frame.buf[HEADER_LEN..HEADER_LEN + size]).map(|out| out.len())
     });
-    let written = written.map_err(|e| CodecError::Encode(pass.error.unwrap_or_else(|| e.to_string())))?;
+    let written = written.map_err(|e| CodecError::Encode(pass.error.take().unwrap_or_else(|| e.to_string())))?;
     if written != size {
         return Err(CodecError::Encode(format!(
             "the value serialized to {size} bytes, then to {written}: its Serialize impl is not deterministic"
         )));
     }
-    frame.end = HEADER_LEN + size;
-    frame.fds = pass.fds.into_iter().flatten().collect();
+    finish(frame, size, pass)
+}
+
+/// Completes a frame whose payload of `len` bytes is in place.
+#[inline]
+fn finish(frame: &mut Frame, len: usize, pass: handle::Pass) -> Result<(), CodecError> {
+    check_fds(pass.put)?;
+    frame.end = HEADER_LEN + len;
+    if !pass.fds.is_empty() {
+        frame.fds = pass.fds.into_iter().flatten().collect();
+    }
     frame.seal();
+    Ok(())
+}
+
+#[inline]
+fn check_fds(count: usize) -> Result<(), CodecError> {
+    let max = mp_sys::socket::MAX_FDS_PER_MESSAGE;
+    if count > max {
+        return Err(CodecError::TooManyFds { count, max });
+    }
     Ok(())
 }
 

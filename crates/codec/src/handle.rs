@@ -82,6 +82,7 @@ pub(crate) struct Pass {
 /// Runs `f` in `mode` with `fds` installed (only used by Supply). The previous
 /// state is restored afterwards, also when `f` panics, so nested use (a
 /// handle encoding another message) is safe.
+#[inline]
 fn run<R>(mode: Mode, fds: Vec<Option<OwnedFd>>, f: impl FnOnce() -> R) -> (R, Pass) {
     struct Saved {
         mode: Mode,
@@ -196,11 +197,13 @@ fn run_outermost<R>(mode: Mode, f: impl FnOnce() -> R) -> (R, Pass) {
 
 /// Runs the sizing pass of an encode: handles get their indexes but no
 /// descriptor is duplicated.
+#[inline]
 pub(crate) fn counting<R>(f: impl FnOnce() -> R) -> (R, Pass) {
     run(Mode::Count, Vec::new(), f)
 }
 
 /// Runs an encode: the pass holds the duplicated descriptors, in order.
+#[inline]
 pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Pass) {
     run(Mode::Collect, Vec::new(), f)
 }
