@@ -13,6 +13,9 @@
 //! - [`socket`]: Unix socket pairs, and `SCM_RIGHTS` messages that carry file
 //!   descriptors beside the bytes.
 //! - [`signal`]: [`Signal`](signal::Signal), `kill`, `PR_SET_PDEATHSIG`.
+//! - [`code`]: [`Entry`](code::Entry), a function named so that another
+//!   process of the same binary can call it; [`boot`]: the load-time hook
+//!   that hands a re-executed child to its entry before `main`.
 //! - [`fd`]: close-on-exec, non-blocking mode, pipes, `poll`, open-fd counts.
 //!
 //! Linux (x86-64) is the platform this crate is built and tested on. The
@@ -51,4 +54,4 @@ compile_error!("mp-sys supports Linux only for now; its backend lives in src/uni
 #[path = "unix/mod.rs"]
 mod os;
 
-pub use os::{fd, futex, process, region, signal, socket};
+pub use os::{boot, code, fd, futex, process, region, signal, socket};

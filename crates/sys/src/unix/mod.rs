@@ -1,5 +1,7 @@
 //! The Linux backend. Each module wraps one family of system calls.
 
+pub mod boot;
+pub mod code;
 pub mod fd;
 pub mod futex;
 pub mod process;

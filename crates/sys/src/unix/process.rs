@@ -95,6 +95,118 @@ pub fn try_fork() -> io::Result<Fork> {
     unsafe { fork() }
 }
 
+/// Forks a child that runs `f` and exits with the code it returns (101 if it
+/// panics), and returns the child to the parent. This is the `fork` start
+/// method's primitive.
+///
+/// In a single-threaded process this is plainly safe. In a process with more
+/// threads the child holds a copy of every lock another thread held at the
+/// fork: `f` may deadlock on one (the allocator's are reset by glibc at fork,
+/// Rust's stdout lock and the test harness's capture are not). That is
+/// Python's `fork` start method's hazard too; like Python 3.12, callers warn
+/// on stderr when [`thread_count`] is above one, and the spawn and fork-server
+/// methods avoid it.
+///
+/// ```
+/// let mut c = mp_sys::process::fork_run(|| 3)?;
+/// assert_eq!(c.wait_timeout(std::time::Duration::from_secs(10))?.and_then(|s| s.code()), Some(3));
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn fork_run(f: impl FnOnce() -> i32) -> io::Result<Child> {
+    // SAFETY: the child runs `f` and ends with `exit_now`, never returning
+    // into the caller's stack. With one thread, nothing else can hold a lock.
+    // With several, a lock held elsewhere can deadlock the child (not corrupt
+    // memory: glibc's fork handlers make malloc usable in the child); the
+    // contract above tells callers to warn, as Python does.
+    match unsafe { fork() }? {
+        Fork::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+            exit_now(code)
+        }
+        Fork::Parent(child) => Ok(child),
+    }
+}
+
+/// Runs `hook` when the process exits normally (`main` returns or
+/// `std::process::exit`), after hooks registered later. Not run by
+/// [`exit_now`] or a signal.
+///
+/// ```
+/// fn goodbye() {}
+/// mp_sys::process::at_exit(goodbye)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn at_exit(hook: fn()) -> io::Result<()> {
+    static HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+    static REGISTERED: std::sync::Once = std::sync::Once::new();
+    extern "C" fn run_hooks() {
+        let hooks = std::mem::take(&mut *HOOKS.lock().unwrap_or_else(|e| e.into_inner()));
+        for hook in hooks.into_iter().rev() {
+            let _ = std::panic::catch_unwind(hook);
+        }
+    }
+    let mut err = None;
+    REGISTERED.call_once(|| {
+        // SAFETY: atexit stores a plain `extern "C"` function pointer.
+        if unsafe { libc::atexit(run_hooks) } != 0 {
+            err = Some(io::Error::other("atexit refused another exit handler"));
+        }
+    });
+    if let Some(e) = err {
+        return Err(e);
+    }
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner()).push(hook);
+    Ok(())
+}
+
+/// A pidfd for any process (a parent, say), to ask whether it is alive or to
+/// wait for its end with [`fd::poll`](crate::fd::poll). Unlike [`Child`], it
+/// cannot reap.
+#[derive(Debug)]
+pub struct PidFd {
+    pid: u32,
+    fd: OwnedFd,
+}
+
+impl PidFd {
+    /// Opens a pidfd for `pid`; fails if no such process exists.
+    ///
+    /// ```
+    /// let me = mp_sys::process::PidFd::open(std::process::id())?;
+    /// assert!(me.is_alive());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn open(pid: u32) -> io::Result<PidFd> {
+        let raw_pid = libc::pid_t::try_from(pid)
+            .ok()
+            .filter(|&p| p > 0)
+            .ok_or_else(|| invalid_input(format!("{pid} is not a process id")))?;
+        // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
+        let raw = RawFd::try_from(cvt(raw)?).map_err(|_| io::Error::other("pidfd_open returned no descriptor"))?;
+        // SAFETY: the descriptor is new and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(PidFd { pid, fd })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Whether the process has not exited yet.
+    pub fn is_alive(&self) -> bool {
+        let mut set = [PollFd::readable(self.fd.as_fd())];
+        matches!(fd::poll(&mut set, Some(Duration::ZERO)), Ok(0))
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
 /// Ends the calling process at once with `code` (`_exit(2)`): no destructors,
 /// no `atexit` handlers, no flush of Rust's stdout buffer. Async-signal-safe:
 /// the way a forked child ends.
@@ -270,18 +382,10 @@ impl Child {
     /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     /// ```
     pub fn from_pid(pid: u32) -> io::Result<Child> {
-        let raw_pid = libc::pid_t::try_from(pid)
-            .ok()
-            .filter(|&p| p > 0)
-            .ok_or_else(|| invalid_input(format!("{pid} is not a process id")))?;
-        // SAFETY: pidfd_open takes a pid and flags; it returns a new fd or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, raw_pid, 0) };
-        let raw = RawFd::try_from(cvt(raw)?).map_err(|_| io::Error::other("pidfd_open returned no descriptor"))?;
-        // SAFETY: the descriptor is new and ours (pidfds are close-on-exec).
-        let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let PidFd { pid, fd } = PidFd::open(pid)?;
         Ok(Child {
             pid,
-            pidfd,
+            pidfd: fd,
             status: None,
         })
     }
