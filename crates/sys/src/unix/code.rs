@@ -160,12 +160,20 @@ impl<T: 'static> Entry<T> {
         }
     }
 
+    /// Checks that the entry was made by this binary for this input type,
+    /// without calling it.
+    pub fn check(&self) -> Result<(), EntryError> {
+        if self.tag == tag::<T>(self.offset) {
+            Ok(())
+        } else {
+            Err(EntryError::Mismatch)
+        }
+    }
+
     /// Calls the function with `input`, after checking that the entry was
     /// made by this binary for this input type.
     pub fn call(&self, input: T) -> Result<i32, EntryError> {
-        if self.tag != tag::<T>(self.offset) {
-            return Err(EntryError::Mismatch);
-        }
+        self.check()?;
         let addr = (anchor_addr() as i64).wrapping_add(self.offset) as usize;
         // SAFETY: the tag binds the offset to this binary's identity and to
         // `T`, and only `Entry::new` computes tags for offsets, from the

@@ -1,0 +1,166 @@
+//! A started child, shared between its `Process`, the registry of children
+//! and the exit hook.
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mp_sys::fd::{self, PollFd};
+use mp_sys::process::{Child, ExitStatus, PidFd};
+use mp_sys::signal::Signal;
+
+/// How the parent holds a child.
+pub(crate) enum ChildHandle {
+    /// Our own child (fork, spawn): reaped through its pidfd.
+    Direct(Child),
+    /// A fork server's child: watched through a pidfd, its exit status
+    /// reported by the server on `status` (an `i32`, then EOF).
+    Served {
+        pidfd: PidFd,
+        status: OwnedFd,
+        exit: Option<ExitStatus>,
+    },
+}
+
+impl ChildHandle {
+    fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        match self {
+            ChildHandle::Direct(c) => c.try_wait(),
+            ChildHandle::Served { status, exit, .. } => {
+                if exit.is_none() {
+                    let mut set = [PollFd::readable(status.as_fd())];
+                    if fd::poll(&mut set, Some(Duration::ZERO))? == 1 {
+                        *exit = Some(read_status(status.as_fd())?);
+                    }
+                }
+                Ok(*exit)
+            }
+        }
+    }
+
+    fn sentinel(&self) -> BorrowedFd<'_> {
+        match self {
+            ChildHandle::Direct(c) => c.pidfd(),
+            ChildHandle::Served { status, .. } => status.as_fd(),
+        }
+    }
+
+    fn signal(&self, sig: Signal) -> io::Result<()> {
+        match self {
+            ChildHandle::Direct(c) => c.signal(sig),
+            ChildHandle::Served { pidfd, exit, .. } => {
+                if exit.is_some() {
+                    return Ok(());
+                }
+                mp_sys::signal::kill(pidfd.pid(), sig).or_else(|e| {
+                    if e.raw_os_error() == Some(3) { Ok(()) } else { Err(e) } // ESRCH: already gone
+                })
+            }
+        }
+    }
+}
+
+/// Reads the status a fork server wrote for its child: the Python exit code
+/// as an `i32`, or EOF if the server died first.
+fn read_status(fd: BorrowedFd<'_>) -> io::Result<ExitStatus> {
+    let mut buf = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match fd::read(fd, &mut buf[got..])? {
+            0 => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the fork server ended before reporting the child's exit status",
+                ));
+            }
+            n => got += n,
+        }
+    }
+    let code = i32::from_le_bytes(buf);
+    Ok(match Signal::from_raw(-code) {
+        Some(sig) if code < 0 => ExitStatus::Signaled(sig),
+        _ => ExitStatus::Exited(code),
+    })
+}
+
+/// A started child.
+pub(crate) struct ChildState {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    pub(crate) daemon: bool,
+    handle: Mutex<ChildHandle>,
+}
+
+impl fmt::Debug for ChildState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildState")
+            .field("name", &self.name)
+            .field("pid", &self.pid)
+            .finish()
+    }
+}
+
+impl ChildState {
+    pub(crate) fn new(name: String, daemon: bool, pid: u32, handle: ChildHandle) -> ChildState {
+        ChildState {
+            name,
+            pid,
+            daemon,
+            handle: Mutex::new(handle),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ChildHandle> {
+        self.handle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The exit code once known (Python's `exitcode`); reaps if it can.
+    pub(crate) fn exitcode(&self) -> Option<i32> {
+        self.lock().try_wait().ok().flatten().map(ExitStatus::exitcode)
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.exitcode().is_none()
+    }
+
+    pub(crate) fn signal(&self, sig: Signal) -> io::Result<()> {
+        self.lock().signal(sig)
+    }
+
+    /// Waits at most `timeout` for the child to end; `None` if it still runs.
+    pub(crate) fn wait_timeout(&self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            // The lock is not held while sleeping, so `terminate` from another
+            // thread can reach the child.
+            let raw_sentinel = {
+                let mut h = self.lock();
+                if let Some(s) = h.try_wait()? {
+                    return Ok(Some(s));
+                }
+                h.sentinel().try_clone_to_owned()?
+            };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let mut set = [PollFd::readable(raw_sentinel.as_fd())];
+            fd::poll(&mut set, left.map(|l| l.min(Duration::from_secs(3600))))?;
+        }
+    }
+
+    pub(crate) fn wait(&self) -> io::Result<ExitStatus> {
+        loop {
+            if let Some(s) = self.wait_timeout(Duration::from_secs(3600))? {
+                return Ok(s);
+            }
+        }
+    }
+
+    /// A duplicate of the descriptor that turns readable when the child ends.
+    pub(crate) fn sentinel(&self) -> io::Result<OwnedFd> {
+        self.lock().sentinel().try_clone_to_owned()
+    }
+}
