@@ -1,0 +1,550 @@
+//! `Process` under every start method, from a single-threaded main (so the
+//! fork method is safe here; see DESIGN.md, fork safety).
+//!
+//! Run with `cargo test -p mp-process --test process [filter]`. Scenarios
+//! that must watch a whole program (its stderr, its exit) re-run this binary
+//! as a driver: `process --scenario NAME --method M`.
+
+use std::io::Write;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use mp_process::{
+    Process, ProcessError, Run, StartMethod, active_children, current_process, exit, get_context, parent_process,
+};
+use mp_sys::region::Region;
+use serde::{Deserialize, Serialize};
+
+const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
+const PATIENCE: Duration = Duration::from_secs(30);
+
+type Check = Result<(), String>;
+
+fn check(cond: bool, what: impl Into<String>) -> Check {
+    if cond { Ok(()) } else { Err(what.into()) }
+}
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+fn run(m: StartMethod, p: &mut Process) -> Result<i32, String> {
+    ok(p.start())?;
+    ok(p.join_timeout(PATIENCE))?;
+    match p.exitcode() {
+        Some(c) => Ok(c),
+        None => {
+            let _ = p.kill();
+            Err(format!("{} under {m:?} did not exit within {PATIENCE:?}", p.get_name()))
+        }
+    }
+}
+
+// ---- targets -------------------------------------------------------------
+
+fn nothing() {}
+
+fn fail(msg: String) -> Result<(), String> {
+    Err(msg)
+}
+
+fn boom() {
+    panic!("boom in the child");
+}
+
+fn exit_with(code: i32) {
+    exit(code)
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn six(a: u8, b: u16, c: u32, d: u64, e: String, f: Vec<i8>) -> Result<(), String> {
+    let sum = u64::from(a) + u64::from(b) + u64::from(c) + d + e.len() as u64 + f.len() as u64;
+    if sum == 1 + 2 + 3 + 4 + 5 + 6 {
+        Ok(())
+    } else {
+        Err(format!("sum {sum}"))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Shared(#[serde(with = "mp_codec::handle::region")] Region);
+
+fn write_region(shared: Shared, text: String) {
+    shared.0.write(0, text.as_bytes()).expect("write through the handle");
+}
+
+fn report_identity(shared: Shared) {
+    let me = current_process();
+    let parent = parent_process()
+        .map(|p| format!("{}:{}", p.name(), p.is_alive()))
+        .unwrap_or_default();
+    let line = format!("{}|{}|{}|", me.name(), me.pid(), parent);
+    shared.0.write(0, line.as_bytes()).expect("write");
+}
+
+fn leaf() {}
+
+/// Python's test_recursion shape: children start children.
+fn recurse(depth: u32, shared: Shared) -> Result<(), String> {
+    let me = current_process().name().to_string();
+    // Each process takes the next 64-byte slot after the counter at offset 0.
+    let counter = shared.0.atomic_u32(0).map_err(|e| e.to_string())?;
+    let slot = counter.fetch_add(1, std::sync::atomic::Ordering::AcqRel) as usize;
+    shared
+        .0
+        .write(64 + slot * 64, format!("{me};").as_bytes())
+        .map_err(|e| e.to_string())?;
+    if depth > 0 {
+        let mut kids: Vec<Process> = (0..2)
+            .map(|_| Process::new(recurse, (depth - 1, Shared(shared.0.try_clone().expect("clone")))))
+            .collect();
+        for k in &mut kids {
+            k.start().map_err(|e| e.to_string())?;
+        }
+        for k in &mut kids {
+            k.join().map_err(|e| e.to_string())?;
+            if k.exitcode() != Some(0) {
+                return Err(format!("{} exited {:?}", k.get_name(), k.exitcode()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn daemonic_tries_children() {
+    match Process::new(leaf, ()).start() {
+        Err(ProcessError::DaemonicParent) => exit(7),
+        other => {
+            eprintln!("unexpected: {other:?}");
+            exit(8)
+        }
+    }
+}
+
+fn count_fds() {
+    exit(mp_sys::fd::count_open_fds().map_or(-1, |n| n as i32))
+}
+
+#[derive(Serialize, Deserialize)]
+struct Upper {
+    text: String,
+    out: Shared,
+}
+
+impl Run for Upper {
+    fn run(self) {
+        self.out.0.write(0, self.text.to_uppercase().as_bytes()).expect("write");
+    }
+}
+
+// ---- scenarios -------------------------------------------------------------
+
+fn exit_codes(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    check(run(m, &mut ctx.process(nothing, ()))? == 0, "return gives 0")?;
+    check(run(m, &mut ctx.process(fail, ("no".to_string(),)))? == 1, "Err gives 1")?;
+    check(run(m, &mut ctx.process(boom, ()))? == 1, "a panic gives 1")?;
+    check(run(m, &mut ctx.process(exit_with, (42,)))? == 42, "exit(42) gives 42")?;
+    let args = (1u8, 2u16, 3u32, 4u64, "abcde".to_string(), vec![0i8; 6]);
+    check(run(m, &mut ctx.process(six, args))? == 0, "six arguments arrive")?;
+    let code = run(
+        m,
+        &mut ctx.process(
+            |x: i32| {
+                if x != 5 {
+                    exit(1)
+                }
+            },
+            (5,),
+        ),
+    )?;
+    check(code == 0, "a non-capturing closure runs")
+}
+
+fn terminate_and_kill(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let mut p = ctx.process(sleep_ms, (60_000,));
+    ok(p.start())?;
+    check(p.is_alive(), "alive after start")?;
+    ok(p.terminate())?;
+    ok(p.join_timeout(PATIENCE))?;
+    check(
+        p.exitcode() == Some(-15),
+        format!("terminate: exitcode {:?}", p.exitcode()),
+    )?;
+    let mut p = ctx.process(sleep_ms, (60_000,));
+    ok(p.start())?;
+    ok(p.kill())?;
+    ok(p.join_timeout(PATIENCE))?;
+    check(p.exitcode() == Some(-9), format!("kill: exitcode {:?}", p.exitcode()))?;
+    check(!p.is_alive(), "dead after kill")
+}
+
+fn lifecycle_errors(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let mut p = ctx.process(nothing, ());
+    check(
+        matches!(p.join(), Err(ProcessError::NotStarted(_))),
+        "join before start is an error",
+    )?;
+    check(
+        matches!(p.terminate(), Err(ProcessError::NotStarted(_))),
+        "terminate before start is an error",
+    )?;
+    check(
+        p.exitcode().is_none() && p.pid().is_none(),
+        "no exitcode or pid before start",
+    )?;
+    ok(p.start())?;
+    check(
+        matches!(p.start(), Err(ProcessError::AlreadyStarted(_))),
+        "a second start is an error",
+    )?;
+    ok(p.join())?;
+    ok(p.close())?;
+    ok(p.close())?;
+    check(
+        matches!(p.join(), Err(ProcessError::Closed(_))),
+        "join after close is an error",
+    )?;
+    let mut running = ctx.process(sleep_ms, (60_000,));
+    ok(running.start())?;
+    check(
+        matches!(running.close(), Err(ProcessError::StillRunning(_))),
+        "close while running is an error",
+    )?;
+    ok(running.kill())?;
+    ok(running.join())
+}
+
+fn join_timeout_returns_with_the_child_alive(m: StartMethod) -> Check {
+    let mut p = get_context(m).process(sleep_ms, (60_000,));
+    ok(p.start())?;
+    let t = Duration::from_millis(500);
+    let t0 = Instant::now();
+    ok(p.join_timeout(t))?;
+    let took = t0.elapsed();
+    check(
+        took >= t - Duration::from_millis(100) && took < t + Duration::from_millis(1500),
+        format!("took {took:?}"),
+    )?;
+    check(p.is_alive() && p.exitcode().is_none(), "still alive after join_timeout")?;
+    ok(p.kill())?;
+    ok(p.join())
+}
+
+fn a_hundred_children(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let mut pids = Vec::new();
+    for i in 0..100 {
+        let mut p = ctx.process(nothing, ());
+        let code = run(m, &mut p)?;
+        check(code == 0, format!("child {i} exited {code}"))?;
+        pids.extend(p.pid());
+    }
+    // Reaped: no /proc entry (a zombie keeps one).
+    let zombies: Vec<_> = pids
+        .iter()
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
+    check(
+        zombies.is_empty(),
+        format!("{} children left in /proc: {zombies:?}", zombies.len()),
+    )?;
+    check(active_children().is_empty(), "no active children left")
+}
+
+fn handles_travel(m: StartMethod) -> Check {
+    let r = ok(Region::create("arg", 4096))?;
+    let mut p = get_context(m).process(
+        write_region,
+        (Shared(ok(r.try_clone())?), "through a memfd".to_string()),
+    );
+    check(run(m, &mut p)? == 0, "child wrote")?;
+    let mut got = [0u8; 15];
+    ok(r.read(0, &mut got))?;
+    check(
+        &got == b"through a memfd",
+        format!("parent read {:?}", String::from_utf8_lossy(&got)),
+    )?;
+    let out = ok(Region::create("out", 64))?;
+    let mut p = get_context(m).process_from_run(Upper {
+        text: "run me".into(),
+        out: Shared(ok(out.try_clone())?),
+    });
+    check(run(m, &mut p)? == 0, "Run value ran")?;
+    let mut got = [0u8; 6];
+    ok(out.read(0, &mut got))?;
+    check(&got == b"RUN ME", "Run value wrote")
+}
+
+fn names_and_identity(m: StartMethod) -> Check {
+    let r = ok(Region::create("id", 4096))?;
+    let mut p = get_context(m).process(report_identity, (Shared(ok(r.try_clone())?),));
+    let expected_name = p.get_name().to_string();
+    check(
+        expected_name.starts_with("Process-"),
+        format!("default name {expected_name}"),
+    )?;
+    let next = get_context(m).process(nothing, ());
+    let n1: u32 = expected_name["Process-".len()..].parse().map_err(|_| "numbered name")?;
+    check(next.get_name() == format!("Process-{}", n1 + 1), "names count up")?;
+    check(run(m, &mut p)? == 0, "child ran")?;
+    let mut buf = [0u8; 128];
+    ok(r.read(0, &mut buf))?;
+    let text = String::from_utf8_lossy(&buf);
+    let parts: Vec<&str> = text.split('|').collect();
+    check(parts[0] == expected_name, format!("child sees name {}", parts[0]))?;
+    check(
+        Some(parts[1].parse::<u32>().unwrap_or(0)) == p.pid(),
+        "child sees its pid",
+    )?;
+    check(
+        parts[2] == "MainProcess:true",
+        format!("child sees parent {}", parts[2]),
+    )?;
+    let named = get_context(m).process(nothing, ()).name("custom");
+    check(named.get_name() == "custom", "name() sets the name")
+}
+
+fn grandchildren(m: StartMethod) -> Check {
+    let r = ok(Region::create("tree", 4096))?;
+    let mut p = get_context(m).process(recurse, (2u32, Shared(ok(r.try_clone())?)));
+    let top = p.get_name().to_string();
+    check(run(m, &mut p)? == 0, "the tree completed")?;
+    let mut buf = vec![0u8; 4096];
+    ok(r.read(0, &mut buf))?;
+    let text = String::from_utf8_lossy(&buf);
+    for want in [
+        top.clone(),
+        format!("{top}:1"),
+        format!("{top}:2"),
+        format!("{top}:1:1"),
+        format!("{top}:2:2"),
+    ] {
+        check(
+            text.contains(&format!("{want};")),
+            format!("{want} missing from {:?}", text.trim_matches('\0')),
+        )?;
+    }
+    Ok(())
+}
+
+fn daemons_cannot_have_children(m: StartMethod) -> Check {
+    let mut p = get_context(m).process(daemonic_tries_children, ()).daemon(true);
+    check(p.is_daemon(), "daemon flag set")?;
+    let code = run(m, &mut p)?;
+    check(
+        code == 7,
+        format!("the daemonic child got {code}, not the DaemonicParent error"),
+    )
+}
+
+fn closures_need_fork(m: StartMethod) -> Check {
+    let data = String::from("abc");
+    let mut p = Process::from_closure(move || {
+        if data.len() != 3 {
+            exit(3)
+        }
+    })
+    .start_method(m);
+    if m == StartMethod::Fork {
+        check(run(m, &mut p)? == 0, "closure ran under fork")
+    } else {
+        match p.start() {
+            Err(e @ ProcessError::ClosureNeedsFork(_)) => check(e.to_string().contains("fork"), e.to_string()),
+            other => Err(format!("expected ClosureNeedsFork, got {other:?}")),
+        }
+    }
+}
+
+fn fds_do_not_grow(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let counts: Vec<i32> = (0..5)
+        .map(|_| run(m, &mut ctx.process(count_fds, ())))
+        .collect::<Result<_, _>>()?;
+    check(
+        counts.windows(2).all(|w| w[0] == w[1]),
+        format!("fd counts in children: {counts:?}"),
+    )?;
+    let before = ok(mp_sys::fd::count_open_fds())?;
+    for _ in 0..10 {
+        run(m, &mut ctx.process(nothing, ()))?;
+    }
+    let after = ok(mp_sys::fd::count_open_fds())?;
+    // The fork server keeps one socket open once it exists.
+    check(after <= before + 1, format!("parent fds {before} -> {after}"))
+}
+
+/// Runs this binary as a driver for `scenario`, returning (exit code, stdout, stderr).
+fn drive(scenario: &str, m: StartMethod) -> Result<(i32, String, String), String> {
+    let exe = ok(std::env::current_exe())?;
+    let mut child = ok(Command::new(exe)
+        .args(["--scenario", scenario, "--method", &format!("{m:?}")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn())?;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = ok(child.try_wait())? {
+            let out = ok(child.wait_with_output())?;
+            return Ok((
+                status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!("driver {scenario} hung"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn errors_reach_stderr(m: StartMethod) -> Check {
+    let (code, _, err) = drive("errors", m)?;
+    check(code == 0, format!("driver exited {code}: {err}"))?;
+    check(
+        err.contains("Process Process-1:\nthe target failed"),
+        format!("Err message missing: {err}"),
+    )?;
+    check(
+        err.contains("Process Process-2:\npanicked at") && err.contains("boom in the child"),
+        format!("panic message missing: {err}"),
+    )
+}
+
+fn main_returning_joins_and_terminates(m: StartMethod) -> Check {
+    let t0 = Instant::now();
+    let (code, out, err) = drive("atexit", m)?;
+    check(code == 0, format!("driver exited {code}: {err}"))?;
+    let mut lines = out.lines();
+    let daemon_pid: u32 = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or(format!("no daemon pid in {out:?}"))?;
+    check(
+        lines.any(|l| l == "worker done"),
+        format!("the non-daemonic child was not joined: {out:?} {err}"),
+    )?;
+    check(
+        !std::path::Path::new(&format!("/proc/{daemon_pid}")).exists(),
+        "the daemonic child outlived main",
+    )?;
+    check(t0.elapsed() < Duration::from_secs(20), "exit took too long")
+}
+
+fn worker_prints() {
+    std::thread::sleep(Duration::from_millis(300));
+    println!("worker done");
+}
+
+/// The driver side of the scenarios above.
+fn driver(scenario: &str, m: StartMethod) -> ExitCode {
+    let ctx = get_context(m);
+    match scenario {
+        "errors" => {
+            let mut a = ctx.process(fail, ("the target failed".to_string(),));
+            let mut b = ctx.process(boom, ());
+            for p in [&mut a, &mut b] {
+                p.start().expect("start");
+                p.join().expect("join");
+            }
+            ExitCode::SUCCESS
+        }
+        "atexit" => {
+            let mut d = ctx.process(sleep_ms, (60_000,)).daemon(true);
+            d.start().expect("start daemon");
+            println!("{}", d.pid().unwrap_or(0));
+            let mut w = ctx.process(worker_prints, ());
+            w.start().expect("start worker");
+            let _ = std::io::stdout().flush();
+            // main returns without joining either.
+            ExitCode::SUCCESS
+        }
+        other => {
+            eprintln!("unknown scenario {other}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+type Scenario = fn(StartMethod) -> Check;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let (Some(i), Some(j)) = (
+        args.iter().position(|a| a == "--scenario"),
+        args.iter().position(|a| a == "--method"),
+    ) {
+        let m = match args.get(j + 1).map(String::as_str) {
+            Some("Fork") => StartMethod::Fork,
+            Some("Spawn") => StartMethod::Spawn,
+            _ => StartMethod::ForkServer,
+        };
+        return driver(args.get(i + 1).map_or("", String::as_str), m);
+    }
+    let scenarios: [(&str, Scenario); 13] = [
+        ("exit_codes", exit_codes),
+        ("terminate_and_kill", terminate_and_kill),
+        ("lifecycle_errors", lifecycle_errors),
+        (
+            "join_timeout_returns_with_the_child_alive",
+            join_timeout_returns_with_the_child_alive,
+        ),
+        ("a_hundred_children", a_hundred_children),
+        ("handles_travel", handles_travel),
+        ("names_and_identity", names_and_identity),
+        ("grandchildren", grandchildren),
+        ("daemons_cannot_have_children", daemons_cannot_have_children),
+        ("closures_need_fork", closures_need_fork),
+        ("fds_do_not_grow", fds_do_not_grow),
+        ("errors_reach_stderr", errors_reach_stderr),
+        (
+            "main_returning_joins_and_terminates",
+            main_returning_joins_and_terminates,
+        ),
+    ];
+    let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let t0 = Instant::now();
+    let (mut passed, mut failed, mut filtered) = (0, 0, 0);
+    println!("\nrunning {} tests", scenarios.len() * METHODS.len());
+    for m in METHODS {
+        for (name, f) in scenarios {
+            let full = format!("{name}::{m:?}");
+            if !filter.is_empty() && !filter.iter().any(|p| full.contains(p.as_str())) {
+                filtered += 1;
+                continue;
+            }
+            let started = Instant::now();
+            match f(m) {
+                Ok(()) => {
+                    println!(
+                        "test {full} ... ok ({:.0} ms)",
+                        started.elapsed().as_secs_f64() * 1000.0
+                    );
+                    passed += 1;
+                }
+                Err(msg) => {
+                    println!("test {full} ... FAILED\n    {msg}");
+                    failed += 1;
+                }
+            }
+        }
+    }
+    let verdict = if failed == 0 { "ok" } else { "FAILED" };
+    println!(
+        "\ntest result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
+        t0.elapsed().as_secs_f64()
+    );
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
