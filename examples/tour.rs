@@ -1,6 +1,7 @@
 //! A tour of what the library has so far: shared memory that never leaks,
 //! messages whose handles travel beside their bytes, a forked child that
-//! writes through a handle it received, and the errors a bad peer gets.
+//! writes through a handle it received, the errors a bad peer gets, and
+//! Python-style processes under the three start methods.
 //!
 //! Run with `cargo run --release --example tour`.
 
@@ -13,6 +14,7 @@ use multiprocessing::codec::{self, CodecError};
 use multiprocessing::sys::process::{Fork, exit_now, try_fork};
 use multiprocessing::sys::region::Region;
 use multiprocessing::sys::socket::{SocketKind, socketpair};
+use multiprocessing::{Process, StartMethod, get_context};
 use serde::{Deserialize, Serialize};
 
 /// A message with two handles inside: each region travels as a file
@@ -95,7 +97,45 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let json = serde_json_like_error();
     println!("   a handle in another format: {json}");
+
+    println!("7. Processes, as in Python, under each start method");
+    let cell = Region::create("tour-square", 8)?;
+    for m in [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer] {
+        let mut p = get_context(m).process(square_into, (Cell(cell.try_clone()?), 12));
+        p.start()?;
+        p.join()?;
+        let got = cell.atomic_u64(0)?.load(Ordering::Acquire);
+        println!(
+            "   {m:?}: {} exited with {:?} after writing 12 * 12 = {got}",
+            p.get_name(),
+            p.exitcode()
+        );
+        cell.atomic_u64(0)?.store(0, Ordering::Release);
+    }
+    let mut failing = Process::new(fail, ());
+    failing.start()?;
+    failing.join()?;
+    println!(
+        "   a target returning Err exits with {:?} (its message went to stderr)",
+        failing.exitcode()
+    );
     Ok(())
+}
+
+/// A region handle as a target argument.
+#[derive(Serialize, Deserialize)]
+struct Cell(#[serde(with = "multiprocessing::codec::handle::region")] Region);
+
+fn square_into(cell: Cell, n: u64) -> Result<(), String> {
+    cell.0
+        .atomic_u64(0)
+        .map_err(|e| e.to_string())?
+        .store(n * n, Ordering::Release);
+    Ok(())
+}
+
+fn fail() -> Result<(), String> {
+    Err("this target fails on purpose".into())
 }
 
 fn child_main(sock: std::os::fd::OwnedFd) -> Result<(), Box<dyn Error>> {

@@ -16,3 +16,15 @@ pub use mp_codec as codec;
 
 #[cfg(feature = "codec")]
 pub use mp_codec::CodecError;
+
+/// Processes and start methods. See [`mp_process`].
+#[cfg(feature = "process")]
+#[cfg_attr(docsrs, doc(cfg(feature = "process")))]
+#[doc(inline)]
+pub use mp_process as process;
+
+#[cfg(feature = "process")]
+pub use mp_process::{
+    Context, Process, ProcessError, ProcessInfo, Run, StartMethod, active_children, cpu_count, current_process, exit,
+    get_context, get_start_method, parent_process, set_start_method,
+};
