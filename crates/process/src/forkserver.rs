@@ -11,11 +11,14 @@
 //! - It reaps its children and writes each one's exit code to a status pipe
 //!   the parent made for that child: that pipe is the child's sentinel.
 //!
-//! The parent then bootstraps the child directly, over a second socket pair
-//! that went to the child through the server, with the spawn method's
-//! protocol.
+//! A request carries the child's description and its arguments (with the
+//! descriptors of the handles in them); the server checks the target, forks,
+//! and answers with the pid, so a start costs one round trip. The child
+//! writes its own exit code to the status pipe as it exits, so `join` does
+//! not wait for the server either; the server writes it again after reaping,
+//! which covers deaths by signal.
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +26,6 @@ use mp_codec::{Fd, Frame, Limits};
 use mp_sys::code::Entry;
 use mp_sys::fd::{self, PollFd};
 use mp_sys::process::{Child, Fork, PidFd, SpawnOptions, try_fork};
-use mp_sys::signal::Signal;
 use mp_sys::socket::{SocketKind, socketpair};
 
 use crate::child::Meta;
@@ -53,26 +55,27 @@ pub(crate) fn forget_inherited() {
     }
 }
 
-type Reply = Result<u32, String>;
+/// The server's answer: the child's pid and a pidfd for it (opened by the
+/// server, which owns the child, so it names the right process even if the
+/// child has already ended and been reaped), or why it could not fork.
+type Reply = Result<(u32, Fd), String>;
 
-/// Asks the server for a child and bootstraps it.
+/// Asks the server for a child: the request carries the bootstrap itself, so
+/// the child starts with everything it needs and the parent waits for one
+/// answer only.
 pub(crate) fn start(meta: &Meta, args: &Frame) -> Result<(ChildHandle, u32), ProcessError> {
-    let (mine, theirs) = socketpair(SocketKind::Stream)?;
     let (status_r, status_w) = fd::pipe()?;
-    let pid = {
+    let (pid, pidfd) = {
         let mut guard = lock();
         let server = ensure_server(&mut guard)?;
-        let request = (Fd(theirs), Fd(status_w), meta.daemon);
-        let reply = mp_codec::send(server.sock.as_fd(), &request).and_then(|()| {
-            mp_codec::recv_frame_timeout(server.sock.as_fd(), &Limits::default(), spawn::BOOTSTRAP_TIMEOUT)
-        });
-        match reply.and_then(mp_codec::decode::<Reply>) {
-            Ok(Ok(pid)) => pid,
-            Ok(Err(why)) => {
-                return Err(ProcessError::Bootstrap(format!(
-                    "the fork server could not fork: {why}"
-                )));
-            }
+        let sock = server.sock.as_fd();
+        let reply = mp_codec::send(sock, &(meta, Fd(status_w)))
+            .and_then(|()| mp_codec::send_frame(sock, args))
+            .and_then(|()| mp_codec::recv_frame_timeout(sock, &Limits::default(), spawn::BOOTSTRAP_TIMEOUT))
+            .and_then(mp_codec::decode::<Reply>);
+        match reply {
+            Ok(Ok((pid, Fd(pidfd)))) => (pid, pidfd),
+            Ok(Err(why)) => return Err(ProcessError::Bootstrap(why)),
             Err(e) => {
                 // The server is gone or out of step: start afresh next time.
                 *guard = None;
@@ -80,15 +83,12 @@ pub(crate) fn start(meta: &Meta, args: &Frame) -> Result<(ChildHandle, u32), Pro
             }
         }
     };
-    let pidfd = PidFd::open(pid)?;
-    if let Err(why) = spawn::send_bootstrap(mine.as_fd(), meta, args) {
-        let _ = mp_sys::signal::kill(pid, Signal::KILL);
-        return Err(ProcessError::Bootstrap(why));
-    }
+    let pidfd = PidFd::from_fd(pid, pidfd);
     Ok((
         ChildHandle::Served {
             pidfd,
             status: status_r,
+            code: None,
             exit: None,
         },
         pid,
@@ -123,10 +123,27 @@ struct Served {
     status: OwnedFd,
 }
 
+/// Reads one request: the child's description, its status pipe, and its
+/// arguments. `Ok(None)`: the parent closed its end.
+fn read_request(sock: BorrowedFd<'_>) -> Result<Option<(Meta, OwnedFd, Frame)>, String> {
+    let limits = Limits::default();
+    let head = match mp_codec::recv_frame(sock, &limits) {
+        Ok(f) => f,
+        Err(e) if e.is_eof() => return Ok(None),
+        Err(e) => return Err(format!("bad request: {e}")),
+    };
+    let args = mp_codec::recv_frame(sock, &limits).map_err(|e| format!("bad arguments frame: {e}"))?;
+    let (meta, Fd(status)) = mp_codec::decode::<(Meta, Fd)>(head).map_err(|e| format!("bad request: {e}"))?;
+    let (offset, tag) = meta.target;
+    Entry::<Frame>::from_parts(offset, tag)
+        .check()
+        .map_err(|e| e.to_string())?;
+    Ok(Some((meta, status, args)))
+}
+
 /// The server: one thread, one loop, until the parent's end closes.
 fn server_main(sock: OwnedFd) -> i32 {
     let _ = mp_sys::process::set_name("mp-forkserver");
-    let parent = mp_sys::process::parent_pid();
     let mut children: Vec<Served> = Vec::new();
     loop {
         let ready: Vec<bool> = {
@@ -138,7 +155,9 @@ fn server_main(sock: OwnedFd) -> i32 {
             }
             set.iter().map(PollFd::is_ready).collect()
         };
-        // Report and forget the children that ended.
+        // Report and forget the children that ended. A child that exited
+        // normally wrote its code already; writing it again is harmless (the
+        // parent reads the first four bytes), and covers the other ways out.
         let mut i = 0;
         children.retain_mut(|c| {
             i += 1;
@@ -153,54 +172,51 @@ fn server_main(sock: OwnedFd) -> i32 {
                 _ => true,
             }
         });
-        if ready[0] {
-            let request =
-                mp_codec::recv_frame(sock.as_fd(), &Limits::default()).and_then(mp_codec::decode::<(Fd, Fd, bool)>);
-            let (child_sock, status) = match request {
-                Ok((Fd(s), Fd(w), _daemon)) => (s, w),
-                // The parent closed its end (or broke the protocol): the server's
-                // work is over. Daemonic children die with it.
-                Err(_) => return 0,
-            };
-            match try_fork() {
-                Ok(Fork::Child) => {
-                    // Keep nothing of the server's: its socket and the other
-                    // children's status pipes.
-                    drop(sock);
-                    for c in children {
-                        drop(c.status);
-                        std::mem::forget(c.child);
-                    }
-                    drop(status);
-                    let code = run_child(child_sock, parent);
-                    let _ = std::io::Write::flush(&mut std::io::stdout());
-                    mp_sys::process::exit_now(code)
+        if !ready[0] {
+            continue;
+        }
+        let (meta, status, args) = match read_request(sock.as_fd()) {
+            Ok(Some(r)) => r,
+            // The parent closed its end: the server's work is over. Daemonic
+            // children die with it (their parent-death signal).
+            Ok(None) => return 0,
+            Err(why) => {
+                if mp_codec::send(sock.as_fd(), &Reply::Err(why)).is_err() {
+                    return 1;
                 }
-                Ok(Fork::Parent(child)) => {
-                    let _ = mp_codec::send(sock.as_fd(), &Reply::Ok(child.pid()));
-                    children.push(Served { child, status });
-                }
-                Err(e) => {
-                    let _ = mp_codec::send(sock.as_fd(), &Reply::Err(e.to_string()));
-                }
+                continue;
             }
-        }
-    }
-}
-
-/// In a child of the server: take the bootstrap from the parent and run.
-fn run_child(sock: OwnedFd, _server_parent: u32) -> i32 {
-    match spawn::receive_bootstrap(sock.as_fd()) {
-        Ok((meta, args)) => {
-            let _ = mp_codec::send(sock.as_fd(), &Result::<(), String>::Ok(()));
-            drop(sock);
-            let server = mp_sys::process::parent_pid();
-            spawn::run_meta(meta, args, server)
-        }
-        Err(why) => {
-            eprintln!("multiprocessing: the child process cannot start: {why}");
-            let _ = mp_codec::send(sock.as_fd(), &Result::<(), String>::Err(why));
-            1
+        };
+        match try_fork() {
+            Ok(Fork::Child) => {
+                // Keep nothing of the server's: its socket and the other
+                // children's status pipes.
+                drop(sock);
+                for c in children {
+                    drop(c.status);
+                    std::mem::forget(c.child);
+                }
+                let server = mp_sys::process::parent_pid();
+                crate::identity::set_status_pipe(status);
+                let code = spawn::run_meta(meta, args, server);
+                crate::identity::report_exit(code);
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                mp_sys::process::exit_now(code)
+            }
+            Ok(Fork::Parent(child)) => {
+                let reply = child.pidfd().try_clone_to_owned().map(|fd| (child.pid(), Fd(fd)));
+                let _ = mp_codec::send(
+                    sock.as_fd(),
+                    &reply.map_err(|e| format!("cannot pass the child's pidfd: {e}")),
+                );
+                children.push(Served { child, status });
+            }
+            Err(e) => {
+                let _ = mp_codec::send(
+                    sock.as_fd(),
+                    &Reply::Err(format!("the fork server could not fork: {e}")),
+                );
+            }
         }
     }
 }

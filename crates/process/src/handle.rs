@@ -15,11 +15,13 @@ use mp_sys::signal::Signal;
 pub(crate) enum ChildHandle {
     /// Our own child (fork, spawn): reaped through its pidfd.
     Direct(Child),
-    /// A fork server's child: watched through a pidfd, its exit status
-    /// reported by the server on `status` (an `i32`, then EOF).
+    /// A fork server's child: its exit code arrives on `status` (an `i32`,
+    /// written by the child as it exits or by the server after reaping),
+    /// and its pidfd turns readable once it is gone.
     Served {
         pidfd: PidFd,
         status: OwnedFd,
+        code: Option<i32>,
         exit: Option<ExitStatus>,
     },
 }
@@ -28,11 +30,25 @@ impl ChildHandle {
     fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
         match self {
             ChildHandle::Direct(c) => c.try_wait(),
-            ChildHandle::Served { status, exit, .. } => {
+            ChildHandle::Served {
+                pidfd,
+                status,
+                code,
+                exit,
+            } => {
                 if exit.is_none() {
-                    let mut set = [PollFd::readable(status.as_fd())];
-                    if fd::poll(&mut set, Some(Duration::ZERO))? == 1 {
-                        *exit = Some(read_status(status.as_fd())?);
+                    if code.is_none() && ready(status.as_fd())? {
+                        *code = Some(read_status(status.as_fd())?);
+                    }
+                    if let Some(c) = *code {
+                        // The code may arrive a moment before the process is
+                        // gone: report the exit only once its pidfd says so.
+                        if ready(pidfd.as_fd())? {
+                            *exit = Some(match Signal::from_raw(-c) {
+                                Some(sig) if c < 0 => ExitStatus::Signaled(sig),
+                                _ => ExitStatus::Exited(c),
+                            });
+                        }
                     }
                 }
                 Ok(*exit)
@@ -43,7 +59,9 @@ impl ChildHandle {
     fn sentinel(&self) -> BorrowedFd<'_> {
         match self {
             ChildHandle::Direct(c) => c.pidfd(),
-            ChildHandle::Served { status, .. } => status.as_fd(),
+            // First the code, then the end of the process.
+            ChildHandle::Served { status, code: None, .. } => status.as_fd(),
+            ChildHandle::Served { pidfd, .. } => pidfd.as_fd(),
         }
     }
 
@@ -62,9 +80,14 @@ impl ChildHandle {
     }
 }
 
-/// Reads the status a fork server wrote for its child: the Python exit code
-/// as an `i32`, or EOF if the server died first.
-fn read_status(fd: BorrowedFd<'_>) -> io::Result<ExitStatus> {
+fn ready(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut set = [PollFd::readable(fd)];
+    Ok(fd::poll(&mut set, Some(Duration::ZERO))? == 1)
+}
+
+/// Reads the exit code written for a fork server's child: Python's exit code
+/// as an `i32`. EOF means the server died before the child ended.
+fn read_status(fd: BorrowedFd<'_>) -> io::Result<i32> {
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -78,11 +101,7 @@ fn read_status(fd: BorrowedFd<'_>) -> io::Result<ExitStatus> {
             n => got += n,
         }
     }
-    let code = i32::from_le_bytes(buf);
-    Ok(match Signal::from_raw(-code) {
-        Some(sig) if code < 0 => ExitStatus::Signaled(sig),
-        _ => ExitStatus::Exited(code),
-    })
+    Ok(i32::from_le_bytes(buf))
 }
 
 /// A started child.

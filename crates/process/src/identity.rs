@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::Duration;
 
+use std::os::fd::{AsFd, OwnedFd};
+
 use mp_sys::process::PidFd;
 
 use crate::handle::ChildState;
@@ -24,6 +26,20 @@ static ME: Mutex<Option<Me>> = Mutex::new(None);
 static PARENT: Mutex<Option<Arc<PidFd>>> = Mutex::new(None);
 static COUNTER: AtomicU32 = AtomicU32::new(1);
 static CHILDREN: Mutex<Vec<Arc<ChildState>>> = Mutex::new(Vec::new());
+/// In a fork server's child: where to write the exit code as it exits.
+static STATUS: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+pub(crate) fn set_status_pipe(fd: OwnedFd) {
+    *lock(&STATUS) = Some(fd);
+}
+
+/// Tells the parent of a fork server's child its exit code before the
+/// process ends (the server reports it again after reaping).
+pub(crate) fn report_exit(code: i32) {
+    if let Some(fd) = lock(&STATUS).take() {
+        let _ = mp_sys::fd::write_all(fd.as_fd(), &code.to_le_bytes());
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -210,6 +226,7 @@ pub fn exit(code: i32) -> ! {
     use std::io::Write;
     if me().is_child {
         finalize_children();
+        report_exit(code);
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
         mp_sys::process::exit_now(code)

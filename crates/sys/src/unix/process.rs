@@ -189,6 +189,21 @@ impl PidFd {
         Ok(PidFd { pid, fd })
     }
 
+    /// A pidfd received from another process (which opened it for `pid`,
+    /// say a fork server for its child). `fd` must be a pidfd: any other
+    /// descriptor makes [`is_alive`](PidFd::is_alive) meaningless.
+    ///
+    /// ```
+    /// use mp_sys::process::PidFd;
+    /// let me = PidFd::open(std::process::id())?;
+    /// let again = PidFd::from_fd(me.pid(), std::os::fd::AsFd::as_fd(&me).try_clone_to_owned()?);
+    /// assert!(again.is_alive());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_fd(pid: u32, fd: OwnedFd) -> PidFd {
+        PidFd { pid, fd }
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.pid
