@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use mp_codec::Frame;
 use serde::{Deserialize, Serialize};
@@ -25,19 +26,39 @@ pub(crate) struct Meta {
 }
 
 static PANIC: Mutex<Option<String>> = Mutex::new(None);
+static HOOKED: AtomicBool = AtomicBool::new(false);
+static IN_JOB: AtomicBool = AtomicBool::new(false);
+
+/// Installs, once per process, a panic hook that records a child job's panic
+/// message (for `Process <name>:` on stderr) and hands every other panic to
+/// the hook that was there before. Called in the parent before a fork, so a
+/// forked child inherits it and does no work here.
+pub(crate) fn ensure_panic_hook() {
+    if HOOKED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let previous = panic::take_hook();
+    panic::set_hook(Box::new(move |info| {
+        if IN_JOB.load(Ordering::Acquire) {
+            *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.to_string());
+        } else {
+            previous(info);
+        }
+    }));
+}
 
 /// Runs the job and turns its outcome into Python's exit code: 0, or 1 with
 /// `Process <name>:` and the message on stderr. Then joins this child's own
 /// children (terminating daemonic ones) and flushes stdout.
 pub(crate) fn run_job(job: impl FnOnce() -> Result<(), String>) -> i32 {
-    let name = identity::me().name;
-    panic::set_hook(Box::new(|info| {
-        *PANIC.lock().unwrap_or_else(|e| e.into_inner()) = Some(info.to_string());
-    }));
-    let code = match panic::catch_unwind(AssertUnwindSafe(job)) {
+    ensure_panic_hook();
+    IN_JOB.store(true, Ordering::Release);
+    let outcome = panic::catch_unwind(AssertUnwindSafe(job));
+    IN_JOB.store(false, Ordering::Release);
+    let code = match outcome {
         Ok(Ok(())) => 0,
         Ok(Err(msg)) => {
-            report(&name, &msg);
+            report(&msg);
             1
         }
         Err(_) => {
@@ -46,7 +67,7 @@ pub(crate) fn run_job(job: impl FnOnce() -> Result<(), String>) -> i32 {
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
                 .unwrap_or_else(|| "panicked".into());
-            report(&name, &msg);
+            report(&msg);
             1
         }
     };
@@ -55,7 +76,8 @@ pub(crate) fn run_job(job: impl FnOnce() -> Result<(), String>) -> i32 {
     code
 }
 
-fn report(name: &str, msg: &str) {
+fn report(msg: &str) {
+    let name = identity::me().name;
     let mut err = std::io::stderr().lock();
     let _ = writeln!(err, "Process {name}:\n{msg}");
 }

@@ -21,6 +21,7 @@ pub(crate) fn start(name: &str, identity: Vec<u32>, daemon: bool, job: Box<dyn J
         );
     }
     crate::process::flush_stdout();
+    child::ensure_panic_hook();
     let me = identity::me();
     let parent = (std::process::id(), me.name);
     let name = name.to_string();
