@@ -43,6 +43,8 @@ mod identity;
 mod process;
 mod spawn;
 mod target;
+#[doc(hidden)]
+pub mod testing;
 
 pub use context::{Context, StartMethod, cpu_count, get_context, get_start_method, set_start_method};
 pub use error::ProcessError;

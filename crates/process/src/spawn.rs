@@ -43,6 +43,24 @@ pub(crate) fn start(meta: &Meta, args: &Frame) -> Result<Child, ProcessError> {
     }
 }
 
+/// For tests: a spawned child that receives bytes that are no frame.
+pub(crate) fn start_with_garbage() -> Result<(), ProcessError> {
+    let (mine, theirs) = socketpair(SocketKind::Stream)?;
+    let entry = Entry::<OwnedFd>::new(spawn_main)?;
+    let (k, v) = mp_sys::boot::entry_env(&entry, theirs.as_fd());
+    let mut child = mp_sys::process::spawn_self(&SpawnOptions::new().env(k, v).inherit_fd(theirs.as_fd()))?;
+    drop(theirs);
+    let _ = mp_sys::fd::write_all(mine.as_fd(), b"GET / HTTP/1.1\r\n\r\n");
+    let answer = mp_codec::recv_frame_timeout(mine.as_fd(), &Limits::default(), BOOTSTRAP_TIMEOUT)
+        .map_err(|e| e.to_string())
+        .and_then(|f| mp_codec::decode::<Ack>(f).map_err(|e| e.to_string()))
+        .and_then(|ack| ack);
+    match answer {
+        Ok(()) => Ok(()),
+        Err(why) => Err(failed(&mut child, why)),
+    }
+}
+
 /// Sends the bootstrap frames on `sock` and waits for the child's answer.
 pub(crate) fn send_bootstrap(sock: BorrowedFd<'_>, meta: &Meta, args: &Frame) -> Result<(), String> {
     mp_codec::send(sock, meta).map_err(|e| format!("cannot send the bootstrap message: {e}"))?;

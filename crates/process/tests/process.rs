@@ -442,6 +442,48 @@ fn main_returning_joins_and_terminates(m: StartMethod) -> Check {
     check(t0.elapsed() < Duration::from_secs(20), "exit took too long")
 }
 
+fn bad_bootstrap(m: StartMethod) -> Check {
+    let (code, out, err) = drive("corrupt", m)?;
+    check(code == 0, format!("driver exited {code}: {err}"))?;
+    check(
+        out.contains("parent error: the child process could not start"),
+        format!("parent error: {out:?}"),
+    )?;
+    check(
+        out.contains("different binary"),
+        format!("the error does not say why: {out:?}"),
+    )?;
+    if m == StartMethod::Spawn {
+        check(
+            err.contains("multiprocessing: the child process cannot start"),
+            format!("child stderr: {err:?}"),
+        )?;
+        check(
+            out.contains("ended with exit code 1"),
+            format!("child exit code: {out:?}"),
+        )?;
+        check(
+            out.contains("garbage error: the child process could not start"),
+            format!("garbage: {out:?}"),
+        )?;
+        check(
+            err.contains("not an mp-codec frame"),
+            format!("garbage stderr: {err:?}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn fork_with_threads_warns(m: StartMethod) -> Check {
+    let (code, _, err) = drive("threads", m)?;
+    check(code == 0, format!("driver exited {code}: {err}"))?;
+    let warnings = err
+        .lines()
+        .filter(|l| l.contains("warning: fork with 2 threads"))
+        .count();
+    check(warnings == 1, format!("expected one warning line, stderr: {err:?}"))
+}
+
 fn worker_prints() {
     std::thread::sleep(Duration::from_millis(300));
     println!("worker done");
@@ -470,6 +512,30 @@ fn driver(scenario: &str, m: StartMethod) -> ExitCode {
             // main returns without joining either.
             ExitCode::SUCCESS
         }
+        "corrupt" => {
+            use mp_process::testing::{Corruption, start_corrupt};
+            if let Err(e) = start_corrupt(m, Corruption::ForeignTarget) {
+                println!("parent error: {e}");
+            }
+            if m == StartMethod::Spawn
+                && let Err(e) = start_corrupt(m, Corruption::Garbage)
+            {
+                println!("garbage error: {e}");
+            }
+            ExitCode::SUCCESS
+        }
+        "threads" => {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let helper = std::thread::spawn(move || rx.recv());
+            for _ in 0..2 {
+                let mut p = ctx.process(nothing, ());
+                p.start().expect("start");
+                p.join().expect("join");
+            }
+            let _ = tx.send(());
+            let _ = helper.join();
+            ExitCode::SUCCESS
+        }
         other => {
             eprintln!("unknown scenario {other}");
             ExitCode::from(2)
@@ -478,6 +544,16 @@ fn driver(scenario: &str, m: StartMethod) -> ExitCode {
 }
 
 type Scenario = fn(StartMethod) -> Check;
+
+/// A forked child gets no bootstrap message (nothing to corrupt), and only
+/// the fork method warns about threads.
+fn applies(name: &str, m: StartMethod) -> bool {
+    match name {
+        "bad_bootstrap" => m != StartMethod::Fork,
+        "fork_with_threads_warns" => m == StartMethod::Fork,
+        _ => true,
+    }
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -492,7 +568,9 @@ fn main() -> ExitCode {
         };
         return driver(args.get(i + 1).map_or("", String::as_str), m);
     }
-    let scenarios: [(&str, Scenario); 13] = [
+    let scenarios: [(&str, Scenario); 15] = [
+        ("bad_bootstrap", bad_bootstrap),
+        ("fork_with_threads_warns", fork_with_threads_warns),
         ("exit_codes", exit_codes),
         ("terminate_and_kill", terminate_and_kill),
         ("lifecycle_errors", lifecycle_errors),
@@ -516,9 +594,16 @@ fn main() -> ExitCode {
     let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
     let t0 = Instant::now();
     let (mut passed, mut failed, mut filtered) = (0, 0, 0);
-    println!("\nrunning {} tests", scenarios.len() * METHODS.len());
+    let total = METHODS
+        .iter()
+        .map(|&m| scenarios.iter().filter(|(n, _)| applies(n, m)).count())
+        .sum::<usize>();
+    println!("\nrunning {total} tests");
     for m in METHODS {
         for (name, f) in scenarios {
+            if !applies(name, m) {
+                continue;
+            }
             let full = format!("{name}::{m:?}");
             if !filter.is_empty() && !filter.iter().any(|p| full.contains(p.as_str())) {
                 filtered += 1;
