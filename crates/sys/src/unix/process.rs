@@ -688,6 +688,9 @@ pub fn spawn_self(opts: &SpawnOptions) -> io::Result<Child> {
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp_owned.iter().map(|c| c.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
+    if opts.parent_death_signal.is_none() {
+        return posix_spawn(exe, &argv_ptrs, &envp_ptrs, &opts.inherit);
+    }
     let pdeathsig = opts.parent_death_signal.map_or(0, Signal::as_raw);
     let parent = pid();
     let (err_r, err_w) = fd::pipe()?;
@@ -749,6 +752,76 @@ pub fn spawn_self(opts: &SpawnOptions) -> io::Result<Child> {
         err.kind(),
         format!("cannot re-execute the current program: {err}"),
     ))
+}
+
+/// `posix_spawn`: glibc starts the child with `clone(CLONE_VM | CLONE_VFORK)`,
+/// so the parent's page tables are not copied (a fork of a large parent
+/// costs more than the exec itself), and reports a failed exec as an error.
+fn posix_spawn(
+    exe: &std::ffi::CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    inherit: &[RawFd],
+) -> io::Result<Child> {
+    /// Frees the spawn attributes and file actions on every path out.
+    struct Spawn {
+        attr: libc::posix_spawnattr_t,
+        actions: libc::posix_spawn_file_actions_t,
+    }
+    impl Drop for Spawn {
+        fn drop(&mut self) {
+            // SAFETY: both were initialized in `posix_spawn` below before a
+            // `Spawn` was built, and are destroyed once, here.
+            unsafe {
+                libc::posix_spawnattr_destroy(&raw mut self.attr);
+                libc::posix_spawn_file_actions_destroy(&raw mut self.actions);
+            }
+        }
+    }
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::from_raw_os_error(rc))
+        }
+    }
+    // SAFETY: plain C structs that the init functions below fill in before
+    // any other use; zeroed memory is never read as initialized state.
+    let mut sp: Spawn = unsafe { std::mem::zeroed() };
+    // SAFETY: init takes pointers to the (uninitialized) structs.
+    check(unsafe { libc::posix_spawnattr_init(&raw mut sp.attr) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::posix_spawn_file_actions_init(&raw mut sp.actions) })?;
+    // SAFETY: `set` is an out-parameter that sigemptyset initializes; the
+    // attribute calls take initialized structs and copy what they need.
+    unsafe {
+        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        check(libc::posix_spawnattr_setsigmask(&raw mut sp.attr, set.as_ptr()))?;
+        let flags = libc::c_short::try_from(libc::POSIX_SPAWN_SETSIGMASK).unwrap_or(0);
+        check(libc::posix_spawnattr_setflags(&raw mut sp.attr, flags))?;
+    }
+    for &fd in inherit {
+        // SAFETY: the file actions are initialized. dup2 of a descriptor onto
+        // itself clears its close-on-exec flag in the child (glibc >= 2.29).
+        check(unsafe { libc::posix_spawn_file_actions_adddup2(&raw mut sp.actions, fd, fd) })?;
+    }
+    let mut pid: libc::pid_t = 0;
+    // SAFETY: `exe`, `argv` and `envp` are NUL-terminated arrays of
+    // NUL-terminated strings that outlive the call; the attributes and file
+    // actions are initialized.
+    check(unsafe {
+        libc::posix_spawn(
+            &raw mut pid,
+            exe.as_ptr(),
+            &raw const sp.actions,
+            &raw const sp.attr,
+            argv.as_ptr().cast_mut().cast(),
+            envp.as_ptr().cast_mut().cast(),
+        )
+    })
+    .map_err(|e| io::Error::new(e.kind(), format!("cannot re-execute the current program: {e}")))?;
+    Child::from_pid(pid.unsigned_abs())
 }
 
 fn errno() -> i32 {
