@@ -88,7 +88,7 @@ pub(crate) fn start(meta: &Meta, args: &Frame) -> Result<(ChildHandle, u32), Pro
         ChildHandle::Served {
             pidfd,
             status: status_r,
-            code: None,
+            gone: false,
             exit: None,
         },
         pid,

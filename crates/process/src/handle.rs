@@ -15,13 +15,13 @@ use mp_sys::signal::Signal;
 pub(crate) enum ChildHandle {
     /// Our own child (fork, spawn): reaped through its pidfd.
     Direct(Child),
-    /// A fork server's child: its exit code arrives on `status` (an `i32`,
-    /// written by the child as it exits or by the server after reaping),
-    /// and its pidfd turns readable once it is gone.
+    /// A fork server's child: its pidfd turns readable once it is gone
+    /// (`gone`), and its exit code is on `status` (an `i32`, written by the
+    /// child as it exits, or by the server after reaping).
     Served {
         pidfd: PidFd,
         status: OwnedFd,
-        code: Option<i32>,
+        gone: bool,
         exit: Option<ExitStatus>,
     },
 }
@@ -33,22 +33,22 @@ impl ChildHandle {
             ChildHandle::Served {
                 pidfd,
                 status,
-                code,
+                gone,
                 exit,
             } => {
                 if exit.is_none() {
-                    if code.is_none() && ready(status.as_fd())? {
-                        *code = Some(read_status(status.as_fd())?);
+                    if !*gone {
+                        *gone = ready(pidfd.as_fd())?;
                     }
-                    if let Some(c) = *code {
-                        // The code may arrive a moment before the process is
-                        // gone: report the exit only once its pidfd says so.
-                        if ready(pidfd.as_fd())? {
-                            *exit = Some(match Signal::from_raw(-c) {
-                                Some(sig) if c < 0 => ExitStatus::Signaled(sig),
-                                _ => ExitStatus::Exited(c),
-                            });
-                        }
+                    // Once the process is gone its code is in the pipe:
+                    // written by the child itself as it exited, or by the
+                    // server after reaping one that a signal killed.
+                    if *gone && ready(status.as_fd())? {
+                        let c = read_status(status.as_fd())?;
+                        *exit = Some(match Signal::from_raw(-c) {
+                            Some(sig) if c < 0 => ExitStatus::Signaled(sig),
+                            _ => ExitStatus::Exited(c),
+                        });
                     }
                 }
                 Ok(*exit)
@@ -59,9 +59,9 @@ impl ChildHandle {
     fn sentinel(&self) -> BorrowedFd<'_> {
         match self {
             ChildHandle::Direct(c) => c.pidfd(),
-            // First the code, then the end of the process.
-            ChildHandle::Served { status, code: None, .. } => status.as_fd(),
-            ChildHandle::Served { pidfd, .. } => pidfd.as_fd(),
+            // First the end of the process, then its code.
+            ChildHandle::Served { pidfd, gone: false, .. } => pidfd.as_fd(),
+            ChildHandle::Served { status, .. } => status.as_fd(),
         }
     }
 
