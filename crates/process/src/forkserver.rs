@@ -60,6 +60,27 @@ pub(crate) fn forget_inherited() {
 /// child has already ended and been reaped), or why it could not fork.
 type Reply = Result<(u32, Fd), String>;
 
+/// Stops this process's fork server, if it has one, and reaps it: closing
+/// its socket ends its loop (its spare child dies with it).
+pub(crate) fn shutdown() {
+    let Some(mut server) = lock().take() else { return };
+    if server.owner != std::process::id() {
+        std::mem::forget(server.process);
+        return;
+    }
+    drop(server.sock);
+    if server
+        .process
+        .wait_timeout(Duration::from_secs(2))
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        let _ = server.process.signal(mp_sys::signal::Signal::KILL);
+        let _ = server.process.wait_timeout(Duration::from_secs(2));
+    }
+}
+
 /// Asks the server for a child: the request carries the bootstrap itself, so
 /// the child starts with everything it needs and the parent waits for one
 /// answer only.
@@ -141,11 +162,49 @@ fn read_request(sock: BorrowedFd<'_>) -> Result<Option<(Meta, OwnedFd, Frame)>, 
     Ok(Some((meta, status, args)))
 }
 
+/// A descriptor serialized as a handle without giving it up (the codec
+/// sends a duplicate); it decodes as an [`Fd`].
+struct BorrowedHandle<'a>(BorrowedFd<'a>);
+
+impl serde::Serialize for BorrowedHandle<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        mp_codec::handle::serialize_fd(self.0, s)
+    }
+}
+
+/// A child forked ahead of time, waiting for its bootstrap on `sock`: a
+/// request then costs a message to it and no fork on the critical path.
+struct Spare {
+    child: Child,
+    sock: OwnedFd,
+}
+
 /// The server: one thread, one loop, until the parent's end closes.
 fn server_main(sock: OwnedFd) -> i32 {
     let _ = mp_sys::process::set_name("mp-forkserver");
     let mut children: Vec<Served> = Vec::new();
+    let mut spare: Option<Spare> = None;
     loop {
+        if spare.is_none() {
+            let Ok((mine, theirs)) = socketpair(SocketKind::Stream) else {
+                return 1;
+            };
+            match try_fork() {
+                Ok(Fork::Child) => {
+                    // Keep nothing of the server's: its socket and the other
+                    // children's status pipes.
+                    drop(sock);
+                    drop(mine);
+                    for c in children {
+                        drop(c.status);
+                        std::mem::forget(c.child);
+                    }
+                    spare_main(theirs)
+                }
+                Ok(Fork::Parent(child)) => spare = Some(Spare { child, sock: mine }),
+                Err(_) => {}
+            }
+        }
         let ready: Vec<bool> = {
             let mut set: Vec<PollFd<'_>> = std::iter::once(PollFd::readable(sock.as_fd()))
                 .chain(children.iter().map(|c| PollFd::readable(c.child.pidfd())))
@@ -178,8 +237,22 @@ fn server_main(sock: OwnedFd) -> i32 {
         let (meta, status, args) = match read_request(sock.as_fd()) {
             Ok(Some(r)) => r,
             // The parent closed its end: the server's work is over. Daemonic
-            // children die with it (their parent-death signal).
-            Ok(None) => return 0,
+            // children die with it (their parent-death signal); the spare is
+            // ended and reaped here, so nothing is left for init to reap.
+            Ok(None) => {
+                if let Some(Spare {
+                    mut child,
+                    sock: to_spare,
+                }) = spare.take()
+                {
+                    drop(to_spare);
+                    if child.wait_timeout(Duration::from_secs(2)).ok().flatten().is_none() {
+                        let _ = child.signal(mp_sys::signal::Signal::KILL);
+                        let _ = child.wait_timeout(Duration::from_secs(2));
+                    }
+                }
+                return 0;
+            }
             Err(why) => {
                 if mp_codec::send(sock.as_fd(), &Reply::Err(why)).is_err() {
                     return 1;
@@ -187,36 +260,52 @@ fn server_main(sock: OwnedFd) -> i32 {
                 continue;
             }
         };
-        match try_fork() {
-            Ok(Fork::Child) => {
-                // Keep nothing of the server's: its socket and the other
-                // children's status pipes.
-                drop(sock);
-                for c in children {
-                    drop(c.status);
-                    std::mem::forget(c.child);
+        let reply = match spare.take() {
+            Some(Spare { child, sock: to_spare }) => {
+                let handed = mp_codec::send(to_spare.as_fd(), &(&meta, BorrowedHandle(status.as_fd())))
+                    .and_then(|()| mp_codec::send_frame(to_spare.as_fd(), &args));
+                match handed.map_err(|e| e.to_string()).and_then(|()| {
+                    child
+                        .pidfd()
+                        .try_clone_to_owned()
+                        .map_err(|e| format!("cannot pass the child's pidfd: {e}"))
+                }) {
+                    Ok(pidfd) => {
+                        let pid = child.pid();
+                        children.push(Served { child, status });
+                        Reply::Ok((pid, Fd(pidfd)))
+                    }
+                    Err(why) => {
+                        let _ = child.signal(mp_sys::signal::Signal::KILL);
+                        Reply::Err(format!("the fork server's spare child failed: {why}"))
+                    }
                 }
-                let server = mp_sys::process::parent_pid();
-                crate::identity::set_status_pipe(status);
-                let code = spawn::run_meta(meta, args, server);
-                crate::identity::report_exit(code);
-                let _ = std::io::Write::flush(&mut std::io::stdout());
-                mp_sys::process::exit_now(code)
             }
-            Ok(Fork::Parent(child)) => {
-                let reply = child.pidfd().try_clone_to_owned().map(|fd| (child.pid(), Fd(fd)));
-                let _ = mp_codec::send(
-                    sock.as_fd(),
-                    &reply.map_err(|e| format!("cannot pass the child's pidfd: {e}")),
-                );
-                children.push(Served { child, status });
-            }
-            Err(e) => {
-                let _ = mp_codec::send(
-                    sock.as_fd(),
-                    &Reply::Err(format!("the fork server could not fork: {e}")),
-                );
-            }
+            None => Reply::Err("the fork server could not fork a child".into()),
+        };
+        if mp_codec::send(sock.as_fd(), &reply).is_err() {
+            return 1;
         }
     }
+}
+
+/// A spare child: waits for its bootstrap from the server, then becomes the
+/// child it describes. The server's end closing (it exited unused) ends it.
+fn spare_main(sock: OwnedFd) -> ! {
+    let _ = mp_sys::signal::set_parent_death_signal(Some(mp_sys::signal::Signal::KILL));
+    let limits = Limits::default();
+    let request = mp_codec::recv_frame(sock.as_fd(), &limits)
+        .and_then(mp_codec::decode::<(Meta, Fd)>)
+        .and_then(|(meta, Fd(status))| mp_codec::recv_frame(sock.as_fd(), &limits).map(|args| (meta, status, args)));
+    drop(sock);
+    let Ok((meta, status, args)) = request else {
+        mp_sys::process::exit_now(0)
+    };
+    let _ = mp_sys::signal::set_parent_death_signal(None);
+    let server = mp_sys::process::parent_pid();
+    crate::identity::set_status_pipe(status);
+    let code = spawn::run_meta(meta, args, server);
+    crate::identity::report_exit(code);
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    mp_sys::process::exit_now(code)
 }

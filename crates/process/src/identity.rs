@@ -115,6 +115,7 @@ pub(crate) fn finalize_children() {
         }
         let _ = c.wait();
     }
+    crate::forkserver::shutdown();
 }
 
 /// A process known to this one: itself, its parent, or a child.
