@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::util::{Failed, Session, relative};
 
 /// The folders whose `.rs` files are checked, relative to the workspace root.
-const ROOTS: &[&str] = &["crates", "examples", "benches", "xtask", "tests-integration"];
+const ROOTS: &[&str] = &["crates", "examples", "benches", "xtask", "tests-integration", "testkit"];
 
 /// The only folder where `unsafe` may appear.
 const SYS: &str = "crates/sys/";

@@ -14,6 +14,7 @@ use mp_sys::process::{Child, ExitStatus, Fork, exit_now, try_fork};
 use mp_sys::region::Region;
 use mp_sys::signal::{Signal, set_parent_death_signal};
 use mp_sys::socket::{SocketKind, socketpair};
+use mp_testkit::{Harness, Test, check};
 use serde::{Deserialize, Serialize};
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -45,10 +46,6 @@ fn reap(c: &mut Child) -> Result<ExitStatus, String> {
             Err(format!("child {} still running after {PATIENCE:?}", c.pid()))
         }
     }
-}
-
-fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
-    if cond { Ok(()) } else { Err(what.into()) }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -199,11 +196,8 @@ fn no_descriptor_is_left_behind() -> Result<(), String> {
     Ok(())
 }
 
-/// A test of this binary: `Err` carries the failure's description.
-type TestFn = fn() -> Result<(), String>;
-
 fn main() -> ExitCode {
-    let tests: [(&str, TestFn); 4] = [
+    let tests: [(&str, Test); 4] = [
         ("no_descriptor_is_left_behind", no_descriptor_is_left_behind),
         (
             "two_memfd_handles_reach_a_forked_child",
@@ -215,34 +209,9 @@ fn main() -> ExitCode {
             a_child_dying_mid_frame_gives_truncated,
         ),
     ];
-    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-    let t0 = Instant::now();
-    let (mut passed, mut failed, mut filtered) = (0, 0, 0);
-    println!("\nrunning {} tests", tests.len());
-    for (name, f) in tests {
-        if !filter.is_empty() && !filter.iter().any(|p| name.contains(p.as_str())) {
-            filtered += 1;
-            continue;
-        }
-        match f() {
-            Ok(()) => {
-                println!("test {name} ... ok");
-                passed += 1;
-            }
-            Err(msg) => {
-                println!("test {name} ... FAILED\n    {msg}");
-                failed += 1;
-            }
-        }
+    let mut harness = Harness::new(tests.len());
+    for (name, test) in tests {
+        harness.run(name, test);
     }
-    let verdict = if failed == 0 { "ok" } else { "FAILED" };
-    println!(
-        "\ntest result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
-        t0.elapsed().as_secs_f64()
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    harness.finish()
 }

@@ -11,7 +11,13 @@ use crate::identity;
 
 /// Forks a child that runs `job` directly (no encoding: the child has the
 /// parent's memory). Warns on stderr, once, when other threads are running.
-pub(crate) fn start(name: &str, identity: Vec<u32>, daemon: bool, job: Box<dyn Job>) -> Result<Child, ProcessError> {
+pub(crate) fn start(
+    name: &str,
+    identity: Vec<u32>,
+    daemon: bool,
+    parent_name: String,
+    job: Box<dyn Job>,
+) -> Result<Child, ProcessError> {
     static WARNED: AtomicBool = AtomicBool::new(false);
     let threads = mp_sys::process::thread_count().unwrap_or(1);
     if threads > 1 && !WARNED.swap(true, Ordering::AcqRel) {
@@ -22,8 +28,7 @@ pub(crate) fn start(name: &str, identity: Vec<u32>, daemon: bool, job: Box<dyn J
     }
     crate::process::flush_stdout();
     child::ensure_panic_hook();
-    let me = identity::me();
-    let parent = (std::process::id(), me.name);
+    let parent = (std::process::id(), parent_name);
     let name = name.to_string();
     let child = mp_sys::process::fork_run(move || {
         crate::forkserver::forget_inherited();

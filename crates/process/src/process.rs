@@ -179,14 +179,15 @@ impl Process {
 
     #[allow(clippy::type_complexity, reason = "the job comes back only when nothing was started")]
     fn launch(&self, job: Box<dyn Job>) -> Result<Arc<ChildState>, (Option<Box<dyn Job>>, ProcessError)> {
-        if identity::me().daemon {
+        let me = identity::me();
+        if me.daemon {
             return Err((Some(job), ProcessError::DaemonicParent));
         }
         let method = self.method.unwrap_or_else(context::get_start_method);
         context::STARTED.store(true, Ordering::Release);
         let (handle, pid) = if method == StartMethod::Fork {
-            let child =
-                crate::fork::start(&self.name, self.identity.clone(), self.daemon, job).map_err(|e| (None, e))?;
+            let child = crate::fork::start(&self.name, self.identity.clone(), self.daemon, me.name, job)
+                .map_err(|e| (None, e))?;
             let pid = child.pid();
             (ChildHandle::Direct(child), pid)
         } else {
@@ -197,7 +198,6 @@ impl Process {
                 }
                 Err(e) => return Err((Some(job), e)),
             };
-            let me = identity::me();
             let meta = Meta {
                 name: self.name.clone(),
                 identity: self.identity.clone(),

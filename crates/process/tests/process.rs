@@ -13,16 +13,13 @@ use mp_process::{
     Process, ProcessError, Run, StartMethod, active_children, current_process, exit, get_context, parent_process,
 };
 use mp_sys::region::Region;
+use mp_testkit::{Harness, check};
 use serde::{Deserialize, Serialize};
 
 const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
 const PATIENCE: Duration = Duration::from_secs(30);
 
 type Check = Result<(), String>;
-
-fn check(cond: bool, what: impl Into<String>) -> Check {
-    if cond { Ok(()) } else { Err(what.into()) }
-}
 
 fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
     r.map_err(|e| e.to_string())
@@ -56,8 +53,12 @@ fn exit_with(code: i32) {
     exit(code)
 }
 
-fn sleep_ms(ms: u64) {
-    std::thread::sleep(Duration::from_millis(ms));
+/// Runs until a signal ends the process: the workload of the tests that
+/// terminate, kill or time out on a child.
+fn until_killed() {
+    loop {
+        std::thread::park();
+    }
 }
 
 fn six(a: u8, b: u16, c: u32, d: u64, e: String, f: Vec<i8>) -> Result<(), String> {
@@ -166,7 +167,7 @@ fn exit_codes(m: StartMethod) -> Check {
 
 fn terminate_and_kill(m: StartMethod) -> Check {
     let ctx = get_context(m);
-    let mut p = ctx.process(sleep_ms, (60_000,));
+    let mut p = ctx.process(until_killed, ());
     ok(p.start())?;
     check(p.is_alive(), "alive after start")?;
     ok(p.terminate())?;
@@ -175,7 +176,7 @@ fn terminate_and_kill(m: StartMethod) -> Check {
         p.exitcode() == Some(-15),
         format!("terminate: exitcode {:?}", p.exitcode()),
     )?;
-    let mut p = ctx.process(sleep_ms, (60_000,));
+    let mut p = ctx.process(until_killed, ());
     ok(p.start())?;
     ok(p.kill())?;
     ok(p.join_timeout(PATIENCE))?;
@@ -210,7 +211,7 @@ fn lifecycle_errors(m: StartMethod) -> Check {
         matches!(p.join(), Err(ProcessError::Closed(_))),
         "join after close is an error",
     )?;
-    let mut running = ctx.process(sleep_ms, (60_000,));
+    let mut running = ctx.process(until_killed, ());
     ok(running.start())?;
     check(
         matches!(running.close(), Err(ProcessError::StillRunning(_))),
@@ -221,7 +222,7 @@ fn lifecycle_errors(m: StartMethod) -> Check {
 }
 
 fn join_timeout_returns_with_the_child_alive(m: StartMethod) -> Check {
-    let mut p = get_context(m).process(sleep_ms, (60_000,));
+    let mut p = get_context(m).process(until_killed, ());
     ok(p.start())?;
     let t = Duration::from_millis(500);
     let t0 = Instant::now();
@@ -382,36 +383,41 @@ fn fds_do_not_grow(m: StartMethod) -> Check {
     check(after <= before + 1, format!("parent fds {before} -> {after}"))
 }
 
-/// Runs this binary as a driver for `scenario`, returning (exit code, stdout, stderr).
-fn drive(scenario: &str, m: StartMethod) -> Result<(i32, String, String), String> {
+/// Runs this binary as a driver for `scenario`; returns its stdout and
+/// stderr, or a failure if it exits non-zero or runs past [`PATIENCE`].
+fn drive(scenario: &str, m: StartMethod) -> Result<(String, String), String> {
     let exe = ok(std::env::current_exe())?;
-    let mut child = ok(Command::new(exe)
+    let child = ok(Command::new(exe)
         .args(["--scenario", scenario, "--method", &format!("{m:?}")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn())?;
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = ok(child.try_wait())? {
-            let out = ok(child.wait_with_output())?;
-            return Ok((
-                status.code().unwrap_or(-1),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            ));
+    let pid = child.id();
+    // The output is read to its end while waiting, so a full pipe cannot
+    // stall the driver; the wait itself has a timeout.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let out = match rx.recv_timeout(PATIENCE) {
+        Ok(out) => ok(out)?,
+        Err(_) => {
+            let _ = mp_sys::signal::kill(pid, mp_sys::signal::Signal::KILL);
+            return Err(format!("driver {scenario} still running after {PATIENCE:?}"));
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err(format!("driver {scenario} hung"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    };
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    check(
+        out.status.success(),
+        format!("driver {scenario} ended with {}: {stderr}", out.status),
+    )?;
+    Ok((stdout, stderr))
 }
 
 fn errors_reach_stderr(m: StartMethod) -> Check {
-    let (code, _, err) = drive("errors", m)?;
-    check(code == 0, format!("driver exited {code}: {err}"))?;
+    let (_, err) = drive("errors", m)?;
     check(
         err.contains("Process Process-1:\nthe target failed"),
         format!("Err message missing: {err}"),
@@ -424,8 +430,7 @@ fn errors_reach_stderr(m: StartMethod) -> Check {
 
 fn main_returning_joins_and_terminates(m: StartMethod) -> Check {
     let t0 = Instant::now();
-    let (code, out, err) = drive("atexit", m)?;
-    check(code == 0, format!("driver exited {code}: {err}"))?;
+    let (out, err) = drive("atexit", m)?;
     let mut lines = out.lines();
     let daemon_pid: u32 = lines
         .next()
@@ -443,8 +448,7 @@ fn main_returning_joins_and_terminates(m: StartMethod) -> Check {
 }
 
 fn bad_bootstrap(m: StartMethod) -> Check {
-    let (code, out, err) = drive("corrupt", m)?;
-    check(code == 0, format!("driver exited {code}: {err}"))?;
+    let (out, err) = drive("corrupt", m)?;
     check(
         out.contains("parent error: the child process could not start"),
         format!("parent error: {out:?}"),
@@ -475,8 +479,7 @@ fn bad_bootstrap(m: StartMethod) -> Check {
 }
 
 fn fork_with_threads_warns(m: StartMethod) -> Check {
-    let (code, _, err) = drive("threads", m)?;
-    check(code == 0, format!("driver exited {code}: {err}"))?;
+    let (_, err) = drive("threads", m)?;
     let warnings = err
         .lines()
         .filter(|l| l.contains("warning: fork with 2 threads"))
@@ -503,7 +506,7 @@ fn driver(scenario: &str, m: StartMethod) -> ExitCode {
             ExitCode::SUCCESS
         }
         "atexit" => {
-            let mut d = ctx.process(sleep_ms, (60_000,)).daemon(true);
+            let mut d = ctx.process(until_killed, ()).daemon(true);
             d.start().expect("start daemon");
             println!("{}", d.pid().unwrap_or(0));
             let mut w = ctx.process(worker_prints, ());
@@ -591,48 +594,17 @@ fn main() -> ExitCode {
             main_returning_joins_and_terminates,
         ),
     ];
-    let filter: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let t0 = Instant::now();
-    let (mut passed, mut failed, mut filtered) = (0, 0, 0);
     let total = METHODS
         .iter()
         .map(|&m| scenarios.iter().filter(|(n, _)| applies(n, m)).count())
-        .sum::<usize>();
-    println!("\nrunning {total} tests");
+        .sum();
+    let mut harness = Harness::new(total);
     for m in METHODS {
         for (name, f) in scenarios {
-            if !applies(name, m) {
-                continue;
-            }
-            let full = format!("{name}::{m:?}");
-            if !filter.is_empty() && !filter.iter().any(|p| full.contains(p.as_str())) {
-                filtered += 1;
-                continue;
-            }
-            let started = Instant::now();
-            match f(m) {
-                Ok(()) => {
-                    println!(
-                        "test {full} ... ok ({:.0} ms)",
-                        started.elapsed().as_secs_f64() * 1000.0
-                    );
-                    passed += 1;
-                }
-                Err(msg) => {
-                    println!("test {full} ... FAILED\n    {msg}");
-                    failed += 1;
-                }
+            if applies(name, m) {
+                harness.run(&format!("{name}::{m:?}"), || f(m));
             }
         }
     }
-    let verdict = if failed == 0 { "ok" } else { "FAILED" };
-    println!(
-        "\ntest result: {verdict}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered} filtered out; finished in {:.2}s\n",
-        t0.elapsed().as_secs_f64()
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    harness.finish()
 }

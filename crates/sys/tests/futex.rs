@@ -37,6 +37,19 @@ fn a_changed_value_does_not_sleep() {
     assert_eq!(futex::wait_until(&a, 5, Some(Instant::now())), WaitResult::TimedOut);
 }
 
+/// Wakes one waiter on `word` as soon as one sleeps there (`wake` returns 1
+/// only then); false if none did within [`PATIENCE`].
+fn wake_a_sleeper(word: &AtomicU32) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while futex::wake(word, 1) == 0 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+    true
+}
+
 #[test]
 fn a_thread_wakes_a_waiting_thread() {
     let a = Arc::new(AtomicU32::new(0));
@@ -49,7 +62,9 @@ fn a_thread_wakes_a_waiting_thread() {
         }
         true
     });
-    std::thread::sleep(Duration::from_millis(20));
+    // The waiter is asleep once a wake reaches it; it then re-checks, sees 0
+    // and sleeps again until the store below.
+    assert!(wake_a_sleeper(&a), "the thread never slept on the futex");
     a.store(1, Ordering::Release);
     futex::wake_all(&a);
     assert!(t.join().unwrap());
@@ -69,12 +84,7 @@ fn a_parent_wakes_a_child_sleeping_on_shared_memory() {
         }
     });
     let word = r.atomic_u32(0).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    // wake returns 1 only once the child is asleep on this very word.
-    while futex::wake(word, 1) == 0 {
-        assert!(Instant::now() < deadline, "the child never slept on the futex");
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(wake_a_sleeper(word), "the child never slept on the futex");
     assert_eq!(reap(&mut c), ExitStatus::Exited(0));
 }
 
@@ -84,7 +94,11 @@ fn a_child_wakes_its_parent() {
     let r = Region::create("futex2", 64).unwrap();
     let mut c = fork_child(|| {
         let word = r.atomic_u32(8).unwrap();
-        std::thread::sleep(Duration::from_millis(20));
+        // Wait until the parent sleeps on the word, so the wake below is a
+        // real cross-process wake-up.
+        if !wake_a_sleeper(word) {
+            return 1;
+        }
         word.store(7, Ordering::Release);
         futex::wake_all(word);
         0

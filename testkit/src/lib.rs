@@ -1,0 +1,91 @@
+//! A minimal test runner for test binaries with `harness = false`.
+//!
+//! Tests that fork must run from a single-threaded process (DESIGN.md, fork
+//! safety), so those binaries bring their own `main`. This runner gives them
+//! what the standard harness gives: a name filter from the command line, one
+//! `test NAME ... ok` line per test, and the closing
+//! `test result: ok. N passed; M failed; ...` line that CI reads.
+//!
+//! ```
+//! let mut h = mp_testkit::Harness::new(1);
+//! h.run("arithmetic", || if 1 + 1 == 2 { Ok(()) } else { Err("no".into()) });
+//! assert_eq!(h.finish(), std::process::ExitCode::SUCCESS);
+//! ```
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// A test without arguments: `Err` describes the failure.
+pub type Test = fn() -> Result<(), String>;
+
+/// Runs named tests one after another on the calling thread.
+#[derive(Debug)]
+pub struct Harness {
+    filter: Vec<String>,
+    passed: usize,
+    failed: usize,
+    filtered: usize,
+    started: Instant,
+}
+
+impl Harness {
+    /// A runner for `total` tests, filtered by the non-flag arguments of the
+    /// command line (a test runs if its name contains one of them).
+    pub fn new(total: usize) -> Harness {
+        let filter = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+        println!("\nrunning {total} tests");
+        Harness {
+            filter,
+            passed: 0,
+            failed: 0,
+            filtered: 0,
+            started: Instant::now(),
+        }
+    }
+
+    /// Runs `test` unless the filter excludes `name`, and reports it.
+    pub fn run(&mut self, name: &str, test: impl FnOnce() -> Result<(), String>) {
+        if !self.filter.is_empty() && !self.filter.iter().any(|p| name.contains(p.as_str())) {
+            self.filtered += 1;
+            return;
+        }
+        let t0 = Instant::now();
+        match test() {
+            Ok(()) => {
+                println!("test {name} ... ok ({:.0} ms)", t0.elapsed().as_secs_f64() * 1000.0);
+                self.passed += 1;
+            }
+            Err(msg) => {
+                println!("test {name} ... FAILED\n    {msg}");
+                self.failed += 1;
+            }
+        }
+    }
+
+    /// Prints the closing line; failure if any test failed.
+    pub fn finish(self) -> ExitCode {
+        let verdict = if self.failed == 0 { "ok" } else { "FAILED" };
+        println!(
+            "\ntest result: {verdict}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
+            self.passed,
+            self.failed,
+            self.filtered,
+            self.started.elapsed().as_secs_f64()
+        );
+        if self.failed == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Ok(())` if `cond` holds, else the failure `what`.
+///
+/// ```
+/// assert!(mp_testkit::check(true, "fine").is_ok());
+/// assert_eq!(mp_testkit::check(false, "broken"), Err("broken".to_string()));
+/// ```
+pub fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
+    if cond { Ok(()) } else { Err(what.into()) }
+}
