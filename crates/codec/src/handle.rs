@@ -342,6 +342,28 @@ pub fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Err
     take_fd(index).map_err(|e| serde::de::Error::custom(note(e.0)))
 }
 
+/// A deserialization error for a handle whose descriptor arrived but does not
+/// describe what the type expects (a region of another kind, say). The message
+/// is kept for the [`CodecError::Handle`](crate::CodecError::Handle) that the
+/// decode returns, since postcard drops custom error messages.
+///
+/// ```
+/// #[derive(Debug)]
+/// struct Even(u32);
+/// impl<'de> serde::Deserialize<'de> for Even {
+///     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+///         let n = u32::deserialize(d)?;
+///         if n % 2 == 0 { Ok(Even(n)) } else { Err(mp_codec::handle::invalid(format!("{n} is odd"))) }
+///     }
+/// }
+/// let err = mp_codec::decode::<Even>(mp_codec::encode(&3u32)?).unwrap_err();
+/// assert!(err.to_string().contains("3 is odd"), "{err}");
+/// # Ok::<(), mp_codec::CodecError>(())
+/// ```
+pub fn invalid<E: serde::de::Error>(msg: impl fmt::Display) -> E {
+    E::custom(note(msg.to_string()))
+}
+
 /// `#[serde(with = "mp_codec::handle::fd")]` for an `OwnedFd` field.
 ///
 /// ```

@@ -12,6 +12,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fd::{self, PollFd};
@@ -234,13 +235,64 @@ pub fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// The calling process's id.
+/// The calling process's id, read from a cache after the first call.
+///
+/// `getpid` is a system call (glibc stopped caching it), and locks compare
+/// their owner with the caller on every acquisition. The cache is cleared in
+/// the child of every `fork` (a `pthread_atfork` handler), so a forked child
+/// sees its own id. A child made by a raw `clone` system call that bypasses
+/// libc would see its parent's id.
 ///
 /// ```
 /// assert_eq!(mp_sys::process::pid(), std::process::id());
 /// ```
+#[inline]
 pub fn pid() -> u32 {
-    std::process::id()
+    match PID.load(Ordering::Relaxed) {
+        0 => pid_slow(),
+        p => p,
+    }
+}
+
+static PID: AtomicU32 = AtomicU32::new(0);
+
+#[cold]
+fn pid_slow() -> u32 {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    extern "C" fn forget_pid() {
+        // Runs in the child right after fork: async-signal-safe (one store).
+        PID.store(0, Ordering::Relaxed);
+    }
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a child handler that only stores to an atomic; the
+        // prepare and parent handlers are absent. It is registered before the
+        // first store below, so no fork can copy a cached id unnoticed.
+        unsafe { libc::pthread_atfork(None, None, Some(forget_pid)) };
+    });
+    let p = std::process::id();
+    PID.store(p, Ordering::Relaxed);
+    p
+}
+
+/// Whether the process `pid` is running: `false` once it has exited, also
+/// while it is a zombie nobody has reaped yet (which `kill(pid, 0)` would
+/// still report as alive).
+///
+/// A pid can be reused after its process is reaped; Linux hands ids out in
+/// increasing order up to `pid_max` (4 million on 64-bit), so a reuse needs
+/// that many process creations in between.
+///
+/// ```
+/// assert!(mp_sys::process::is_alive(std::process::id())?);
+/// assert!(!mp_sys::process::is_alive(u32::MAX >> 2)?); // above pid_max
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn is_alive(pid: u32) -> io::Result<bool> {
+    match PidFd::open(pid) {
+        Ok(p) => Ok(p.is_alive()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) || e.kind() == io::ErrorKind::InvalidInput => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The parent's process id; it changes (to 1 or a subreaper) when the parent

@@ -268,6 +268,41 @@ impl Region {
         Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
     }
 
+    /// The whole region as `AtomicU32`s (its length rounded down to a
+    /// multiple of 4 bytes): the shared words of a synchronization primitive,
+    /// reached by index without a fallible call on the hot path.
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let r = mp_sys::region::Region::create("w", 10)?;
+    /// let words = r.atomics_u32();
+    /// assert_eq!(words.len(), 2);
+    /// words[1].store(7, Ordering::Relaxed);
+    /// assert_eq!(r.atomic_u32(4)?.load(Ordering::Relaxed), 7);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn atomics_u32(&self) -> &[AtomicU32] {
+        // SAFETY: the mapping is page-aligned and `len / 4` words lie inside
+        // it; it lives as long as `&self`; every bit pattern is a valid u32,
+        // and all processes access the words atomically.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU32>(), self.len / 4) }
+    }
+
+    /// The whole region as `AtomicU64`s (its length rounded down to a
+    /// multiple of 8 bytes).
+    ///
+    /// ```
+    /// use std::sync::atomic::Ordering;
+    /// let r = mp_sys::region::Region::create("w", 16)?;
+    /// r.atomics_u64()[1].fetch_add(2, Ordering::AcqRel);
+    /// assert_eq!(r.atomic_u64(8)?.load(Ordering::Acquire), 2);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn atomics_u64(&self) -> &[AtomicU64] {
+        // SAFETY: as in `atomics_u32`, for `len / 8` aligned words.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU64>(), self.len / 8) }
+    }
+
     /// A pointer to a `T` at `offset`, checked to lie in the mapping and to
     /// be aligned for `T`.
     fn aligned<T>(&self, offset: usize) -> io::Result<*mut u8> {
