@@ -1,2 +1,721 @@
-//! placeholder
-fn main() {}
+//! mp-sync's primitives shared with child processes under every start
+//! method, from a single-threaded main (the fork method needs one; see
+//! DESIGN.md, fork safety).
+//!
+//! Run with `cargo test -p mp-sync --test sync [filter]`.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mp_process::{Process, StartMethod, exit, get_context};
+use mp_sync::{
+    Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockError, RLock, Semaphore, SyncError,
+};
+use mp_sys::region::Region;
+use mp_testkit::{Harness, check};
+use serde::{Deserialize, Serialize};
+
+const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
+/// How long a test waits for anything that should happen at once.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+type Check = Result<(), String>;
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+/// Joins `p` within [`PATIENCE`] and returns its exit code; kills it if it
+/// hangs.
+fn finish(p: &mut Process) -> Result<i32, String> {
+    ok(p.join_timeout(PATIENCE))?;
+    match p.exitcode() {
+        Some(c) => Ok(c),
+        None => {
+            let _ = p.kill();
+            let _ = p.join_timeout(PATIENCE);
+            Err(format!("{} did not exit within {PATIENCE:?}", p.get_name()))
+        }
+    }
+}
+
+fn start(p: &mut Process) -> Check {
+    ok(p.start())
+}
+
+/// Asserts a measured timeout of `t`: at least `t - 0.1 s`, under `t + 1.5 s`.
+fn timed(what: &str, t: Duration, elapsed: Duration) -> Check {
+    check(
+        elapsed + Duration::from_millis(100) >= t && elapsed < t + Duration::from_millis(1500),
+        format!("{what}: a {t:?} timeout took {elapsed:?}"),
+    )
+}
+
+/// A shared counter the tests increment without atomics (a load and a
+/// store), so only mutual exclusion keeps the total exact.
+#[derive(Serialize, Deserialize)]
+struct Counter(#[serde(with = "mp_codec::handle::region")] Region);
+
+impl Counter {
+    fn new() -> Counter {
+        Counter(Region::create("counter", 64).expect("region"))
+    }
+
+    fn get(&self) -> u64 {
+        self.0.atomics_u64()[0].load(Ordering::Relaxed)
+    }
+
+    fn racy_increment(&self) {
+        let cell = &self.0.atomics_u64()[0];
+        let v = cell.load(Ordering::Relaxed);
+        std::hint::spin_loop();
+        cell.store(v + 1, Ordering::Relaxed);
+    }
+
+    fn try_clone(&self) -> Counter {
+        Counter(self.0.try_clone().expect("clone"))
+    }
+}
+
+// ---- child targets ---------------------------------------------------------
+
+fn increment_under_lock(lock: Lock, counter: Counter, n: u32) -> Result<(), String> {
+    for _ in 0..n {
+        let _g = ok(lock.acquire())?;
+        counter.racy_increment();
+    }
+    Ok(())
+}
+
+/// Takes the lock, says so, and waits to be killed.
+fn hold_lock_forever(lock: Lock, held: Event) {
+    let _held_until_killed = lock.acquire().expect("acquire");
+    held.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+fn hold_rlock_forever(lock: RLock, held: Event) {
+    let _outer = lock.acquire().expect("acquire");
+    let _inner = lock.acquire().expect("reenter");
+    held.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+fn hold_condition_forever(cond: Condition, held: Event) {
+    let _held_until_killed = cond.acquire().expect("acquire");
+    held.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Holds the lock for `ms`, after saying so.
+fn hold_lock_for(lock: Lock, held: Event, ms: u64) {
+    let _g = lock.acquire().expect("acquire");
+    held.set();
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Tries an RLock the parent holds: exit 3 if it got it.
+fn try_parents_rlock(lock: RLock) {
+    match lock.try_acquire() {
+        Ok(None) => exit(0),
+        _ => exit(3),
+    }
+}
+
+fn release_n(sem: Semaphore, n: u32) -> Result<(), String> {
+    for _ in 0..n {
+        ok(sem.release())?;
+    }
+    Ok(())
+}
+
+/// Waits for the event: exit 0 when set within the timeout, 4 when not.
+fn wait_event(e: Event, timeout_ms: u64) {
+    exit(if e.wait_timeout(Duration::from_millis(timeout_ms)) {
+        0
+    } else {
+        4
+    })
+}
+
+/// Waits on the condition after counting itself in `arrived`: exit 0 when
+/// notified, 4 when the wait timed out.
+fn wait_notified(cond: Condition, arrived: Semaphore) -> Result<(), String> {
+    let mut g = ok(cond.acquire())?;
+    ok(arrived.release())?;
+    let notified = ok(cond.wait_timeout(&mut g, PATIENCE))?;
+    drop(g);
+    exit(if notified { 0 } else { 4 })
+}
+
+/// Raises the counter to 5, one step at a time, notifying every step.
+fn count_to_five(cond: Condition, counter: Counter) -> Result<(), String> {
+    for _ in 0..5 {
+        let g = ok(cond.acquire())?;
+        counter.racy_increment();
+        cond.notify_all();
+        drop(g);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+/// Waits at the barrier and exits with 10 + its index, 20 for Broken, 21
+/// for Timeout.
+fn barrier_party(b: Barrier, timeout_ms: u64) {
+    match b.wait_timeout(Duration::from_millis(timeout_ms)) {
+        Ok(i) => exit(10 + i as i32),
+        Err(BarrierError::Broken) => exit(20),
+        Err(BarrierError::Timeout) => exit(21),
+        Err(_) => exit(22),
+    }
+}
+
+// ---- scenarios with a start method -----------------------------------------
+
+fn lock_stress(m: StartMethod) -> Check {
+    const PROCS: usize = 4;
+    const EACH: u32 = 100_000;
+    let ctx = get_context(m);
+    let lock = ok(Lock::new())?;
+    let counter = Counter::new();
+    let mut kids: Vec<Process> = (0..PROCS)
+        .map(|_| ctx.process(increment_under_lock, (lock.clone(), counter.try_clone(), EACH)))
+        .collect();
+    for k in &mut kids {
+        start(k)?;
+    }
+    for k in &mut kids {
+        check(finish(k)? == 0, format!("{} failed", k.get_name()))?;
+    }
+    let total = counter.get();
+    check(
+        total == PROCS as u64 * u64::from(EACH),
+        format!("{PROCS} processes x {EACH} increments under the lock gave {total}"),
+    )?;
+    check(!lock.is_locked(), "the lock is free at the end")
+}
+
+fn lock_timeout_against_a_child(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let (lock, held) = (ok(Lock::new())?, ok(Event::new())?);
+    let mut p = ctx.process(hold_lock_for, (lock.clone(), held.clone(), 2_000));
+    start(&mut p)?;
+    check(held.wait_timeout(PATIENCE), "the child took the lock")?;
+    let t = Duration::from_millis(500);
+    let t0 = Instant::now();
+    let got = ok(lock.acquire_timeout(t))?;
+    timed("Lock::acquire_timeout", t, t0.elapsed())?;
+    check(got.is_none(), "the lock was taken while the child held it")?;
+    // Once the child releases it, a blocking acquire gets it.
+    let g = ok(lock.acquire_timeout(PATIENCE))?;
+    check(g.is_some(), "the child's release reached the parent")?;
+    check(finish(&mut p)? == 0, "the child exits cleanly")
+}
+
+fn lock_owner_death(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let (lock, held) = (ok(Lock::new())?, ok(Event::new())?);
+    let mut p = ctx.process(hold_lock_forever, (lock.clone(), held.clone()));
+    start(&mut p)?;
+    check(held.wait_timeout(PATIENCE), "the child took the lock")?;
+    ok(p.kill())?;
+    // Not joined yet: the holder is a zombie, and must count as dead.
+    let t0 = Instant::now();
+    let guard = match lock.acquire_timeout(PATIENCE) {
+        Err(e) if e.owner_died() => e.into_inner(),
+        Err(e) => return Err(format!("expected owner_died, got {e}")),
+        Ok(Some(_)) => return Err("the lock of a killed holder came back clean".into()),
+        Ok(None) => return Err(format!("the lock of a killed holder stayed held for {PATIENCE:?}")),
+    };
+    let took = t0.elapsed();
+    check(lock.is_locked(), "the recovering caller holds the lock")?;
+    drop(guard);
+    check(!lock.is_locked(), "its guard releases it")?;
+    check(
+        matches!(lock.try_acquire(), Ok(Some(_))),
+        "after recovery the lock is clean",
+    )?;
+    check(finish(&mut p)? == -9, "the holder was killed")?;
+    check(took < Duration::from_secs(5), format!("recovery took {took:?}"))
+}
+
+fn rlock_owner_death(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let (lock, held) = (ok(RLock::new())?, ok(Event::new())?);
+    let mut p = ctx.process(hold_rlock_forever, (lock.clone(), held.clone()));
+    start(&mut p)?;
+    check(held.wait_timeout(PATIENCE), "the child took the lock")?;
+    check(
+        lock.count() == 2,
+        format!("the child holds two levels, count {}", lock.count()),
+    )?;
+    ok(p.kill())?;
+    check(finish(&mut p)? == -9, "the holder was killed")?;
+    let guard = match lock.acquire_timeout(PATIENCE) {
+        Err(e) if e.owner_died() => e.into_inner(),
+        other => return Err(format!("expected owner_died, got {:?}", other.map(|g| g.is_some()))),
+    };
+    check(
+        lock.is_owned() && lock.count() == 1,
+        format!("the recovering thread owns one level, count {}", lock.count()),
+    )?;
+    let again = lock.acquire().map_err(|e| e.to_string())?;
+    check(lock.count() == 2, "and may re-enter")?;
+    drop(again);
+    drop(guard);
+    check(!lock.is_locked(), "released after both levels")
+}
+
+fn rlock_across_processes(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let lock = ok(RLock::new())?;
+    let g = ok(lock.acquire())?;
+    let mut p = ctx.process(try_parents_rlock, (lock.clone(),));
+    start(&mut p)?;
+    check(finish(&mut p)? == 0, "a child acquired an RLock its parent holds")?;
+    drop(g);
+    let mut p = ctx.process(hold_lock_for_rlock, (lock.clone(),));
+    start(&mut p)?;
+    check(finish(&mut p)? == 0, "a child could not take a free RLock twice")?;
+    check(!lock.is_locked(), "the child released both levels")
+}
+
+fn hold_lock_for_rlock(lock: RLock) -> Result<(), String> {
+    let a = ok(lock.try_acquire())?.ok_or("free lock not taken")?;
+    let b = ok(lock.try_acquire())?.ok_or("owner could not re-enter")?;
+    if lock.count() != 2 {
+        return Err(format!("count {}", lock.count()));
+    }
+    ok(b.release())?;
+    ok(a.release())
+}
+
+fn condition_owner_death(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let (cond, held) = (ok(Condition::new(None))?, ok(Event::new())?);
+    let mut p = ctx.process(hold_condition_forever, (cond.clone(), held.clone()));
+    start(&mut p)?;
+    check(held.wait_timeout(PATIENCE), "the child took the lock")?;
+    ok(p.kill())?;
+    let r = cond.acquire_timeout(PATIENCE);
+    check(finish(&mut p)? == -9, "the holder was killed")?;
+    match r {
+        Err(e) if e.owner_died() => drop(e.into_inner()),
+        other => return Err(format!("expected owner_died, got {:?}", other.map(|g| g.is_some()))),
+    }
+    check(!cond.lock().is_locked(), "the recovered guard released the lock")
+}
+
+fn semaphore_across_processes(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let sem = ok(Semaphore::new(0))?;
+    let mut p = ctx.process(release_n, (sem.clone(), 3));
+    start(&mut p)?;
+    for i in 0..3 {
+        check(
+            ok(sem.acquire_timeout(PATIENCE))?,
+            format!("release {i} from the child did not arrive"),
+        )?;
+    }
+    check(finish(&mut p)? == 0, "the child released three times")?;
+    check(
+        sem.get_value() == 0,
+        format!("value {} after three acquires", sem.get_value()),
+    )?;
+    let t = Duration::from_millis(300);
+    let t0 = Instant::now();
+    check(!ok(sem.acquire_timeout(t))?, "acquired a zero semaphore")?;
+    timed("Semaphore::acquire_timeout", t, t0.elapsed())
+}
+
+fn event_across_processes(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let e = ok(Event::new())?;
+    let mut waiter = ctx.process(wait_event, (e.clone(), 30_000));
+    start(&mut waiter)?;
+    std::thread::sleep(Duration::from_millis(50));
+    e.set();
+    check(finish(&mut waiter)? == 0, "the child did not see the event set")?;
+    e.clear();
+    let mut waiter = ctx.process(wait_event, (e.clone(), 200));
+    start(&mut waiter)?;
+    check(
+        finish(&mut waiter)? == 4,
+        "a cleared event's wait_timeout returned true",
+    )
+}
+
+fn condition_notify_across_processes(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let cond = ok(Condition::new(None))?;
+    let arrived = ok(Semaphore::new(0))?;
+    let mut kids: Vec<Process> = (0..3)
+        .map(|_| ctx.process(wait_notified, (cond.clone(), arrived.clone())))
+        .collect();
+    for k in &mut kids {
+        start(k)?;
+    }
+    for _ in 0..3 {
+        check(ok(arrived.acquire_timeout(PATIENCE))?, "a waiter did not arrive")?;
+    }
+    // Every waiter counted itself under the lock and then waits; taking the
+    // lock here means each has released it inside `wait`.
+    drop(cond.acquire().map_err(|e| e.to_string())?);
+    check(cond.n_waiting() == 3, format!("{} waiting, not 3", cond.n_waiting()))?;
+    cond.notify(1);
+    let t0 = Instant::now();
+    let mut done = Vec::new();
+    while done.is_empty() && t0.elapsed() < PATIENCE {
+        for (i, k) in kids.iter_mut().enumerate() {
+            if !k.is_alive() {
+                done.push(i);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    check(done.len() == 1, format!("notify(1) woke {} waiters", done.len()))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let alive = kids.iter_mut().map(|k| usize::from(k.is_alive())).sum::<usize>();
+    check(alive == 2, format!("{alive} waiters left after notify(1), not 2"))?;
+    cond.notify_all();
+    for k in &mut kids {
+        check(finish(k)? == 0, format!("{} was not notified", k.get_name()))?;
+    }
+    Ok(())
+}
+
+fn condition_wait_for_across_processes(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let cond = ok(Condition::new(None))?;
+    let counter = Counter::new();
+    let mut g = cond.acquire().map_err(|e| e.to_string())?;
+    let mut p = ctx.process(count_to_five, (cond.clone(), counter.try_clone()));
+    start(&mut p)?;
+    let reached = ok(cond.wait_for(&mut g, || counter.get() >= 5, Some(PATIENCE)))?;
+    check(reached, format!("wait_for gave up at {}", counter.get()))?;
+    drop(g);
+    check(finish(&mut p)? == 0, "the counting child failed")?;
+    let mut g = cond.acquire().map_err(|e| e.to_string())?;
+    let t = Duration::from_millis(300);
+    let t0 = Instant::now();
+    check(
+        !ok(cond.wait_for(&mut g, || counter.get() > 5, Some(t)))?,
+        "an unreachable predicate held",
+    )?;
+    timed("Condition::wait_for", t, t0.elapsed())
+}
+
+fn barrier_across_processes(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let b = ok(Barrier::new(4))?;
+    let mut kids: Vec<Process> = (0..3)
+        .map(|_| ctx.process(barrier_party, (b.clone(), 30_000)))
+        .collect();
+    for k in &mut kids {
+        start(k)?;
+    }
+    let mine = b.wait_timeout(PATIENCE).map_err(|e| e.to_string())?;
+    let mut indexes = vec![mine];
+    for k in &mut kids {
+        let code = finish(k)?;
+        check((10..14).contains(&code), format!("a party exited {code}"))?;
+        indexes.push((code - 10) as usize);
+    }
+    indexes.sort_unstable();
+    check(indexes == [0, 1, 2, 3], format!("indexes {indexes:?}"))?;
+    // Reusable: a second round.
+    let mut kids: Vec<Process> = (0..3)
+        .map(|_| ctx.process(barrier_party, (b.clone(), 30_000)))
+        .collect();
+    for k in &mut kids {
+        start(k)?;
+    }
+    b.wait_timeout(PATIENCE).map_err(|e| e.to_string())?;
+    for k in &mut kids {
+        check((10..14).contains(&finish(k)?), "second round")?;
+    }
+    Ok(())
+}
+
+fn barrier_breaks_across_processes(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let b = ok(Barrier::new(3))?;
+    // One child waits long, another times out: the first sees Broken.
+    let mut long = ctx.process(barrier_party, (b.clone(), 30_000));
+    start(&mut long)?;
+    let t0 = Instant::now();
+    while b.n_waiting() < 1 && t0.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let mut short = ctx.process(barrier_party, (b.clone(), 300));
+    start(&mut short)?;
+    check(finish(&mut short)? == 21, "the short waiter did not time out")?;
+    check(
+        finish(&mut long)? == 20,
+        "the long waiter did not see the barrier break",
+    )?;
+    check(b.is_broken(), "a timeout breaks the barrier")?;
+    check(
+        matches!(b.wait(), Err(BarrierError::Broken)),
+        "a broken barrier refuses waits",
+    )?;
+    // Reset makes it whole; waiters present at a reset get Broken.
+    b.reset();
+    let mut waiting = ctx.process(barrier_party, (b.clone(), 30_000));
+    start(&mut waiting)?;
+    let t0 = Instant::now();
+    while b.n_waiting() < 1 && t0.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    b.reset();
+    check(finish(&mut waiting)? == 20, "a waiter at reset did not get Broken")?;
+    // Abort, seen by a waiting child.
+    let mut waiting = ctx.process(barrier_party, (b.clone(), 30_000));
+    start(&mut waiting)?;
+    let t0 = Instant::now();
+    while b.n_waiting() < 1 && t0.elapsed() < PATIENCE {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    b.abort();
+    check(finish(&mut waiting)? == 20, "a waiter at abort did not get Broken")?;
+    b.reset();
+    check(
+        !b.is_broken() && b.n_waiting() == 0,
+        "reset leaves an empty, whole barrier",
+    )
+}
+
+// ---- scenarios within one process ------------------------------------------
+
+fn lock_is_not_reentrant() -> Check {
+    let lock = ok(Lock::new())?;
+    let _g = lock.acquire().map_err(|e| e.to_string())?;
+    let t = Duration::from_millis(300);
+    let t0 = Instant::now();
+    let again = lock.acquire_timeout(t).map_err(|e| e.to_string())?;
+    timed("Lock::acquire_timeout by the holder", t, t0.elapsed())?;
+    check(again.is_none(), "a Lock let its holder in twice")
+}
+
+fn rlock_threads() -> Check {
+    let lock = ok(RLock::new())?;
+    let a = lock.acquire().map_err(|e| e.to_string())?;
+    let b = lock.acquire().map_err(|e| e.to_string())?;
+    check(lock.count() == 2, "two levels")?;
+    // Another thread can neither take it nor release it.
+    let other = lock.clone();
+    let t = Duration::from_millis(300);
+    let (got, elapsed) = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let got = other.acquire_timeout(t).map(|g| g.is_some()).map_err(|e| e.to_string());
+        (got, t0.elapsed())
+    })
+    .join()
+    .map_err(|_| "thread panicked")?;
+    check(got == Ok(false), "another thread took an owned RLock")?;
+    timed("RLock::acquire_timeout from another thread", t, elapsed)?;
+    let released_elsewhere = std::thread::spawn(move || b.release())
+        .join()
+        .map_err(|_| "thread panicked")?;
+    check(
+        matches!(released_elsewhere, Err(SyncError::NotOwner { .. })),
+        format!("release by a non-owner: {released_elsewhere:?}"),
+    )?;
+    check(lock.count() == 2, "a failed release changed the count")?;
+    // The level whose guard was lost stays; the owner's other guard releases one.
+    ok(a.release())?;
+    check(lock.count() == 1 && lock.is_owned(), "one level left")?;
+    Ok(())
+}
+
+fn bounded_semaphore_over_release() -> Check {
+    let s = ok(BoundedSemaphore::new(2))?;
+    check(ok(s.try_acquire())?, "take one")?;
+    ok(s.release())?;
+    let e = s.release();
+    check(
+        matches!(e, Err(SyncError::OverRelease { limit: 2 })),
+        format!("over-release: {e:?}"),
+    )?;
+    check(s.get_value() == 2, "over-release changed the value")?;
+    let plain = ok(Semaphore::new(0))?;
+    for _ in 0..5 {
+        ok(plain.release())?;
+    }
+    check(plain.get_value() == 5, "a plain Semaphore releases without limit")
+}
+
+fn timeouts_are_measured() -> Check {
+    let t = Duration::from_millis(300);
+    let e = ok(Event::new())?;
+    let t0 = Instant::now();
+    check(!e.wait_timeout(t), "unset event")?;
+    timed("Event::wait_timeout", t, t0.elapsed())?;
+    let cond = ok(Condition::new(None))?;
+    let mut g = cond.acquire().map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    check(!ok(cond.wait_timeout(&mut g, t))?, "un-notified condition")?;
+    timed("Condition::wait_timeout", t, t0.elapsed())?;
+    let b = ok(Barrier::new(2))?;
+    let t0 = Instant::now();
+    check(
+        matches!(b.wait_timeout(t), Err(BarrierError::Timeout)),
+        "lone barrier party",
+    )?;
+    timed("Barrier::wait_timeout", t, t0.elapsed())?;
+    let s = ok(BoundedSemaphore::new(0))?;
+    let t0 = Instant::now();
+    check(!ok(s.acquire_timeout(t))?, "empty bounded semaphore")?;
+    timed("BoundedSemaphore::acquire_timeout", t, t0.elapsed())
+}
+
+fn condition_rejects_another_guard() -> Check {
+    let a = ok(Condition::new(None))?;
+    let b = ok(Condition::new(None))?;
+    let mut g = a.acquire().map_err(|e| e.to_string())?;
+    let r = b.wait_timeout(&mut g, Duration::from_millis(10));
+    check(matches!(r, Err(SyncError::WrongGuard)), format!("{r:?}"))?;
+    // A copy of the same condition that came through the codec accepts it.
+    let same: Condition = ok(mp_codec::decode(ok(mp_codec::encode(&a))?))?;
+    let r = same.wait_timeout(&mut g, Duration::from_millis(10));
+    check(matches!(r, Ok(false)), format!("same condition, decoded: {r:?}"))?;
+    check(a.lock().is_locked(), "the guard holds the lock again")
+}
+
+fn handles_check_their_kind() -> Check {
+    let sem = ok(Semaphore::new(1))?;
+    let frame = ok(mp_codec::encode(&sem))?;
+    let err = match mp_codec::decode::<Lock>(frame) {
+        Ok(_) => return Err("a Semaphore decoded as a Lock".into()),
+        Err(e) => e.to_string(),
+    };
+    check(
+        err.contains("expected a Lock handle, got a Semaphore"),
+        format!("the error does not say what was wrong: {err}"),
+    )?;
+    check(
+        serde_json::to_string(&ok(Lock::new())?).is_err(),
+        "a handle encoded outside mp-codec must fail",
+    )?;
+    // A decoded copy is the same lock.
+    let lock = ok(Lock::new())?;
+    let copy: Lock = ok(mp_codec::decode(ok(mp_codec::encode(&lock))?))?;
+    let g = copy.acquire().map_err(|e| e.to_string())?;
+    check(lock.is_locked(), "the decoded copy is the same lock")?;
+    drop(g);
+    check(!lock.is_locked(), "released through the copy")
+}
+
+fn no_leaks() -> Check {
+    let shm_before = shm_entries();
+    let fds_before = ok(mp_sys::fd::count_open_fds())?;
+    for _ in 0..1000 {
+        let lock = ok(Lock::new())?;
+        let rlock = ok(RLock::new())?;
+        let sem = ok(Semaphore::new(1))?;
+        let bsem = ok(BoundedSemaphore::new(1))?;
+        let ev = ok(Event::new())?;
+        let cond = ok(Condition::new(Some(lock.clone())))?;
+        let bar = ok(Barrier::new(1))?;
+        let g = lock.try_acquire().map_err(|e| e.to_string())?;
+        drop(g);
+        let rg = rlock.acquire().map_err(|e| e.to_string())?;
+        drop(rg);
+        ok(sem.acquire())?;
+        ok(bsem.acquire())?;
+        ev.set();
+        cond.notify_all();
+        bar.wait().map_err(|e| e.to_string())?;
+    }
+    let fds_after = ok(mp_sys::fd::count_open_fds())?;
+    check(
+        fds_after == fds_before,
+        format!("open fds {fds_before} -> {fds_after} after 1,000 of each primitive"),
+    )?;
+    check(shm_entries() == shm_before, "/dev/shm changed")
+}
+
+fn shm_entries() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn lock_error_shapes() -> Check {
+    // LockError is an std error that `?` turns into a Box<dyn Error>.
+    fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<SyncError>();
+    assert_error::<BarrierError>();
+    assert_error::<LockError<mp_sync::LockGuard>>();
+    assert_error::<LockError<mp_sync::RLockGuard>>();
+    assert_error::<LockError<mp_sync::ConditionGuard>>();
+    fn assert_handle<T: Clone + Send + Sync + Serialize + for<'de> Deserialize<'de> + 'static>() {}
+    assert_handle::<Lock>();
+    assert_handle::<RLock>();
+    assert_handle::<Semaphore>();
+    assert_handle::<BoundedSemaphore>();
+    assert_handle::<Event>();
+    assert_handle::<Condition>();
+    assert_handle::<Barrier>();
+    fn assert_send<T: Send>() {}
+    assert_send::<mp_sync::LockGuard>();
+    assert_send::<mp_sync::RLockGuard>();
+    assert_send::<mp_sync::ConditionGuard>();
+    Ok(())
+}
+
+type Scenario = fn(StartMethod) -> Check;
+
+fn main() -> ExitCode {
+    let with_method: [(&str, Scenario); 12] = [
+        ("lock_stress", lock_stress),
+        ("lock_timeout_against_a_child", lock_timeout_against_a_child),
+        ("lock_owner_death", lock_owner_death),
+        ("rlock_owner_death", rlock_owner_death),
+        ("rlock_across_processes", rlock_across_processes),
+        ("condition_owner_death", condition_owner_death),
+        ("semaphore_across_processes", semaphore_across_processes),
+        ("event_across_processes", event_across_processes),
+        ("condition_notify_across_processes", condition_notify_across_processes),
+        (
+            "condition_wait_for_across_processes",
+            condition_wait_for_across_processes,
+        ),
+        ("barrier_across_processes", barrier_across_processes),
+        ("barrier_breaks_across_processes", barrier_breaks_across_processes),
+    ];
+    let local: [(&str, fn() -> Check); 8] = [
+        ("lock_is_not_reentrant", lock_is_not_reentrant),
+        ("rlock_threads", rlock_threads),
+        ("bounded_semaphore_over_release", bounded_semaphore_over_release),
+        ("timeouts_are_measured", timeouts_are_measured),
+        ("condition_rejects_another_guard", condition_rejects_another_guard),
+        ("handles_check_their_kind", handles_check_their_kind),
+        ("no_leaks", no_leaks),
+        ("lock_error_shapes", lock_error_shapes),
+    ];
+    let mut h = Harness::new(with_method.len() * METHODS.len() + local.len());
+    for (name, f) in local {
+        h.run(name, f);
+    }
+    for (name, f) in with_method {
+        for m in METHODS {
+            h.run(&format!("{name}::{m:?}"), || f(m));
+        }
+    }
+    h.finish()
+}
