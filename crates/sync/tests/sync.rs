@@ -679,6 +679,7 @@ fn lock_error_shapes() -> Check {
 }
 
 type Scenario = fn(StartMethod) -> Check;
+type Local = fn() -> Check;
 
 fn main() -> ExitCode {
     let with_method: [(&str, Scenario); 12] = [
@@ -698,7 +699,7 @@ fn main() -> ExitCode {
         ("barrier_across_processes", barrier_across_processes),
         ("barrier_breaks_across_processes", barrier_breaks_across_processes),
     ];
-    let local: [(&str, fn() -> Check); 8] = [
+    let local: [(&str, Local); 8] = [
         ("lock_is_not_reentrant", lock_is_not_reentrant),
         ("rlock_threads", rlock_threads),
         ("bounded_semaphore_over_release", bounded_semaphore_over_release),
