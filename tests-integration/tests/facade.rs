@@ -20,3 +20,21 @@ fn public_errors_are_send_sync_static() {
     check::<CodecError>();
     check::<std::io::Error>();
 }
+
+#[test]
+fn facade_re_exports_sync() {
+    use multiprocessing::{Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, SyncError};
+    let lock: mp_sync::Lock = Lock::new().unwrap();
+    let cond: mp_sync::Condition = Condition::new(Some(lock.clone())).unwrap();
+    drop(cond.acquire().unwrap());
+    let _: mp_sync::RLock = RLock::new().unwrap();
+    let _: mp_sync::Semaphore = Semaphore::new(1).unwrap();
+    let _: mp_sync::BoundedSemaphore = BoundedSemaphore::new(1).unwrap();
+    let _: mp_sync::Event = Event::new().unwrap();
+    let b: mp_sync::Barrier = Barrier::new(1).unwrap();
+    assert_eq!(b.wait().unwrap(), 0);
+    let e: multiprocessing::sync::SyncError = SyncError::WrongGuard;
+    fn check<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
+    check(&e);
+    let _: Option<multiprocessing::LockGuard> = lock.try_acquire().unwrap();
+}

@@ -28,3 +28,16 @@ pub use mp_process::{
     Context, Process, ProcessError, ProcessInfo, Run, StartMethod, active_children, cpu_count, current_process, exit,
     get_context, get_start_method, parent_process, set_start_method,
 };
+
+/// Locks, semaphores, events, conditions and barriers shared between
+/// processes. See [`mp_sync`].
+#[cfg(feature = "sync")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sync")))]
+#[doc(inline)]
+pub use mp_sync as sync;
+
+#[cfg(feature = "sync")]
+pub use mp_sync::{
+    Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockError, LockGuard, RLock,
+    RLockGuard, Semaphore, SyncError,
+};
