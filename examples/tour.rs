@@ -1,7 +1,8 @@
 //! A tour of what the library has so far: shared memory that never leaks,
 //! messages whose handles travel beside their bytes, a forked child that
-//! writes through a handle it received, the errors a bad peer gets, and
-//! Python-style processes under the three start methods.
+//! writes through a handle it received, the errors a bad peer gets,
+//! Python-style processes under the three start methods, and locks, events
+//! and barriers shared between processes.
 //!
 //! Run with `cargo run --release --example tour`.
 
@@ -14,7 +15,7 @@ use multiprocessing::codec::{self, CodecError};
 use multiprocessing::sys::process::{Fork, exit_now, try_fork};
 use multiprocessing::sys::region::Region;
 use multiprocessing::sys::socket::{SocketKind, socketpair};
-use multiprocessing::{Process, StartMethod, get_context};
+use multiprocessing::{Barrier, Event, Lock, Process, StartMethod, get_context};
 use serde::{Deserialize, Serialize};
 
 /// A message with two handles inside: each region travels as a file
@@ -119,7 +120,78 @@ fn main() -> Result<(), Box<dyn Error>> {
         "   a target returning Err exits with {:?} (its message went to stderr)",
         failing.exitcode()
     );
+
+    println!("8. Locks, events and barriers shared with children");
+    let lock = Lock::new()?;
+    let total = Region::create("tour-total", 8)?;
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        workers.push(Process::new(
+            add_under_lock,
+            (lock.clone(), Cell(total.try_clone()?), 10_000u64),
+        ));
+    }
+    for w in &mut workers {
+        w.start()?;
+    }
+    for w in &mut workers {
+        w.join()?;
+    }
+    println!(
+        "   4 processes x 10,000 increments under one Lock: {}",
+        total.atomic_u64(0)?.load(Ordering::Acquire)
+    );
+    let held = Event::new()?;
+    let mut holder = Process::new(hold_and_hang, (lock.clone(), held.clone()));
+    holder.start()?;
+    held.wait_timeout(Duration::from_secs(10));
+    holder.kill()?;
+    match lock.acquire_timeout(Duration::from_secs(10)) {
+        Err(e) if e.owner_died() => {
+            drop(e.into_inner());
+            println!("   a holder killed with SIGKILL: the next acquire reports owner_died and holds the lock");
+        }
+        other => println!("   unexpected: {:?}", other.map(|g| g.is_some())),
+    }
+    holder.join()?;
+    let barrier = Barrier::new(3)?;
+    let mut parties: Vec<Process> = (0..2).map(|_| Process::new(meet, (barrier.clone(),))).collect();
+    for p in &mut parties {
+        p.start()?;
+    }
+    let mine = barrier.wait_timeout(Duration::from_secs(10))?;
+    let mut codes: Vec<i32> = vec![mine as i32];
+    for p in &mut parties {
+        p.join()?;
+        codes.push(p.exitcode().unwrap_or(-1));
+    }
+    codes.sort_unstable();
+    println!("   a Barrier of 3 gave the parties indexes {codes:?}");
     Ok(())
+}
+
+fn add_under_lock(lock: Lock, cell: Cell, n: u64) -> Result<(), Box<dyn Error>> {
+    let word = cell.0.atomic_u64(0)?;
+    for _ in 0..n {
+        let _guard = lock.acquire()?;
+        // A plain read and write: only the lock keeps the total exact.
+        word.store(word.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+fn hold_and_hang(lock: Lock, held: Event) -> Result<(), Box<dyn Error>> {
+    let _guard = lock.acquire()?;
+    held.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Exits with its barrier index.
+fn meet(barrier: Barrier) -> Result<(), Box<dyn Error>> {
+    let index = barrier.wait_timeout(Duration::from_secs(10))?;
+    multiprocessing::exit(index as i32)
 }
 
 /// A region handle as a target argument.
