@@ -12,6 +12,8 @@
 //!   shared region.
 //! - [`socket`]: Unix socket pairs, and `SCM_RIGHTS` messages that carry file
 //!   descriptors beside the bytes.
+//! - [`shm`]: named POSIX shared memory segments (`shm_open`), for
+//!   Python's `SharedMemory`.
 //! - [`signal`]: [`Signal`](signal::Signal), `kill`, `PR_SET_PDEATHSIG`.
 //! - [`code`]: [`Entry`](code::Entry), a function named so that another
 //!   process of the same binary can call it; [`boot`]: the load-time hook
@@ -54,4 +56,4 @@ compile_error!("mp-sys supports Linux only for now; its backend lives in src/uni
 #[path = "unix/mod.rs"]
 mod os;
 
-pub use os::{boot, code, fd, futex, process, region, signal, socket};
+pub use os::{boot, code, fd, futex, process, region, shm, signal, socket};

@@ -6,6 +6,7 @@ pub mod fd;
 pub mod futex;
 pub mod process;
 pub mod region;
+pub mod shm;
 pub mod signal;
 pub mod socket;
 

@@ -1,0 +1,50 @@
+//! Python's `multiprocessing` shared memory for Rust: `Value`, `Array`,
+//! `RawValue` and `RawArray` (`multiprocessing.sharedctypes`), and
+//! `SharedMemory` and `ShareableList` (`multiprocessing.shared_memory`).
+//!
+//! ```
+//! use mp_shared::{Array, Value};
+//!
+//! let num = Value::new(0.0f64)?;
+//! let arr = Array::from_slice(&[0i32, 1, 2, 3])?;
+//! // ... hand clones to child processes; here, the same calls in one process:
+//! num.set(3.1415927);
+//! for x in arr.lock()?.iter_mut() {
+//!     *x = -*x;
+//! }
+//! assert_eq!(num.get(), 3.1415927);
+//! assert_eq!(arr.to_vec(), [0, -1, -2, -3]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! - [`Value`] and [`Array`]: plain data (`T: Pod`) with an
+//!   [`RLock`](mp_sync::RLock) that every access takes; [`ValueGuard`] and
+//!   [`ArrayGuard`] hold the lock for a read-modify-write.
+//! - [`RawValue`] and [`RawArray`]: the same without a lock.
+//! - [`SharedMemory`] and [`ShareableList`]: named segments other processes
+//!   attach to by name.
+//! - [`Pod`] and [`Zeroable`]: the plain-data traits (bytemuck's), with
+//!   their derives.
+//!
+//! Value, Array and their raw forms live in anonymous memfd regions: nothing
+//! appears in `/dev/shm`, and the kernel frees the memory when the last
+//! process holding it exits, killed or not. They are handles: a clone, or a
+//! copy passed to a child process or pool task, refers to the same memory.
+//! Elements are copied in and out, never borrowed from the shared bytes
+//! (another process could change them under a borrow).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod array;
+mod error;
+mod mem;
+mod shareable_list;
+mod shared_memory;
+mod value;
+
+pub use array::{Array, ArrayGuard, RawArray};
+pub use bytemuck::{Pod, Zeroable};
+pub use error::SharedError;
+pub use shareable_list::ShareableList;
+pub use shared_memory::SharedMemory;
+pub use value::{RawValue, Value, ValueGuard};

@@ -1,0 +1,280 @@
+//! Named POSIX shared memory (`shm_open`): segments that live in `/dev/shm`
+//! under a name until someone unlinks them.
+//!
+//! This is what Python's `multiprocessing.shared_memory.SharedMemory` uses.
+//! Unlike a [`Region`](crate::region::Region), a named segment outlives every
+//! process that maps it until [`unlink`] removes its name, so its owner must
+//! unlink it. Names follow Python's: given without the leading slash
+//! (`"psm_1234"`), at most [`MAX_NAME_LEN`] bytes, without `/` or NUL.
+#![allow(unsafe_code)]
+
+use std::ffi::CString;
+use std::fmt;
+use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::{self, NonNull};
+
+use super::{cvt, cvt_r, invalid_input};
+
+/// The longest segment name accepted, without the leading slash (the file
+/// name limit of `/dev/shm`, less the slash).
+pub const MAX_NAME_LEN: usize = 254;
+
+/// A named shared-memory segment mapped read-write and shared.
+///
+/// Dropping it unmaps it and closes its descriptor; the segment and its name
+/// stay until [`unlink`].
+pub struct Segment {
+    name: String,
+    fd: OwnedFd,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Segment is a mapping plus a descriptor, not tied to a thread;
+// shared access goes through `as_slice` (bytes any process may change, see
+// there) and exclusive access needs `&mut self`.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `&Segment` only reads.
+unsafe impl Sync for Segment {}
+
+impl fmt::Debug for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Segment")
+            .field("name", &self.name)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+/// Checks a segment name and returns its `/name` form for the system calls.
+fn path(name: &str) -> io::Result<CString> {
+    if name.is_empty() {
+        return Err(invalid_input("a shared memory name must not be empty"));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(invalid_input(format!(
+            "the shared memory name {:?}... is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.chars().take(16).collect::<String>(),
+            name.len()
+        )));
+    }
+    if name.contains('/') {
+        return Err(invalid_input(format!(
+            "the shared memory name {name:?} contains '/': give a plain name such as \"psm_data\""
+        )));
+    }
+    CString::new(format!("/{name}")).map_err(|_| invalid_input("a shared memory name must not contain NUL bytes"))
+}
+
+impl Segment {
+    /// Creates the segment `name` of `len` bytes (zero-filled). Fails with
+    /// `AlreadyExists` if the name is taken.
+    ///
+    /// ```
+    /// use mp_sys::shm::{Segment, unlink};
+    /// let name = format!("mp_sys_doc_{}", std::process::id());
+    /// let s = Segment::create(&name, 100)?;
+    /// assert_eq!(s.len(), 100);
+    /// assert!(Segment::create(&name, 100).is_err()); // taken
+    /// unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn create(name: &str, len: usize) -> io::Result<Segment> {
+        if len == 0 {
+            return Err(invalid_input("a shared memory segment must be at least one byte long"));
+        }
+        let p = path(name)?;
+        let size =
+            libc::off_t::try_from(len).map_err(|_| invalid_input(format!("{len} bytes is too large a segment")))?;
+        // SAFETY: `p` is a valid NUL-terminated string; shm_open returns a new
+        // descriptor or -1.
+        let raw = cvt_r(|| unsafe {
+            libc::shm_open(p.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, 0o600)
+        })?;
+        // SAFETY: the descriptor is new and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on an open descriptor with a non-negative length.
+        if let Err(e) = cvt_r(|| unsafe { libc::ftruncate(fd.as_raw_fd(), size) }) {
+            let _ = unlink(name);
+            return Err(e);
+        }
+        Self::map(name, fd, len).inspect_err(|_| {
+            let _ = unlink(name);
+        })
+    }
+
+    /// Opens the existing segment `name` at its whole size. Fails with
+    /// `NotFound` if there is none.
+    ///
+    /// ```
+    /// let e = mp_sys::shm::Segment::open("mp_sys_no_such_segment").unwrap_err();
+    /// assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    /// ```
+    pub fn open(name: &str) -> io::Result<Segment> {
+        let p = path(name)?;
+        // SAFETY: as in `create`.
+        let raw = cvt_r(|| unsafe { libc::shm_open(p.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) })?;
+        // SAFETY: the descriptor is new and ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut st = MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is a valid out-pointer.
+        cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
+        // SAFETY: fstat succeeded and filled `st`.
+        let len = usize::try_from(unsafe { st.assume_init() }.st_size)
+            .map_err(|_| invalid_input("the segment has a negative size"))?;
+        if len == 0 {
+            return Err(invalid_input(format!("the shared memory segment {name:?} is empty")));
+        }
+        Self::map(name, fd, len)
+    }
+
+    fn map(name: &str, fd: OwnedFd, len: usize) -> io::Result<Segment> {
+        // SAFETY: a fresh shared mapping of `len` bytes of an open file; the
+        // kernel picks the address.
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        Ok(Segment {
+            name: name.to_owned(),
+            fd,
+            ptr,
+            len,
+        })
+    }
+
+    /// A second mapping of the same segment, with its own descriptor (it
+    /// works after [`unlink`] too).
+    ///
+    /// ```
+    /// # let name = format!("mp_sys_doc_clone_{}", std::process::id());
+    /// let mut a = mp_sys::shm::Segment::create(&name, 4)?;
+    /// let b = a.try_clone()?;
+    /// mp_sys::shm::unlink(&name)?;
+    /// a.as_mut_slice()[0] = 1;
+    /// assert_eq!(b.as_slice()[0], 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<Segment> {
+        Self::map(&self.name, self.fd.try_clone()?, self.len)
+    }
+
+    /// The name, without the leading slash.
+    ///
+    /// ```
+    /// # let name = format!("mp_sys_doc_name_{}", std::process::id());
+    /// let s = mp_sys::shm::Segment::create(&name, 8)?;
+    /// assert_eq!(s.name(), name);
+    /// # mp_sys::shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The mapped length in bytes.
+    ///
+    /// ```
+    /// # let name = format!("mp_sys_doc_len_{}", std::process::id());
+    /// assert_eq!(mp_sys::shm::Segment::create(&name, 3)?.len(), 3);
+    /// # mp_sys::shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a segment holds at least one byte.
+    ///
+    /// ```
+    /// # let name = format!("mp_sys_doc_empty_{}", std::process::id());
+    /// assert!(!mp_sys::shm::Segment::create(&name, 3)?.is_empty());
+    /// # mp_sys::shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The bytes. Other processes that map the segment may change them at
+    /// any time, as with Python's `shm.buf` or a file mapped with `mmap`:
+    /// synchronize with a lock, or read values once and check them.
+    ///
+    /// ```
+    /// # let name = format!("mp_sys_doc_slice_{}", std::process::id());
+    /// let mut a = mp_sys::shm::Segment::create(&name, 4)?;
+    /// a.as_mut_slice().copy_from_slice(b"abcd");
+    /// let b = mp_sys::shm::Segment::open(&name)?;
+    /// assert_eq!(b.as_slice(), b"abcd");
+    /// # mp_sys::shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes that live as long as
+        // `self`, and every bit pattern is a valid u8. In this process the
+        // bytes change only through `as_mut_slice`, which needs `&mut self`;
+        // writes by other processes are outside the program, like a device's
+        // memory, and leave valid bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// The bytes, writable. See [`as_slice`](Segment::as_slice).
+    ///
+    /// ```
+    /// # let name = format!("mp_sys_doc_mut_{}", std::process::id());
+    /// let mut s = mp_sys::shm::Segment::create(&name, 2)?;
+    /// s.as_mut_slice()[1] = 9;
+    /// assert_eq!(s.as_slice(), [0, 9]);
+    /// # mp_sys::shm::unlink(&name)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes this the only
+        // reference into the mapping in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours and no reference into it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Removes the name `name`: later opens fail, and the memory is freed once
+/// every mapping of it is gone.
+///
+/// ```
+/// let e = mp_sys::shm::unlink("mp_sys_never_created").unwrap_err();
+/// assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+/// ```
+pub fn unlink(name: &str) -> io::Result<()> {
+    let p = path(name)?;
+    // SAFETY: `p` is a valid NUL-terminated string.
+    cvt(unsafe { libc::shm_unlink(p.as_ptr()) })?;
+    Ok(())
+}
+
+/// Checks a name as [`Segment::create`] would, without creating anything.
+///
+/// ```
+/// assert!(mp_sys::shm::check_name("psm_1").is_ok());
+/// assert!(mp_sys::shm::check_name("a/b").is_err());
+/// assert!(mp_sys::shm::check_name(&"x".repeat(300)).is_err());
+/// ```
+pub fn check_name(name: &str) -> io::Result<()> {
+    path(name).map(drop)
+}
