@@ -213,7 +213,9 @@ impl<T: Pod> Array<T> {
 
 impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array").field("len", &self.len()).finish_non_exhaustive()
+        f.debug_struct("Array")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -395,7 +397,9 @@ impl<T: Pod> RawArray<T> {
 
 impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawArray").field("len", &self.len()).finish_non_exhaustive()
+        f.debug_struct("RawArray")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
     }
 }
 

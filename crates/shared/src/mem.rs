@@ -55,7 +55,9 @@ impl Kind {
 pub(crate) fn type_tag<T>() -> u64 {
     std::any::type_name::<T>()
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
 }
 
 /// A typed view of a region holding `len` elements of `T`.
@@ -123,7 +125,13 @@ impl<T: Pod> Mem<T> {
         let tag = dwords[3].load(Ordering::Relaxed);
         match Kind::from_u32(found_kind) {
             Some(k) if k == kind => {}
-            Some(k) => return Err(wrong(format!("{} {}", if k == Kind::Array { "an" } else { "a" }, k.name()))),
+            Some(k) => {
+                return Err(wrong(format!(
+                    "{} {}",
+                    if k == Kind::Array { "an" } else { "a" },
+                    k.name()
+                )));
+            }
             None => return Err(wrong(format!("a shared value of unknown kind {found_kind}"))),
         }
         if size != size_of::<T>() || align != align_of::<T>() || tag != type_tag::<T>() {

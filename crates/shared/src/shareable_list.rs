@@ -172,7 +172,10 @@ impl<T: Pod> ShareableList<T> {
     /// ```
     pub fn set(&mut self, i: usize, v: T) -> Result<(), SharedError> {
         if i >= self.len {
-            return Err(SharedError::OutOfRange { index: i, len: self.len });
+            return Err(SharedError::OutOfRange {
+                index: i,
+                len: self.len,
+            });
         }
         if self.shm.is_closed() {
             return Err(SharedError::Closed(self.shm.name().to_owned()));

@@ -134,9 +134,7 @@ impl SharedMemory {
     /// ```
     pub fn attach_with_size(name: &str, size: usize) -> Result<SharedMemory, SharedError> {
         if size == 0 {
-            return Err(SharedError::InvalidArgument(
-                "attaching needs a size above zero".into(),
-            ));
+            return Err(SharedError::InvalidArgument("attaching needs a size above zero".into()));
         }
         let mut shm = Self::attach(name)?;
         if size > shm.size {
