@@ -51,6 +51,7 @@ struct Point {
 // ---- child targets ---------------------------------------------------------
 
 /// Seed 003 part 5: `n.value = 3.1415927; a[i] = -a[i]`.
+#[allow(clippy::approx_constant, reason = "the seed's literal, not pi")]
 fn pi_and_negate(num: Value<f64>, arr: Array<i32>) -> Result<(), String> {
     num.set(3.1415927);
     for x in ok(arr.lock())?.iter_mut() {
@@ -137,6 +138,7 @@ fn list_child(name: String, sent: ShareableList<u32>) -> Result<(), String> {
 
 // ---- scenarios with a start method -----------------------------------------
 
+#[allow(clippy::approx_constant, reason = "the seed's literal, not pi")]
 fn value_and_array_in_a_child(m: StartMethod) -> Check {
     let num = ok(Value::new(0.0f64))?;
     let arr = ok(Array::from_slice(&(0..10).collect::<Vec<i32>>()))?;
