@@ -38,3 +38,23 @@ fn facade_re_exports_sync() {
     check(&e);
     let _: Option<multiprocessing::LockGuard> = lock.try_acquire().unwrap();
 }
+
+#[test]
+fn facade_re_exports_shared() {
+    use multiprocessing::{Array, RawArray, RawValue, ShareableList, SharedError, SharedMemory, Value};
+    let v: mp_shared::Value<f64> = Value::new(1.0).unwrap();
+    assert_eq!(v.get(), 1.0);
+    let a: mp_shared::Array<i32> = Array::new(2).unwrap();
+    assert_eq!(a.len(), 2);
+    let _: mp_shared::RawValue<u8> = RawValue::new(1).unwrap();
+    let _: mp_shared::RawArray<u8> = RawArray::new(1).unwrap();
+    let shm: mp_shared::SharedMemory = SharedMemory::create(None, 8).unwrap();
+    let list: mp_shared::ShareableList<u8> = ShareableList::create(&[1], None).unwrap();
+    shm.unlink().unwrap();
+    list.shm().unlink().unwrap();
+    let e: multiprocessing::shared::SharedError = SharedError::Closed("x".into());
+    fn check<E: std::error::Error + Send + Sync + 'static>(_: &E) {}
+    check(&e);
+    fn pod<T: multiprocessing::Pod + multiprocessing::Zeroable>() {}
+    pod::<f64>();
+}

@@ -41,3 +41,14 @@ pub use mp_sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, ConditionGuard, Event, Lock, LockError, LockGuard, RLock,
     RLockGuard, Semaphore, SyncError,
 };
+
+/// Shared values, arrays and named segments. See [`mp_shared`].
+#[cfg(feature = "shared")]
+#[cfg_attr(docsrs, doc(cfg(feature = "shared")))]
+#[doc(inline)]
+pub use mp_shared as shared;
+
+#[cfg(feature = "shared")]
+pub use mp_shared::{
+    Array, ArrayGuard, Pod, RawArray, RawValue, ShareableList, SharedError, SharedMemory, Value, ValueGuard, Zeroable,
+};

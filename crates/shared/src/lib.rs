@@ -42,7 +42,7 @@ mod shareable_list;
 mod shared_memory;
 mod value;
 
-pub use array::{Array, ArrayGuard, RawArray};
+pub use array::{Array, ArrayGuard, Iter, RawArray};
 pub use bytemuck::{Pod, Zeroable};
 pub use error::SharedError;
 pub use shareable_list::ShareableList;

@@ -91,7 +91,11 @@ impl Segment {
         // SAFETY: `p` is a valid NUL-terminated string; shm_open returns a new
         // descriptor or -1.
         let raw = cvt_r(|| unsafe {
-            libc::shm_open(p.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC, 0o600)
+            libc::shm_open(
+                p.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
+                0o600,
+            )
         })?;
         // SAFETY: the descriptor is new and ours.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
