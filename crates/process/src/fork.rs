@@ -28,11 +28,18 @@ pub(crate) fn start(
     }
     crate::process::flush_stdout();
     child::ensure_panic_hook();
-    let parent = (std::process::id(), parent_name);
-    let name = name.to_string();
+    identity::prepare_fork();
+    // Built here, so the child only moves it into place.
+    let me = identity::Me {
+        name: name.to_string(),
+        identity,
+        daemon,
+        is_child: true,
+        parent: Some((std::process::id(), parent_name)),
+    };
     let child = mp_sys::process::fork_run(move || {
         crate::forkserver::forget_inherited();
-        identity::become_child(name, identity, daemon, parent);
+        identity::become_forked_child(me);
         if daemon {
             let _ = mp_sys::signal::set_parent_death_signal(Some(Signal::KILL));
         }
