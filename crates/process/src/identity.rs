@@ -99,7 +99,7 @@ fn switch_to(me: Me, watch: Option<Arc<PidFd>>) {
     // reference counts), each write a page copy, for memory this process
     // never uses again.
     std::mem::forget(std::mem::replace(&mut *lock(&PARENT), watch));
-    std::mem::forget(std::mem::replace(&mut *lock(&ME), Some(me)));
+    std::mem::forget(lock(&ME).replace(me));
     COUNTER.store(1, Ordering::Release);
     // A forked child inherits its parent's list of children; they are not
     // its own.
