@@ -5,6 +5,7 @@ pub mod code;
 pub mod fd;
 pub mod futex;
 pub mod process;
+pub mod random;
 pub mod region;
 pub mod signal;
 pub mod socket;

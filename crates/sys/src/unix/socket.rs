@@ -138,6 +138,34 @@ pub struct Received {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
+    recv_with_flags(sock, buf, fds, libc::MSG_CMSG_CLOEXEC)
+}
+
+/// [`recv_with_fds`] that never blocks (`MSG_DONTWAIT`): when nothing is
+/// queued it fails at once with [`io::ErrorKind::WouldBlock`]. For a short
+/// spin before a blocking receive.
+///
+/// ```
+/// use mp_sys::socket::{socketpair, try_recv_with_fds, SocketKind};
+/// use std::os::fd::AsFd;
+/// let (a, b) = socketpair(SocketKind::Stream)?;
+/// let (mut buf, mut fds) = ([0u8; 8], Vec::new());
+/// let err = try_recv_with_fds(b.as_fd(), &mut buf, &mut fds).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+/// mp_sys::fd::write(a.as_fd(), b"x")?;
+/// assert_eq!(try_recv_with_fds(b.as_fd(), &mut buf, &mut fds)?.bytes, 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn try_recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
+    recv_with_flags(sock, buf, fds, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT)
+}
+
+fn recv_with_flags(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    flags: libc::c_int,
+) -> io::Result<Received> {
     let mut cmsg = CmsgBuf([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -151,7 +179,7 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd
     msg.msg_controllen = cmsg.0.len();
     // SAFETY: `msg` points at one iovec over `buf` and at `cmsg`, both valid
     // for writes for the call.
-    let n = cvt_r(|| unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    let n = cvt_r(|| unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, flags) })?;
     // SAFETY: after recvmsg, msg_control/msg_controllen describe the control
     // messages the kernel wrote into `cmsg`; CMSG_FIRSTHDR/CMSG_NXTHDR walk
     // them without leaving that buffer.
@@ -207,4 +235,60 @@ pub fn peer_pid(sock: BorrowedFd<'_>) -> io::Result<u32> {
     // SAFETY: getsockopt filled the struct (it was zeroed before in any case).
     let cred = unsafe { cred.assume_init() };
     Ok(cred.pid.unsigned_abs())
+}
+
+/// Sets the socket's send buffer size (`SO_SNDBUF`), in bytes. The kernel
+/// doubles the value for its bookkeeping and caps it at
+/// `/proc/sys/net/core/wmem_max`; on a Unix stream socket the sender's buffer
+/// is also what bounds the bytes queued for the receiver, so a larger one
+/// means fewer wake-ups for a large message.
+///
+/// ```
+/// use mp_sys::socket::{send_buffer_size, set_send_buffer_size, socketpair, SocketKind};
+/// use std::os::fd::AsFd;
+/// let (a, _b) = socketpair(SocketKind::Stream)?;
+/// set_send_buffer_size(a.as_fd(), 65536)?;
+/// assert!(send_buffer_size(a.as_fd())? >= 65536);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn set_send_buffer_size(sock: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = libc::socklen_t::try_from(mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: SO_SNDBUF reads one int from the pointer, valid for the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const v).cast(),
+            len,
+        )
+    })?;
+    Ok(())
+}
+
+/// The socket's send buffer size (`SO_SNDBUF`) as the kernel reports it (twice
+/// the value that was set).
+///
+/// ```
+/// use mp_sys::socket::{send_buffer_size, socketpair, SocketKind};
+/// use std::os::fd::AsFd;
+/// let (a, _b) = socketpair(SocketKind::Stream)?;
+/// assert!(send_buffer_size(a.as_fd())? > 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn send_buffer_size(sock: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut v: libc::c_int = 0;
+    let mut len = libc::socklen_t::try_from(mem::size_of::<libc::c_int>()).unwrap_or(4);
+    // SAFETY: SO_SNDBUF writes one int through the pointer; `len` says so.
+    cvt(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw mut v).cast(),
+            &raw mut len,
+        )
+    })?;
+    Ok(usize::try_from(v).unwrap_or(0))
 }
