@@ -16,34 +16,35 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ConnectionError;
 
-/// A receive polls without sleeping for this long before it sleeps in the
-/// kernel, when this process may run on more than one CPU. Measured on the
-/// project's 2-vCPU VM (`cargo xtask bench connection`): an 8-byte
-/// ping-pong between two processes takes ~75 µs when both sides sleep (a
-/// wake-up of an idle CPU costs ~35 µs each way) and ~7 µs when they spin.
-/// The cost is at most this much CPU time per receive that waits longer.
-/// `MP_CONNECTION_SPIN_US` overrides it (0 turns spinning off).
+/// A receive polls without sleeping for this long (yielding the CPU between
+/// polls) before it sleeps in the kernel. Measured on the project's 2-vCPU
+/// VM (`cargo xtask bench connection`, 8-byte ping-pong between two
+/// processes, medians): 6-11 µs with it, 33-46 µs without it unpinned (a
+/// wake-up of an idle CPU costs ~35 µs each way); pinned to one CPU, 10.4
+/// µs with it and 12.4 µs without (the yield hands the CPU straight to the
+/// peer). A busy-wait without the yield was a trap: when the scheduler put
+/// both processes on one CPU, each spin delayed the very peer it waited
+/// for, and round trips became twice the spin. The cost is at most this
+/// much CPU time per receive that waits longer. `MP_CONNECTION_SPIN_US`
+/// overrides it (0 turns spinning off).
 const DEFAULT_SPIN: Duration = Duration::from_micros(50);
 
 /// A buffer of a reader or writer larger than this is released after use,
 /// so one large message does not pin its memory for the connection's life.
 const KEEP_BUFFER: usize = 1 << 20;
 
-/// The spin of every receive: [`DEFAULT_SPIN`] (or the environment's), zero
-/// when the process may run on one CPU only (`taskset -c 0`, a cgroup
-/// quota of one CPU), where spinning would only delay the peer it waits for.
+/// The spin of every receive: [`DEFAULT_SPIN`], or the environment's.
 /// Read once per process.
 fn spin() -> Duration {
     static SPIN: OnceLock<Duration> = OnceLock::new();
     *SPIN.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if cpus < 2 {
-            return Duration::ZERO;
-        }
-        std::env::var("MP_CONNECTION_SPIN_US")
+        if let Some(us) = std::env::var("MP_CONNECTION_SPIN_US")
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
-            .map_or(DEFAULT_SPIN, Duration::from_micros)
+        {
+            return Duration::from_micros(us);
+        }
+        DEFAULT_SPIN
     })
 }
 
@@ -125,9 +126,9 @@ const LIMITS: Limits = Limits {
 ///   (broken for reading).
 /// - `close` releases this handle; the descriptor is closed when the last
 ///   clone in this process is closed or dropped.
-/// - A receive spins for up to 50 µs before it sleeps when the process may
-///   use more than one CPU (ping-pong round trips of a few µs instead of
-///   tens); see `MP_CONNECTION_SPIN_US`.
+/// - A receive polls (yielding the CPU) for up to 50 µs before it sleeps:
+///   ping-pong round trips of a few µs instead of tens. Set
+///   `MP_CONNECTION_SPIN_US` to change it (0: sleep at once).
 pub struct Connection {
     end: Option<Arc<End>>,
 }
