@@ -25,6 +25,16 @@
 //! - [`wait`], [`Waitable`]: wait for connections, listeners and processes.
 //! - [`ConnectionError`]: what went wrong, and whether the connection can
 //!   still be read afterwards.
+//!
+//! # Performance
+//!
+//! On this project's 2-vCPU VM (`cargo bench -p benches --bench
+//! connection`, medians): an 8-byte ping-pong between two processes takes
+//! 7.7 µs (CPython 50 µs in the same run), 11.0 µs with both pinned to one
+//! CPU (CPython 16.3 µs); 64 MiB `send_bytes` to a child runs at 3.6 GB/s
+//! (CPython 0.78 GB/s). A receive polls for 50 µs, yielding the CPU, before
+//! it sleeps; a large payload lands in memory reserved up front and advised
+//! onto huge pages.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
