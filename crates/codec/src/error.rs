@@ -71,6 +71,17 @@ pub enum CodecError {
     /// No frame arrived within the timeout (in sync: nothing was read).
     #[error("timed out waiting for a frame")]
     Timeout,
+    /// A frame began but its bytes stopped coming before the deadline (the
+    /// stream is out of step).
+    #[error(
+        "the peer stopped sending in the middle of a frame ({got} of {expected} bytes arrived before the deadline)"
+    )]
+    Stalled {
+        /// Bytes the frame announced (header included), as far as known.
+        expected: usize,
+        /// Bytes that arrived.
+        got: usize,
+    },
 }
 
 impl CodecError {

@@ -115,8 +115,15 @@ impl Header {
         Ok(Header { len, nfds, kind })
     }
 
+    /// Appends the header's 12 bytes to `out`.
+    pub(crate) fn write_into(&self, out: &mut Vec<u8>) {
+        let mut head = [0u8; HEADER_LEN];
+        self.write(&mut head);
+        out.extend_from_slice(&head);
+    }
+
     #[inline]
-    fn write(&self, out: &mut [u8]) {
+    pub(crate) fn write(&self, out: &mut [u8]) {
         out[..4].copy_from_slice(&MAGIC);
         out[4..8].copy_from_slice(&(self.len as u32).to_le_bytes());
         out[8..10].copy_from_slice(&(self.nfds as u16).to_le_bytes());
@@ -412,7 +419,21 @@ pub fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T, CodecError> {
             "the frame holds raw bytes (sent with send_bytes), not a serde value: receive it as bytes".into(),
         ));
     }
-    let payload = buf.get(HEADER_LEN..end).unwrap_or(&[]);
+    decode_payload(buf.get(HEADER_LEN..end).unwrap_or(&[]), fds)
+}
+
+/// Decodes the payload of a value frame ([`FrameKind::Value`]) into a `T`,
+/// handing `fds` (the descriptors that came with its header) to the handles
+/// in it: [`decode`] for a payload read apart from its header, as with
+/// [`recv_header`](crate::recv_header). The same errors as [`decode`].
+///
+/// ```
+/// let f = mp_codec::encode(&(1u8, "x"))?;
+/// let (a, b): (u8, String) = mp_codec::decode_payload(f.payload(), Vec::new())?;
+/// assert_eq!((a, b.as_str()), (1, "x"));
+/// # Ok::<(), mp_codec::CodecError>(())
+/// ```
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) -> Result<T, CodecError> {
     let nfds = fds.len();
     let (r, pass) = handle::supplying(fds, || postcard::take_from_bytes::<T>(payload));
     let unclaimed = pass.fds.iter().flatten().count();

@@ -85,6 +85,11 @@ pub mod handle;
 mod wire;
 
 pub use error::CodecError;
-pub use frame::{DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, HEADER_LEN, Header, Limits, decode, encode, encode_into};
+pub use frame::{
+    DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, HEADER_LEN, Header, Limits, decode, decode_payload, encode, encode_into,
+};
 pub use handle::Fd;
-pub use wire::{recv, recv_frame, recv_frame_timeout, send, send_frame};
+pub use wire::{
+    Incoming, Wait, recv, recv_frame, recv_frame_timeout, recv_header, recv_payload, recv_payload_into, send,
+    send_bytes, send_frame,
+};

@@ -284,3 +284,94 @@ fn errors_are_send_sync_and_std_errors() {
     fn is_send<T: Send>() {}
     is_send::<Frame>();
 }
+
+#[test]
+fn header_and_payload_read_apart_with_deadlines() {
+    use mp_codec::{FrameKind, Wait};
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    // A bytes frame without a copy, then a value frame; each split read.
+    mp_codec::send_bytes(a.as_fd(), b"raw bytes", &Limits::default()).unwrap();
+    mp_codec::send(a.as_fd(), &(5u8, "v")).unwrap();
+    let spin = Wait {
+        spin: Duration::from_micros(200),
+        deadline: None,
+    };
+    let head = mp_codec::recv_header(b.as_fd(), &Limits::default(), spin).unwrap();
+    assert_eq!((head.header.kind, head.header.len), (FrameKind::Bytes, 9));
+    let mut buf = [0u8; 9];
+    mp_codec::recv_payload_into(b.as_fd(), &mut buf, None).unwrap();
+    assert_eq!(&buf, b"raw bytes");
+    let head = mp_codec::recv_header(b.as_fd(), &Limits::default(), Wait::default()).unwrap();
+    let mut payload = Vec::new();
+    mp_codec::recv_payload(b.as_fd(), head.header.len, &mut payload, None).unwrap();
+    let v: (u8, String) = mp_codec::decode_payload(&payload, head.fds).unwrap();
+    assert_eq!(v, (5, "v".to_string()));
+
+    // Nothing comes: Timeout, nothing consumed; spinning first changes nothing.
+    let soon = Wait {
+        spin: Duration::from_micros(100),
+        deadline: Some(Instant::now() + Duration::from_millis(20)),
+    };
+    assert!(matches!(
+        mp_codec::recv_header(b.as_fd(), &Limits::default(), soon),
+        Err(CodecError::Timeout)
+    ));
+    // Half a header, then silence: Stalled.
+    fd::write(a.as_fd(), &mp_codec::encode(&1u8).unwrap().as_bytes()[..5]).unwrap();
+    let soon = Wait {
+        spin: Duration::ZERO,
+        deadline: Some(Instant::now() + Duration::from_millis(20)),
+    };
+    let e = mp_codec::recv_header(b.as_fd(), &Limits::default(), soon).unwrap_err();
+    assert!(matches!(e, CodecError::Stalled { expected: 12, got: 5 }), "{e:?}");
+    // A payload that stops: Stalled too.
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    let frame = Frame::from_bytes(&[1u8; 100]).unwrap();
+    fd::write(a.as_fd(), &frame.as_bytes()[..50]).unwrap();
+    let head = mp_codec::recv_header(b.as_fd(), &Limits::default(), Wait::default()).unwrap();
+    let mut v = Vec::new();
+    let e = mp_codec::recv_payload(
+        b.as_fd(),
+        head.header.len,
+        &mut v,
+        Some(Instant::now() + Duration::from_millis(20)),
+    )
+    .unwrap_err();
+    assert!(matches!(e, CodecError::Stalled { .. }), "{e:?}");
+}
+
+#[test]
+fn send_bytes_refuses_over_the_limit_before_writing() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    let small = Limits { max_frame_len: 4 };
+    let e = mp_codec::send_bytes(a.as_fd(), b"12345", &small).unwrap_err();
+    assert!(matches!(e, CodecError::TooLarge { len: 5, max: 4 }), "{e:?}");
+    let mut set = [fd::PollFd::readable(b.as_fd())];
+    assert_eq!(
+        fd::poll(&mut set, Some(Duration::ZERO)).unwrap(),
+        0,
+        "nothing was written"
+    );
+}
+
+#[test]
+fn a_descriptor_count_mismatch_after_a_split_header_read_stays_in_sync() {
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    let f = mp_codec::encode(&7u32).unwrap();
+    let mut bytes = f.as_bytes().to_vec();
+    bytes[8] = 2; // announces two descriptors, sends none
+    fd::write(a.as_fd(), &bytes).unwrap();
+    mp_codec::send(a.as_fd(), &8u32).unwrap();
+    let e = mp_codec::recv_header(b.as_fd(), &Limits::default(), Default::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            CodecError::FdCount {
+                announced: 2,
+                received: 0
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(mp_codec::recv::<u32>(b.as_fd()).unwrap(), 8);
+}

@@ -17,6 +17,17 @@ pub use mp_codec as codec;
 #[cfg(feature = "codec")]
 pub use mp_codec::CodecError;
 
+/// Pipes, connections, listeners and clients, and `wait`. See
+/// [`mp_connection`]: `connection::wait` is Python's
+/// `multiprocessing.connection.wait`.
+#[cfg(feature = "connection")]
+#[cfg_attr(docsrs, doc(cfg(feature = "connection")))]
+#[doc(inline)]
+pub use mp_connection as connection;
+
+#[cfg(feature = "connection")]
+pub use mp_connection::{Client, Connection, ConnectionError, Listener, Waitable, pipe, pipe_simplex};
+
 /// Processes and start methods. See [`mp_process`].
 #[cfg(feature = "process")]
 #[cfg_attr(docsrs, doc(cfg(feature = "process")))]

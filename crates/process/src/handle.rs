@@ -59,8 +59,12 @@ impl ChildHandle {
     fn sentinel(&self) -> BorrowedFd<'_> {
         match self {
             ChildHandle::Direct(c) => c.pidfd(),
-            // First the end of the process, then its code.
+            // First the end of the process, then its code; once the code is
+            // read, the pidfd again (readable for good: the process is gone).
             ChildHandle::Served { pidfd, gone: false, .. } => pidfd.as_fd(),
+            ChildHandle::Served {
+                pidfd, exit: Some(_), ..
+            } => pidfd.as_fd(),
             ChildHandle::Served { status, .. } => status.as_fd(),
         }
     }

@@ -280,7 +280,8 @@ impl Process {
     }
 
     /// A descriptor that turns readable when the child exits (Python's
-    /// `sentinel`), for `connection::wait` and `poll`.
+    /// `sentinel`), for `connection::wait` and `poll`. A `Process` is itself
+    /// [`Waitable`](mp_connection::Waitable), through this descriptor.
     pub fn sentinel(&self) -> Result<OwnedFd, ProcessError> {
         Ok(self.started()?.sentinel()?)
     }
@@ -303,4 +304,32 @@ impl Process {
 /// the parent's pending output again.
 pub(crate) fn flush_stdout() {
     let _ = std::io::stdout().flush();
+}
+
+/// A started process is ready for [`mp_connection::wait`] once it has
+/// exited (Python's `wait([p.sentinel])`). Waiting on a process that was not
+/// started, or was closed, is an error.
+///
+/// ```
+/// use mp_process::Process;
+/// use std::time::Duration;
+///
+/// fn quick() {}
+/// let mut p = Process::new(quick, ());
+/// p.start()?;
+/// let ready = mp_connection::wait(&[&p], Some(Duration::from_secs(30)))?;
+/// assert_eq!(ready, vec![0]);
+/// p.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+impl mp_connection::Waitable for Process {
+    fn wait_fd(&self) -> Result<mp_connection::WaitFd<'_>, mp_connection::ConnectionError> {
+        // The descriptor sits behind the child's lock, so a duplicate goes
+        // out; the wait closes it.
+        match self.sentinel() {
+            Ok(fd) => Ok(mp_connection::WaitFd::Owned(fd)),
+            Err(ProcessError::Io(e)) => Err(mp_connection::ConnectionError::Io(e)),
+            Err(e) => Err(mp_connection::ConnectionError::Io(std::io::Error::other(e))),
+        }
+    }
 }

@@ -18,6 +18,8 @@
 //! - [`code`]: [`Entry`](code::Entry), a function named so that another
 //!   process of the same binary can call it; [`boot`]: the load-time hook
 //!   that hands a re-executed child to its entry before `main`.
+//! - [`mem`]: huge-page advice for large buffers.
+//! - [`random`]: random bytes from the kernel, for nonces.
 //! - [`fd`]: close-on-exec, non-blocking mode, pipes, `poll`, open-fd counts.
 //!
 //! Linux (x86-64) is the platform this crate is built and tested on. The
@@ -56,4 +58,4 @@ compile_error!("mp-sys supports Linux only for now; its backend lives in src/uni
 #[path = "unix/mod.rs"]
 mod os;
 
-pub use os::{boot, code, fd, futex, process, region, shm, signal, socket};
+pub use os::{boot, code, fd, futex, mem, process, random, region, shm, signal, socket};

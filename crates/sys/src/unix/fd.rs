@@ -99,6 +99,37 @@ pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n.unsigned_abs())
 }
 
+/// Reads into the spare capacity of `buf` (at most `max` bytes) and extends
+/// its length by what was read, without zero-filling the space first;
+/// retried on `EINTR`. Returns the bytes read: 0 at end of file, or when
+/// `buf` has no spare capacity or `max` is 0.
+///
+/// ```
+/// # use std::os::fd::AsFd;
+/// let (r, w) = mp_sys::fd::pipe()?;
+/// mp_sys::fd::write(w.as_fd(), b"hello")?;
+/// let mut buf = Vec::with_capacity(16);
+/// buf.push(b'>');
+/// assert_eq!(mp_sys::fd::read_spare(r.as_fd(), &mut buf, 3)?, 3);
+/// assert_eq!(buf, b">hel");
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn read_spare(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    if want == 0 {
+        return Ok(0);
+    }
+    // SAFETY: `spare` is valid for writes of `want` bytes (uninitialized
+    // memory may be written by read(2)); the pointer is not read.
+    let n = cvt_r(|| unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want) })?;
+    let n = n.unsigned_abs().min(want);
+    // SAFETY: read(2) initialized the first `n` bytes of the spare capacity,
+    // and `len + n <= capacity`.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// `write(2)`, retried on `EINTR`. Async-signal-safe: usable in a forked child.
 ///
 /// ```

@@ -180,3 +180,28 @@ pub fn set_default(sig: Signal) -> io::Result<()> {
     }
     Ok(())
 }
+
+extern "C" fn do_nothing(_: libc::c_int) {}
+
+/// Installs a handler for `sig` that does nothing, without `SA_RESTART`: a
+/// blocking system call of a thread that receives `sig` then fails with
+/// `EINTR` instead of being restarted by the kernel. The workspace's wrappers
+/// retry on `EINTR`, and tests use this to show that they do.
+///
+/// ```
+/// use mp_sys::signal::{interrupt_on, kill, Signal};
+/// interrupt_on(Signal::USR2)?;
+/// kill(std::process::id(), Signal::USR2)?; // handled: the process lives on
+/// mp_sys::signal::set_default(Signal::USR2)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn interrupt_on(sig: Signal) -> io::Result<()> {
+    // SAFETY: sigaction is plain data; all-zero is an empty mask, no flags.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = do_nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    act.sa_flags = 0;
+    // SAFETY: `act` is a valid sigaction whose handler is async-signal-safe
+    // (it does nothing); the old action is not asked for.
+    cvt(unsafe { libc::sigaction(sig.0, &raw const act, std::ptr::null_mut()) })?;
+    Ok(())
+}

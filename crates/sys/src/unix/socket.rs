@@ -138,6 +138,34 @@ pub struct Received {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
+    recv_with_flags(sock, buf, fds, libc::MSG_CMSG_CLOEXEC)
+}
+
+/// [`recv_with_fds`] that never blocks (`MSG_DONTWAIT`): when nothing is
+/// queued it fails at once with [`io::ErrorKind::WouldBlock`]. For a short
+/// spin before a blocking receive.
+///
+/// ```
+/// use mp_sys::socket::{socketpair, try_recv_with_fds, SocketKind};
+/// use std::os::fd::AsFd;
+/// let (a, b) = socketpair(SocketKind::Stream)?;
+/// let (mut buf, mut fds) = ([0u8; 8], Vec::new());
+/// let err = try_recv_with_fds(b.as_fd(), &mut buf, &mut fds).unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::WouldBlock);
+/// mp_sys::fd::write(a.as_fd(), b"x")?;
+/// assert_eq!(try_recv_with_fds(b.as_fd(), &mut buf, &mut fds)?.bytes, 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn try_recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
+    recv_with_flags(sock, buf, fds, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT)
+}
+
+fn recv_with_flags(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    flags: libc::c_int,
+) -> io::Result<Received> {
     let mut cmsg = CmsgBuf([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -151,7 +179,7 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd
     msg.msg_controllen = cmsg.0.len();
     // SAFETY: `msg` points at one iovec over `buf` and at `cmsg`, both valid
     // for writes for the call.
-    let n = cvt_r(|| unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) })?;
+    let n = cvt_r(|| unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, flags) })?;
     // SAFETY: after recvmsg, msg_control/msg_controllen describe the control
     // messages the kernel wrote into `cmsg`; CMSG_FIRSTHDR/CMSG_NXTHDR walk
     // them without leaving that buffer.

@@ -1,0 +1,655 @@
+//! `Connection`, `pipe` and `pipe_simplex`: Python's `multiprocessing.Pipe`
+//! and `multiprocessing.connection.Connection`.
+
+use std::fmt;
+use std::net::Shutdown;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use mp_codec::{CodecError, Frame, FrameKind, Incoming, Limits, Wait};
+use mp_sys::fd::{self, PollFd};
+use mp_sys::socket::{SocketKind, socketpair};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::ConnectionError;
+
+/// A receive polls without sleeping for this long (yielding the CPU between
+/// polls) before it sleeps in the kernel. Measured on the project's 2-vCPU
+/// VM (`cargo xtask bench connection`, 8-byte ping-pong between two
+/// processes, medians): 6-11 µs with it, 33-46 µs without it unpinned (a
+/// wake-up of an idle CPU costs ~35 µs each way); pinned to one CPU, 10.4
+/// µs with it and 12.4 µs without (the yield hands the CPU straight to the
+/// peer). A busy-wait without the yield was a trap: when the scheduler put
+/// both processes on one CPU, each spin delayed the very peer it waited
+/// for, and round trips became twice the spin. The cost is at most this
+/// much CPU time per receive that waits longer. `MP_CONNECTION_SPIN_US`
+/// overrides it (0 turns spinning off).
+const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+
+/// A buffer of a reader or writer larger than this is released after use,
+/// so one large message does not pin its memory for the connection's life.
+const KEEP_BUFFER: usize = 1 << 20;
+
+/// The spin of every receive: [`DEFAULT_SPIN`], or the environment's.
+/// Read once per process.
+fn spin() -> Duration {
+    static SPIN: OnceLock<Duration> = OnceLock::new();
+    *SPIN.get_or_init(|| {
+        if let Some(us) = std::env::var("MP_CONNECTION_SPIN_US")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            return Duration::from_micros(us);
+        }
+        DEFAULT_SPIN
+    })
+}
+
+/// One end of a connection, shared by the clones of a [`Connection`].
+struct End {
+    fd: OwnedFd,
+    readable: bool,
+    writable: bool,
+    /// Whether the socket can carry descriptors (a Unix socket, not TCP).
+    unix: bool,
+    reader: Mutex<Reader>,
+    /// The encode buffer, reused by every `send`; its lock also keeps the
+    /// frames of concurrent senders apart.
+    writer: Mutex<Frame>,
+}
+
+#[derive(Default)]
+struct Reader {
+    /// The payload of the last value received, reused.
+    buf: Vec<u8>,
+    /// Why the stream is out of step, once it is.
+    broken: Option<String>,
+}
+
+/// The codec's limits for every connection: 1 GiB per message.
+const LIMITS: Limits = Limits {
+    max_frame_len: mp_codec::DEFAULT_MAX_FRAME_LEN,
+};
+
+/// One end of a pipe or of a listener/client connection (Python's
+/// `multiprocessing.connection.Connection`): sends and receives whole
+/// messages, serde values or raw bytes.
+///
+/// ```
+/// use mp_connection::pipe;
+///
+/// let (a, b) = pipe()?;
+/// a.send(&("job", 42u32))?;
+/// let (name, n): (String, u32) = b.recv()?;
+/// assert_eq!((name.as_str(), n), ("job", 42));
+/// b.send_bytes(b"done")?;
+/// assert_eq!(a.recv_bytes()?, b"done");
+/// # Ok::<(), mp_connection::ConnectionError>(())
+/// ```
+///
+/// A `Connection` is a *handle*: `Clone + Send + Sync`, and serde
+/// `Serialize + Deserialize` through the codec, so it can be a
+/// [`Process`](../mp_process/struct.Process.html) argument under every start
+/// method, or travel inside a message on another connection (its descriptor
+/// rides beside the bytes with `SCM_RIGHTS`). A clone is the same end: the
+/// clones share one descriptor, and their messages never interleave (each
+/// send and each receive holds a lock for the whole message). A copy that
+/// travelled to another process holds its own descriptor: closing one side's
+/// copy does not close the other's.
+///
+/// # Message format and limits
+///
+/// Every message is an mp-codec frame: a 12-byte header (its length, its
+/// kind, the number of descriptors), then the payload. `send` writes a serde
+/// value (postcard), `send_bytes` raw bytes, each in one `sendmsg`;
+/// boundaries are kept, and a zero-length message is a message. The limit is
+/// 1 GiB ([`mp_codec::DEFAULT_MAX_FRAME_LEN`]): a larger send fails before
+/// writing; a header announcing more is refused before anything is
+/// allocated, and a payload's memory grows only as its bytes arrive.
+///
+/// # Bad input
+///
+/// A receive never panics or hangs on garbage: see [`ConnectionError`] for
+/// which errors leave the connection *in sync* (the next message can be
+/// read) and which leave it *broken*.
+///
+/// # Differences from Python
+///
+/// - `recv` of a value sent with `send_bytes` (or `recv_bytes` of one sent
+///   with `send`) is a [`Decode`](ConnectionError::Decode) error (the message
+///   is consumed), where Python unpickles the bytes or hands back the pickle.
+/// - Python's `recv_bytes(maxlength)` closes the connection on a longer
+///   message; here the limit is the codec's and the connection stays open
+///   (broken for reading).
+/// - `close` releases this handle; the descriptor is closed when the last
+///   clone in this process is closed or dropped.
+/// - A receive polls (yielding the CPU) for up to 50 µs before it sleeps:
+///   ping-pong round trips of a few µs instead of tens. Set
+///   `MP_CONNECTION_SPIN_US` to change it (0: sleep at once).
+pub struct Connection {
+    end: Option<Arc<End>>,
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        Connection { end: self.end.clone() }
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.end {
+            None => f.write_str("Connection(closed)"),
+            Some(e) => f
+                .debug_struct("Connection")
+                .field("fd", &e.fd.as_raw_fd())
+                .field("readable", &e.readable)
+                .field("writable", &e.writable)
+                .finish(),
+        }
+    }
+}
+
+/// Python's `multiprocessing.Pipe()` (duplex): two connected ends, each of
+/// which sends and receives.
+///
+/// ```
+/// let (parent, child) = mp_connection::pipe()?;
+/// child.send(&"ping")?;
+/// assert_eq!(parent.recv::<String>()?, "ping");
+/// parent.send(&"pong")?;
+/// assert_eq!(child.recv::<String>()?, "pong");
+/// # Ok::<(), mp_connection::ConnectionError>(())
+/// ```
+///
+/// A Unix stream socket pair (close-on-exec), so the ends can carry handles.
+pub fn pipe() -> Result<(Connection, Connection), ConnectionError> {
+    let (a, b) = socketpair(SocketKind::Stream)?;
+    Ok((
+        Connection::from_fd(a, true, true, true),
+        Connection::from_fd(b, true, true, true),
+    ))
+}
+
+/// Python's `multiprocessing.Pipe(duplex=False)`: `(reader, writer)`; the
+/// reader only receives, the writer only sends.
+///
+/// ```
+/// let (reader, writer) = mp_connection::pipe_simplex()?;
+/// writer.send(&[1u8, 2, 3])?;
+/// assert_eq!(reader.recv::<[u8; 3]>()?, [1, 2, 3]);
+/// assert!(matches!(reader.send(&0), Err(mp_connection::ConnectionError::ReadOnly)));
+/// assert!(matches!(writer.poll(), Err(mp_connection::ConnectionError::WriteOnly)));
+/// # Ok::<(), mp_connection::ConnectionError>(())
+/// ```
+///
+/// # Differences from Python
+///
+/// Python uses `os.pipe()`. This is a Unix socket pair with the unused
+/// directions shut down (`shutdown(2)`): the kernel refuses the wrong
+/// direction as well as the handle does, and unlike a pipe it can carry
+/// handles (descriptors) in messages.
+pub fn pipe_simplex() -> Result<(Connection, Connection), ConnectionError> {
+    let (r, w) = socketpair(SocketKind::Stream)?;
+    let r = UnixStream::from(r);
+    let w = UnixStream::from(w);
+    r.shutdown(Shutdown::Write)?;
+    w.shutdown(Shutdown::Read)?;
+    Ok((
+        Connection::from_fd(r.into(), true, false, true),
+        Connection::from_fd(w.into(), false, true, true),
+    ))
+}
+
+impl Connection {
+    /// Wraps a connected stream socket. `unix`: whether it can carry
+    /// descriptors.
+    pub(crate) fn from_fd(fd: OwnedFd, readable: bool, writable: bool, unix: bool) -> Connection {
+        Connection {
+            end: Some(Arc::new(End {
+                fd,
+                readable,
+                writable,
+                unix,
+                reader: Mutex::new(Reader::default()),
+                writer: Mutex::new(Frame::new()),
+            })),
+        }
+    }
+
+    fn end(&self) -> Result<&End, ConnectionError> {
+        self.end.as_deref().ok_or(ConnectionError::Closed)
+    }
+
+    fn reading(&self) -> Result<&End, ConnectionError> {
+        let end = self.end()?;
+        if !end.readable {
+            return Err(ConnectionError::WriteOnly);
+        }
+        Ok(end)
+    }
+
+    fn writing(&self) -> Result<&End, ConnectionError> {
+        let end = self.end()?;
+        if !end.writable {
+            return Err(ConnectionError::ReadOnly);
+        }
+        Ok(end)
+    }
+
+    /// Python's `Connection.send(obj)`: sends a serde value as one message.
+    /// Handles inside it (connections, shared regions) travel with it over a
+    /// Unix socket.
+    ///
+    /// ```
+    /// let (a, b) = mp_connection::pipe()?;
+    /// a.send(&vec![Some(1.5f64), None])?;
+    /// assert_eq!(b.recv::<Vec<Option<f64>>>()?, vec![Some(1.5), None]);
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    ///
+    /// Errors: [`ReadOnly`](ConnectionError::ReadOnly) on a simplex reader,
+    /// [`Encode`](ConnectionError::Encode) when the value cannot be encoded
+    /// (nothing sent), [`TooLarge`](ConnectionError::TooLarge) over 1 GiB
+    /// (nothing sent), an error with `is_eof()` when the peer is gone.
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), ConnectionError> {
+        let end = self.writing()?;
+        let mut frame = lock(&end.writer);
+        mp_codec::encode_into(value, &mut frame).map_err(encode_error)?;
+        let len = frame.payload().len();
+        if len > LIMITS.max_frame_len {
+            *frame = Frame::new();
+            return Err(ConnectionError::TooLarge {
+                len,
+                max: LIMITS.max_frame_len,
+            });
+        }
+        if !end.unix && !frame.fds().is_empty() {
+            *frame = Frame::new();
+            return Err(ConnectionError::Encode(
+                "the value holds a handle (a descriptor), which a TCP connection cannot carry: \
+                 use a Unix socket address or a pipe"
+                    .into(),
+            ));
+        }
+        let r = mp_codec::send_frame(end.fd.as_fd(), &frame);
+        if frame.as_bytes().len() > KEEP_BUFFER || !frame.fds().is_empty() {
+            // Release a large buffer, and the duplicated descriptors at once.
+            *frame = Frame::new();
+        }
+        r.map_err(send_error)
+    }
+
+    /// Python's `Connection.recv()`: receives one message sent with
+    /// [`send`](Connection::send) and decodes it as a `T`. Blocks until a
+    /// message arrives (use [`poll_timeout`](Connection::poll_timeout) first
+    /// to wait a bounded time).
+    ///
+    /// ```
+    /// let (a, b) = mp_connection::pipe()?;
+    /// a.send(&"text")?;
+    /// let err = b.recv::<u64>().unwrap_err(); // another type: consumed, in sync
+    /// assert!(matches!(err, mp_connection::ConnectionError::Decode(_)));
+    /// a.send(&7u64)?;
+    /// assert_eq!(b.recv::<u64>()?, 7);
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    ///
+    /// Errors: [`Eof`](ConnectionError::Eof) when the peer closed or died
+    /// (`is_eof()`), [`Decode`](ConnectionError::Decode) for another type or
+    /// a `send_bytes` message (in sync) or a corrupt frame (broken),
+    /// [`WriteOnly`](ConnectionError::WriteOnly) on a simplex writer.
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T, ConnectionError> {
+        let end = self.reading()?;
+        let mut reader = lock(&end.reader);
+        let Incoming { header, fds } = read_header(end, &mut reader)?;
+        reader.buf.clear();
+        let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut reader.buf, None);
+        check_payload(&mut reader, r)?;
+        let result = match header.kind {
+            FrameKind::Value => mp_codec::decode_payload(&reader.buf, fds).map_err(|e| match e {
+                CodecError::Decode(m) => ConnectionError::Decode(m),
+                other => ConnectionError::Decode(other.to_string()),
+            }),
+            FrameKind::Bytes => Err(ConnectionError::Decode(format!(
+                "the message is {} raw bytes sent with send_bytes, not a value: receive it with recv_bytes",
+                header.len
+            ))),
+        };
+        if reader.buf.capacity() > KEEP_BUFFER {
+            reader.buf = Vec::new();
+        }
+        result
+    }
+
+    /// Python's `Connection.send_bytes(buf)`: sends `buf` as one message,
+    /// without copying it (header and bytes go out in one `sendmsg`).
+    ///
+    /// ```
+    /// let (a, b) = mp_connection::pipe()?;
+    /// a.send_bytes(b"")?; // a zero-length message is a message
+    /// a.send_bytes(b"abc")?;
+    /// assert_eq!(b.recv_bytes()?, b"");
+    /// assert_eq!(b.recv_bytes()?, b"abc");
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    ///
+    /// # Differences from Python
+    ///
+    /// Python's `offset` and `size` arguments are a slice: `send_bytes(&buf[o..o + n])`.
+    pub fn send_bytes(&self, buf: &[u8]) -> Result<(), ConnectionError> {
+        let end = self.writing()?;
+        let _writer = lock(&end.writer);
+        mp_codec::send_bytes(end.fd.as_fd(), buf, &LIMITS).map_err(send_error)
+    }
+
+    /// Python's `Connection.recv_bytes()`: receives one message sent with
+    /// [`send_bytes`](Connection::send_bytes), as a new vector. Blocks until
+    /// one arrives.
+    ///
+    /// ```
+    /// let (a, b) = mp_connection::pipe()?;
+    /// a.send_bytes(&[0xff; 3])?;
+    /// assert_eq!(b.recv_bytes()?, vec![0xff; 3]);
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    ///
+    /// Errors as [`recv`](Connection::recv); a message sent with `send` is a
+    /// [`Decode`](ConnectionError::Decode) error (consumed, in sync).
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, ConnectionError> {
+        let end = self.reading()?;
+        let mut reader = lock(&end.reader);
+        let Incoming { header, fds } = read_header(end, &mut reader)?;
+        if header.kind != FrameKind::Bytes {
+            return Err(skip_value(end, &mut reader, header.len, fds));
+        }
+        let mut out = Vec::new();
+        let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut out, None);
+        check_payload(&mut reader, r)?;
+        Ok(out)
+    }
+
+    /// Python's `Connection.recv_bytes_into(buffer)`: receives one
+    /// `send_bytes` message into `buf` and returns its length. The bytes go
+    /// straight from the socket into `buf`.
+    ///
+    /// A message longer than `buf` is not lost: it comes whole in
+    /// [`ConnectionError::BufferTooShort`], consumed from the connection (in
+    /// sync), and `buf` is left untouched.
+    ///
+    /// ```
+    /// use mp_connection::ConnectionError;
+    /// let (a, b) = mp_connection::pipe()?;
+    /// a.send_bytes(b"four")?;
+    /// a.send_bytes(b"seven!!")?;
+    /// let mut buf = [0u8; 5];
+    /// assert_eq!(b.recv_bytes_into(&mut buf)?, 4);
+    /// assert_eq!(&buf[..4], b"four");
+    /// match b.recv_bytes_into(&mut buf) {
+    ///     Err(ConnectionError::BufferTooShort(whole)) => assert_eq!(whole, b"seven!!"),
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// # Ok::<(), ConnectionError>(())
+    /// ```
+    ///
+    /// # Differences from Python
+    ///
+    /// Python's `offset` argument is a slice: `recv_bytes_into(&mut buf[o..])`.
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        let end = self.reading()?;
+        let mut reader = lock(&end.reader);
+        let Incoming { header, fds } = read_header(end, &mut reader)?;
+        if header.kind != FrameKind::Bytes {
+            return Err(skip_value(end, &mut reader, header.len, fds));
+        }
+        if let Some(dst) = buf.get_mut(..header.len) {
+            let r = mp_codec::recv_payload_into(end.fd.as_fd(), dst, None);
+            check_payload(&mut reader, r)?;
+            return Ok(header.len);
+        }
+        let mut whole = Vec::new();
+        let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut whole, None);
+        check_payload(&mut reader, r)?;
+        Err(ConnectionError::BufferTooShort(whole))
+    }
+
+    /// Python's `Connection.poll()`: whether a receive would not block now —
+    /// a message has begun to arrive, or the peer is gone (a receive then
+    /// reports the end). Never consumes anything.
+    ///
+    /// ```
+    /// let (a, b) = mp_connection::pipe()?;
+    /// assert!(!b.poll()?);
+    /// a.send(&1u8)?;
+    /// assert!(b.poll()?);
+    /// assert!(b.poll()?); // still there
+    /// assert_eq!(b.recv::<u8>()?, 1);
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    pub fn poll(&self) -> Result<bool, ConnectionError> {
+        self.poll_timeout(Duration::ZERO)
+    }
+
+    /// Python's `Connection.poll(timeout)`: waits at most `t` for a receive
+    /// not to block; `false` if nothing came. Never consumes anything.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// let (_a, b) = mp_connection::pipe()?;
+    /// let t0 = Instant::now();
+    /// assert!(!b.poll_timeout(Duration::from_millis(20))?);
+    /// assert!(t0.elapsed() >= Duration::from_millis(20));
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    ///
+    /// # Differences from Python
+    ///
+    /// Python's `poll(None)` (wait forever) is [`wait`](crate::wait) with no
+    /// timeout.
+    pub fn poll_timeout(&self, t: Duration) -> Result<bool, ConnectionError> {
+        let end = self.reading()?;
+        let mut set = [PollFd::readable(end.fd.as_fd())];
+        Ok(fd::poll(&mut set, Some(t))? > 0)
+    }
+
+    /// Python's `Connection.close()`: releases this handle. Every later call
+    /// on it fails with [`ConnectionError::Closed`]; a second `close` is
+    /// `Ok`. The socket closes when the last clone in this process is closed
+    /// or dropped; copies sent to other processes are theirs.
+    ///
+    /// ```
+    /// let (mut a, b) = mp_connection::pipe()?;
+    /// a.close()?;
+    /// a.close()?;
+    /// assert!(matches!(a.send(&1), Err(mp_connection::ConnectionError::Closed)));
+    /// assert!(b.recv::<i32>().unwrap_err().is_eof());
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    pub fn close(&mut self) -> Result<(), ConnectionError> {
+        self.end = None;
+        Ok(())
+    }
+
+    /// Python's `Connection.closed`: whether [`close`](Connection::close) was
+    /// called on this handle.
+    ///
+    /// ```
+    /// let (mut a, _b) = mp_connection::pipe()?;
+    /// assert!(!a.is_closed());
+    /// a.close()?;
+    /// assert!(a.is_closed());
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    pub fn is_closed(&self) -> bool {
+        self.end.is_none()
+    }
+
+    /// Python's `Connection.readable`: whether this end can receive (false
+    /// for the writer of a simplex pipe, and once closed).
+    ///
+    /// ```
+    /// let (r, w) = mp_connection::pipe_simplex()?;
+    /// assert!(r.is_readable() && !w.is_readable());
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    pub fn is_readable(&self) -> bool {
+        self.end.as_ref().is_some_and(|e| e.readable)
+    }
+
+    /// Python's `Connection.writable`: whether this end can send (false for
+    /// the reader of a simplex pipe, and once closed).
+    ///
+    /// ```
+    /// let (r, w) = mp_connection::pipe_simplex()?;
+    /// assert!(w.is_writable() && !r.is_writable());
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    pub fn is_writable(&self) -> bool {
+        self.end.as_ref().is_some_and(|e| e.writable)
+    }
+
+    /// Python's `Connection.fileno()`: the socket's descriptor, for an
+    /// event loop of one's own. Reading or writing it directly breaks the
+    /// message framing.
+    ///
+    /// ```
+    /// let (a, _b) = mp_connection::pipe()?;
+    /// assert!(a.fileno()? >= 0);
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    pub fn fileno(&self) -> Result<RawFd, ConnectionError> {
+        Ok(self.end()?.fd.as_raw_fd())
+    }
+
+    /// The descriptor to poll for readability, for [`wait`](crate::wait).
+    pub(crate) fn read_fd(&self) -> Result<BorrowedFd<'_>, ConnectionError> {
+        Ok(self.reading()?.fd.as_fd())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock (in a user's Serialize impl, say)
+    // leaves nothing half-done that matters: the buffers are rewritten.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads the next header, spinning first when that pays; records a broken
+/// stream.
+fn read_header(end: &End, reader: &mut Reader) -> Result<Incoming, ConnectionError> {
+    if let Some(why) = &reader.broken {
+        return Err(ConnectionError::Broken(why.clone()));
+    }
+    let wait = Wait {
+        spin: spin(),
+        deadline: None,
+    };
+    mp_codec::recv_header(end.fd.as_fd(), &LIMITS, wait).map_err(|e| receive_error(reader, e))
+}
+
+/// Turns a codec error of a receive into the connection's, marking the
+/// stream broken when it is out of step.
+fn receive_error(reader: &mut Reader, e: CodecError) -> ConnectionError {
+    let out_of_step = matches!(
+        e,
+        CodecError::Corrupt(_)
+            | CodecError::TooLarge { .. }
+            | CodecError::Truncated { .. }
+            | CodecError::Stalled { .. }
+    );
+    if out_of_step {
+        reader.broken = Some(e.to_string());
+    }
+    ConnectionError::from(e)
+}
+
+fn check_payload(reader: &mut Reader, r: Result<(), CodecError>) -> Result<(), ConnectionError> {
+    r.map_err(|e| {
+        // Any failure inside a payload leaves the stream out of step.
+        reader.broken = Some(e.to_string());
+        ConnectionError::from(e)
+    })
+}
+
+/// Consumes the payload of a value message that a bytes receive met, and
+/// says so.
+fn skip_value(end: &End, reader: &mut Reader, len: usize, fds: Vec<OwnedFd>) -> ConnectionError {
+    drop(fds);
+    reader.buf.clear();
+    let r = mp_codec::recv_payload(end.fd.as_fd(), len, &mut reader.buf, None);
+    if reader.buf.capacity() > KEEP_BUFFER {
+        reader.buf = Vec::new();
+    }
+    if let Err(e) = check_payload(reader, r) {
+        return e;
+    }
+    ConnectionError::Decode(format!(
+        "the message is a value of {len} bytes sent with send, not raw bytes: receive it with recv"
+    ))
+}
+
+fn encode_error(e: CodecError) -> ConnectionError {
+    match e {
+        CodecError::TooLarge { len, max } => ConnectionError::TooLarge { len, max },
+        other => ConnectionError::Encode(other.to_string()),
+    }
+}
+
+fn send_error(e: CodecError) -> ConnectionError {
+    match e {
+        CodecError::Io(e) => ConnectionError::Io(e),
+        CodecError::TooLarge { len, max } => ConnectionError::TooLarge { len, max },
+        other => ConnectionError::Encode(other.to_string()),
+    }
+}
+
+/// What travels for a Connection: its descriptor (as a handle) and its
+/// directions.
+#[derive(Serialize, Deserialize)]
+#[serde(rename = "Connection")]
+struct Wire {
+    fd: mp_codec::Fd,
+    readable: bool,
+    writable: bool,
+    unix: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename = "Connection")]
+struct WireRef<'a> {
+    #[serde(serialize_with = "ser_fd")]
+    fd: &'a OwnedFd,
+    readable: bool,
+    writable: bool,
+    unix: bool,
+}
+
+fn ser_fd<S: Serializer>(fd: &&OwnedFd, s: S) -> Result<S::Ok, S::Error> {
+    mp_codec::handle::serialize_fd(fd.as_fd(), s)
+}
+
+/// A connection travels as a handle: its descriptor beside the message.
+/// Only mp-codec can encode it; a closed connection cannot be sent.
+impl Serialize for Connection {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let Some(end) = &self.end else {
+            return Err(serde::ser::Error::custom("a closed Connection cannot be sent"));
+        };
+        WireRef {
+            fd: &end.fd,
+            readable: end.readable,
+            writable: end.writable,
+            unix: end.unix,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        Ok(Connection::from_fd(w.fd.0, w.readable, w.writable, w.unix))
+    }
+}

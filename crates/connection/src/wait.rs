@@ -1,0 +1,135 @@
+//! `wait` and `Waitable`: Python's `multiprocessing.connection.wait`.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use mp_sys::fd::{self, PollFd};
+
+use crate::connection::Connection;
+use crate::error::ConnectionError;
+use crate::listener::Listener;
+
+/// The descriptor a [`Waitable`] is waited on through: borrowed from the
+/// object, or a duplicate the object handed out (when its own sits behind
+/// a lock, as a process's does).
+///
+/// ```
+/// use mp_connection::WaitFd;
+/// use std::os::fd::{AsFd, AsRawFd};
+/// let (r, _w) = mp_sys::fd::pipe()?;
+/// let borrowed = WaitFd::Borrowed(r.as_fd());
+/// let owned = WaitFd::Owned(r.try_clone()?);
+/// assert_eq!(borrowed.as_fd().as_raw_fd(), r.as_raw_fd());
+/// assert_ne!(owned.as_fd().as_raw_fd(), r.as_raw_fd());
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub enum WaitFd<'a> {
+    /// The object's own descriptor.
+    Borrowed(BorrowedFd<'a>),
+    /// A descriptor of its own (closed after the wait).
+    Owned(OwnedFd),
+}
+
+impl AsFd for WaitFd<'_> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            WaitFd::Borrowed(fd) => *fd,
+            WaitFd::Owned(fd) => fd.as_fd(),
+        }
+    }
+}
+
+/// Something [`wait`] can wait on: an object with a descriptor that turns
+/// readable when the object is *ready* and stays so until it is used.
+///
+/// - [`Connection`]: a message has begun to arrive, or the peer closed (a
+///   connection at end of file is ready: its `recv` returns the end).
+/// - [`Listener`]: a client is waiting to be accepted.
+/// - `mp_process::Process` (implemented there): the started process has
+///   exited (Python's `Process.sentinel`).
+///
+/// Implement it for a type of your own by returning the descriptor to poll
+/// for readability:
+///
+/// ```
+/// use mp_connection::{ConnectionError, WaitFd, Waitable};
+/// use std::os::fd::{AsFd, OwnedFd};
+/// use std::time::Duration;
+///
+/// struct Doorbell(OwnedFd);
+/// impl Waitable for Doorbell {
+///     fn wait_fd(&self) -> Result<WaitFd<'_>, ConnectionError> {
+///         Ok(WaitFd::Borrowed(self.0.as_fd()))
+///     }
+/// }
+///
+/// let (r, w) = mp_sys::fd::pipe()?;
+/// let bell = Doorbell(r);
+/// mp_sys::fd::write(w.as_fd(), b"!")?;
+/// assert_eq!(mp_connection::wait(&[&bell], Some(Duration::ZERO))?, vec![0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Waitable {
+    /// The descriptor that is readable when this object is ready, or why it
+    /// cannot be waited on (closed, a simplex writer, a process not
+    /// started).
+    fn wait_fd(&self) -> Result<WaitFd<'_>, ConnectionError>;
+}
+
+impl Waitable for Connection {
+    fn wait_fd(&self) -> Result<WaitFd<'_>, ConnectionError> {
+        self.read_fd().map(WaitFd::Borrowed)
+    }
+}
+
+impl Waitable for Listener {
+    fn wait_fd(&self) -> Result<WaitFd<'_>, ConnectionError> {
+        self.listen_fd().map(WaitFd::Borrowed)
+    }
+}
+
+impl<T: Waitable + ?Sized> Waitable for &T {
+    fn wait_fd(&self) -> Result<WaitFd<'_>, ConnectionError> {
+        (**self).wait_fd()
+    }
+}
+
+/// Python's `multiprocessing.connection.wait(object_list, timeout)`: waits
+/// until at least one of `objects` is ready, or `timeout` passes (`None`:
+/// forever), and returns the indexes of the ready ones, in order (empty
+/// after a timeout). Nothing is consumed.
+///
+/// ```
+/// use mp_connection::{pipe, wait};
+/// use std::time::Duration;
+/// let (a1, b1) = pipe()?;
+/// let (a2, mut b2) = pipe()?;
+/// a1.send(&"hi")?;
+/// b2.close()?; // a2 is now at end of file: ready too
+/// assert_eq!(wait(&[&b1, &a2], Some(Duration::from_secs(5)))?, vec![0, 1]);
+/// assert!(wait(&[&a1], Some(Duration::from_millis(1)))?.is_empty());
+/// # Ok::<(), mp_connection::ConnectionError>(())
+/// ```
+///
+/// Errors: an object that cannot be waited on (a closed connection, the
+/// writer of a simplex pipe, a process that was not started) fails the whole
+/// call before any waiting.
+///
+/// # Differences from Python
+///
+/// Python returns the ready objects; this returns their indexes into
+/// `objects`.
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>, ConnectionError> {
+    let fds: Vec<WaitFd<'_>> = objects.iter().map(|o| o.wait_fd()).collect::<Result<_, _>>()?;
+    let mut set: Vec<PollFd<'_>> = fds.iter().map(|f| PollFd::readable(f.as_fd())).collect();
+    if fd::poll(&mut set, timeout)? == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(set
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.is_ready())
+        .map(|(i, _)| i)
+        .collect())
+}
