@@ -56,7 +56,7 @@ pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed
     session.run("doctests", doc)?;
 
     for method in START_METHODS {
-        let mut suite = session.cargo(["test", "-p", "tests-integration", "--test", "integration"]);
+        let mut suite = session.cargo(["test", "-p", "tests-integration", "--tests"]);
         suite.env("RUST_BACKTRACE", "1").env("MP_START_METHOD", method);
         session.step(&format!("integration ({method})"), |session| {
             println!("    the integration suite under start method `{method}`");

@@ -1,0 +1,210 @@
+//! Handles of every crate together, in children started by the default start
+//! method: `cargo xtask test` runs this binary once per `MP_START_METHOD`, so
+//! each run exercises fork, spawn or the fork server. It has its own
+//! single-threaded main, because the fork method needs one (DESIGN.md, fork
+//! safety).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mp_testkit::{Harness, check};
+use multiprocessing::connection::{Waitable, wait};
+use multiprocessing::{
+    Array, Barrier, Connection, Event, Lock, Process, StartMethod, Value, get_start_method, pipe, pipe_simplex,
+};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+type Check = Result<(), String>;
+
+fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+fn finish(p: &mut Process) -> Result<i32, String> {
+    ok(p.join_timeout(PATIENCE))?;
+    match p.exitcode() {
+        Some(c) => Ok(c),
+        None => {
+            let _ = p.kill();
+            let _ = p.join_timeout(PATIENCE);
+            Err(format!("{} did not exit within {PATIENCE:?}", p.get_name()))
+        }
+    }
+}
+
+/// Uses a handle of each kind it was given.
+fn worker(conn: Connection, lock: Lock, total: Value<u64>, slots: Array<u32>, go: Barrier, done: Event) -> Check {
+    let index = ok(go.wait_timeout(PATIENCE))?;
+    for _ in 0..1000 {
+        let _held = ok(lock.acquire())?;
+        let v = total.get();
+        total.set(v + 1);
+    }
+    ok(slots.set(index, std::process::id()))?;
+    ok(conn.send(&(index, std::process::id())))?;
+    done.set();
+    Ok(())
+}
+
+/// Receives handles through a connection and uses them.
+fn receiver(conn: Connection) -> Check {
+    let (total, lock, reply): (Value<u64>, Lock, Connection) = ok(conn.recv())?;
+    {
+        let _held = ok(lock.acquire())?;
+        total.set(total.get() + 41);
+    }
+    ok(reply.send(&"added 41"))
+}
+
+fn sleeper() {
+    std::thread::sleep(Duration::from_millis(300));
+}
+
+// ---- scenarios -------------------------------------------------------------
+
+fn the_start_method_is_the_one_asked_for() -> Check {
+    let asked = std::env::var("MP_START_METHOD").unwrap_or_default();
+    let m = get_start_method();
+    let expected = match asked.as_str() {
+        "fork" => StartMethod::Fork,
+        "spawn" => StartMethod::Spawn,
+        _ => StartMethod::ForkServer,
+    };
+    check(
+        m == expected,
+        format!("MP_START_METHOD={asked:?} but the default is {m:?}"),
+    )
+}
+
+fn every_kind_of_handle_in_one_child_each() -> Check {
+    const KIDS: usize = 3;
+    let lock = ok(Lock::new())?;
+    let total = ok(Value::new(0u64))?;
+    let slots = ok(Array::<u32>::new(KIDS + 1))?;
+    let go = ok(Barrier::new(KIDS + 1))?;
+    let mut kids = Vec::new();
+    let mut conns = Vec::new();
+    let mut events = Vec::new();
+    for _ in 0..KIDS {
+        let (mine, theirs) = ok(pipe())?;
+        let done = ok(Event::new())?;
+        kids.push(Process::new(
+            worker,
+            (
+                theirs,
+                lock.clone(),
+                total.clone(),
+                slots.clone(),
+                go.clone(),
+                done.clone(),
+            ),
+        ));
+        conns.push(mine);
+        events.push(done);
+    }
+    for k in &mut kids {
+        ok(k.start())?;
+    }
+    let mine = ok(go.wait_timeout(PATIENCE))?;
+    let mut seen = vec![mine];
+    for (c, e) in conns.iter().zip(&events) {
+        check(ok(c.poll_timeout(PATIENCE))?, "a child never answered")?;
+        let (index, pid): (usize, u32) = ok(c.recv())?;
+        check(
+            slots.get(index) == Some(pid),
+            format!("slot {index} does not hold pid {pid}"),
+        )?;
+        check(e.wait_timeout(PATIENCE), "a child's event was not set")?;
+        seen.push(index);
+    }
+    for k in &mut kids {
+        check(finish(k)? == 0, format!("{} failed", k.get_name()))?;
+    }
+    seen.sort_unstable();
+    check(seen == [0, 1, 2, 3], format!("barrier indexes {seen:?}"))?;
+    check(total.get() == 3000, format!("locked increments gave {}", total.get()))
+}
+
+fn handles_travel_through_a_connection() -> Check {
+    let (mine, theirs) = ok(pipe())?;
+    let mut p = Process::new(receiver, (theirs,));
+    ok(p.start())?;
+    let total = ok(Value::new(1u64))?;
+    let lock = ok(Lock::new())?;
+    let (reply_r, reply_w) = ok(pipe_simplex())?;
+    ok(mine.send(&(total.clone(), lock.clone(), reply_w)))?;
+    check(ok(reply_r.poll_timeout(PATIENCE))?, "no reply")?;
+    let said: String = ok(reply_r.recv())?;
+    check(said == "added 41", format!("reply {said:?}"))?;
+    check(finish(&mut p)? == 0, "the receiver failed")?;
+    check(total.get() == 42, format!("total {}", total.get()))
+}
+
+fn wait_sees_processes_and_connections() -> Check {
+    let (r, w) = ok(pipe_simplex())?;
+    let mut p = Process::new(sleeper, ());
+    ok(p.start())?;
+    let ready = ok(wait(&[&p as &dyn Waitable, &r], Some(Duration::from_millis(50))))?;
+    check(ready.is_empty(), format!("ready too early: {ready:?}"))?;
+    ok(w.send(&1u8))?;
+    let ready = ok(wait(&[&p as &dyn Waitable, &r], Some(PATIENCE)))?;
+    check(ready.contains(&1), format!("the connection is not ready: {ready:?}"))?;
+    let _: u8 = ok(r.recv())?;
+    let ready = ok(wait(&[&p as &dyn Waitable], Some(PATIENCE)))?;
+    check(ready == [0], format!("the process did not end: {ready:?}"))?;
+    check(finish(&mut p)? == 0, "the sleeper failed")
+}
+
+type Test = fn() -> Check;
+
+fn main() -> ExitCode {
+    let tests: [(&str, Test); 4] = [
+        (
+            "the_start_method_is_the_one_asked_for",
+            the_start_method_is_the_one_asked_for,
+        ),
+        (
+            "every_kind_of_handle_in_one_child_each",
+            every_kind_of_handle_in_one_child_each,
+        ),
+        (
+            "handles_travel_through_a_connection",
+            handles_travel_through_a_connection,
+        ),
+        (
+            "wait_sees_processes_and_connections",
+            wait_sees_processes_and_connections,
+        ),
+    ];
+    let mut h = Harness::new(tests.len());
+    let fds_before = mp_sys::fd::count_open_fds().unwrap_or(0);
+    for (name, f) in tests {
+        h.run(&format!("{name}::{:?}", get_start_method()), f);
+    }
+    h.run("no_descriptor_left_behind", || {
+        let after = ok(mp_sys::fd::count_open_fds())?;
+        // Kept on purpose for the process's life: under fork, a pidfd of
+        // this process that forked children inherit as their parent's
+        // watch; under the fork server, the socket to the server and the
+        // server's pidfd.
+        let kept = match get_start_method() {
+            StartMethod::Fork => 1,
+            StartMethod::Spawn => 0,
+            StartMethod::ForkServer => 2,
+        };
+        let listing: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter_map(|e| std::fs::read_link(e.path()).ok())
+                    .map(|p| p.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        check(
+            after == fds_before + kept,
+            format!("open fds {fds_before} -> {after}, {kept} expected to be kept: {listing:?}"),
+        )
+    });
+    h.finish()
+}
