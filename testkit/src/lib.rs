@@ -62,6 +62,14 @@ impl Harness {
         }
     }
 
+    /// Runs `test` once for each of `cases`, named `name::{case:?}` (a
+    /// scenario under each start method, say).
+    pub fn run_each<C: Copy + std::fmt::Debug>(&mut self, name: &str, cases: &[C], test: fn(C) -> Result<(), String>) {
+        for &c in cases {
+            self.run(&format!("{name}::{c:?}"), || test(c));
+        }
+    }
+
     /// Prints the closing line; failure if any test failed.
     pub fn finish(self) -> ExitCode {
         let verdict = if self.failed == 0 { "ok" } else { "FAILED" };
@@ -88,4 +96,57 @@ impl Harness {
 /// ```
 pub fn check(cond: bool, what: impl Into<String>) -> Result<(), String> {
     if cond { Ok(()) } else { Err(what.into()) }
+}
+
+/// How long a test waits for anything that should happen at once.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A result with its error as text, for `?` in a test.
+///
+/// ```
+/// assert_eq!(mp_testkit::ok("7".parse::<u8>()), Ok(7));
+/// assert!(mp_testkit::ok("x".parse::<u8>()).is_err());
+/// ```
+pub fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+/// The names in `/dev/shm`, sorted: compare before and after a test to see
+/// that it left no named shared memory behind.
+///
+/// ```
+/// let before = mp_testkit::shm_entries();
+/// assert_eq!(mp_testkit::shm_entries(), before);
+/// ```
+pub fn shm_entries() -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Joins a started process within [`PATIENCE`] and returns its exit code;
+/// kills and reaps it if it hangs, so no test leaves a child behind.
+///
+/// ```
+/// let mut p = mp_process::Process::new(|| {}, ());
+/// p.start().unwrap();
+/// assert_eq!(mp_testkit::finish(&mut p), Ok(0));
+/// ```
+#[cfg(feature = "process")]
+pub fn finish(p: &mut mp_process::Process) -> Result<i32, String> {
+    ok(p.join_timeout(PATIENCE))?;
+    match p.exitcode() {
+        Some(c) => Ok(c),
+        None => {
+            let _ = p.kill();
+            let _ = p.join_timeout(PATIENCE);
+            Err(format!("{} did not exit within {PATIENCE:?}", p.get_name()))
+        }
+    }
 }

@@ -7,31 +7,13 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mp_testkit::{Harness, check};
+use mp_testkit::{Harness, PATIENCE, check, finish, ok};
 use multiprocessing::connection::{Waitable, wait};
 use multiprocessing::{
     Array, Barrier, Connection, Event, Lock, Process, StartMethod, Value, get_start_method, pipe, pipe_simplex,
 };
 
-const PATIENCE: Duration = Duration::from_secs(30);
-
 type Check = Result<(), String>;
-
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
-}
-
-fn finish(p: &mut Process) -> Result<i32, String> {
-    ok(p.join_timeout(PATIENCE))?;
-    match p.exitcode() {
-        Some(c) => Ok(c),
-        None => {
-            let _ = p.kill();
-            let _ = p.join_timeout(PATIENCE);
-            Err(format!("{} did not exit within {PATIENCE:?}", p.get_name()))
-        }
-    }
-}
 
 /// Uses a handle of each kind it was given.
 fn worker(conn: Connection, lock: Lock, total: Value<u64>, slots: Array<u32>, go: Barrier, done: Event) -> Check {

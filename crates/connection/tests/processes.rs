@@ -10,35 +10,17 @@ use std::time::{Duration, Instant};
 use mp_connection::{Connection, ConnectionError, pipe, pipe_simplex, wait};
 use mp_process::{Process, Run, StartMethod, exit, get_context};
 use mp_sys::signal::{Signal, interrupt_on, kill};
-use mp_testkit::{Harness, check};
+use mp_testkit::{Harness, PATIENCE, check, finish, ok};
 use serde::{Deserialize, Serialize};
 
 const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
-const PATIENCE: Duration = Duration::from_secs(30);
 
 type Check = Result<(), String>;
-
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
-}
 
 /// Receives within [`PATIENCE`], or fails.
 fn recv<T: serde::de::DeserializeOwned>(c: &Connection) -> Result<T, String> {
     check(ok(c.poll_timeout(PATIENCE))?, "nothing arrived in time")?;
     ok(c.recv())
-}
-
-/// Joins within [`PATIENCE`] and returns the exit code; kills on timeout.
-fn finish(p: &mut Process) -> Result<i32, String> {
-    ok(p.join_timeout(PATIENCE))?;
-    match p.exitcode() {
-        Some(c) => Ok(c),
-        None => {
-            let _ = p.kill();
-            let _ = p.join_timeout(PATIENCE);
-            Err(format!("{} did not exit within {PATIENCE:?}", p.get_name()))
-        }
-    }
 }
 
 fn started(mut p: Process) -> Result<Process, String> {

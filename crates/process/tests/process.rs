@@ -13,17 +13,12 @@ use mp_process::{
     Process, ProcessError, Run, StartMethod, active_children, current_process, exit, get_context, parent_process,
 };
 use mp_sys::region::Region;
-use mp_testkit::{Harness, check};
+use mp_testkit::{Harness, PATIENCE, check, ok};
 use serde::{Deserialize, Serialize};
 
 const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
-const PATIENCE: Duration = Duration::from_secs(30);
 
 type Check = Result<(), String>;
-
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
-}
 
 fn run(m: StartMethod, p: &mut Process) -> Result<i32, String> {
     ok(p.start())?;

@@ -5,38 +5,20 @@
 //! Run with `cargo test -p mp-shared --test shared [filter]`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use bytemuck::{Pod, Zeroable};
 use mp_process::{Process, StartMethod, exit, get_context};
 use mp_shared::{Array, RawArray, RawValue, ShareableList, SharedError, SharedMemory, Value};
 use mp_sync::Event;
-use mp_testkit::{Harness, check};
+use mp_testkit::{Harness, PATIENCE, check, finish, ok, shm_entries};
 
 const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
-const PATIENCE: Duration = Duration::from_secs(30);
 
 type Check = Result<(), String>;
-
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
-}
 
 fn run(p: &mut Process) -> Result<i32, String> {
     ok(p.start())?;
     finish(p)
-}
-
-fn finish(p: &mut Process) -> Result<i32, String> {
-    ok(p.join_timeout(PATIENCE))?;
-    match p.exitcode() {
-        Some(c) => Ok(c),
-        None => {
-            let _ = p.kill();
-            let _ = p.join_timeout(PATIENCE);
-            Err(format!("{} did not exit within {PATIENCE:?}", p.get_name()))
-        }
-    }
 }
 
 #[repr(C)]
@@ -405,18 +387,6 @@ fn handle_bounds() -> Check {
     Ok(())
 }
 
-fn shm_entries() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 type Scenario = fn(StartMethod) -> Check;
 type Local = fn() -> Check;
 
@@ -446,9 +416,7 @@ fn main() -> ExitCode {
         h.run(name, f);
     }
     for (name, f) in with_method {
-        for m in METHODS {
-            h.run(&format!("{name}::{m:?}"), || f(m));
-        }
+        h.run_each(name, &METHODS, f);
     }
     h.finish()
 }

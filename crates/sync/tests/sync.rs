@@ -13,32 +13,12 @@ use mp_sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockError, RLock, Semaphore, SyncError,
 };
 use mp_sys::region::Region;
-use mp_testkit::{Harness, check};
+use mp_testkit::{Harness, PATIENCE, check, finish, ok, shm_entries};
 use serde::{Deserialize, Serialize};
 
 const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
-/// How long a test waits for anything that should happen at once.
-const PATIENCE: Duration = Duration::from_secs(30);
 
 type Check = Result<(), String>;
-
-fn ok<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, String> {
-    r.map_err(|e| e.to_string())
-}
-
-/// Joins `p` within [`PATIENCE`] and returns its exit code; kills it if it
-/// hangs.
-fn finish(p: &mut Process) -> Result<i32, String> {
-    ok(p.join_timeout(PATIENCE))?;
-    match p.exitcode() {
-        Some(c) => Ok(c),
-        None => {
-            let _ = p.kill();
-            let _ = p.join_timeout(PATIENCE);
-            Err(format!("{} did not exit within {PATIENCE:?}", p.get_name()))
-        }
-    }
-}
 
 fn start(p: &mut Process) -> Check {
     ok(p.start())
@@ -643,18 +623,6 @@ fn no_leaks() -> Check {
     check(shm_entries() == shm_before, "/dev/shm changed")
 }
 
-fn shm_entries() -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn lock_error_shapes() -> Check {
     // LockError is an std error that `?` turns into a Box<dyn Error>.
     fn assert_error<E: std::error::Error + Send + Sync + 'static>() {}
@@ -714,9 +682,7 @@ fn main() -> ExitCode {
         h.run(name, f);
     }
     for (name, f) in with_method {
-        for m in METHODS {
-            h.run(&format!("{name}::{m:?}"), || f(m));
-        }
+        h.run_each(name, &METHODS, f);
     }
     h.finish()
 }
