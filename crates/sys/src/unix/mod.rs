@@ -4,6 +4,7 @@ pub mod boot;
 pub mod code;
 pub mod fd;
 pub mod futex;
+pub(crate) mod mapping;
 pub mod mem;
 pub mod process;
 pub mod random;

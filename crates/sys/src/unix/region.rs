@@ -14,9 +14,10 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr::{self, NonNull};
+use std::ptr;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use super::mapping::Mapping;
 use super::{cvt, cvt_r, invalid_input};
 
 /// A memfd mapped read-write and shared. See the [module docs](self).
@@ -27,22 +28,14 @@ use super::{cvt, cvt_r, invalid_input};
 /// layers that build their own synchronization on top.
 pub struct Region {
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    len: usize,
+    map: Mapping,
 }
-
-// SAFETY: a Region is a mapping plus a descriptor; neither is tied to the
-// thread that made it. All access to the bytes goes through copies, atomics,
-// or raw pointers whose users synchronize.
-unsafe impl Send for Region {}
-// SAFETY: as above; `&Region` allows only the same operations.
-unsafe impl Sync for Region {}
 
 impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
             .field("fd", &self.fd.as_raw_fd())
-            .field("len", &self.len)
+            .field("len", &self.map.len())
             .finish()
     }
 }
@@ -109,23 +102,8 @@ impl Region {
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<Region> {
-        // SAFETY: a fresh shared mapping of `len` bytes of an open file; the
-        // kernel picks the address, so no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
-        Ok(Region { fd, ptr, len })
+        let map = Mapping::new(fd.as_fd(), len)?;
+        Ok(Region { fd, map })
     }
 
     /// The mapped length in bytes.
@@ -135,7 +113,7 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// Always false: a region holds at least one byte.
@@ -145,7 +123,7 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.len() == 0
     }
 
     /// The first byte of the mapping. Valid for [`len`](Region::len) bytes
@@ -158,7 +136,7 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.map.as_ptr()
     }
 
     /// A new descriptor for the same memory, for sending to another process.
@@ -185,16 +163,16 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn try_clone(&self) -> io::Result<Region> {
-        Self::map(self.fd.try_clone()?, self.len)
+        Self::map(self.fd.try_clone()?, self.map.len())
     }
 
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         match offset.checked_add(len) {
-            Some(end) if end <= self.len => Ok(()),
+            Some(end) if end <= self.map.len() => Ok(()),
             _ => Err(invalid_input(format!(
                 "bytes {offset}..{} are outside the shared region of {} bytes",
                 offset.saturating_add(len),
-                self.len
+                self.map.len()
             ))),
         }
     }
@@ -213,7 +191,7 @@ impl Region {
         self.check(offset, buf.len())?;
         // SAFETY: the range was checked to lie in the mapping, which lives as
         // long as `self`; `buf` is a distinct local buffer.
-        unsafe { ptr::copy_nonoverlapping(self.ptr.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
+        unsafe { ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
         Ok(())
     }
 
@@ -230,7 +208,7 @@ impl Region {
         // SAFETY: the range was checked to lie in the writable mapping;
         // `data` cannot overlap it (it is a shared borrow of other memory or
         // of this mapping, which `copy` below tolerates).
-        unsafe { ptr::copy(data.as_ptr(), self.ptr.as_ptr().add(offset), data.len()) };
+        unsafe { ptr::copy(data.as_ptr(), self.map.as_ptr().add(offset), data.len()) };
         Ok(())
     }
 
@@ -285,7 +263,7 @@ impl Region {
         // SAFETY: the mapping is page-aligned and `len / 4` words lie inside
         // it; it lives as long as `&self`; every bit pattern is a valid u32,
         // and all processes access the words atomically.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU32>(), self.len / 4) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU32>(), self.map.len() / 4) }
     }
 
     /// The whole region as `AtomicU64`s (its length rounded down to a
@@ -300,7 +278,7 @@ impl Region {
     /// ```
     pub fn atomics_u64(&self) -> &[AtomicU64] {
         // SAFETY: as in `atomics_u32`, for `len / 8` aligned words.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<AtomicU64>(), self.len / 8) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), self.map.len() / 8) }
     }
 
     /// A pointer to a `T` at `offset`, checked to lie in the mapping and to
@@ -315,7 +293,7 @@ impl Region {
         }
         // The mapping is page-aligned, so an aligned offset is an aligned
         // address; `wrapping_add` stays in bounds by the check above.
-        Ok(self.ptr.as_ptr().wrapping_add(offset))
+        Ok(self.map.as_ptr().wrapping_add(offset))
     }
 
     /// Grows the region to `new_len` bytes (new bytes are zero). Other
@@ -333,16 +311,16 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn grow(&mut self, new_len: usize) -> io::Result<()> {
-        if new_len < self.len {
+        if new_len < self.map.len() {
             return Err(invalid_input(format!(
                 "a shared region cannot shrink (from {} to {new_len} bytes)",
-                self.len
+                self.map.len()
             )));
         }
         if new_len > file_len(self.fd.as_fd())? {
             set_file_len(self.fd.as_fd(), new_len)?;
         }
-        self.remap(new_len)
+        self.map.remap(new_len)
     }
 
     /// Maps the whole file again if another process [grew](Region::grow) it.
@@ -357,39 +335,16 @@ impl Region {
     /// ```
     pub fn refresh(&mut self) -> io::Result<usize> {
         let len = file_len(self.fd.as_fd())?;
-        if len > self.len {
-            self.remap(len)?;
+        if len > self.map.len() {
+            self.map.remap(len)?;
         }
-        Ok(self.len)
-    }
-
-    fn remap(&mut self, new_len: usize) -> io::Result<()> {
-        if new_len == self.len {
-            return Ok(());
-        }
-        // SAFETY: `self.ptr`/`self.len` describe our own live mapping, and
-        // `&mut self` proves no reference into it is alive; MREMAP_MAYMOVE
-        // lets the kernel move it, and on failure the old mapping stays.
-        let p = unsafe { libc::mremap(self.ptr.as_ptr().cast(), self.len, new_len, libc::MREMAP_MAYMOVE) };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        self.ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mremap returned a null mapping"))?;
-        self.len = new_len;
-        Ok(())
+        Ok(self.map.len())
     }
 }
 
 impl AsFd for Region {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: the mapping is ours and nothing borrows it any more.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
 

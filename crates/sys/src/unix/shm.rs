@@ -12,9 +12,9 @@ use std::ffi::CString;
 use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::ptr::{self, NonNull};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
+use super::mapping::Mapping;
 use super::{cvt, cvt_r, invalid_input};
 
 /// The longest segment name accepted, without the leading slash (the file
@@ -28,22 +28,14 @@ pub const MAX_NAME_LEN: usize = 254;
 pub struct Segment {
     name: String,
     fd: OwnedFd,
-    ptr: NonNull<u8>,
-    len: usize,
+    map: Mapping,
 }
-
-// SAFETY: a Segment is a mapping plus a descriptor, not tied to a thread;
-// shared access goes through `as_slice` (bytes any process may change, see
-// there) and exclusive access needs `&mut self`.
-unsafe impl Send for Segment {}
-// SAFETY: as above; `&Segment` only reads.
-unsafe impl Sync for Segment {}
 
 impl fmt::Debug for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Segment")
             .field("name", &self.name)
-            .field("len", &self.len)
+            .field("len", &self.map.len())
             .finish()
     }
 }
@@ -135,27 +127,11 @@ impl Segment {
     }
 
     fn map(name: &str, fd: OwnedFd, len: usize) -> io::Result<Segment> {
-        // SAFETY: a fresh shared mapping of `len` bytes of an open file; the
-        // kernel picks the address.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+        let map = Mapping::new(fd.as_fd(), len)?;
         Ok(Segment {
             name: name.to_owned(),
             fd,
-            ptr,
-            len,
+            map,
         })
     }
 
@@ -172,7 +148,7 @@ impl Segment {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn try_clone(&self) -> io::Result<Segment> {
-        Self::map(&self.name, self.fd.try_clone()?, self.len)
+        Self::map(&self.name, self.fd.try_clone()?, self.map.len())
     }
 
     /// The name, without the leading slash.
@@ -197,7 +173,7 @@ impl Segment {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.len
+        self.map.len()
     }
 
     /// Always false: a segment holds at least one byte.
@@ -209,7 +185,7 @@ impl Segment {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.map.len() == 0
     }
 
     /// The bytes. Other processes that map the segment may change them at
@@ -231,7 +207,7 @@ impl Segment {
         // bytes change only through `as_mut_slice`, which needs `&mut self`;
         // writes by other processes are outside the program, like a device's
         // memory, and leave valid bytes.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
     }
 
     /// The bytes, writable. See [`as_slice`](Segment::as_slice).
@@ -247,14 +223,7 @@ impl Segment {
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         // SAFETY: as in `as_slice`, and `&mut self` makes this the only
         // reference into the mapping in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
-    }
-}
-
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // SAFETY: the mapping is ours and no reference into it outlives `self`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr(), self.map.len()) }
     }
 }
 
