@@ -35,7 +35,7 @@ pub(crate) fn start(
         identity,
         daemon,
         is_child: true,
-        parent: Some((std::process::id(), parent_name)),
+        parent: Some((mp_sys::process::pid(), parent_name)),
     };
     let child = mp_sys::process::fork_run(move || {
         crate::forkserver::forget_inherited();

@@ -64,7 +64,7 @@ type Reply = Result<(u32, Fd), String>;
 /// its socket ends its loop (its spare child dies with it).
 pub(crate) fn shutdown() {
     let Some(mut server) = lock().take() else { return };
-    if server.owner != std::process::id() {
+    if server.owner != mp_sys::process::pid() {
         std::mem::forget(server.process);
         return;
     }
@@ -117,7 +117,7 @@ pub(crate) fn start(meta: &Meta, args: &Frame) -> Result<(ChildHandle, u32), Pro
 }
 
 fn ensure_server(guard: &mut Option<Server>) -> Result<&mut Server, ProcessError> {
-    let me = std::process::id();
+    let me = mp_sys::process::pid();
     let alive = guard
         .as_mut()
         .is_some_and(|s| s.owner == me && s.process.try_wait().ok().flatten().is_none());

@@ -79,7 +79,7 @@ static SELF_WATCH: Mutex<Option<Arc<PidFd>>> = Mutex::new(None);
 pub(crate) fn prepare_fork() {
     let mut w = lock(&SELF_WATCH);
     if w.is_none() {
-        *w = PidFd::open(std::process::id()).ok().map(Arc::new);
+        *w = PidFd::open(mp_sys::process::pid()).ok().map(Arc::new);
     }
 }
 
@@ -208,7 +208,7 @@ pub fn current_process() -> ProcessInfo {
     let me = me();
     ProcessInfo {
         name: me.name,
-        pid: std::process::id(),
+        pid: mp_sys::process::pid(),
         daemon: me.daemon,
         watch: Watch::Me,
     }

@@ -202,7 +202,7 @@ impl Process {
                 name: self.name.clone(),
                 identity: self.identity.clone(),
                 daemon: self.daemon,
-                parent_pid: std::process::id(),
+                parent_pid: mp_sys::process::pid(),
                 parent_name: me.name,
                 method,
                 target: entry.parts(),
