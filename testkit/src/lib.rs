@@ -150,3 +150,26 @@ pub fn finish(p: &mut mp_process::Process) -> Result<i32, String> {
         }
     }
 }
+
+/// Waits until `cond` holds, for at most `timeout`, giving the CPU away
+/// between checks; whether it held. For a state no event announces (a
+/// barrier's count of waiting parties, say); everything that has an event, a
+/// pipe or a timeout form should wait on that instead.
+///
+/// ```
+/// let t0 = std::time::Instant::now();
+/// assert!(mp_testkit::until(std::time::Duration::from_secs(1), || t0.elapsed().as_millis() >= 1));
+/// assert!(!mp_testkit::until(std::time::Duration::ZERO, || false));
+/// ```
+pub fn until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}

@@ -39,8 +39,9 @@ fn receiver(conn: Connection) -> Check {
     ok(reply.send(&"added 41"))
 }
 
-fn sleeper() {
-    std::thread::sleep(Duration::from_millis(300));
+/// Ends once told to through `go` (or when the parent goes away).
+fn ends_when_told(go: Connection) {
+    let _ = go.poll_timeout(PATIENCE);
 }
 
 // ---- scenarios -------------------------------------------------------------
@@ -125,7 +126,8 @@ fn handles_travel_through_a_connection() -> Check {
 
 fn wait_sees_processes_and_connections() -> Check {
     let (r, w) = ok(pipe_simplex())?;
-    let mut p = Process::new(sleeper, ());
+    let (go_r, go_w) = ok(pipe_simplex())?;
+    let mut p = Process::new(ends_when_told, (go_r,));
     ok(p.start())?;
     let ready = ok(wait(&[&p as &dyn Waitable, &r], Some(Duration::from_millis(50))))?;
     check(ready.is_empty(), format!("ready too early: {ready:?}"))?;
@@ -133,9 +135,10 @@ fn wait_sees_processes_and_connections() -> Check {
     let ready = ok(wait(&[&p as &dyn Waitable, &r], Some(PATIENCE)))?;
     check(ready.contains(&1), format!("the connection is not ready: {ready:?}"))?;
     let _: u8 = ok(r.recv())?;
+    ok(go_w.send(&()))?;
     let ready = ok(wait(&[&p as &dyn Waitable], Some(PATIENCE)))?;
     check(ready == [0], format!("the process did not end: {ready:?}"))?;
-    check(finish(&mut p)? == 0, "the sleeper failed")
+    check(finish(&mut p)? == 0, "the child failed")
 }
 
 type Test = fn() -> Check;

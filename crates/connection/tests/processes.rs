@@ -270,17 +270,18 @@ fn eintr_is_retried(m: StartMethod) -> Check {
     let mut p = started(get_context(m).process(interrupted, (b,)))?;
     check(recv::<String>(&a)? == "ready", "child ready")?;
     let pid = p.pid().ok_or("no pid")?;
-    // Signals while the child blocks in recv...
+    // Signals while the child blocks in recv, each after a 2 ms wait on the
+    // child itself (which returns early only if it dies)...
     for _ in 0..20 {
         ok(kill(pid, Signal::USR1))?;
-        std::thread::sleep(Duration::from_millis(2));
+        ok(p.join_timeout(Duration::from_millis(2)))?;
     }
     ok(a.send(&"after the signals".to_string()))?;
     // ...and while it blocks in a send of 8 MiB that nobody reads yet.
     check(ok(a.poll_timeout(PATIENCE))?, "the big message began")?;
     for _ in 0..20 {
         ok(kill(pid, Signal::USR1))?;
-        std::thread::sleep(Duration::from_millis(2));
+        ok(p.join_timeout(Duration::from_millis(2)))?;
     }
     let big = ok(a.recv_bytes())?;
     check(

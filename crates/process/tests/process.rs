@@ -6,12 +6,15 @@
 //! as a driver: `process --scenario NAME --method M`.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use mp_process::{
     Process, ProcessError, Run, StartMethod, active_children, current_process, exit, get_context, parent_process,
 };
+use mp_sys::fd::{PollFd, poll};
+use mp_sys::process::PidFd;
 use mp_sys::region::Region;
 use mp_testkit::{Harness, PATIENCE, check, ok};
 use serde::{Deserialize, Serialize};
@@ -235,20 +238,40 @@ fn join_timeout_returns_with_the_child_alive(m: StartMethod) -> Check {
 fn a_hundred_children(m: StartMethod) -> Check {
     let ctx = get_context(m);
     let mut pids = Vec::new();
+    let mut watches = Vec::new();
     for i in 0..100 {
         let mut p = ctx.process(nothing, ());
-        let code = run(m, &mut p)?;
+        ok(p.start())?;
+        // Watched from the start; a child already reaped has nothing to watch.
+        watches.extend(p.pid().and_then(|pid| PidFd::open(pid).ok()));
+        ok(p.join_timeout(PATIENCE))?;
+        let code = p.exitcode().ok_or_else(|| format!("child {i} did not exit"))?;
         check(code == 0, format!("child {i} exited {code}"))?;
         pids.extend(p.pid());
     }
     // Reaped: no /proc entry (a zombie keeps one). A fork server's child is
-    // reaped by the server a moment after it exits, so allow a grace period.
+    // reaped by the server a moment after it exits; a pidfd reports the reap
+    // as a hang-up (Linux 6.9 and later), so wait for those.
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut zombies: Vec<u32> = pids.clone();
-    while !zombies.is_empty() && Instant::now() < deadline {
-        zombies.retain(|p| std::path::Path::new(&format!("/proc/{p}")).exists());
-        std::thread::sleep(Duration::from_millis(5));
+    while !watches.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut set: Vec<PollFd<'_>> = watches.iter().map(|w| PollFd::readable(w.as_fd())).collect();
+        if left.is_zero() || ok(poll(&mut set, Some(left)))? == 0 {
+            break;
+        }
+        let reaped: Vec<bool> = set.iter().map(PollFd::is_hup).collect();
+        drop(set);
+        if !reaped.contains(&true) {
+            break;
+        }
+        let mut reaped = reaped.into_iter();
+        watches.retain(|_| !reaped.next().unwrap_or(false));
     }
+    let zombies: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+        .collect();
     check(
         zombies.is_empty(),
         format!("{} children left in /proc: {zombies:?}", zombies.len()),
@@ -482,8 +505,14 @@ fn fork_with_threads_warns(m: StartMethod) -> Check {
     check(warnings == 1, format!("expected one warning line, stderr: {err:?}"))
 }
 
-fn worker_prints() {
-    std::thread::sleep(Duration::from_millis(300));
+/// Prints once the daemonic child is gone, which happens only when the
+/// driver's main has returned and the exit hook terminates it: so this worker
+/// is certainly still running when main returns.
+fn worker_prints(daemon_pid: u32) {
+    if let Ok(daemon) = PidFd::open(daemon_pid) {
+        let mut set = [PollFd::readable(daemon.as_fd())];
+        let _ = poll(&mut set, Some(PATIENCE));
+    }
     println!("worker done");
 }
 
@@ -504,7 +533,7 @@ fn driver(scenario: &str, m: StartMethod) -> ExitCode {
             let mut d = ctx.process(until_killed, ()).daemon(true);
             d.start().expect("start daemon");
             println!("{}", d.pid().unwrap_or(0));
-            let mut w = ctx.process(worker_prints, ());
+            let mut w = ctx.process(worker_prints, (d.pid().unwrap_or(0),));
             w.start().expect("start worker");
             let _ = std::io::stdout().flush();
             // main returns without joining either.

@@ -168,15 +168,14 @@ impl Condition {
     /// while this one waited (the guard holds the lock again all the same).
     ///
     /// ```
-    /// # use std::time::Duration;
     /// let cond = mp_sync::Condition::new(None)?;
-    /// let c = cond.clone();
-    /// std::thread::spawn(move || loop {
-    ///     c.notify_all();
-    ///     std::thread::sleep(Duration::from_millis(1));
-    /// });
     /// let mut g = cond.acquire()?;
+    /// let c = cond.clone();
+    /// // The notifier gets the lock only once `wait` has released it.
+    /// let notifier = std::thread::spawn(move || c.acquire().map(|_held| c.notify(1)).is_ok());
     /// cond.wait(&mut g)?;
+    /// drop(g);
+    /// assert!(notifier.join().unwrap());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wait(&self, guard: &mut ConditionGuard) -> Result<(), SyncError> {

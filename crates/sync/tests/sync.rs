@@ -8,12 +8,13 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use mp_connection::{Waitable, wait};
 use mp_process::{Process, StartMethod, exit, get_context};
 use mp_sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockError, RLock, Semaphore, SyncError,
 };
 use mp_sys::region::Region;
-use mp_testkit::{Harness, PATIENCE, check, finish, ok, shm_entries};
+use mp_testkit::{Harness, PATIENCE, check, finish, ok, shm_entries, until};
 use serde::{Deserialize, Serialize};
 
 const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
@@ -94,11 +95,11 @@ fn hold_condition_forever(cond: Condition, held: Event) {
     }
 }
 
-/// Holds the lock for `ms`, after saying so.
-fn hold_lock_for(lock: Lock, held: Event, ms: u64) {
+/// Holds the lock, after saying so, until told to let go.
+fn hold_lock_until(lock: Lock, held: Event, release: Event) {
     let _g = lock.acquire().expect("acquire");
     held.set();
-    std::thread::sleep(Duration::from_millis(ms));
+    release.wait_timeout(PATIENCE);
 }
 
 /// Tries an RLock the parent holds: exit 3 if it got it.
@@ -142,7 +143,6 @@ fn count_to_five(cond: Condition, counter: Counter) -> Result<(), String> {
         counter.racy_increment();
         cond.notify_all();
         drop(g);
-        std::thread::sleep(Duration::from_millis(5));
     }
     Ok(())
 }
@@ -185,8 +185,8 @@ fn lock_stress(m: StartMethod) -> Check {
 
 fn lock_timeout_against_a_child(m: StartMethod) -> Check {
     let ctx = get_context(m);
-    let (lock, held) = (ok(Lock::new())?, ok(Event::new())?);
-    let mut p = ctx.process(hold_lock_for, (lock.clone(), held.clone(), 2_000));
+    let (lock, held, release) = (ok(Lock::new())?, ok(Event::new())?, ok(Event::new())?);
+    let mut p = ctx.process(hold_lock_until, (lock.clone(), held.clone(), release.clone()));
     start(&mut p)?;
     check(held.wait_timeout(PATIENCE), "the child took the lock")?;
     let t = Duration::from_millis(500);
@@ -195,6 +195,7 @@ fn lock_timeout_against_a_child(m: StartMethod) -> Check {
     timed("Lock::acquire_timeout", t, t0.elapsed())?;
     check(got.is_none(), "the lock was taken while the child held it")?;
     // Once the child releases it, a blocking acquire gets it.
+    release.set();
     let g = ok(lock.acquire_timeout(PATIENCE))?;
     check(g.is_some(), "the child's release reached the parent")?;
     check(finish(&mut p)? == 0, "the child exits cleanly")
@@ -321,7 +322,6 @@ fn event_across_processes(m: StartMethod) -> Check {
     let e = ok(Event::new())?;
     let mut waiter = ctx.process(wait_event, (e.clone(), 30_000));
     start(&mut waiter)?;
-    std::thread::sleep(Duration::from_millis(50));
     e.set();
     check(finish(&mut waiter)? == 0, "the child did not see the event set")?;
     e.clear();
@@ -351,20 +351,16 @@ fn condition_notify_across_processes(m: StartMethod) -> Check {
     drop(cond.acquire().map_err(|e| e.to_string())?);
     check(cond.n_waiting() == 3, format!("{} waiting, not 3", cond.n_waiting()))?;
     cond.notify(1);
-    let t0 = Instant::now();
-    let mut done = Vec::new();
-    while done.is_empty() && t0.elapsed() < PATIENCE {
-        for (i, k) in kids.iter_mut().enumerate() {
-            if !k.is_alive() {
-                done.push(i);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
+    // Exactly one waiter ends; the other two are still waiting 300 ms on.
+    let all: Vec<&dyn Waitable> = kids.iter().map(|k| k as &dyn Waitable).collect();
+    let done = ok(wait(&all, Some(PATIENCE)))?;
     check(done.len() == 1, format!("notify(1) woke {} waiters", done.len()))?;
-    std::thread::sleep(Duration::from_millis(300));
-    let alive = kids.iter_mut().map(|k| usize::from(k.is_alive())).sum::<usize>();
-    check(alive == 2, format!("{alive} waiters left after notify(1), not 2"))?;
+    let rest: Vec<&dyn Waitable> = (0..kids.len()).filter(|i| !done.contains(i)).map(|i| all[i]).collect();
+    let more = ok(wait(&rest, Some(Duration::from_millis(300))))?;
+    check(
+        more.is_empty(),
+        format!("{} more waiters ended after notify(1)", more.len()),
+    )?;
     cond.notify_all();
     for k in &mut kids {
         check(finish(k)? == 0, format!("{} was not notified", k.get_name()))?;
@@ -429,12 +425,10 @@ fn barrier_breaks_across_processes(m: StartMethod) -> Check {
     let ctx = get_context(m);
     let b = ok(Barrier::new(3))?;
     // One child waits long, another times out: the first sees Broken.
+    // (Whether the long waiter arrives before or after the break, it sees
+    // Broken: a broken barrier refuses new waits too.)
     let mut long = ctx.process(barrier_party, (b.clone(), 30_000));
     start(&mut long)?;
-    let t0 = Instant::now();
-    while b.n_waiting() < 1 && t0.elapsed() < PATIENCE {
-        std::thread::sleep(Duration::from_millis(1));
-    }
     let mut short = ctx.process(barrier_party, (b.clone(), 300));
     start(&mut short)?;
     check(finish(&mut short)? == 21, "the short waiter did not time out")?;
@@ -451,19 +445,21 @@ fn barrier_breaks_across_processes(m: StartMethod) -> Check {
     b.reset();
     let mut waiting = ctx.process(barrier_party, (b.clone(), 30_000));
     start(&mut waiting)?;
-    let t0 = Instant::now();
-    while b.n_waiting() < 1 && t0.elapsed() < PATIENCE {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // A barrier announces no arrivals: watch its count.
+    check(
+        until(PATIENCE, || b.n_waiting() == 1),
+        "the child never reached the barrier",
+    )?;
     b.reset();
     check(finish(&mut waiting)? == 20, "a waiter at reset did not get Broken")?;
     // Abort, seen by a waiting child.
     let mut waiting = ctx.process(barrier_party, (b.clone(), 30_000));
     start(&mut waiting)?;
-    let t0 = Instant::now();
-    while b.n_waiting() < 1 && t0.elapsed() < PATIENCE {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    // A barrier announces no arrivals: watch its count.
+    check(
+        until(PATIENCE, || b.n_waiting() == 1),
+        "the child never reached the barrier",
+    )?;
     b.abort();
     check(finish(&mut waiting)? == 20, "a waiter at abort did not get Broken")?;
     b.reset();
