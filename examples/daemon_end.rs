@@ -1,23 +1,25 @@
 //! Daemonic children do not hold the parent back: `end` is printed and the
-//! program ends; the daemons, still sleeping, are terminated with it.
+//! program ends; the daemons, still working, are terminated with it.
 //! Twin of seed 000, part 1.
 //!
 //! Run with `cargo run --example daemon_end`.
 
 use std::error::Error;
-use std::time::Duration;
 
-use multiprocessing::Process;
+use multiprocessing::{Event, Process};
 
-fn f0(a1: i32) {
-    std::thread::sleep(Duration::from_secs(3));
+/// The seed sleeps 3 s before printing; here the daemon waits for an event
+/// nobody sets, so it is certainly still working when main returns.
+fn f0(a1: i32, never: Event) {
+    never.wait();
     println!("{a1}");
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let mut t = Process::new(f0, (12,)).daemon(true);
+    let never = Event::new()?;
+    let mut t = Process::new(f0, (12, never.clone())).daemon(true);
     t.start()?;
-    let mut t2 = Process::new(f0, (13,)).daemon(true);
+    let mut t2 = Process::new(f0, (13, never)).daemon(true);
     t2.start()?;
     println!("end");
     // Returning from main terminates the daemonic children (Python's rule).

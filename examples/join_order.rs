@@ -5,18 +5,24 @@
 //! Run with `cargo run --example join_order`.
 
 use std::error::Error;
+use std::io::Write;
 use std::time::Duration;
 
-use multiprocessing::Process;
+use multiprocessing::{Event, Process};
 
-fn f(n: i32) {
+fn f(n: i32, printed: Event) -> Result<(), Box<dyn Error>> {
     println!("{n}");
     println!("子进程");
+    std::io::stdout().flush()?;
+    printed.set();
+    Ok(())
 }
 
-fn hello(name: String) {
+/// Prints, works for a while (the seed sleeps a second; here: waits on an
+/// event nobody sets, for 200 ms), prints again.
+fn hello(name: String, work: Event) {
     println!("hello {name}");
-    std::thread::sleep(Duration::from_secs(1));
+    work.wait_timeout(Duration::from_millis(200));
     println!("子进程");
 }
 
@@ -26,15 +32,19 @@ fn task(mut n: i32) {
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    // The parent sleeps long enough for the child to print first.
-    let mut p = Process::new(f, (666,));
+    // The seed's parent sleeps so that the child prints first; here it waits
+    // until the child says it has printed.
+    let printed = Event::new()?;
+    let mut p = Process::new(f, (666, printed.clone()));
     p.start()?;
-    std::thread::sleep(Duration::from_secs(1));
+    if !printed.wait_timeout(Duration::from_secs(30)) {
+        return Err("the child did not print".into());
+    }
     println!("主进程");
     p.join()?;
 
     // join: the parent waits for the child.
-    let mut p = Process::new(hello, ("bob".to_string(),));
+    let mut p = Process::new(hello, ("bob".to_string(), Event::new()?));
     p.start()?;
     p.join()?;
     println!("父进程");

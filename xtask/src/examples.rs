@@ -264,13 +264,21 @@ fn run_captured(mut cmd: Command, timeout: Duration, grace: Duration) -> Run {
     let stdout = read_in_background(child.stdout.take());
     let stderr = read_in_background(child.stderr.take());
 
-    let status = wait_with_deadline(&mut child, start + timeout);
+    let exited = wait_in_background(child);
+    let status = match exited.recv_timeout(timeout) {
+        Ok(Ok(status)) => Some(status),
+        Ok(Err(err)) => {
+            eprintln!("error: waiting for the example: {err}");
+            None
+        }
+        Err(_) => None,
+    };
     let elapsed = start.elapsed();
     let outcome = match status {
         None => {
+            // The group includes the leader; its waiter thread then reaps it.
             kill_group(pgid);
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = exited.recv_timeout(Duration::from_secs(10));
             Outcome::TimedOut
         }
         Some(status) => {
@@ -278,11 +286,14 @@ fn run_captured(mut cmd: Command, timeout: Duration, grace: Duration) -> Run {
             // (the leader, or children it left) is gone.
             let deadline = Instant::now() + grace;
             let mut leftovers = !wait_closed(&stdout, deadline) || !wait_closed(&stderr, deadline);
+            // A member that closed its pipes may still be on its way out for
+            // a moment; one that keeps running past the grace period is left
+            // behind. (Exited members waiting for init to reap them are not.)
             while !leftovers && group_alive(pgid) {
                 if Instant::now() >= deadline {
                     leftovers = true;
                 } else {
-                    thread::sleep(Duration::from_millis(20));
+                    thread::yield_now();
                 }
             }
             if leftovers {
@@ -355,19 +366,14 @@ fn collect(reader: &Reader, deadline: Instant) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-/// The exit status, or `None` when `deadline` passed first.
-fn wait_with_deadline(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return Some(status),
-            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            Ok(None) => return None,
-            Err(err) => {
-                eprintln!("error: waiting for the example: {err}");
-                return None;
-            }
-        }
-    }
+/// Waits for `child` on a thread of its own; the receiver gets its status,
+/// so the caller can wait with a timeout (`recv_timeout`).
+fn wait_in_background(mut child: Child) -> mpsc::Receiver<std::io::Result<ExitStatus>> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait());
+    });
+    rx
 }
 
 /// Sends SIGKILL to every process in group `pgid` (std has no killpg, and
@@ -379,14 +385,23 @@ fn kill_group(pgid: u32) {
         .status();
 }
 
-/// Whether any process is left in group `pgid`. The group id cannot be reused
-/// while a member lives, so this does not see strangers.
+/// Whether any running process is left in group `pgid` (from `/proc`; an
+/// exited one waiting to be reaped does not count). The group id cannot be
+/// reused while a member lives, so this does not see strangers.
 fn group_alive(pgid: u32) -> bool {
-    Command::new("kill")
-        .args(["-0", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+    let Ok(dir) = fs::read_dir("/proc") else { return false };
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| {
+            // Fields after the command name, which sits in parentheses and may
+            // hold spaces: state, ppid, pgrp.
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let mut fields = rest.split_whitespace();
+            let state = fields.next().unwrap_or("");
+            let pgrp = fields.nth(1).and_then(|f| f.parse::<u32>().ok());
+            pgrp == Some(pgid) && state != "Z" && state != "X"
+        })
 }
 
 fn print_stream(name: &str, text: &str) {
