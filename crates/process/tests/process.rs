@@ -255,15 +255,12 @@ fn a_hundred_children(m: StartMethod) -> Check {
     let deadline = Instant::now() + Duration::from_secs(2);
     while !watches.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
-        let mut set: Vec<PollFd<'_>> = watches.iter().map(|w| PollFd::readable(w.as_fd())).collect();
+        let mut set: Vec<PollFd<'_>> = watches.iter().map(|w| PollFd::hangup(w.as_fd())).collect();
         if left.is_zero() || ok(poll(&mut set, Some(left)))? == 0 {
             break;
         }
         let reaped: Vec<bool> = set.iter().map(PollFd::is_hup).collect();
         drop(set);
-        if !reaped.contains(&true) {
-            break;
-        }
         let mut reaped = reaped.into_iter();
         watches.retain(|_| !reaped.next().unwrap_or(false));
     }

@@ -182,6 +182,32 @@ impl<'fd> PollFd<'fd> {
         }
     }
 
+    /// Waits only for `fd` to hang up (or fail): a pipe whose writers are
+    /// all gone, or a pidfd whose process has been reaped (Linux 6.9 and
+    /// later; an exited but unreaped process makes a pidfd readable, not hung
+    /// up).
+    ///
+    /// ```
+    /// use mp_sys::fd::{pipe, poll, PollFd};
+    /// use std::os::fd::AsFd;
+    /// let (r, w) = pipe()?;
+    /// mp_sys::fd::write_all(w.as_fd(), b"data")?; // readable, not hung up
+    /// assert_eq!(poll(&mut [PollFd::hangup(r.as_fd())], Some(std::time::Duration::ZERO))?, 0);
+    /// drop(w);
+    /// let mut set = [PollFd::hangup(r.as_fd())];
+    /// assert_eq!(poll(&mut set, None)?, 1);
+    /// assert!(set[0].is_hup());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn hangup(fd: BorrowedFd<'fd>) -> Self {
+        PollFd {
+            fd,
+            readable: false,
+            writable: false,
+            revents: 0,
+        }
+    }
+
     /// Waits for `fd` to become writable.
     pub fn writable(fd: BorrowedFd<'fd>) -> Self {
         PollFd {
