@@ -256,6 +256,22 @@ impl Frame {
         self.kind
     }
 
+    /// Takes the descriptors out of the frame (closing them is then the
+    /// caller's business), leaving its bytes: for a frame reused across
+    /// messages, so that no descriptor lingers in it once sent.
+    ///
+    /// ```
+    /// let mut f = mp_codec::Frame::new();
+    /// let (r, _w) = mp_sys::fd::pipe()?;
+    /// mp_codec::encode_into(&mp_codec::Fd(r), &mut f)?;
+    /// assert_eq!(f.take_fds().len(), 1);
+    /// assert!(f.fds().is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take_fds(&mut self) -> Vec<OwnedFd> {
+        std::mem::take(&mut self.fds)
+    }
+
     /// The bytes and the descriptors.
     pub fn into_parts(self) -> (Vec<u8>, Vec<OwnedFd>) {
         let Frame { mut buf, end, fds, .. } = self;

@@ -364,6 +364,24 @@ pub fn invalid<E: serde::de::Error>(msg: impl fmt::Display) -> E {
     E::custom(note(msg.to_string()))
 }
 
+/// A hash (FNV-1a) of `T`'s type name, the same in every process of one
+/// binary: what a typed handle (a `Value<f64>`, a `Queue<String>`) stores
+/// beside its memory so that a handle decoded as another type is refused
+/// instead of reinterpreting the bytes.
+///
+/// ```
+/// use mp_codec::handle::type_tag;
+/// assert_eq!(type_tag::<f64>(), type_tag::<f64>());
+/// assert_ne!(type_tag::<u32>(), type_tag::<i32>());
+/// ```
+pub fn type_tag<T: ?Sized>() -> u64 {
+    std::any::type_name::<T>()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
 /// `#[serde(with = "mp_codec::handle::fd")]` for an `OwnedFd` field.
 ///
 /// ```

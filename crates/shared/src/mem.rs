@@ -50,15 +50,7 @@ impl Kind {
     }
 }
 
-/// A stable name hash (FNV-1a) of `T`'s type name: the same in every process
-/// of one binary.
-pub(crate) fn type_tag<T>() -> u64 {
-    std::any::type_name::<T>()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
-}
+pub(crate) use mp_codec::handle::type_tag;
 
 /// A typed view of a region holding `len` elements of `T`.
 #[derive(Debug)]
@@ -233,12 +225,6 @@ impl<'de, T: Pod, const K: u32> serde::Deserialize<'de> for MemOf<T, K> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn type_tags_differ_by_type() {
-        assert_ne!(type_tag::<u32>(), type_tag::<i32>());
-        assert_eq!(type_tag::<f64>(), type_tag::<f64>());
-    }
 
     #[test]
     fn open_checks_kind_type_and_length() {

@@ -22,6 +22,8 @@
 //! - Waiting for others: [`Condition`] (with [`ConditionGuard`]) and
 //!   [`Barrier`].
 //! - Errors: [`SyncError`], [`LockError`], [`BarrierError`].
+//! - [`raw`]: the lock word and spin policy, for primitives that other crates
+//!   build on their own shared memory.
 //!
 //! Each primitive lives in its own small memfd region: nothing appears in
 //! `/dev/shm`, and the kernel frees the memory when the last process holding
@@ -38,6 +40,7 @@ mod condition;
 mod error;
 mod event;
 mod lock;
+pub mod raw;
 mod rlock;
 mod semaphore;
 mod shm;

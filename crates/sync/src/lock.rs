@@ -33,7 +33,7 @@ const LONGEST_SLEEP: Duration = Duration::from_millis(64);
 
 /// How an acquisition of a lock word ended.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum Acquired {
+pub enum Acquired {
     /// Taken from a free word or from a live holder's release.
     Clean,
     /// Taken over from a holder that died.

@@ -20,8 +20,15 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps the first `len` bytes of `fd` read-write and shared.
-    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+    /// Maps the first `len` bytes of `fd` read-write and shared. `reserve`:
+    /// the file may be shorter than `len` for now (`MAP_NORESERVE`; its owner
+    /// never touches bytes past the file's end).
+    pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, reserve: bool) -> io::Result<Mapping> {
+        let flags = if reserve {
+            libc::MAP_SHARED | libc::MAP_NORESERVE
+        } else {
+            libc::MAP_SHARED
+        };
         // SAFETY: a fresh shared mapping of `len` bytes of an open file; the
         // kernel picks the address, so no existing memory is affected.
         let p = unsafe {
@@ -29,7 +36,7 @@ impl Mapping {
                 ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                flags,
                 fd.as_raw_fd(),
                 0,
             )

@@ -15,7 +15,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::mapping::Mapping;
 use super::{cvt, cvt_r, invalid_input};
@@ -29,13 +29,18 @@ use super::{cvt, cvt_r, invalid_input};
 pub struct Region {
     fd: OwnedFd,
     map: Mapping,
+    /// How many bytes of the mapping the file backs: the whole mapping for a
+    /// fixed region, the current length for a [growable](Region::create_growable)
+    /// one (whose mapping reserves address space up to its maximum). Only
+    /// grows.
+    avail: AtomicUsize,
 }
 
 impl fmt::Debug for Region {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Region")
             .field("fd", &self.fd.as_raw_fd())
-            .field("len", &self.map.len())
+            .field("len", &self.len())
             .finish()
     }
 }
@@ -54,20 +59,27 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn create(name: &str, len: usize) -> io::Result<Region> {
-        if len == 0 {
-            return Err(invalid_input("a shared region must be at least one byte long"));
-        }
-        let cname = CString::new(name).map_err(|_| invalid_input("a region name must not contain NUL bytes"))?;
-        // SAFETY: `cname` is a valid NUL-terminated string for the call.
-        let raw = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
-        // SAFETY: memfd_create returned a new descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        set_file_len(fd.as_fd(), len)?;
-        // SAFETY: F_ADD_SEALS takes an int of seal flags; the fd is open.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })?;
-        Self::map(fd, len)
+        Self::map(new_memfd(name, len)?, len)
     }
+}
 
+/// A new memfd of `len` zero bytes, sealed against shrinking.
+fn new_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
+    if len == 0 {
+        return Err(invalid_input("a shared region must be at least one byte long"));
+    }
+    let cname = CString::new(name).map_err(|_| invalid_input("a region name must not contain NUL bytes"))?;
+    // SAFETY: `cname` is a valid NUL-terminated string for the call.
+    let raw = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    set_file_len(fd.as_fd(), len)?;
+    // SAFETY: F_ADD_SEALS takes an int of seal flags; the fd is open.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })?;
+    Ok(fd)
+}
+
+impl Region {
     /// Maps a region received from another process (for example through
     /// [`socket::recv_with_fds`](crate::socket::recv_with_fds)), at the file's
     /// current size.
@@ -102,8 +114,126 @@ impl Region {
     }
 
     fn map(fd: OwnedFd, len: usize) -> io::Result<Region> {
-        let map = Mapping::new(fd.as_fd(), len)?;
-        Ok(Region { fd, map })
+        let map = Mapping::new(fd.as_fd(), len, false)?;
+        Ok(Region {
+            fd,
+            map,
+            avail: AtomicUsize::new(len),
+        })
+    }
+
+    /// Creates a zero-filled region of `len` bytes that can later
+    /// [`extend`](Region::extend) in place up to `max_len` bytes.
+    ///
+    /// The mapping reserves `max_len` bytes of address space from the start
+    /// (no memory: pages are allocated when first touched), so growing never
+    /// moves it, and every process that maps the region with
+    /// [`from_fd_growable`](Region::from_fd_growable) sees the new bytes after
+    /// [`sync_len`](Region::sync_len) without remapping. Access is checked
+    /// against the current length, never the reservation.
+    ///
+    /// ```
+    /// use mp_sys::region::Region;
+    /// let r = Region::create_growable("ring", 4096, 1 << 30)?;
+    /// assert_eq!((r.len(), r.max_len()), (4096, 1 << 30));
+    /// assert!(r.write(8192, b"x").is_err()); // not backed yet
+    /// r.extend(16384)?;
+    /// r.write(8192, b"x")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn create_growable(name: &str, len: usize, max_len: usize) -> io::Result<Region> {
+        if max_len < len {
+            return Err(invalid_input(format!(
+                "a growable region's maximum ({max_len} bytes) is below its length ({len} bytes)"
+            )));
+        }
+        Self::map_growable(new_memfd(name, len)?, len, max_len)
+    }
+
+    /// Maps a growable region received from another process, reserving
+    /// `max_len` bytes of address space (or the file's size, if larger).
+    ///
+    /// ```
+    /// use mp_sys::region::Region;
+    /// let a = Region::create_growable("ring", 4096, 1 << 20)?;
+    /// let b = Region::from_fd_growable(a.try_clone_fd()?, 1 << 20)?;
+    /// a.extend(8192)?;
+    /// assert_eq!(b.sync_len()?, 8192);
+    /// a.write(5000, b"y")?;
+    /// let mut c = [0u8];
+    /// b.read(5000, &mut c)?;
+    /// assert_eq!(&c, b"y");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_fd_growable(fd: OwnedFd, max_len: usize) -> io::Result<Region> {
+        let r = Self::from_fd(fd)?;
+        let len = r.len();
+        Self::map_growable(r.fd, len, max_len.max(len))
+    }
+
+    fn map_growable(fd: OwnedFd, len: usize, max_len: usize) -> io::Result<Region> {
+        let map = Mapping::new(fd.as_fd(), max_len, true)?;
+        Ok(Region {
+            fd,
+            map,
+            avail: AtomicUsize::new(len),
+        })
+    }
+
+    /// The most bytes the region can [`extend`](Region::extend) to without
+    /// moving: its reservation (its length, for a fixed region).
+    ///
+    /// ```
+    /// assert_eq!(mp_sys::region::Region::create("f", 64)?.max_len(), 64);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn max_len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Extends the region in place to `new_len` bytes (new bytes are zero),
+    /// within its [`max_len`](Region::max_len). Other processes see the new
+    /// bytes after [`sync_len`](Region::sync_len). A `new_len` at or below the
+    /// current length changes nothing.
+    ///
+    /// ```
+    /// let r = mp_sys::region::Region::create_growable("e", 4096, 65536)?;
+    /// r.extend(65536)?;
+    /// assert_eq!(r.len(), 65536);
+    /// assert!(r.extend(65537).is_err());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn extend(&self, new_len: usize) -> io::Result<()> {
+        if new_len > self.map.len() {
+            return Err(invalid_input(format!(
+                "a region reserved for {} bytes cannot extend to {new_len}",
+                self.map.len()
+            )));
+        }
+        if new_len <= self.len() {
+            return Ok(());
+        }
+        if new_len > file_len(self.fd.as_fd())? {
+            set_file_len(self.fd.as_fd(), new_len)?;
+        }
+        self.avail.fetch_max(new_len, Ordering::Release);
+        Ok(())
+    }
+
+    /// Takes in the length another process [extended](Region::extend) the
+    /// region to (up to the reservation); returns the length now usable.
+    ///
+    /// ```
+    /// let a = mp_sys::region::Region::create_growable("s", 4096, 65536)?;
+    /// let b = a.try_clone()?;
+    /// a.extend(8192)?;
+    /// assert_eq!(b.len(), 4096);
+    /// assert_eq!(b.sync_len()?, 8192);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn sync_len(&self) -> io::Result<usize> {
+        let len = file_len(self.fd.as_fd())?.min(self.map.len());
+        Ok(self.avail.fetch_max(len, Ordering::AcqRel).max(len))
     }
 
     /// The mapped length in bytes.
@@ -113,7 +243,7 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.avail.load(Ordering::Acquire)
     }
 
     /// Always false: a region holds at least one byte.
@@ -123,7 +253,7 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.map.len() == 0
+        self.len() == 0
     }
 
     /// The first byte of the mapping. Valid for [`len`](Region::len) bytes
@@ -163,18 +293,45 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn try_clone(&self) -> io::Result<Region> {
-        Self::map(self.fd.try_clone()?, self.map.len())
+        let len = self.len();
+        if len == self.map.len() {
+            Self::map(self.fd.try_clone()?, len)
+        } else {
+            Self::map_growable(self.fd.try_clone()?, len, self.map.len())
+        }
     }
 
+    #[inline]
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
+        let avail = self.len();
         match offset.checked_add(len) {
-            Some(end) if end <= self.map.len() => Ok(()),
+            Some(end) if end <= avail => Ok(()),
             _ => Err(invalid_input(format!(
-                "bytes {offset}..{} are outside the shared region of {} bytes",
+                "bytes {offset}..{} are outside the shared region of {avail} bytes",
                 offset.saturating_add(len),
-                self.map.len()
             ))),
         }
+    }
+
+    /// Copies `len` bytes inside the region from `src` to `dst` (the ranges
+    /// may overlap).
+    ///
+    /// ```
+    /// let r = mp_sys::region::Region::create("m", 8)?;
+    /// r.write(0, b"abcd")?;
+    /// r.copy_within(0, 4, 4)?;
+    /// let mut b = [0u8; 8];
+    /// r.read(0, &mut b)?;
+    /// assert_eq!(&b, b"abcdabcd");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn copy_within(&self, src: usize, dst: usize, len: usize) -> io::Result<()> {
+        self.check(src, len)?;
+        self.check(dst, len)?;
+        // SAFETY: both ranges were checked to lie in the mapping; `ptr::copy`
+        // allows them to overlap.
+        unsafe { ptr::copy(self.map.as_ptr().add(src), self.map.as_ptr().add(dst), len) };
+        Ok(())
     }
 
     /// Copies `buf.len()` bytes at `offset` out of the region.
@@ -263,7 +420,7 @@ impl Region {
         // SAFETY: the mapping is page-aligned and `len / 4` words lie inside
         // it; it lives as long as `&self`; every bit pattern is a valid u32,
         // and all processes access the words atomically.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU32>(), self.map.len() / 4) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU32>(), self.len() / 4) }
     }
 
     /// The whole region as `AtomicU64`s (its length rounded down to a
@@ -278,7 +435,7 @@ impl Region {
     /// ```
     pub fn atomics_u64(&self) -> &[AtomicU64] {
         // SAFETY: as in `atomics_u32`, for `len / 8` aligned words.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), self.map.len() / 8) }
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), self.len() / 8) }
     }
 
     /// A pointer to a `T` at `offset`, checked to lie in the mapping and to
@@ -311,16 +468,22 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn grow(&mut self, new_len: usize) -> io::Result<()> {
-        if new_len < self.map.len() {
+        if new_len < self.len() {
             return Err(invalid_input(format!(
                 "a shared region cannot shrink (from {} to {new_len} bytes)",
-                self.map.len()
+                self.len()
             )));
+        }
+        if new_len <= self.map.len() {
+            // A growable region: within its reservation, nothing moves.
+            return self.extend(new_len);
         }
         if new_len > file_len(self.fd.as_fd())? {
             set_file_len(self.fd.as_fd(), new_len)?;
         }
-        self.map.remap(new_len)
+        self.map.remap(new_len)?;
+        *self.avail.get_mut() = new_len;
+        Ok(())
     }
 
     /// Maps the whole file again if another process [grew](Region::grow) it.
@@ -338,7 +501,7 @@ impl Region {
         if len > self.map.len() {
             self.map.remap(len)?;
         }
-        Ok(self.map.len())
+        self.sync_len()
     }
 }
 

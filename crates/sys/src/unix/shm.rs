@@ -127,7 +127,7 @@ impl Segment {
     }
 
     fn map(name: &str, fd: OwnedFd, len: usize) -> io::Result<Segment> {
-        let map = Mapping::new(fd.as_fd(), len)?;
+        let map = Mapping::new(fd.as_fd(), len, false)?;
         Ok(Segment {
             name: name.to_owned(),
             fd,

@@ -78,6 +78,38 @@ const fn cmsg_space(nfds: usize) -> usize {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn send_with_fds(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    send_with_flags(sock, bufs, fds, libc::MSG_NOSIGNAL)
+}
+
+/// [`send_with_fds`] that never blocks (`MSG_DONTWAIT`): when the socket's
+/// buffer is full it fails at once with [`io::ErrorKind::WouldBlock`] and
+/// nothing is sent.
+///
+/// ```
+/// use mp_sys::socket::{socketpair, try_send_with_fds, SocketKind};
+/// use std::io::IoSlice;
+/// use std::os::fd::AsFd;
+/// let (a, _b) = socketpair(SocketKind::Stream)?;
+/// let big = vec![0u8; 1 << 16];
+/// let full = loop {
+///     match try_send_with_fds(a.as_fd(), &[IoSlice::new(&big)], &[]) {
+///         Ok(_) => continue,
+///         Err(e) => break e,
+///     }
+/// };
+/// assert_eq!(full.kind(), std::io::ErrorKind::WouldBlock);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn try_send_with_fds(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
+    send_with_flags(sock, bufs, fds, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+}
+
+fn send_with_flags(
+    sock: BorrowedFd<'_>,
+    bufs: &[IoSlice<'_>],
+    fds: &[BorrowedFd<'_>],
+    flags: libc::c_int,
+) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(invalid_input(format!(
             "{} descriptors in one message; the kernel carries at most {MAX_FDS_PER_MESSAGE}",
@@ -111,7 +143,7 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[Borrowed
     }
     // SAFETY: `msg` points at live iovecs (IoSlice is ABI-compatible with
     // iovec) and a control buffer, both valid for the call.
-    let n = cvt_r(|| unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) })?;
+    let n = cvt_r(|| unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) })?;
     Ok(n.unsigned_abs())
 }
 

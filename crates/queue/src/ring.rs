@@ -1,0 +1,889 @@
+//! The shared ring every queue is: framed messages in a memfd region, one
+//! lock word, futex sequence words for "not empty" and "not full", and a
+//! socket pair for the descriptors that travel with some items.
+//!
+//! # Layout
+//!
+//! Header (bytes 0..64): magic `mpQ1`, [`Kind`], the item type's tag, maxsize.
+//! Hot words (bytes 64..192, all changed under the lock unless noted): the lock
+//! word, a state word (closed bit), `put_seq` and `get_seq` (futex words bumped
+//! by every put and get), the sleeping getters and putters (changed by the
+//! sleepers themselves), the unfinished-task count of a JoinableQueue (futex
+//! word of `join`), the item count, `head` and `tail` (byte positions, only
+//! ever growing), `cap` (the ring's size, a power of two), the next descriptor
+//! sequence number, and the sleeping joiners.
+//!
+//! The ring's bytes start at [`DATA`]; byte position `p` lives at
+//! `DATA + (p & (cap - 1))`. A record is a 16-byte header (payload length,
+//! descriptor count and side flag, descriptor sequence number) then the
+//! payload, padded to 8 bytes. A payload larger than [`INLINE_MAX`] goes in its
+//! own memfd (the *side path*) and its record carries no payload.
+//!
+//! # Crash safety
+//!
+//! Everything that changes the ring happens under the lock word, whose holder
+//! is known by pid; a process killed while holding it is detected by the next
+//! one to wait (see `mp_sync::raw`), which then repairs the hot words.
+//! `head` and `tail` move only after a record is completely written or read, so
+//! a producer killed mid-copy leaves no half record and a consumer killed
+//! mid-copy leaves the record queued. The ring grows by doubling: the bytes
+//! that move are copied (never moved) into the new half, and the new size is
+//! published last, so a grower killed halfway leaves the old ring intact.
+//!
+//! # Descriptors
+//!
+//! An item holding handles (a queue, a lock, a connection) carries their
+//! descriptors, and a side-path item its memfd. Every handle of a queue holds
+//! one socket pair; a producer sends the descriptors, tagged with a sequence
+//! number from the header, on one end while it holds the lock and before it
+//! publishes the record, and a consumer receives them from the other end while
+//! it holds the lock. Socket order is therefore ring order; the sequence
+//! numbers let a consumer skip descriptors a killed producer sent for a record
+//! it never published, and notice a record whose descriptors a killed consumer
+//! had already taken (that item is lost with the consumer that took it).
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mp_sync::raw::{self, Acquired};
+use mp_sys::fd::{PollFd, poll};
+use mp_sys::futex;
+use mp_sys::region::Region;
+use mp_sys::socket::{self, MAX_FDS_PER_MESSAGE, SocketKind};
+use serde::ser::SerializeTuple;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::QueueError;
+
+const MAGIC: u32 = u32::from_le_bytes(*b"mpQ1");
+
+/// Where the ring's bytes start (one page of header).
+pub(crate) const DATA: usize = 4096;
+/// The ring's first size.
+const INITIAL_CAP: u64 = 64 << 10;
+/// The largest the ring grows to: the address space reserved in every
+/// process (no memory until used).
+pub(crate) const MAX_CAP: u64 = 256 << 20;
+/// Payloads above this go through the side path.
+pub(crate) const INLINE_MAX: usize = 4 << 20;
+/// A record's header.
+const REC: u64 = 16;
+/// The most items a queue can hold (the count is a 32-bit futex word).
+pub(crate) const MAX_ITEMS: u64 = (u32::MAX >> 1) as u64;
+/// A sleeper wakes at least this often and looks again, so a wake-up lost
+/// with a killed process costs a delay, never a hang.
+const NAP: Duration = Duration::from_millis(500);
+
+/// How long a call may wait for the ring's lock even when its own timeout is
+/// shorter (see [`Block::lock_deadline`]).
+const LOCK_PATIENCE: Duration = Duration::from_millis(250);
+
+/// Set in a record's flags when the payload is in a side memfd (the last of
+/// its descriptors).
+const SIDE: u32 = 1 << 31;
+/// The closed bit of the state word.
+const CLOSED: u32 = 1;
+
+// 32-bit word indexes.
+const W_MAGIC: usize = 0;
+const W_KIND: usize = 1;
+const W_LOCK: usize = 16;
+const W_STATE: usize = 17;
+const W_PUT_SEQ: usize = 18;
+const W_GET_SEQ: usize = 19;
+const W_GETTERS: usize = 20;
+const W_PUTTERS: usize = 21;
+const W_UNFINISHED: usize = 22;
+const W_COUNT: usize = 23;
+const W_JOINERS: usize = 32;
+// 64-bit word indexes.
+const D_TAG: usize = 1;
+const D_MAXSIZE: usize = 2;
+const D_HEAD: usize = 12;
+const D_TAIL: usize = 13;
+const D_CAP: usize = 14;
+const D_FD_SEQ: usize = 15;
+
+/// Which queue type a ring belongs to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kind {
+    Queue = 1,
+    SimpleQueue = 2,
+    JoinableQueue = 3,
+}
+
+impl Kind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Queue => "Queue",
+            Kind::SimpleQueue => "SimpleQueue",
+            Kind::JoinableQueue => "JoinableQueue",
+        }
+    }
+
+    fn from_u32(k: u32) -> Option<Kind> {
+        [Kind::Queue, Kind::SimpleQueue, Kind::JoinableQueue]
+            .into_iter()
+            .find(|c| *c as u32 == k)
+    }
+}
+
+/// How long an operation may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Block {
+    /// Not at all (`put_nowait`, `get_nowait`).
+    No,
+    /// Until the deadline (`None`: forever).
+    Until(Option<Instant>),
+}
+
+impl Block {
+    pub(crate) fn timeout(t: Duration) -> Block {
+        Block::Until(Instant::now().checked_add(t))
+    }
+
+    /// Whether the caller may still wait, and until when the next sleep may
+    /// last.
+    fn sleep_until(self) -> Option<Instant> {
+        let nap = Instant::now() + NAP;
+        match self {
+            Block::No => None,
+            Block::Until(None) => Some(nap),
+            Block::Until(Some(d)) => (Instant::now() < d).then(|| d.min(nap)),
+        }
+    }
+
+    /// Until when the ring's lock may be waited for. The lock is held only
+    /// while a record is copied, so even a call that must not wait for room
+    /// or items waits for it a little: long enough for a holder that was
+    /// descheduled to finish, and for a holder that was killed to be found
+    /// dead and replaced.
+    fn lock_deadline(self) -> Option<Instant> {
+        let soon = Instant::now() + LOCK_PATIENCE;
+        match self {
+            Block::No => Some(soon),
+            Block::Until(Some(d)) => Some(d.max(soon)),
+            Block::Until(None) => None,
+        }
+    }
+}
+
+/// Why a put or a get failed in the ring.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// Full (put) or empty (get) until the deadline.
+    Timeout,
+    Closed,
+    /// The descriptors could not be passed, or a side memfd made or read.
+    Io(io::Error),
+    /// A record was taken but is unusable (its descriptors went with a
+    /// killed consumer, or they do not match it).
+    Lost(String),
+}
+
+/// The ring, its descriptor socket pair, and what this process knows of it.
+#[derive(Debug)]
+pub(crate) struct Ring {
+    region: Region,
+    /// Every producer sends descriptors here...
+    tx: OwnedFd,
+    /// ...and every consumer receives them here.
+    rx: OwnedFd,
+    kind: Kind,
+    maxsize: u64,
+}
+
+/// The lock word, held; released on drop.
+struct Held<'a> {
+    ring: &'a Ring,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        raw::unlock(self.ring.word(W_LOCK));
+    }
+}
+
+/// An item taken from the ring: its payload is in the caller's buffer
+/// (`len` bytes) unless it came by the side path (then in `side`).
+pub(crate) struct Taken {
+    pub(crate) fds: Vec<OwnedFd>,
+    pub(crate) len: usize,
+    /// The payload is in a side memfd (the last of `fds`), not yet in the
+    /// buffer.
+    side: bool,
+}
+
+/// A record taken under the lock: usable, or consumed but broken.
+type Record = Result<Taken, Fail>;
+
+impl Ring {
+    /// A new empty ring.
+    pub(crate) fn create(kind: Kind, tag: u64, maxsize: u64) -> Result<Ring, QueueError> {
+        if maxsize > MAX_ITEMS {
+            return Err(QueueError::InvalidArgument(format!(
+                "maxsize {maxsize} is too large: a queue holds at most {MAX_ITEMS} items (use 0 for unbounded)"
+            )));
+        }
+        let region = Region::create_growable(kind.name(), DATA + INITIAL_CAP as usize, DATA + MAX_CAP as usize)
+            .map_err(|source| QueueError::Create {
+                what: "shared memory",
+                source,
+            })?;
+        let (tx, rx) = socket::socketpair(SocketKind::Stream).map_err(|source| QueueError::Create {
+            what: "descriptor socket",
+            source,
+        })?;
+        let ring = Ring {
+            region,
+            tx,
+            rx,
+            kind,
+            maxsize,
+        };
+        ring.word(W_KIND).store(kind as u32, Ordering::Relaxed);
+        ring.dword(D_TAG).store(tag, Ordering::Relaxed);
+        ring.dword(D_MAXSIZE).store(maxsize, Ordering::Relaxed);
+        ring.dword(D_CAP).store(INITIAL_CAP, Ordering::Relaxed);
+        ring.word(W_MAGIC).store(MAGIC, Ordering::Release);
+        Ok(ring)
+    }
+
+    /// A ring received from another process, checked to be one of `kinds`
+    /// holding items of the type tagged `tag` (`what` names that type).
+    fn open(wire: Wire, kinds: &[Kind], tag: u64, what: &str) -> Result<Ring, String> {
+        let region = Region::from_fd_growable(wire.region, DATA + MAX_CAP as usize)
+            .map_err(|e| format!("the {what} handle's memory is not a queue: {e}"))?;
+        let words = region.atomics_u32();
+        if region.len() < DATA || words[W_MAGIC].load(Ordering::Acquire) != MAGIC {
+            return Err(format!("the {what} handle's memory is not a queue"));
+        }
+        let found = words[W_KIND].load(Ordering::Relaxed);
+        let kind = match Kind::from_u32(found) {
+            Some(k) if kinds.contains(&k) => k,
+            Some(k) => return Err(format!("expected a {what} handle, got a {} handle", k.name())),
+            None => return Err(format!("expected a {what} handle, got a queue of unknown kind {found}")),
+        };
+        let dwords = region.atomics_u64();
+        if dwords[D_TAG].load(Ordering::Relaxed) != tag {
+            return Err(format!(
+                "expected a {what} handle, got a queue of another item type: the sender and receiver disagree on the type"
+            ));
+        }
+        let maxsize = dwords[D_MAXSIZE].load(Ordering::Relaxed);
+        Ok(Ring {
+            region,
+            tx: wire.tx,
+            rx: wire.rx,
+            kind,
+            maxsize,
+        })
+    }
+
+    #[inline]
+    fn word(&self, i: usize) -> &AtomicU32 {
+        &self.region.atomics_u32()[i]
+    }
+
+    #[inline]
+    fn dword(&self, i: usize) -> &AtomicU64 {
+        &self.region.atomics_u64()[i]
+    }
+
+    pub(crate) fn maxsize(&self) -> u64 {
+        self.maxsize
+    }
+
+    /// Items in the queue now.
+    pub(crate) fn count(&self) -> usize {
+        self.word(W_COUNT).load(Ordering::Relaxed) as usize
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.word(W_STATE).load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.maxsize > 0 && self.count() as u64 >= self.maxsize
+    }
+
+    /// Takes the lock word, repairing the hot words if its holder died.
+    fn lock(&self, deadline: Option<Instant>) -> Option<Held<'_>> {
+        let got = raw::lock(self.word(W_LOCK), deadline)?;
+        let held = Held { ring: self };
+        if got == Acquired::OwnerDied {
+            self.repair();
+        }
+        Some(held)
+    }
+
+    /// Under the lock, after its holder died: recounts the records between
+    /// `tail` and `head` (cutting the ring at the first record that does not
+    /// parse) so that the count matches the ring again.
+    #[cold]
+    fn repair(&self) {
+        let Ok(cap) = self.cap() else { return };
+        let head = self.dword(D_HEAD).load(Ordering::Relaxed);
+        let mut p = self.dword(D_TAIL).load(Ordering::Relaxed);
+        if head.wrapping_sub(p) > cap {
+            p = head;
+            self.dword(D_TAIL).store(p, Ordering::Relaxed);
+        }
+        let mut n = 0u32;
+        while p < head {
+            match self.record_at(p, cap, head - p) {
+                Some((_, _, _, size)) => {
+                    p += size;
+                    n += 1;
+                }
+                None => {
+                    self.dword(D_HEAD).store(p, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        self.word(W_COUNT).store(n, Ordering::Relaxed);
+    }
+
+    /// The ring's size, with this process's view of the region extended to
+    /// cover it (another process may have grown it).
+    fn cap(&self) -> io::Result<u64> {
+        let cap = self.dword(D_CAP).load(Ordering::Relaxed);
+        if !cap.is_power_of_two() || !(INITIAL_CAP..=MAX_CAP).contains(&cap) {
+            return Err(io::Error::other(format!("the queue's ring size {cap} is corrupt")));
+        }
+        let need = DATA + cap as usize;
+        if self.region.len() < need && self.region.sync_len()? < need {
+            return Err(io::Error::other("the queue's ring is shorter than its header says"));
+        }
+        Ok(cap)
+    }
+
+    /// Copies `data` into the ring at position `p`, wrapping at the end.
+    fn write_at(&self, p: u64, cap: u64, data: &[u8]) -> io::Result<()> {
+        let off = (p & (cap - 1)) as usize;
+        let first = data.len().min(cap as usize - off);
+        self.region.write(DATA + off, &data[..first])?;
+        if first < data.len() {
+            self.region.write(DATA, &data[first..])?;
+        }
+        Ok(())
+    }
+
+    /// Copies `buf.len()` bytes out of the ring at position `p`.
+    fn read_at(&self, p: u64, cap: u64, buf: &mut [u8]) -> io::Result<()> {
+        let off = (p & (cap - 1)) as usize;
+        let first = buf.len().min(cap as usize - off);
+        self.region.read(DATA + off, &mut buf[..first])?;
+        if first < buf.len() {
+            self.region.read(DATA, &mut buf[first..])?;
+        }
+        Ok(())
+    }
+
+    /// The record at `p`: (payload length, flags, descriptor sequence, total
+    /// size), or `None` when it does not fit in the `avail` bytes before
+    /// `head` or its fields are out of range.
+    fn record_at(&self, p: u64, cap: u64, avail: u64) -> Option<(usize, u32, u64, u64)> {
+        let mut h = [0u8; REC as usize];
+        self.read_at(p, cap, &mut h).ok()?;
+        let len = u32::from_le_bytes(h[0..4].try_into().ok()?);
+        let flags = u32::from_le_bytes(h[4..8].try_into().ok()?);
+        let seq = u64::from_le_bytes(h[8..16].try_into().ok()?);
+        let size = record_size(len as usize, flags & SIDE != 0);
+        let nfds = (flags & !SIDE) as usize;
+        (size <= avail && nfds <= MAX_FDS_PER_MESSAGE && (flags & SIDE == 0 || nfds >= 1)).then_some((
+            len as usize,
+            flags,
+            seq,
+            size,
+        ))
+    }
+
+    /// Doubles the ring until `need` more bytes fit; false when it would pass
+    /// [`MAX_CAP`]. Under the lock.
+    fn grow(&self, mut cap: u64, used: u64, need: u64) -> io::Result<Option<u64>> {
+        let tail = self.dword(D_TAIL).load(Ordering::Relaxed);
+        while cap - used < need {
+            let new = cap * 2;
+            if new > MAX_CAP {
+                return Ok(None);
+            }
+            self.region.extend(DATA + new as usize)?;
+            // Position p moves from p & (cap-1) to p & (new-1): by `cap` when
+            // bit `cap` of p is set. Copy those runs (at most two: the used
+            // bytes span at most two cap-aligned blocks); the old bytes stay,
+            // so the old ring is intact until `cap` is published.
+            let mut a = tail;
+            let end = tail + used;
+            while a < end {
+                let block_end = (a / cap + 1) * cap;
+                let b = end.min(block_end);
+                if a & cap != 0 {
+                    let off = DATA + (a & (cap - 1)) as usize;
+                    self.region.copy_within(off, off + cap as usize, (b - a) as usize)?;
+                }
+                a = b;
+            }
+            self.dword(D_CAP).store(new, Ordering::Release);
+            cap = new;
+        }
+        Ok(Some(cap))
+    }
+
+    /// Queues one record: `payload` (already encoded) and `fds`. A payload
+    /// above [`INLINE_MAX`] goes into its own memfd first, outside the lock.
+    pub(crate) fn put(&self, payload: &[u8], fds: &[BorrowedFd<'_>], block: Block) -> Result<(), Fail> {
+        let side = if payload.len() > INLINE_MAX {
+            let r = Region::create("mp-queue-item", payload.len()).map_err(Fail::Io)?;
+            r.write(0, payload).map_err(Fail::Io)?;
+            Some(r)
+        } else {
+            None
+        };
+        let nfds = fds.len() + usize::from(side.is_some());
+        if nfds > MAX_FDS_PER_MESSAGE {
+            return Err(Fail::Io(io::Error::other(format!(
+                "the item holds {nfds} descriptors; one item carries at most {MAX_FDS_PER_MESSAGE}"
+            ))));
+        }
+        let size = record_size(payload.len(), side.is_some());
+        let len = u32::try_from(payload.len())
+            .map_err(|_| Fail::Io(io::Error::other("an item is limited to 4 GiB encoded")))?;
+        loop {
+            let Some(held) = self.lock(block.lock_deadline()) else {
+                return Err(Fail::Timeout);
+            };
+            if self.is_closed() {
+                return Err(Fail::Closed);
+            }
+            let cap = self.cap().map_err(Fail::Io)?;
+            let head = self.dword(D_HEAD).load(Ordering::Relaxed);
+            let used = head - self.dword(D_TAIL).load(Ordering::Relaxed);
+            let room = self.maxsize == 0 || u64::from(self.word(W_COUNT).load(Ordering::Relaxed)) < self.maxsize;
+            let cap = if room && cap - used < size {
+                self.grow(cap, used, size).map_err(Fail::Io)?
+            } else {
+                Some(cap)
+            };
+            let (true, Some(cap)) = (room, cap) else {
+                self.wait_for(W_GET_SEQ, W_PUTTERS, held, block, |r| !r.is_full())?;
+                continue;
+            };
+            let mut flags = nfds as u32;
+            let mut seq = 0;
+            if nfds > 0 {
+                flags |= if side.is_some() { SIDE } else { 0 };
+                seq = self.dword(D_FD_SEQ).fetch_add(1, Ordering::Relaxed);
+                let mut all: Vec<BorrowedFd<'_>> = fds.to_vec();
+                all.extend(side.as_ref().map(AsFd::as_fd));
+                let tag = seq.to_le_bytes();
+                match socket::try_send_with_fds(self.tx.as_fd(), &[IoSlice::new(&tag)], &all) {
+                    Ok(8) => {}
+                    Ok(n) => return Err(Fail::Io(io::Error::other(format!("sent {n} of 8 tag bytes")))),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        // The socket is full of descriptors nobody took yet:
+                        // wait for room without holding the ring.
+                        drop(held);
+                        let until = block.sleep_until().ok_or(Fail::Timeout)?;
+                        let mut set = [PollFd::writable(self.tx.as_fd())];
+                        poll(&mut set, Some(until.saturating_duration_since(Instant::now()))).map_err(Fail::Io)?;
+                        continue;
+                    }
+                    Err(e) => return Err(Fail::Io(e)),
+                }
+            }
+            let mut h = [0u8; REC as usize];
+            h[0..4].copy_from_slice(&len.to_le_bytes());
+            h[4..8].copy_from_slice(&flags.to_le_bytes());
+            h[8..16].copy_from_slice(&seq.to_le_bytes());
+            self.write_at(head, cap, &h).map_err(Fail::Io)?;
+            if side.is_none() {
+                self.write_at(head + REC, cap, payload).map_err(Fail::Io)?;
+            }
+            self.dword(D_HEAD).store(head + size, Ordering::Release);
+            self.word(W_COUNT).fetch_add(1, Ordering::Relaxed);
+            if self.kind == Kind::JoinableQueue {
+                self.word(W_UNFINISHED).fetch_add(1, Ordering::SeqCst);
+            }
+            self.word(W_PUT_SEQ).fetch_add(1, Ordering::Release);
+            let sleepers = self.word(W_GETTERS).load(Ordering::Relaxed);
+            drop(held);
+            if sleepers > 0 {
+                futex::wake(self.word(W_PUT_SEQ), 1);
+            }
+            return Ok(());
+        }
+    }
+
+    /// Takes the oldest record: its payload into `buf` (resized), its
+    /// descriptors returned. A side-path payload is read out of its memfd
+    /// after the lock is released.
+    pub(crate) fn get(&self, buf: &mut Vec<u8>, block: Block) -> Result<Taken, Fail> {
+        // Spin before locking while the ring is empty: a producer on another
+        // CPU is usually about to put.
+        if matches!(block, Block::Until(_)) && self.count() == 0 {
+            raw::spin(|| self.count() > 0 || self.is_closed());
+        }
+        loop {
+            let Some(held) = self.lock(block.lock_deadline()) else {
+                return Err(Fail::Timeout);
+            };
+            let taken = match self.take_one(buf) {
+                Ok(Some(t)) => t,
+                Ok(None) => {
+                    if self.is_closed() {
+                        return Err(Fail::Closed);
+                    }
+                    self.wait_for(W_PUT_SEQ, W_GETTERS, held, block, |r| r.count() > 0 || r.is_closed())?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let sleepers = self.word(W_PUTTERS).load(Ordering::Relaxed);
+            drop(held);
+            if sleepers > 0 {
+                futex::wake(self.word(W_GET_SEQ), 1);
+            }
+            let Taken { mut fds, len, side } = taken?;
+            if side {
+                let memfd = fds
+                    .pop()
+                    .ok_or_else(|| Fail::Lost("a side-path item came without its memory".into()))?;
+                let r = Region::from_fd(memfd).map_err(Fail::Io)?;
+                if r.len() < len {
+                    return Err(Fail::Lost(format!(
+                        "a side-path item of {len} bytes came in {} bytes of memory",
+                        r.len()
+                    )));
+                }
+                buf.resize(len, 0);
+                r.read(0, buf).map_err(Fail::Io)?;
+            }
+            return Ok(Taken { fds, len, side: false });
+        }
+    }
+
+    /// Under the lock: takes the oldest usable record, its inline payload
+    /// into `buf`; `None` when the ring is empty. Records whose descriptors
+    /// went with a killed consumer are skipped (that item is lost with the
+    /// consumer that took it). The inner `Result` is the taken record's own
+    /// failure (it is consumed either way).
+    fn take_one(&self, buf: &mut Vec<u8>) -> Result<Option<Record>, Fail> {
+        let mut stash = None;
+        loop {
+            if self.word(W_COUNT).load(Ordering::Relaxed) == 0 {
+                return Ok(None);
+            }
+            let cap = self.cap().map_err(Fail::Io)?;
+            let head = self.dword(D_HEAD).load(Ordering::Relaxed);
+            let tail = self.dword(D_TAIL).load(Ordering::Relaxed);
+            let Some((len, flags, seq, size)) = self.record_at(tail, cap, head.wrapping_sub(tail)) else {
+                // Only a scribbled ring gets here: drop what it holds.
+                self.dword(D_TAIL).store(head, Ordering::Relaxed);
+                self.word(W_COUNT).store(0, Ordering::Relaxed);
+                return Err(Fail::Lost(
+                    "the queue's ring held a corrupt record; its contents were dropped".into(),
+                ));
+            };
+            let nfds = (flags & !SIDE) as usize;
+            let side = flags & SIDE != 0;
+            let fds = if nfds > 0 {
+                self.take_fds(seq, &mut stash)
+            } else {
+                Ok(Some(Vec::new()))
+            };
+            let copied = match &fds {
+                Ok(Some(_)) if !side => {
+                    buf.resize(len, 0);
+                    self.read_at(tail + REC, cap, buf)
+                }
+                _ => Ok(()),
+            };
+            self.dword(D_TAIL).store(tail + size, Ordering::Release);
+            self.word(W_COUNT).fetch_sub(1, Ordering::Relaxed);
+            self.word(W_GET_SEQ).fetch_add(1, Ordering::Release);
+            let fds = match fds {
+                Ok(Some(fds)) => fds,
+                Ok(None) => continue,
+                Err(msg) => return Ok(Some(Err(Fail::Lost(msg)))),
+            };
+            let taken = match copied {
+                Err(e) => Err(Fail::Io(e)),
+                Ok(()) if fds.len() != nfds => Err(Fail::Lost(format!(
+                    "an item announced {nfds} descriptors but {} came with it",
+                    fds.len()
+                ))),
+                Ok(()) => Ok(Taken { fds, len, side }),
+            };
+            return Ok(Some(taken));
+        }
+    }
+
+    /// Under the lock: the descriptors sent for the record with sequence
+    /// number `seq`. Skips those of records never published (a producer
+    /// killed after sending); `None` when a killed consumer had already taken
+    /// them (any later descriptors received meanwhile go to `stash`); `Err`
+    /// when the socket failed or the descriptors came truncated.
+    fn take_fds(&self, seq: u64, stash: &mut Option<(u64, Vec<OwnedFd>)>) -> Result<Option<Vec<OwnedFd>>, String> {
+        loop {
+            let (got, fds) = match stash.take() {
+                Some(s) => s,
+                None => {
+                    let mut tag = [0u8; 8];
+                    let mut fds = Vec::new();
+                    match socket::try_recv_with_fds(self.rx.as_fd(), &mut tag, &mut fds) {
+                        Ok(r) if r.bytes == 8 && !r.fds_truncated => (u64::from_le_bytes(tag), fds),
+                        Ok(r) if r.fds_truncated => return Err("an item's descriptors were truncated".into()),
+                        Ok(r) => return Err(format!("a descriptor message of {} bytes (8 expected)", r.bytes)),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) => return Err(format!("an item's descriptors could not be received: {e}")),
+                    }
+                }
+            };
+            match got.cmp(&seq) {
+                std::cmp::Ordering::Less => continue, // Sent for a record never published.
+                std::cmp::Ordering::Equal => return Ok(Some(fds)),
+                std::cmp::Ordering::Greater => {
+                    *stash = Some((got, fds));
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Sleeps on futex word `seq` (as read under the lock) until it moves or
+    /// `ready` holds, counted in `sleepers`; releases the lock first. Fails
+    /// with `Timeout` when the caller may not wait any longer.
+    fn wait_for(
+        &self,
+        seq: usize,
+        sleepers: usize,
+        held: Held<'_>,
+        block: Block,
+        ready: impl Fn(&Ring) -> bool,
+    ) -> Result<(), Fail> {
+        let Some(until) = block.sleep_until() else {
+            return Err(Fail::Timeout);
+        };
+        let seen = self.word(seq).load(Ordering::Acquire);
+        self.word(sleepers).fetch_add(1, Ordering::Relaxed);
+        drop(held);
+        if !raw::spin(|| ready(self)) {
+            futex::wait_until(self.word(seq), seen, Some(until));
+        }
+        self.word(sleepers).fetch_sub(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Closes the queue for every handle: puts fail from now on, gets drain
+    /// what is left and then fail, and every sleeper wakes.
+    pub(crate) fn close(&self) {
+        let held = self.lock(None);
+        self.word(W_STATE).fetch_or(CLOSED, Ordering::Release);
+        self.word(W_PUT_SEQ).fetch_add(1, Ordering::Release);
+        self.word(W_GET_SEQ).fetch_add(1, Ordering::Release);
+        drop(held);
+        futex::wake_all(self.word(W_PUT_SEQ));
+        futex::wake_all(self.word(W_GET_SEQ));
+    }
+
+    /// JoinableQueue: one task done.
+    pub(crate) fn task_done(&self) -> Result<(), QueueError> {
+        let w = self.word(W_UNFINISHED);
+        let mut v = w.load(Ordering::SeqCst);
+        loop {
+            if v == 0 {
+                return Err(QueueError::TaskDoneTooOften);
+            }
+            match w.compare_exchange_weak(v, v - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => v = now,
+            }
+        }
+        if v == 1 && self.word(W_JOINERS).load(Ordering::SeqCst) > 0 {
+            futex::wake_all(w);
+        }
+        Ok(())
+    }
+
+    /// JoinableQueue: waits until every item put has been marked done; false
+    /// when `deadline` passed first.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+        let w = self.word(W_UNFINISHED);
+        loop {
+            self.word(W_JOINERS).fetch_add(1, Ordering::SeqCst);
+            let v = w.load(Ordering::SeqCst);
+            if v != 0 {
+                let nap = Instant::now() + NAP;
+                let until = deadline.map_or(nap, |d| d.min(nap));
+                futex::wait_until(w, v, Some(until));
+            }
+            self.word(W_JOINERS).fetch_sub(1, Ordering::SeqCst);
+            if v == 0 || w.load(Ordering::SeqCst) == 0 {
+                return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+        }
+    }
+
+    pub(crate) fn unfinished(&self) -> usize {
+        self.word(W_UNFINISHED).load(Ordering::SeqCst) as usize
+    }
+
+    /// Whether two handles are the same queue.
+    pub(crate) fn same(&self, other: &Ring) -> bool {
+        std::ptr::eq(self, other) || {
+            use std::os::unix::fs::MetadataExt;
+            let id = |r: &Ring| {
+                r.region
+                    .try_clone_fd()
+                    .map(std::fs::File::from)
+                    .and_then(|f| f.metadata())
+                    .map(|m| (m.dev(), m.ino()))
+                    .ok()
+            };
+            matches!((id(self), id(other)), (Some(a), Some(b)) if a == b)
+        }
+    }
+
+    /// `Serialize` for a handle: the region and both sockets travel as
+    /// descriptors.
+    pub(crate) fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&FdRef(self.region.as_fd()))?;
+        t.serialize_element(&FdRef(self.tx.as_fd()))?;
+        t.serialize_element(&FdRef(self.rx.as_fd()))?;
+        t.end()
+    }
+
+    /// `Deserialize` for a handle that accepts rings of `kinds`.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+        kinds: &[Kind],
+        tag: u64,
+        what: &str,
+    ) -> Result<Ring, D::Error> {
+        let wire = Wire::deserialize(d)?;
+        Ring::open(wire, kinds, tag, what).map_err(mp_codec::handle::invalid)
+    }
+}
+
+/// A record's size in the ring: header, then the payload padded to 8 (none
+/// for a side-path record).
+#[inline]
+fn record_size(len: usize, side: bool) -> u64 {
+    REC + if side { 0 } else { (len as u64).next_multiple_of(8) }
+}
+
+struct FdRef<'a>(BorrowedFd<'a>);
+
+impl Serialize for FdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        mp_codec::handle::serialize_fd(self.0, s)
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(with = "mp_codec::handle::fd")]
+    region: OwnedFd,
+    #[serde(with = "mp_codec::handle::fd")]
+    tx: OwnedFd,
+    #[serde(with = "mp_codec::handle::fd")]
+    rx: OwnedFd,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> Ring {
+        Ring::create(Kind::Queue, 7, 0).unwrap()
+    }
+
+    fn get(r: &Ring) -> Result<Vec<u8>, Fail> {
+        let mut buf = Vec::new();
+        let t = r.get(&mut buf, Block::No)?;
+        buf.truncate(t.len);
+        Ok(buf)
+    }
+
+    #[test]
+    fn records_come_out_in_order_across_the_wrap() {
+        let r = ring();
+        // Enough traffic to wrap the 64 KiB ring several times without growing.
+        for i in 0..20_000u32 {
+            let msg = vec![i as u8; (i % 13) as usize];
+            r.put(&msg, &[], Block::No).unwrap();
+            assert_eq!(get(&r).unwrap(), msg);
+        }
+        assert_eq!(r.dword(D_CAP).load(Ordering::Relaxed), INITIAL_CAP);
+        assert!(matches!(get(&r), Err(Fail::Timeout)));
+    }
+
+    #[test]
+    fn growth_keeps_wrapped_records() {
+        let r = ring();
+        // Put the tail near the end of the ring so the queued bytes wrap.
+        let filler = vec![1u8; 40_000];
+        r.put(&filler, &[], Block::No).unwrap();
+        get(&r).unwrap();
+        let msgs: Vec<Vec<u8>> = (0..100u32).map(|i| i.to_le_bytes().repeat(300)).collect();
+        for m in &msgs {
+            r.put(m, &[], Block::No).unwrap();
+        }
+        assert!(r.dword(D_CAP).load(Ordering::Relaxed) > INITIAL_CAP);
+        for m in &msgs {
+            assert_eq!(&get(&r).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn repair_recounts_after_a_dead_holder() {
+        let r = ring();
+        for i in 0..5u8 {
+            r.put(&[i; 3], &[], Block::No).unwrap();
+        }
+        r.word(W_COUNT).store(99, Ordering::Relaxed); // as a killed getter might leave it
+        r.repair();
+        assert_eq!(r.count(), 5);
+    }
+
+    #[test]
+    fn a_dead_holders_lock_is_taken_over_and_the_count_repaired() {
+        let r = ring();
+        for i in 0..3u8 {
+            r.put(&[i], &[], Block::No).unwrap();
+        }
+        // A process that held the lock and died (reaped: its pid is free)
+        // in the middle of a get, after the count and before the tail.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        r.word(W_COUNT).store(2, Ordering::Relaxed);
+        r.word(W_LOCK).store(dead, Ordering::Relaxed);
+        assert_eq!(get(&r).unwrap(), [0]);
+        assert_eq!(r.count(), 2);
+        assert_eq!(get(&r).unwrap(), [1]);
+        assert_eq!(get(&r).unwrap(), [2]);
+    }
+
+    #[test]
+    fn descriptors_of_unpublished_records_are_skipped() {
+        let r = ring();
+        let (p, _q) = mp_sys::fd::pipe().unwrap();
+        // A producer that sent descriptors (sequence 0) and died before
+        // publishing its record.
+        let seq = r.dword(D_FD_SEQ).fetch_add(1, Ordering::Relaxed);
+        socket::send_with_fds(r.tx.as_fd(), &[IoSlice::new(&seq.to_le_bytes())], &[p.as_fd()]).unwrap();
+        r.put(b"x", &[p.as_fd()], Block::No).unwrap();
+        let mut buf = Vec::new();
+        let t = r.get(&mut buf, Block::No).unwrap();
+        assert_eq!(t.fds.len(), 1);
+    }
+}
