@@ -76,6 +76,9 @@ pub(crate) const MAX_ITEMS: u64 = (u32::MAX >> 1) as u64;
 /// with a killed process costs a delay, never a hang.
 const NAP: Duration = Duration::from_millis(500);
 
+/// How long a waiter yields the CPU before it sleeps on a futex.
+const YIELD_FOR: Duration = Duration::from_micros(50);
+
 /// How long a call may wait for the ring's lock even when its own timeout is
 /// shorter (see [`Block::lock_deadline`]).
 const LOCK_PATIENCE: Duration = Duration::from_millis(250);
@@ -160,11 +163,12 @@ impl Block {
     /// or items waits for it a little: long enough for a holder that was
     /// descheduled to finish, and for a holder that was killed to be found
     /// dead and replaced.
+    #[inline]
     fn lock_deadline(self) -> Option<Instant> {
-        let soon = Instant::now() + LOCK_PATIENCE;
+        let soon = || Instant::now() + LOCK_PATIENCE;
         match self {
-            Block::No => Some(soon),
-            Block::Until(Some(d)) => Some(d.max(soon)),
+            Block::No => Some(soon()),
+            Block::Until(Some(d)) => Some(d.max(soon())),
             Block::Until(None) => None,
         }
     }
@@ -671,7 +675,7 @@ impl Ring {
         let seen = self.word(seq).load(Ordering::Acquire);
         self.word(sleepers).fetch_add(1, Ordering::Relaxed);
         drop(held);
-        if !raw::spin(|| ready(self)) {
+        if !raw::spin(|| ready(self)) && !yield_until(|| ready(self)) {
             futex::wait_until(self.word(seq), seen, Some(until));
         }
         self.word(sleepers).fetch_sub(1, Ordering::Relaxed);
@@ -770,6 +774,24 @@ impl Ring {
     ) -> Result<Ring, D::Error> {
         let wire = Wire::deserialize(d)?;
         Ring::open(wire, kinds, tag, what).map_err(mp_codec::handle::invalid)
+    }
+}
+
+/// Gives the CPU away (`sched_yield`) until `ready` holds, for at most
+/// [`YIELD_FOR`]; whether it held. Between the spin and the futex sleep: when
+/// the other side shares this CPU (a pinned producer and consumer), yielding
+/// lets it run and fill or drain the ring in one stretch instead of waking
+/// this side once per item; when it runs elsewhere, this is a short poll.
+fn yield_until(ready: impl Fn() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        std::thread::yield_now();
+        if ready() {
+            return true;
+        }
+        if t0.elapsed() >= YIELD_FOR {
+            return false;
+        }
     }
 }
 

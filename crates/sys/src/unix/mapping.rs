@@ -48,10 +48,12 @@ impl Mapping {
         Ok(Mapping { ptr, len })
     }
 
+    #[inline]
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

@@ -242,6 +242,7 @@ impl Region {
     /// assert_eq!(mp_sys::region::Region::create("n", 10)?.len(), 10);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn len(&self) -> usize {
         self.avail.load(Ordering::Acquire)
     }
@@ -265,6 +266,7 @@ impl Region {
     /// assert!(!r.as_ptr().is_null());
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
     }
@@ -344,6 +346,7 @@ impl Region {
     /// assert!(r.read(2, &mut b).is_err()); // past the end
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         self.check(offset, buf.len())?;
         // SAFETY: the range was checked to lie in the mapping, which lives as
@@ -360,6 +363,7 @@ impl Region {
     /// assert!(r.write(3, b"ab").is_err()); // past the end
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         self.check(offset, data.len())?;
         // SAFETY: the range was checked to lie in the writable mapping;
@@ -416,6 +420,7 @@ impl Region {
     /// assert_eq!(r.atomic_u32(4)?.load(Ordering::Relaxed), 7);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn atomics_u32(&self) -> &[AtomicU32] {
         // SAFETY: the mapping is page-aligned and `len / 4` words lie inside
         // it; it lives as long as `&self`; every bit pattern is a valid u32,
@@ -433,6 +438,7 @@ impl Region {
     /// assert_eq!(r.atomic_u64(8)?.load(Ordering::Acquire), 2);
     /// # Ok::<(), std::io::Error>(())
     /// ```
+    #[inline]
     pub fn atomics_u64(&self) -> &[AtomicU64] {
         // SAFETY: as in `atomics_u32`, for `len / 8` aligned words.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), self.len() / 8) }
