@@ -1,8 +1,8 @@
 //! A tour of what the library has so far: shared memory that never leaks,
 //! messages whose handles travel beside their bytes, a forked child that
 //! writes through a handle it received, the errors a bad peer gets,
-//! Python-style processes under the three start methods, and locks, events
-//! and barriers shared between processes.
+//! Python-style processes under the three start methods, locks, events and
+//! barriers shared between processes, and queues.
 //!
 //! Run with `cargo run --release --example tour`.
 
@@ -15,7 +15,7 @@ use multiprocessing::codec::{self, CodecError};
 use multiprocessing::sys::process::{Fork, exit_now, try_fork};
 use multiprocessing::sys::region::Region;
 use multiprocessing::sys::socket::{SocketKind, socketpair};
-use multiprocessing::{Barrier, Event, Lock, Process, StartMethod, get_context};
+use multiprocessing::{Barrier, Event, GetError, Lock, Process, Queue, StartMethod, get_context};
 use serde::{Deserialize, Serialize};
 
 /// A message with two handles inside: each region travels as a file
@@ -167,6 +167,72 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     codes.sort_unstable();
     println!("   a Barrier of 3 gave the parties indexes {codes:?}");
+
+    println!("9. Queues: typed items in a shared ring, many producers and consumers");
+    let q = Queue::with_maxsize(1000)?;
+    let sums = Queue::new()?;
+    let mut procs: Vec<Process> = (0..2u64)
+        .map(|k| Process::new(produce, (q.clone(), k * 50_000, (k + 1) * 50_000)))
+        .chain((0..2).map(|_| Process::new(consume, (q.clone(), sums.clone()))))
+        .collect();
+    for p in &mut procs {
+        p.start()?;
+    }
+    for p in &mut procs[..2] {
+        p.join()?;
+    }
+    q.close(); // the consumers drain what is left, then see Closed
+    let (mut n, mut sum) = (0, 0);
+    for _ in 0..2 {
+        let (count, s): (u64, u64) = sums.get_timeout(Duration::from_secs(30))?;
+        n += count;
+        sum += s;
+    }
+    for p in &mut procs[2..] {
+        p.join()?;
+    }
+    println!(
+        "   2 producers x 50,000 items, 2 consumers: {n} received, sum {sum} (expected {})",
+        (0..100_000u64).sum::<u64>()
+    );
+    let events = Queue::new()?;
+    let done = Event::new()?;
+    events.put(done.clone())?; // an item holding a handle
+    let mut setter = Process::new(set_what_comes, (events.clone(),));
+    setter.start()?;
+    setter.join()?;
+    println!(
+        "   an Event sent through the queue, set by the child: {}",
+        done.is_set()
+    );
+    Ok(())
+}
+
+fn produce(q: Queue<u64>, from: u64, to: u64) -> Result<(), Box<dyn Error>> {
+    for i in from..to {
+        q.put(i)?;
+    }
+    Ok(())
+}
+
+fn consume(q: Queue<u64>, sums: Queue<(u64, u64)>) -> Result<(), Box<dyn Error>> {
+    let (mut n, mut sum) = (0, 0);
+    loop {
+        match q.get() {
+            Ok(i) => {
+                n += 1;
+                sum += i;
+            }
+            Err(GetError::Closed) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    sums.put((n, sum))?;
+    Ok(())
+}
+
+fn set_what_comes(events: Queue<Event>) -> Result<(), Box<dyn Error>> {
+    events.get()?.set();
     Ok(())
 }
 

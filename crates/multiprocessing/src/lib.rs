@@ -63,3 +63,13 @@ pub use mp_shared as shared;
 pub use mp_shared::{
     Array, ArrayGuard, Pod, RawArray, RawValue, ShareableList, SharedError, SharedMemory, Value, ValueGuard, Zeroable,
 };
+
+/// Queues shared between processes: `Queue`, `JoinableQueue`, `SimpleQueue`.
+/// See [`mp_queue`].
+#[cfg(feature = "queue")]
+#[cfg_attr(docsrs, doc(cfg(feature = "queue")))]
+#[doc(inline)]
+pub use mp_queue as queue;
+
+#[cfg(feature = "queue")]
+pub use mp_queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue};
