@@ -10,7 +10,7 @@ use std::time::Duration;
 use mp_testkit::{Harness, PATIENCE, check, finish, ok};
 use multiprocessing::connection::{Waitable, wait};
 use multiprocessing::{
-    Array, Barrier, Connection, Event, Lock, Process, StartMethod, Value, get_start_method, pipe, pipe_simplex,
+    Array, Barrier, Connection, Event, Lock, Process, Queue, StartMethod, Value, get_start_method, pipe, pipe_simplex,
 };
 
 type Check = Result<(), String>;
@@ -37,6 +37,19 @@ fn receiver(conn: Connection) -> Check {
         total.set(total.get() + 41);
     }
     ok(reply.send(&"added 41"))
+}
+
+/// Takes a queue out of a connection, then handles out of the queue, and
+/// answers through the queue it was given.
+fn queue_user(conn: Connection) -> Check {
+    let (jobs, answers): (Queue<(Value<u64>, Lock, Connection)>, Queue<String>) = ok(conn.recv())?;
+    let (total, lock, reply) = ok(jobs.get_timeout(PATIENCE))?;
+    {
+        let _held = ok(lock.acquire())?;
+        total.set(total.get() * 2);
+    }
+    ok(reply.send(&"doubled"))?;
+    ok(answers.put("done".to_string()))
 }
 
 /// Ends once told to through `go` (or when the parent goes away).
@@ -124,6 +137,30 @@ fn handles_travel_through_a_connection() -> Check {
     check(total.get() == 42, format!("total {}", total.get()))
 }
 
+fn queues_carry_handles_and_travel_through_connections() -> Check {
+    let (mine, theirs) = ok(pipe())?;
+    let mut p = Process::new(queue_user, (theirs,));
+    ok(p.start())?;
+    let jobs = ok(Queue::new())?;
+    let answers: Queue<String> = ok(Queue::new())?;
+    ok(mine.send(&(jobs.clone(), answers.clone())))?;
+    let total = ok(Value::new(21u64))?;
+    let (reply_r, reply_w) = ok(pipe_simplex())?;
+    ok(jobs
+        .put((total.clone(), ok(Lock::new())?, reply_w))
+        .map_err(|e| e.to_string()))?;
+    let said = ok(answers.get_timeout(PATIENCE))?;
+    check(said == "done", format!("answer {said:?}"))?;
+    check(
+        ok(reply_r.poll_timeout(PATIENCE))?,
+        "no reply through the connection from the queue",
+    )?;
+    let said: String = ok(reply_r.recv())?;
+    check(said == "doubled", format!("reply {said:?}"))?;
+    check(finish(&mut p)? == 0, "the queue user failed")?;
+    check(total.get() == 42, format!("total {}", total.get()))
+}
+
 fn wait_sees_processes_and_connections() -> Check {
     let (r, w) = ok(pipe_simplex())?;
     let (go_r, go_w) = ok(pipe_simplex())?;
@@ -144,7 +181,7 @@ fn wait_sees_processes_and_connections() -> Check {
 type Test = fn() -> Check;
 
 fn main() -> ExitCode {
-    let tests: [(&str, Test); 4] = [
+    let tests: [(&str, Test); 5] = [
         (
             "the_start_method_is_the_one_asked_for",
             the_start_method_is_the_one_asked_for,
@@ -156,6 +193,10 @@ fn main() -> ExitCode {
         (
             "handles_travel_through_a_connection",
             handles_travel_through_a_connection,
+        ),
+        (
+            "queues_carry_handles_and_travel_through_connections",
+            queues_carry_handles_and_travel_through_connections,
         ),
         (
             "wait_sees_processes_and_connections",
