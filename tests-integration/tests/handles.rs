@@ -39,10 +39,13 @@ fn receiver(conn: Connection) -> Check {
     ok(reply.send(&"added 41"))
 }
 
+/// A queue item made of handles.
+type Job = (Value<u64>, Lock, Connection);
+
 /// Takes a queue out of a connection, then handles out of the queue, and
 /// answers through the queue it was given.
 fn queue_user(conn: Connection) -> Check {
-    let (jobs, answers): (Queue<(Value<u64>, Lock, Connection)>, Queue<String>) = ok(conn.recv())?;
+    let (jobs, answers): (Queue<Job>, Queue<String>) = ok(conn.recv())?;
     let (total, lock, reply) = ok(jobs.get_timeout(PATIENCE))?;
     {
         let _held = ok(lock.acquire())?;
