@@ -512,8 +512,8 @@ impl Ring {
             if self.kind == Kind::JoinableQueue {
                 self.word(W_UNFINISHED).fetch_add(1, Ordering::SeqCst);
             }
-            self.word(W_PUT_SEQ).fetch_add(1, Ordering::Release);
-            let sleepers = self.word(W_GETTERS).load(Ordering::Relaxed);
+            self.word(W_PUT_SEQ).fetch_add(1, Ordering::SeqCst);
+            let sleepers = self.word(W_GETTERS).load(Ordering::SeqCst);
             drop(held);
             if sleepers > 0 {
                 futex::wake(self.word(W_PUT_SEQ), 1);
@@ -546,7 +546,7 @@ impl Ring {
                 }
                 Err(e) => return Err(e),
             };
-            let sleepers = self.word(W_PUTTERS).load(Ordering::Relaxed);
+            let sleepers = self.word(W_PUTTERS).load(Ordering::SeqCst);
             drop(held);
             if sleepers > 0 {
                 futex::wake(self.word(W_GET_SEQ), 1);
@@ -608,7 +608,7 @@ impl Ring {
             };
             self.dword(D_TAIL).store(tail + size, Ordering::Release);
             self.word(W_COUNT).fetch_sub(1, Ordering::Relaxed);
-            self.word(W_GET_SEQ).fetch_add(1, Ordering::Release);
+            self.word(W_GET_SEQ).fetch_add(1, Ordering::SeqCst);
             let fds = match fds {
                 Ok(Some(fds)) => fds,
                 Ok(None) => continue,
@@ -673,11 +673,17 @@ impl Ring {
             return Err(Fail::Timeout);
         };
         let seen = self.word(seq).load(Ordering::Acquire);
-        self.word(sleepers).fetch_add(1, Ordering::Relaxed);
         drop(held);
-        if !raw::spin(|| ready(self)) && !yield_until(|| ready(self)) {
-            futex::wait_until(self.word(seq), seen, Some(until));
+        if raw::spin(|| ready(self)) || yield_until(|| ready(self)) {
+            return Ok(());
         }
+        // Counted as a sleeper only now, so that the other side's puts or
+        // gets pay for a futex wake only when someone may really sleep. The
+        // other side bumps `seq` and then reads the count (both SeqCst): either
+        // it sees this sleeper and wakes it, or the bump happened first and
+        // the futex wait below returns at once, seeing `seq` moved.
+        self.word(sleepers).fetch_add(1, Ordering::SeqCst);
+        futex::wait_until(self.word(seq), seen, Some(until));
         self.word(sleepers).fetch_sub(1, Ordering::Relaxed);
         Ok(())
     }
