@@ -1,17 +1,29 @@
-//! The shared ring every queue is: framed messages in a memfd region, one
-//! lock word, futex sequence words for "not empty" and "not full", and a
-//! socket pair for the descriptors that travel with some items.
+//! The shared ring every queue is: framed messages in a memfd region, a
+//! producer lock and a consumer lock, futex sequence words for "not empty" and
+//! "not full", and a socket pair for the descriptors that travel with some
+//! items.
 //!
 //! # Layout
 //!
-//! Header (bytes 0..64): magic `mpQ1`, [`Kind`], the item type's tag, maxsize.
-//! Hot words (bytes 64..192, all changed under the lock unless noted): the lock
-//! word, a state word (closed bit), `put_seq` and `get_seq` (futex words bumped
-//! by every put and get), the sleeping getters and putters (changed by the
-//! sleepers themselves), the unfinished-task count of a JoinableQueue (futex
-//! word of `join`), the item count, `head` and `tail` (byte positions, only
-//! ever growing), `cap` (the ring's size, a power of two), the next descriptor
-//! sequence number, and the sleeping joiners.
+//! Each group of words has its own cache line, so that producers and
+//! consumers do not pass one line back and forth on every item:
+//!
+//! - header (read-mostly): magic `mpQ1`, [`Kind`], the item type's tag,
+//!   maxsize, the state word (closed bit), `cap` (the ring's size, a power of
+//!   two);
+//! - sleepers: how many getters, putters and joiners sleep on a futex (changed
+//!   by the sleepers themselves);
+//! - producers: their lock word, `put_seq` (futex word bumped by every put),
+//!   `head`, the next descriptor sequence number, and the producers' last view
+//!   of `tail`;
+//! - consumers: their lock word, `get_seq`, `tail`, and their last view of
+//!   `head`;
+//! - the unfinished-task count of a JoinableQueue (futex word of `join`).
+//!
+//! `head` and `tail` each pack a byte position (low 38 bits, modulo 2^38) and
+//! an item count (high 26 bits, modulo 2^26) into one 64-bit word, so a
+//! position and its count always move together: the queue's length is
+//! `head.count - tail.count` and its bytes in use `head.pos - tail.pos`.
 //!
 //! The ring's bytes start at [`DATA`]; byte position `p` lives at
 //! `DATA + (p & (cap - 1))`. A record is a 16-byte header (payload length,
@@ -19,28 +31,35 @@
 //! payload, padded to 8 bytes. A payload larger than [`INLINE_MAX`] goes in its
 //! own memfd (the *side path*) and its record carries no payload.
 //!
-//! # Crash safety
+//! # Concurrency and crash safety
 //!
-//! Everything that changes the ring happens under the lock word, whose holder
-//! is known by pid; a process killed while holding it is detected by the next
-//! one to wait (see `mp_sync::raw`), which then repairs the hot words.
-//! `head` and `tail` move only after a record is completely written or read, so
-//! a producer killed mid-copy leaves no half record and a consumer killed
-//! mid-copy leaves the record queued. The ring grows by doubling: the bytes
-//! that move are copied (never moved) into the new half, and the new size is
-//! published last, so a grower killed halfway leaves the old ring intact.
+//! Producers serialize on the producer lock and write only at `head`;
+//! consumers serialize on the consumer lock and read only at `tail`; a
+//! producer publishes a record by storing `head` (release) after copying it,
+//! a consumer frees one by storing `tail` after copying it out. So one
+//! producer and one consumer work at the same time. Both lock words name their
+//! holder's pid; a process killed while holding one is found dead by the next
+//! one to wait (see `mp_sync::raw`), which takes the lock over. Nothing needs
+//! repair then: a producer killed mid-copy has not moved `head` (its half
+//! record is overwritten later), a consumer killed mid-copy has not moved
+//! `tail` (the record stays queued), and since a position and its count are
+//! one word they cannot disagree. The ring grows by doubling under both locks:
+//! the bytes that move are copied (never moved) into the new half, and the new
+//! size is published last, so a grower killed halfway leaves the old ring
+//! intact.
 //!
 //! # Descriptors
 //!
 //! An item holding handles (a queue, a lock, a connection) carries their
 //! descriptors, and a side-path item its memfd. Every handle of a queue holds
 //! one socket pair; a producer sends the descriptors, tagged with a sequence
-//! number from the header, on one end while it holds the lock and before it
-//! publishes the record, and a consumer receives them from the other end while
-//! it holds the lock. Socket order is therefore ring order; the sequence
-//! numbers let a consumer skip descriptors a killed producer sent for a record
-//! it never published, and notice a record whose descriptors a killed consumer
-//! had already taken (that item is lost with the consumer that took it).
+//! number from the header, on one end while it holds the producer lock and
+//! before it publishes the record, and a consumer receives them from the other
+//! end while it holds the consumer lock. Socket order is therefore ring order;
+//! the sequence numbers let a consumer skip descriptors a killed producer sent
+//! for a record it never published, and notice a record whose descriptors a
+//! killed consumer had already taken (that item is lost with the consumer that
+//! took it).
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -70,8 +89,9 @@ pub(crate) const MAX_CAP: u64 = 256 << 20;
 pub(crate) const INLINE_MAX: usize = 4 << 20;
 /// A record's header.
 const REC: u64 = 16;
-/// The most items a queue can hold (the count is a 32-bit futex word).
-pub(crate) const MAX_ITEMS: u64 = (u32::MAX >> 1) as u64;
+/// The largest maxsize: what the item count of a `head` or `tail` word can
+/// tell apart (a full ring of the smallest records holds fewer).
+pub(crate) const MAX_ITEMS: u64 = (1 << (64 - POS_BITS)) - 1;
 /// A sleeper wakes at least this often and looks again, so a wake-up lost
 /// with a killed process costs a delay, never a hang.
 const NAP: Duration = Duration::from_millis(500);
@@ -89,25 +109,72 @@ const SIDE: u32 = 1 << 31;
 /// The closed bit of the state word.
 const CLOSED: u32 = 1;
 
-// 32-bit word indexes.
+// 32-bit word indexes (byte offset / 4).
 const W_MAGIC: usize = 0;
 const W_KIND: usize = 1;
-const W_LOCK: usize = 16;
-const W_STATE: usize = 17;
-const W_PUT_SEQ: usize = 18;
-const W_GET_SEQ: usize = 19;
-const W_GETTERS: usize = 20;
-const W_PUTTERS: usize = 21;
-const W_UNFINISHED: usize = 22;
-const W_COUNT: usize = 23;
-const W_JOINERS: usize = 32;
-// 64-bit word indexes.
+const W_STATE: usize = 6;
+const W_GETTERS: usize = 16;
+const W_PUTTERS: usize = 17;
+const W_JOINERS: usize = 18;
+const W_PUT_LOCK: usize = 32;
+const W_PUT_SEQ: usize = 33;
+const W_GET_LOCK: usize = 48;
+const W_GET_SEQ: usize = 49;
+const W_UNFINISHED: usize = 64;
+// 64-bit word indexes (byte offset / 8).
 const D_TAG: usize = 1;
 const D_MAXSIZE: usize = 2;
-const D_HEAD: usize = 12;
-const D_TAIL: usize = 13;
-const D_CAP: usize = 14;
-const D_FD_SEQ: usize = 15;
+const D_CAP: usize = 4;
+const D_HEAD: usize = 17;
+const D_FD_SEQ: usize = 18;
+const D_TAIL_SEEN: usize = 19;
+const D_TAIL: usize = 25;
+const D_HEAD_SEEN: usize = 26;
+
+/// Bits of a position in a `head` or `tail` word; the count takes the rest.
+const POS_BITS: u32 = 38;
+const POS_MASK: u64 = (1 << POS_BITS) - 1;
+const COUNT_MASK: u64 = (1 << (64 - POS_BITS)) - 1;
+
+/// A `head` or `tail` word: position and item count.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct End {
+    pos: u64,
+    count: u64,
+}
+
+impl End {
+    #[inline]
+    fn unpack(w: u64) -> End {
+        End {
+            pos: w & POS_MASK,
+            count: w >> POS_BITS,
+        }
+    }
+
+    #[inline]
+    fn pack(self) -> u64 {
+        (self.pos & POS_MASK) | ((self.count & COUNT_MASK) << POS_BITS)
+    }
+
+    /// This end moved past one record of `size` bytes.
+    #[inline]
+    fn advance(self, size: u64) -> End {
+        End {
+            pos: (self.pos + size) & POS_MASK,
+            count: (self.count + 1) & COUNT_MASK,
+        }
+    }
+}
+
+/// Bytes and items between `tail` and `head`.
+#[inline]
+fn span(tail: End, head: End) -> (u64, u64) {
+    (
+        head.pos.wrapping_sub(tail.pos) & POS_MASK,
+        head.count.wrapping_sub(tail.count) & COUNT_MASK,
+    )
+}
 
 /// Which queue type a ring belongs to.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -199,14 +266,15 @@ pub(crate) struct Ring {
     maxsize: u64,
 }
 
-/// The lock word, held; released on drop.
+/// A lock word (the producers' or the consumers'), held; released on drop.
 struct Held<'a> {
     ring: &'a Ring,
+    word: usize,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
-        raw::unlock(self.ring.word(W_LOCK));
+        raw::unlock(self.ring.word(self.word));
     }
 }
 
@@ -301,8 +369,13 @@ impl Ring {
     }
 
     /// Items in the queue now.
+    #[inline]
     pub(crate) fn count(&self) -> usize {
-        self.word(W_COUNT).load(Ordering::Relaxed) as usize
+        // Tail first: the head read after it is at least as new, so the
+        // difference is never negative.
+        let tail = End::unpack(self.dword(D_TAIL).load(Ordering::Acquire));
+        let head = End::unpack(self.dword(D_HEAD).load(Ordering::Acquire));
+        span(tail, head).1 as usize
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -313,42 +386,12 @@ impl Ring {
         self.maxsize > 0 && self.count() as u64 >= self.maxsize
     }
 
-    /// Takes the lock word, repairing the hot words if its holder died.
-    fn lock(&self, deadline: Option<Instant>) -> Option<Held<'_>> {
-        let got = raw::lock(self.word(W_LOCK), deadline)?;
-        let held = Held { ring: self };
-        if got == Acquired::OwnerDied {
-            self.repair();
-        }
-        Some(held)
-    }
-
-    /// Under the lock, after its holder died: recounts the records between
-    /// `tail` and `head` (cutting the ring at the first record that does not
-    /// parse) so that the count matches the ring again.
-    #[cold]
-    fn repair(&self) {
-        let Ok(cap) = self.cap() else { return };
-        let head = self.dword(D_HEAD).load(Ordering::Relaxed);
-        let mut p = self.dword(D_TAIL).load(Ordering::Relaxed);
-        if head.wrapping_sub(p) > cap {
-            p = head;
-            self.dword(D_TAIL).store(p, Ordering::Relaxed);
-        }
-        let mut n = 0u32;
-        while p < head {
-            match self.record_at(p, cap, head - p) {
-                Some((_, _, _, size)) => {
-                    p += size;
-                    n += 1;
-                }
-                None => {
-                    self.dword(D_HEAD).store(p, Ordering::Relaxed);
-                    break;
-                }
-            }
-        }
-        self.word(W_COUNT).store(n, Ordering::Relaxed);
+    /// Takes lock word `word` (`W_PUT_LOCK` or `W_GET_LOCK`). A holder that
+    /// died is taken over; nothing needs repair (see the module docs).
+    #[inline]
+    fn lock(&self, word: usize, deadline: Option<Instant>) -> Option<Held<'_>> {
+        let _: Acquired = raw::lock(self.word(word), deadline)?;
+        Some(Held { ring: self, word })
     }
 
     /// The ring's size, with this process's view of the region extended to
@@ -406,10 +449,9 @@ impl Ring {
         ))
     }
 
-    /// Doubles the ring until `need` more bytes fit; false when it would pass
-    /// [`MAX_CAP`]. Under the lock.
-    fn grow(&self, mut cap: u64, used: u64, need: u64) -> io::Result<Option<u64>> {
-        let tail = self.dword(D_TAIL).load(Ordering::Relaxed);
+    /// Doubles the ring until `need` more bytes fit beside the `used` bytes
+    /// from `tail`; `None` when it would pass [`MAX_CAP`]. Under both locks.
+    fn grow(&self, mut cap: u64, tail: u64, used: u64, need: u64) -> io::Result<Option<u64>> {
         while cap - used < need {
             let new = cap * 2;
             if new > MAX_CAP {
@@ -417,14 +459,14 @@ impl Ring {
             }
             self.region.extend(DATA + new as usize)?;
             // Position p moves from p & (cap-1) to p & (new-1): by `cap` when
-            // bit `cap` of p is set. Copy those runs (at most two: the used
-            // bytes span at most two cap-aligned blocks); the old bytes stay,
-            // so the old ring is intact until `cap` is published.
+            // bit `cap` of p is set (cap divides 2^38, so positions taken
+            // modulo 2^38 agree). Copy those runs (at most two: the used bytes
+            // span at most two cap-aligned blocks); the old bytes stay, so
+            // the old ring is intact until `cap` is published.
             let mut a = tail;
             let end = tail + used;
             while a < end {
-                let block_end = (a / cap + 1) * cap;
-                let b = end.min(block_end);
+                let b = end.min((a / cap + 1) * cap);
                 if a & cap != 0 {
                     let off = DATA + (a & (cap - 1)) as usize;
                     self.region.copy_within(off, off + cap as usize, (b - a) as usize)?;
@@ -457,23 +499,21 @@ impl Ring {
         let len = u32::try_from(payload.len())
             .map_err(|_| Fail::Io(io::Error::other("an item is limited to 4 GiB encoded")))?;
         loop {
-            let Some(held) = self.lock(block.lock_deadline()) else {
+            let Some(held) = self.lock(W_PUT_LOCK, block.lock_deadline()) else {
                 return Err(Fail::Timeout);
             };
             if self.is_closed() {
                 return Err(Fail::Closed);
             }
-            let cap = self.cap().map_err(Fail::Io)?;
-            let head = self.dword(D_HEAD).load(Ordering::Relaxed);
-            let used = head - self.dword(D_TAIL).load(Ordering::Relaxed);
-            let room = self.maxsize == 0 || u64::from(self.word(W_COUNT).load(Ordering::Relaxed)) < self.maxsize;
-            let cap = if room && cap - used < size {
-                self.grow(cap, used, size).map_err(Fail::Io)?
-            } else {
-                Some(cap)
-            };
-            let (true, Some(cap)) = (room, cap) else {
-                self.wait_for(W_GET_SEQ, W_PUTTERS, held, block, |r| !r.is_full())?;
+            let Some((head, cap)) = self.room(size, None)? else {
+                // Full. Note the consumers' sequence word before looking
+                // again, so a get that frees room after the look wakes us.
+                let seen = self.word(W_GET_SEQ).load(Ordering::SeqCst);
+                if self.room(size, Some(&held))?.is_none() {
+                    self.wait_for(W_GET_SEQ, W_PUTTERS, seen, held, block, |r| {
+                        !r.is_full() || r.is_closed()
+                    })?;
+                }
                 continue;
             };
             let mut flags = nfds as u32;
@@ -503,12 +543,11 @@ impl Ring {
             h[0..4].copy_from_slice(&len.to_le_bytes());
             h[4..8].copy_from_slice(&flags.to_le_bytes());
             h[8..16].copy_from_slice(&seq.to_le_bytes());
-            self.write_at(head, cap, &h).map_err(Fail::Io)?;
+            self.write_at(head.pos, cap, &h).map_err(Fail::Io)?;
             if side.is_none() {
-                self.write_at(head + REC, cap, payload).map_err(Fail::Io)?;
+                self.write_at(head.pos + REC, cap, payload).map_err(Fail::Io)?;
             }
-            self.dword(D_HEAD).store(head + size, Ordering::Release);
-            self.word(W_COUNT).fetch_add(1, Ordering::Relaxed);
+            self.dword(D_HEAD).store(head.advance(size).pack(), Ordering::Release);
             if self.kind == Kind::JoinableQueue {
                 self.word(W_UNFINISHED).fetch_add(1, Ordering::SeqCst);
             }
@@ -522,29 +561,73 @@ impl Ring {
         }
     }
 
+    /// Under the producer lock: where a record of `size` bytes goes (`head`)
+    /// and the ring's size, or `None` when the queue is full (maxsize items,
+    /// or the ring at its largest). Looks at the consumers' `tail` only when
+    /// the last view of it shows no room, and grows the ring (taking the
+    /// consumer lock too) when the bytes do not fit. `fresh`: read `tail`
+    /// again whatever the last view says (the producer lock is held).
+    fn room(&self, size: u64, fresh: Option<&Held<'_>>) -> Result<Option<(End, u64)>, Fail> {
+        let head = End::unpack(self.dword(D_HEAD).load(Ordering::Relaxed));
+        let cap = self.cap().map_err(Fail::Io)?;
+        let fits = |tail: End, cap: u64| {
+            let (used, items) = span(tail, head);
+            (self.maxsize == 0 || items < self.maxsize, used + size <= cap)
+        };
+        let mut tail = End::unpack(self.dword(D_TAIL_SEEN).load(Ordering::Relaxed));
+        if fresh.is_some() || fits(tail, cap) != (true, true) {
+            tail = End::unpack(self.dword(D_TAIL).load(Ordering::Acquire));
+            self.dword(D_TAIL_SEEN).store(tail.pack(), Ordering::Relaxed);
+        }
+        match fits(tail, cap) {
+            (true, true) => Ok(Some((head, cap))),
+            (false, _) => Ok(None),
+            (true, false) => {
+                // Grow under both locks (producer first: consumers never take
+                // the producer lock, so this order cannot deadlock).
+                let Some(_consumers) = self.lock(W_GET_LOCK, None) else {
+                    return Ok(None);
+                };
+                let cap = self.cap().map_err(Fail::Io)?;
+                let tail = End::unpack(self.dword(D_TAIL).load(Ordering::Acquire));
+                self.dword(D_TAIL_SEEN).store(tail.pack(), Ordering::Relaxed);
+                let (used, _) = span(tail, head);
+                Ok(self
+                    .grow(cap, tail.pos, used, size)
+                    .map_err(Fail::Io)?
+                    .map(|cap| (head, cap)))
+            }
+        }
+    }
+
     /// Takes the oldest record: its payload into `buf` (resized), its
     /// descriptors returned. A side-path payload is read out of its memfd
     /// after the lock is released.
     pub(crate) fn get(&self, buf: &mut Vec<u8>, block: Block) -> Result<Taken, Fail> {
-        // Spin before locking while the ring is empty: a producer on another
-        // CPU is usually about to put.
-        if matches!(block, Block::Until(_)) && self.count() == 0 {
-            raw::spin(|| self.count() > 0 || self.is_closed());
-        }
         loop {
-            let Some(held) = self.lock(block.lock_deadline()) else {
+            let Some(held) = self.lock(W_GET_LOCK, block.lock_deadline()) else {
                 return Err(Fail::Timeout);
             };
-            let taken = match self.take_one(buf) {
-                Ok(Some(t)) => t,
-                Ok(None) => {
+            let taken = match self.take_one(buf)? {
+                Some(t) => t,
+                None => {
+                    // Empty. Note the producers' sequence word, then look
+                    // again, so a put that lands after the look wakes us.
+                    let seen = self.word(W_PUT_SEQ).load(Ordering::SeqCst);
+                    if self.has_items() {
+                        continue;
+                    }
                     if self.is_closed() {
+                        if self.has_items() {
+                            continue;
+                        }
                         return Err(Fail::Closed);
                     }
-                    self.wait_for(W_PUT_SEQ, W_GETTERS, held, block, |r| r.count() > 0 || r.is_closed())?;
+                    self.wait_for(W_PUT_SEQ, W_GETTERS, seen, held, block, |r| {
+                        r.count() > 0 || r.is_closed()
+                    })?;
                     continue;
                 }
-                Err(e) => return Err(e),
             };
             let sleepers = self.word(W_PUTTERS).load(Ordering::SeqCst);
             drop(held);
@@ -570,24 +653,36 @@ impl Ring {
         }
     }
 
-    /// Under the lock: takes the oldest usable record, its inline payload
-    /// into `buf`; `None` when the ring is empty. Records whose descriptors
-    /// went with a killed consumer are skipped (that item is lost with the
-    /// consumer that took it). The inner `Result` is the taken record's own
-    /// failure (it is consumed either way).
+    /// Under the consumer lock: whether `head` shows items past `tail`.
+    fn has_items(&self) -> bool {
+        let tail = End::unpack(self.dword(D_TAIL).load(Ordering::Relaxed));
+        let head = End::unpack(self.dword(D_HEAD).load(Ordering::Acquire));
+        span(tail, head).1 > 0
+    }
+
+    /// Under the consumer lock: takes the oldest usable record, its inline
+    /// payload into `buf`; `None` when the ring is empty. Records whose
+    /// descriptors went with a killed consumer are skipped (that item is lost
+    /// with the consumer that took it). The inner `Result` is the taken
+    /// record's own failure (it is consumed either way).
     fn take_one(&self, buf: &mut Vec<u8>) -> Result<Option<Record>, Fail> {
         let mut stash = None;
         loop {
-            if self.word(W_COUNT).load(Ordering::Relaxed) == 0 {
-                return Ok(None);
+            let tail = End::unpack(self.dword(D_TAIL).load(Ordering::Relaxed));
+            let mut head = End::unpack(self.dword(D_HEAD_SEEN).load(Ordering::Relaxed));
+            if span(tail, head).1 == 0 {
+                head = End::unpack(self.dword(D_HEAD).load(Ordering::Acquire));
+                self.dword(D_HEAD_SEEN).store(head.pack(), Ordering::Relaxed);
+                if span(tail, head).1 == 0 {
+                    return Ok(None);
+                }
             }
             let cap = self.cap().map_err(Fail::Io)?;
-            let head = self.dword(D_HEAD).load(Ordering::Relaxed);
-            let tail = self.dword(D_TAIL).load(Ordering::Relaxed);
-            let Some((len, flags, seq, size)) = self.record_at(tail, cap, head.wrapping_sub(tail)) else {
+            let (used, _) = span(tail, head);
+            let Some((len, flags, seq, size)) = self.record_at(tail.pos, cap, used) else {
                 // Only a scribbled ring gets here: drop what it holds.
-                self.dword(D_TAIL).store(head, Ordering::Relaxed);
-                self.word(W_COUNT).store(0, Ordering::Relaxed);
+                let head = End::unpack(self.dword(D_HEAD).load(Ordering::Acquire));
+                self.dword(D_TAIL).store(head.pack(), Ordering::Release);
                 return Err(Fail::Lost(
                     "the queue's ring held a corrupt record; its contents were dropped".into(),
                 ));
@@ -602,12 +697,11 @@ impl Ring {
             let copied = match &fds {
                 Ok(Some(_)) if !side => {
                     buf.resize(len, 0);
-                    self.read_at(tail + REC, cap, buf)
+                    self.read_at(tail.pos + REC, cap, buf)
                 }
                 _ => Ok(()),
             };
-            self.dword(D_TAIL).store(tail + size, Ordering::Release);
-            self.word(W_COUNT).fetch_sub(1, Ordering::Relaxed);
+            self.dword(D_TAIL).store(tail.advance(size).pack(), Ordering::Release);
             self.word(W_GET_SEQ).fetch_add(1, Ordering::SeqCst);
             let fds = match fds {
                 Ok(Some(fds)) => fds,
@@ -658,13 +752,15 @@ impl Ring {
         }
     }
 
-    /// Sleeps on futex word `seq` (as read under the lock) until it moves or
-    /// `ready` holds, counted in `sleepers`; releases the lock first. Fails
-    /// with `Timeout` when the caller may not wait any longer.
+    /// Sleeps on futex word `seq`, which read `seen` before the caller last
+    /// found the queue empty or full, until it moves or `ready` holds,
+    /// counted in `sleepers`; releases the lock first. Fails with `Timeout`
+    /// when the caller may not wait any longer.
     fn wait_for(
         &self,
         seq: usize,
         sleepers: usize,
+        seen: u32,
         held: Held<'_>,
         block: Block,
         ready: impl Fn(&Ring) -> bool,
@@ -672,7 +768,6 @@ impl Ring {
         let Some(until) = block.sleep_until() else {
             return Err(Fail::Timeout);
         };
-        let seen = self.word(seq).load(Ordering::Acquire);
         drop(held);
         if raw::spin(|| ready(self)) || yield_until(|| ready(self)) {
             return Ok(());
@@ -691,11 +786,13 @@ impl Ring {
     /// Closes the queue for every handle: puts fail from now on, gets drain
     /// what is left and then fail, and every sleeper wakes.
     pub(crate) fn close(&self) {
-        let held = self.lock(None);
-        self.word(W_STATE).fetch_or(CLOSED, Ordering::Release);
-        self.word(W_PUT_SEQ).fetch_add(1, Ordering::Release);
-        self.word(W_GET_SEQ).fetch_add(1, Ordering::Release);
+        // Under the producer lock, so no put lands after a get saw "closed
+        // and empty".
+        let held = self.lock(W_PUT_LOCK, None);
+        self.word(W_STATE).fetch_or(CLOSED, Ordering::SeqCst);
         drop(held);
+        self.word(W_PUT_SEQ).fetch_add(1, Ordering::SeqCst);
+        self.word(W_GET_SEQ).fetch_add(1, Ordering::SeqCst);
         futex::wake_all(self.word(W_PUT_SEQ));
         futex::wake_all(self.word(W_GET_SEQ));
     }
@@ -872,32 +969,39 @@ mod tests {
     }
 
     #[test]
-    fn repair_recounts_after_a_dead_holder() {
+    fn positions_and_counts_wrap() {
         let r = ring();
-        for i in 0..5u8 {
-            r.put(&[i; 3], &[], Block::No).unwrap();
+        // Both ends just below the wrap of the position and of the count.
+        let start = End {
+            pos: POS_MASK + 1 - 40,
+            count: COUNT_MASK - 1,
+        };
+        for w in [D_HEAD, D_TAIL, D_HEAD_SEEN, D_TAIL_SEEN] {
+            r.dword(w).store(start.pack(), Ordering::Relaxed);
         }
-        r.word(W_COUNT).store(99, Ordering::Relaxed); // as a killed getter might leave it
-        r.repair();
-        assert_eq!(r.count(), 5);
+        for i in 0..10u8 {
+            r.put(&[i; 5], &[], Block::No).unwrap();
+        }
+        assert_eq!(r.count(), 10);
+        for i in 0..10u8 {
+            assert_eq!(get(&r).unwrap(), [i; 5]);
+        }
+        assert_eq!(r.count(), 0);
+        assert!(End::unpack(r.dword(D_HEAD).load(Ordering::Relaxed)).pos < 1000);
     }
 
     #[test]
-    fn a_dead_holders_lock_is_taken_over_and_the_count_repaired() {
+    fn a_dead_holders_locks_are_taken_over() {
         let r = ring();
-        for i in 0..3u8 {
-            r.put(&[i], &[], Block::No).unwrap();
-        }
-        // A process that held the lock and died (reaped: its pid is free)
-        // in the middle of a get, after the count and before the tail.
+        r.put(&[1], &[], Block::No).unwrap();
+        // A process that held a lock and died (reaped: its pid is free).
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        r.word(W_COUNT).store(2, Ordering::Relaxed);
-        r.word(W_LOCK).store(dead, Ordering::Relaxed);
-        assert_eq!(get(&r).unwrap(), [0]);
-        assert_eq!(r.count(), 2);
+        r.word(W_GET_LOCK).store(dead, Ordering::Relaxed);
         assert_eq!(get(&r).unwrap(), [1]);
+        r.word(W_PUT_LOCK).store(dead, Ordering::Relaxed);
+        r.put(&[2], &[], Block::No).unwrap();
         assert_eq!(get(&r).unwrap(), [2]);
     }
 
