@@ -13,8 +13,10 @@
 //! placement as Python (`taskset -c 0 cargo xtask bench connection` against
 //! `taskset -c 0 python3 bench_pipe.py`).
 
+mod common;
+
 use std::os::fd::AsFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
 use mp_connection::{Connection, pipe};
@@ -52,20 +54,6 @@ fn sink(data: Connection, ack: Connection) -> Result<(), mp_connection::Connecti
     }
 }
 
-/// Times each of `iters` round trips and returns the median times `iters`.
-fn median_of(iters: u64, mut round_trip: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..iters)
-        .map(|_| {
-            let t0 = Instant::now();
-            round_trip();
-            t0.elapsed()
-        })
-        .collect();
-    times.sort_unstable();
-    let median = times.get(times.len() / 2).copied().unwrap_or_default();
-    median * u32::try_from(iters).unwrap_or(u32::MAX)
-}
-
 fn started(mut p: Process) -> Process {
     p.start().expect("start the echo child");
     p
@@ -85,7 +73,7 @@ fn rtt(c: &mut Criterion) {
     }
     g.bench_function("pipe_rtt_bytes8_median", |bch| {
         bch.iter_custom(|iters| {
-            median_of(iters, || {
+            common::median_of(iters, || {
                 a.send_bytes(&msg).expect("send");
                 assert_eq!(a.recv_bytes().expect("recv").len(), 8);
             })
@@ -99,7 +87,7 @@ fn rtt(c: &mut Criterion) {
     let mut i = 0i64;
     g.bench_function("pipe_rtt_obj_int_median", |bch| {
         bch.iter_custom(|iters| {
-            median_of(iters, || {
+            common::median_of(iters, || {
                 i += 1;
                 a.send(&Some(i)).expect("send");
                 assert_eq!(a.recv::<Option<i64>>().expect("recv"), Some(i));
@@ -128,7 +116,7 @@ fn rtt(c: &mut Criterion) {
     g.bench_function("baseline_raw_socketpair_rtt_bytes8_median", |bch| {
         let mut buf = [0u8; 8];
         bch.iter_custom(|iters| {
-            median_of(iters, || {
+            common::median_of(iters, || {
                 mp_sys::fd::write_all(a.as_fd(), &msg).expect("write");
                 let mut got = 0;
                 while got < 8 {

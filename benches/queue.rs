@@ -15,6 +15,8 @@
 //! as Python (`taskset -c 0 cargo xtask bench queue` against
 //! `taskset -c 0 python3 bench_queue.py`).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group};
@@ -217,19 +219,6 @@ fn bandwidth(c: &mut Criterion) {
     cons.join().expect("join");
 }
 
-/// Times each of `iters` round trips and returns the median times `iters`.
-fn median_of(iters: u64, mut round_trip: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..iters)
-        .map(|_| {
-            let t0 = Instant::now();
-            round_trip();
-            t0.elapsed()
-        })
-        .collect();
-    times.sort_unstable();
-    times.get(times.len() / 2).copied().unwrap_or_default() * u32::try_from(iters).unwrap_or(u32::MAX)
-}
-
 fn pingpong(c: &mut Criterion) {
     let (a, b) = (Queue::new().expect("queue"), Queue::new().expect("queue"));
     let mut child = started(get_context(StartMethod::Fork).process(echo, (a.clone(), b.clone())));
@@ -242,7 +231,7 @@ fn pingpong(c: &mut Criterion) {
     let mut i = 0;
     g.bench_function("queue_pingpong_rtt_median", |bch| {
         bch.iter_custom(|iters| {
-            median_of(iters, || {
+            common::median_of(iters, || {
                 i += 1;
                 a.put(Some(i)).expect("put");
                 assert_eq!(b.get().expect("get"), Some(i));

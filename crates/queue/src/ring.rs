@@ -505,11 +505,11 @@ impl Ring {
             if self.is_closed() {
                 return Err(Fail::Closed);
             }
-            let Some((head, cap)) = self.room(size, None)? else {
+            let Some((head, cap)) = self.room(size, false)? else {
                 // Full. Note the consumers' sequence word before looking
                 // again, so a get that frees room after the look wakes us.
                 let seen = self.word(W_GET_SEQ).load(Ordering::SeqCst);
-                if self.room(size, Some(&held))?.is_none() {
+                if self.room(size, true)?.is_none() {
                     self.wait_for(W_GET_SEQ, W_PUTTERS, seen, held, block, |r| {
                         !r.is_full() || r.is_closed()
                     })?;
@@ -566,8 +566,8 @@ impl Ring {
     /// or the ring at its largest). Looks at the consumers' `tail` only when
     /// the last view of it shows no room, and grows the ring (taking the
     /// consumer lock too) when the bytes do not fit. `fresh`: read `tail`
-    /// again whatever the last view says (the producer lock is held).
-    fn room(&self, size: u64, fresh: Option<&Held<'_>>) -> Result<Option<(End, u64)>, Fail> {
+    /// again whatever the last view says.
+    fn room(&self, size: u64, fresh: bool) -> Result<Option<(End, u64)>, Fail> {
         let head = End::unpack(self.dword(D_HEAD).load(Ordering::Relaxed));
         let cap = self.cap().map_err(Fail::Io)?;
         let fits = |tail: End, cap: u64| {
@@ -575,7 +575,7 @@ impl Ring {
             (self.maxsize == 0 || items < self.maxsize, used + size <= cap)
         };
         let mut tail = End::unpack(self.dword(D_TAIL_SEEN).load(Ordering::Relaxed));
-        if fresh.is_some() || fits(tail, cap) != (true, true) {
+        if fresh || fits(tail, cap) != (true, true) {
             tail = End::unpack(self.dword(D_TAIL).load(Ordering::Acquire));
             self.dword(D_TAIL_SEEN).store(tail.pack(), Ordering::Relaxed);
         }
