@@ -86,8 +86,8 @@ fn deadline(t: Duration) -> Option<Instant> {
 /// Items are encoded (postcard, through `mp-codec`) in the caller's thread,
 /// so a `put` that cannot encode its item returns the error with the item,
 /// and copied into a ring in shared memory; a `get` copies the oldest one out
-/// and decodes it. Waits spin briefly, then sleep on a futex; every wait has a
-/// timeout form. An unbounded queue's ring grows as needed (up to 256 MiB of
+/// and decodes it. A wait first yields the CPU for up to 50 µs (checking
+/// between yields), then sleeps on a futex; every wait has a timeout form. An unbounded queue's ring grows as needed (up to 256 MiB of
 /// unread items; then `put` waits, as for a full bounded queue), and an item
 /// larger than 4 MiB encoded travels in its own shared memory.
 ///
