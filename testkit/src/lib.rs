@@ -18,6 +18,38 @@ use std::time::Instant;
 /// A test without arguments: `Err` describes the failure.
 pub type Test = fn() -> Result<(), String>;
 
+/// A test run once per case (a start method, say).
+pub type Case<C> = fn(C) -> Result<(), String>;
+
+/// The three start methods, for scenarios run under each.
+#[cfg(feature = "process")]
+pub const METHODS: [mp_process::StartMethod; 3] = [
+    mp_process::StartMethod::Fork,
+    mp_process::StartMethod::Spawn,
+    mp_process::StartMethod::ForkServer,
+];
+
+/// Runs a whole test binary: the `local` tests once each, then every
+/// scenario of `each` once per case (named `name::{case:?}`); the binary's
+/// exit code.
+///
+/// ```
+/// fn plain() -> Result<(), String> { Ok(()) }
+/// fn doubled(n: u8) -> Result<(), String> { if n < 128 { Ok(()) } else { Err("overflow".into()) } }
+/// let code = mp_testkit::suite(&[("plain", plain)], &[("doubled", doubled)], &[1u8, 2]);
+/// assert_eq!(code, std::process::ExitCode::SUCCESS);
+/// ```
+pub fn suite<C: Copy + std::fmt::Debug>(local: &[(&str, Test)], each: &[(&str, Case<C>)], cases: &[C]) -> ExitCode {
+    let mut h = Harness::new(local.len() + each.len() * cases.len());
+    for &(name, f) in local {
+        h.run(name, f);
+    }
+    for &(name, f) in each {
+        h.run_each(name, cases, f);
+    }
+    h.finish()
+}
+
 /// Runs named tests one after another on the calling thread.
 #[derive(Debug)]
 pub struct Harness {
@@ -64,7 +96,7 @@ impl Harness {
 
     /// Runs `test` once for each of `cases`, named `name::{case:?}` (a
     /// scenario under each start method, say).
-    pub fn run_each<C: Copy + std::fmt::Debug>(&mut self, name: &str, cases: &[C], test: fn(C) -> Result<(), String>) {
+    pub fn run_each<C: Copy + std::fmt::Debug>(&mut self, name: &str, cases: &[C], test: Case<C>) {
         for &c in cases {
             self.run(&format!("{name}::{c:?}"), || test(c));
         }

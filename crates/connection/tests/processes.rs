@@ -10,10 +10,8 @@ use std::time::{Duration, Instant};
 use mp_connection::{Connection, ConnectionError, pipe, pipe_simplex, wait};
 use mp_process::{Process, Run, StartMethod, exit, get_context};
 use mp_sys::signal::{Signal, interrupt_on, kill};
-use mp_testkit::{Harness, PATIENCE, check, finish, ok};
+use mp_testkit::{Harness, METHODS, PATIENCE, check, finish, ok};
 use serde::{Deserialize, Serialize};
-
-const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
 
 type Check = Result<(), String>;
 

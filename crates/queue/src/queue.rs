@@ -7,7 +7,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_codec::Frame;
 use mp_codec::handle::type_tag;
@@ -73,11 +73,6 @@ fn get_with<T: DeserializeOwned>(ring: &Ring, block: Block, buf: &mut Vec<u8>) -
         Err(Fail::Io(e)) => Err(GetError::Decode(e.to_string())),
         Err(Fail::Lost(msg)) => Err(GetError::Decode(msg)),
     }
-}
-
-/// A deadline `t` from now for `join_timeout`.
-fn deadline(t: Duration) -> Option<Instant> {
-    Instant::now().checked_add(t)
 }
 
 /// Python's `multiprocessing.Queue`: a FIFO of `T`s shared by any number of
@@ -452,7 +447,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> JoinableQueue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn join(&self) -> Result<(), QueueError> {
-        self.queue.ring.join(None);
+        self.queue.ring.join(Block::Until(None));
         Ok(())
     }
 
@@ -467,7 +462,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> JoinableQueue<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn join_timeout(&self, t: Duration) -> Result<bool, QueueError> {
-        Ok(self.queue.ring.join(deadline(t)))
+        Ok(self.queue.ring.join(Block::timeout(t)))
     }
 
     /// How many items were put and not yet marked done.

@@ -79,19 +79,19 @@ use crate::error::QueueError;
 const MAGIC: u32 = u32::from_le_bytes(*b"mpQ1");
 
 /// Where the ring's bytes start (one page of header).
-pub(crate) const DATA: usize = 4096;
+const DATA: usize = 4096;
 /// The ring's first size.
 const INITIAL_CAP: u64 = 64 << 10;
 /// The largest the ring grows to: the address space reserved in every
 /// process (no memory until used).
-pub(crate) const MAX_CAP: u64 = 256 << 20;
+const MAX_CAP: u64 = 256 << 20;
 /// Payloads above this go through the side path.
-pub(crate) const INLINE_MAX: usize = 4 << 20;
+const INLINE_MAX: usize = 4 << 20;
 /// A record's header.
 const REC: u64 = 16;
 /// The largest maxsize: what the item count of a `head` or `tail` word can
 /// tell apart (a full ring of the smallest records holds fewer).
-pub(crate) const MAX_ITEMS: u64 = (1 << (64 - POS_BITS)) - 1;
+const MAX_ITEMS: u64 = (1 << (64 - POS_BITS)) - 1;
 /// A sleeper wakes at least this often and looks again, so a wake-up lost
 /// with a killed process costs a delay, never a hang.
 const NAP: Duration = Duration::from_millis(500);
@@ -185,7 +185,7 @@ pub(crate) enum Kind {
 }
 
 impl Kind {
-    pub(crate) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Kind::Queue => "Queue",
             Kind::SimpleQueue => "SimpleQueue",
@@ -817,8 +817,12 @@ impl Ring {
     }
 
     /// JoinableQueue: waits until every item put has been marked done; false
-    /// when `deadline` passed first.
-    pub(crate) fn join(&self, deadline: Option<Instant>) -> bool {
+    /// when the wait's deadline passed first.
+    pub(crate) fn join(&self, block: Block) -> bool {
+        let deadline = match block {
+            Block::No => Some(Instant::now()),
+            Block::Until(d) => d,
+        };
         let w = self.word(W_UNFINISHED);
         loop {
             self.word(W_JOINERS).fetch_add(1, Ordering::SeqCst);
@@ -844,18 +848,7 @@ impl Ring {
 
     /// Whether two handles are the same queue.
     pub(crate) fn same(&self, other: &Ring) -> bool {
-        std::ptr::eq(self, other) || {
-            use std::os::unix::fs::MetadataExt;
-            let id = |r: &Ring| {
-                r.region
-                    .try_clone_fd()
-                    .map(std::fs::File::from)
-                    .and_then(|f| f.metadata())
-                    .map(|m| (m.dev(), m.ino()))
-                    .ok()
-            };
-            matches!((id(self), id(other)), (Some(a), Some(b)) if a == b)
-        }
+        self.region.same_memory(&other.region)
     }
 
     /// `Serialize` for a handle: the region and both sockets travel as

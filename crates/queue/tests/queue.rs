@@ -11,10 +11,8 @@ use mp_process::{Process, StartMethod, get_context};
 use mp_queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue};
 use mp_shared::RawArray;
 use mp_sync::{Event, Lock};
-use mp_testkit::{Harness, PATIENCE, check, finish, ok, shm_entries};
+use mp_testkit::{METHODS, PATIENCE, Test, check, finish, ok, shm_entries, suite};
 use serde::{Deserialize, Serialize};
-
-const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
 
 type Check = Result<(), String>;
 
@@ -544,7 +542,6 @@ fn handle_bounds() -> Check {
 }
 
 type Scenario = fn(StartMethod) -> Check;
-type Local = fn() -> Check;
 
 fn main() -> ExitCode {
     let with_method: [(&str, Scenario); 11] = [
@@ -569,18 +566,11 @@ fn main() -> ExitCode {
         ("close_wakes_a_waiting_get", close_wakes_a_waiting_get),
         ("simple_queue_in_a_child", simple_queue_in_a_child),
     ];
-    let local: [(&str, Local); 4] = [
+    let local: [(&str, Test); 4] = [
         ("close_drains_then_reports_closed", close_drains_then_reports_closed),
         ("bad_items_are_errors", bad_items_are_errors),
         ("no_leaks", no_leaks),
         ("handle_bounds", handle_bounds),
     ];
-    let mut h = Harness::new(with_method.len() * METHODS.len() + local.len());
-    for (name, f) in local {
-        h.run(name, f);
-    }
-    for (name, f) in with_method {
-        h.run_each(name, &METHODS, f);
-    }
-    h.finish()
+    suite(&local, &with_method, &METHODS)
 }

@@ -10,9 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use mp_process::{Process, StartMethod, exit, get_context};
 use mp_shared::{Array, RawArray, RawValue, ShareableList, SharedError, SharedMemory, Value};
 use mp_sync::Event;
-use mp_testkit::{Harness, PATIENCE, check, finish, ok, shm_entries};
-
-const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
+use mp_testkit::{METHODS, PATIENCE, Test, check, finish, ok, shm_entries, suite};
 
 type Check = Result<(), String>;
 
@@ -388,7 +386,6 @@ fn handle_bounds() -> Check {
 }
 
 type Scenario = fn(StartMethod) -> Check;
-type Local = fn() -> Check;
 
 fn main() -> ExitCode {
     let with_method: [(&str, Scenario); 9] = [
@@ -405,18 +402,11 @@ fn main() -> ExitCode {
         ("shared_memory_from_a_child", shared_memory_from_a_child),
         ("shareable_list_from_a_child", shareable_list_from_a_child),
     ];
-    let local: [(&str, Local); 4] = [
+    let local: [(&str, Test); 4] = [
         ("bad_input_is_a_clear_error", bad_input_is_a_clear_error),
         ("guards_write_back_only_changes", guards_write_back_only_changes),
         ("no_leaks", no_leaks),
         ("handle_bounds", handle_bounds),
     ];
-    let mut h = Harness::new(with_method.len() * METHODS.len() + local.len());
-    for (name, f) in local {
-        h.run(name, f);
-    }
-    for (name, f) in with_method {
-        h.run_each(name, &METHODS, f);
-    }
-    h.finish()
+    suite(&local, &with_method, &METHODS)
 }

@@ -112,20 +112,7 @@ impl Shm {
 
     /// Whether two handles refer to the same shared memory.
     pub(crate) fn same(&self, other: &Shm) -> bool {
-        std::ptr::eq(self, other) || {
-            use std::os::fd::AsFd;
-            use std::os::unix::fs::MetadataExt;
-            let ino = |s: &Shm| {
-                s.region
-                    .as_fd()
-                    .try_clone_to_owned()
-                    .map(std::fs::File::from)
-                    .and_then(|f| f.metadata())
-                    .map(|m| (m.dev(), m.ino()))
-                    .ok()
-            };
-            matches!((ino(self), ino(other)), (Some(a), Some(b)) if a == b)
-        }
+        self.region.same_memory(&other.region)
     }
 
     /// `Serialize` for a handle: the region's descriptor travels beside the

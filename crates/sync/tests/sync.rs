@@ -14,10 +14,8 @@ use mp_sync::{
     Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, LockError, RLock, Semaphore, SyncError,
 };
 use mp_sys::region::Region;
-use mp_testkit::{Harness, PATIENCE, check, finish, ok, shm_entries, until};
+use mp_testkit::{METHODS, PATIENCE, Test, check, finish, ok, shm_entries, suite, until};
 use serde::{Deserialize, Serialize};
-
-const METHODS: [StartMethod; 3] = [StartMethod::Fork, StartMethod::Spawn, StartMethod::ForkServer];
 
 type Check = Result<(), String>;
 
@@ -643,7 +641,6 @@ fn lock_error_shapes() -> Check {
 }
 
 type Scenario = fn(StartMethod) -> Check;
-type Local = fn() -> Check;
 
 fn main() -> ExitCode {
     let with_method: [(&str, Scenario); 12] = [
@@ -663,7 +660,7 @@ fn main() -> ExitCode {
         ("barrier_across_processes", barrier_across_processes),
         ("barrier_breaks_across_processes", barrier_breaks_across_processes),
     ];
-    let local: [(&str, Local); 8] = [
+    let local: [(&str, Test); 8] = [
         ("lock_is_not_reentrant", lock_is_not_reentrant),
         ("rlock_threads", rlock_threads),
         ("bounded_semaphore_over_release", bounded_semaphore_over_release),
@@ -673,12 +670,5 @@ fn main() -> ExitCode {
         ("no_leaks", no_leaks),
         ("lock_error_shapes", lock_error_shapes),
     ];
-    let mut h = Harness::new(with_method.len() * METHODS.len() + local.len());
-    for (name, f) in local {
-        h.run(name, f);
-    }
-    for (name, f) in with_method {
-        h.run_each(name, &METHODS, f);
-    }
-    h.finish()
+    suite(&local, &with_method, &METHODS)
 }

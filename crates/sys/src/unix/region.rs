@@ -303,6 +303,24 @@ impl Region {
         }
     }
 
+    /// Whether `other` maps the same memory (the same memfd, perhaps
+    /// received through another descriptor), as opposed to equal bytes.
+    ///
+    /// ```
+    /// use mp_sys::region::Region;
+    /// let a = Region::create("a", 8)?;
+    /// assert!(a.same_memory(&a.try_clone()?));
+    /// assert!(!a.same_memory(&Region::create("a", 8)?));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn same_memory(&self, other: &Region) -> bool {
+        std::ptr::eq(self, other)
+            || matches!(
+                (stat(self.fd.as_fd()), stat(other.fd.as_fd())),
+                (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+            )
+    }
+
     #[inline]
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         let avail = self.len();
@@ -517,13 +535,16 @@ impl AsFd for Region {
     }
 }
 
-fn file_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
+fn stat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     let mut st = MaybeUninit::<libc::stat>::uninit();
     // SAFETY: `st` is a valid out-pointer to a stat struct.
     cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded and filled `st`.
-    let size = unsafe { st.assume_init() }.st_size;
-    usize::try_from(size).map_err(|_| invalid_input("the shared region has a negative size"))
+    Ok(unsafe { st.assume_init() })
+}
+
+fn file_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    usize::try_from(stat(fd)?.st_size).map_err(|_| invalid_input("the shared region has a negative size"))
 }
 
 fn set_file_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
