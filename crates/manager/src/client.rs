@@ -104,9 +104,8 @@ impl ServerRef {
         match &self.route {
             Route::Local(connector) => {
                 let (link, parts) = LocalLink::pair()?;
-                send_parts(connector, &parts).map_err(|e| {
-                    ManagerError::ServerGone(format!("cannot reach the server: {e}"))
-                })?;
+                send_parts(connector, &parts)
+                    .map_err(|e| ManagerError::ServerGone(format!("cannot reach the server: {e}")))?;
                 Ok(Link::Local(link))
             }
             Route::Remote { addr, authkey } => Ok(Link::Remote(Client::connect(addr, Some(authkey))?)),
@@ -114,7 +113,7 @@ impl ServerRef {
     }
 
     /// Forgets this thread's line (after an error that left it out of step).
-    fn drop_line(&self) {
+    pub(crate) fn drop_line(&self) {
         LINES.with(|lines| lines.borrow_mut().retain(|l| l.token != self.token));
     }
 

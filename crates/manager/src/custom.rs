@@ -94,13 +94,18 @@ impl<T> fmt::Debug for ObjectProxy<T> {
 
 impl<T: Send + 'static> serde::Serialize for ObjectProxy<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.obj.serialize_tagged(mp_codec::handle::type_tag::<CustomObj<T>>(), s)
+        self.obj
+            .serialize_tagged(mp_codec::handle::type_tag::<CustomObj<T>>(), s)
     }
 }
 
 impl<'de, T: Send + 'static> serde::Deserialize<'de> for ObjectProxy<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let obj = ObjRef::deserialize_tagged(d, mp_codec::handle::type_tag::<CustomObj<T>>(), "ObjectProxy of this type")?;
+        let obj = ObjRef::deserialize_tagged(
+            d,
+            mp_codec::handle::type_tag::<CustomObj<T>>(),
+            "ObjectProxy of this type",
+        )?;
         Ok(ObjectProxy {
             obj,
             _types: PhantomData,

@@ -85,11 +85,7 @@ fn values<K: Item + Hash + Eq, V: Item + Clone>(d: &DictObj<K, V>, _: (), _: &Cx
     Ok(lock(d).values().cloned().collect())
 }
 
-fn items<K: Item + Hash + Eq + Clone, V: Item + Clone>(
-    d: &DictObj<K, V>,
-    _: (),
-    _: &Cx,
-) -> Result<Vec<(K, V)>, Fault> {
+fn items<K: Item + Hash + Eq + Clone, V: Item + Clone>(d: &DictObj<K, V>, _: (), _: &Cx) -> Result<Vec<(K, V)>, Fault> {
     Ok(lock(d).iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 

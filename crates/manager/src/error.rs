@@ -46,9 +46,7 @@ pub enum ManagerError {
     NotFound(String),
     /// The server runs a different executable, so it cannot run this
     /// process's methods. Managers serve processes of their own binary.
-    #[error(
-        "the manager's server runs a different executable: clients and server must run the same binary ({0})"
-    )]
+    #[error("the manager's server runs a different executable: clients and server must run the same binary ({0})")]
     DifferentBinary(String),
     /// A bad argument: an index out of range, a zero-party barrier.
     #[error("invalid argument: {0}")]

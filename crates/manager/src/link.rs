@@ -132,7 +132,10 @@ impl LocalLink {
     pub(crate) fn from_parts(parts: LocalParts) -> io::Result<LocalLink> {
         let page = Region::from_fd(parts.page)?;
         if page.len() < PAGE_LEN {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "the line's page is too small"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the line's page is too small",
+            ));
         }
         let link = LocalLink {
             page,
@@ -211,7 +214,9 @@ impl LocalLink {
         } else {
             let len = len as usize;
             if len > CAPACITY {
-                return Err(LinkError::Corrupt(format!("a message of {len} bytes announced in the page")));
+                return Err(LinkError::Corrupt(format!(
+                    "a message of {len} bytes announced in the page"
+                )));
             }
             into.buf.resize(len, 0);
             into.start = 0;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mp_codec::Fd;
 use mp_connection::Listener;
-use mp_process::Process;
+use mp_process::{Process, StartMethod};
 use mp_sys::socket::{SocketKind, socketpair};
 
 use crate::client::{ObjRef, Route, ServerRef};
@@ -62,6 +62,21 @@ impl Manager {
             base: BaseManager::builder().start()?,
         })
     }
+
+    /// Starts a server process with start method `m` (Python's
+    /// `get_context(m).Manager()`).
+    ///
+    /// ```
+    /// use mp_process::StartMethod;
+    /// let m = mp_manager::Manager::with_start_method(StartMethod::Spawn)?;
+    /// assert!(m.pid().is_some());
+    /// # Ok::<(), mp_manager::ManagerError>(())
+    /// ```
+    pub fn with_start_method(m: StartMethod) -> Result<Manager, ManagerError> {
+        Ok(Manager {
+            base: BaseManager::builder().start_method(m).start()?,
+        })
+    }
 }
 
 impl Deref for Manager {
@@ -100,6 +115,7 @@ impl fmt::Debug for BaseManager {
 /// Registers types and shares values before a [`BaseManager`] starts or
 /// serves.
 pub struct BaseManagerBuilder {
+    method: Option<StartMethod>,
     registered: HashMap<String, u64>,
     shares: Vec<(String, Box<dyn Share>)>,
 }
@@ -164,8 +180,14 @@ impl BaseManagerBuilder {
         self
     }
 
+    /// Starts the server with start method `m` instead of the current one.
+    pub fn start_method(mut self, m: StartMethod) -> Self {
+        self.method = Some(m);
+        self
+    }
+
     /// Starts the server as a process of this program (the current start
-    /// method), and waits until it answers.
+    /// method, or the one given), and waits until it answers.
     pub fn start(self) -> Result<BaseManager, ManagerError> {
         let (server_end, client_end) = socketpair(SocketKind::SeqPacket)?;
         let registered: Vec<(String, u64)> = self.registered.into_iter().collect();
@@ -173,6 +195,9 @@ impl BaseManagerBuilder {
         let mut p = Process::new(server_main, (Fd(server_end), registered))
             .name(&format!("SyncManager-{n}"))
             .daemon(true);
+        if let Some(m) = self.method {
+            p = p.start_method(m);
+        }
         p.start()?;
         let mut token = [0u8; 8];
         mp_sys::random::fill(&mut token)?;
@@ -247,6 +272,7 @@ impl BaseManager {
     /// A builder: register types, share values, then start or serve.
     pub fn builder() -> BaseManagerBuilder {
         BaseManagerBuilder {
+            method: None,
             registered: HashMap::new(),
             shares: Vec::new(),
         }
@@ -381,9 +407,12 @@ impl BaseManager {
     /// lines: the remote server goes on.
     pub fn shutdown(&mut self) -> Result<(), ManagerError> {
         let Some(mut p) = self.process.take() else {
+            self.server.drop_line();
             return Ok(());
         };
-        match self.server.request::<_, ()>(&Head::Shutdown, &()) {
+        let r = self.server.request::<_, ()>(&Head::Shutdown, &());
+        self.server.drop_line();
+        match r {
             Ok(()) | Err(ManagerError::ServerGone(_)) => {}
             Err(e) => {
                 let _ = p.kill();

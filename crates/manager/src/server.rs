@@ -66,7 +66,9 @@ pub(crate) struct State {
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("registered", &self.registered).finish_non_exhaustive()
+        f.debug_struct("State")
+            .field("registered", &self.registered)
+            .finish_non_exhaustive()
     }
 }
 
@@ -91,7 +93,10 @@ impl State {
     }
 
     fn get(&self, id: u64) -> Result<Object, Fault> {
-        lock(&self.objects).get(&id).map(|(o, _)| Arc::clone(o)).ok_or(Fault::NoSuchObject(id))
+        lock(&self.objects)
+            .get(&id)
+            .map(|(o, _)| Arc::clone(o))
+            .ok_or(Fault::NoSuchObject(id))
     }
 }
 
@@ -298,7 +303,9 @@ pub(crate) fn serve_local(connector: OwnedFd, state: Arc<State>) -> ! {
                 let sock = fds.pop().expect("two fds");
                 let page = fds.pop().expect("two fds");
                 let state = Arc::clone(&state);
-                spawn_line(state, move || LocalLink::from_parts(LocalParts { page, sock }).map(Link::Local));
+                spawn_line(state, move || {
+                    LocalLink::from_parts(LocalParts { page, sock }).map(Link::Local)
+                });
             }
             Ok(_) => {} // Not a line request: ignored (its fds are closed).
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -420,7 +427,12 @@ fn handle(state: &State, ex: &Rc<Exchange>, head: Head) -> bool {
             ex.cx.obj_id.set(obj);
             call(ex, entry);
         }
-        Head::Create { entry, name, tag, share } => {
+        Head::Create {
+            entry,
+            name,
+            tag,
+            share,
+        } => {
             if let Some(name) = &name {
                 match state.registered.get(name) {
                     None => {

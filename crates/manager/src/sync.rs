@@ -381,7 +381,9 @@ impl SemaphoreProxy {
 
     /// Waits until the counter is positive, then decrements it.
     pub fn acquire(&self) -> Result<(), ManagerError> {
-        self.obj.call::<_, Block, bool, _, _>(sem_acquire, &Block::Forever).map(drop)
+        self.obj
+            .call::<_, Block, bool, _, _>(sem_acquire, &Block::Forever)
+            .map(drop)
     }
 
     /// As `acquire`, waiting at most `t`; whether it decremented.
@@ -478,7 +480,9 @@ impl EventProxy {
 
     /// Waits until the flag is set.
     pub fn wait(&self) -> Result<(), ManagerError> {
-        self.obj.call::<_, Block, bool, _, _>(event_wait, &Block::Forever).map(drop)
+        self.obj
+            .call::<_, Block, bool, _, _>(event_wait, &Block::Forever)
+            .map(drop)
     }
 
     /// Waits at most `t`; whether the flag is set.
@@ -674,7 +678,9 @@ impl ConditionProxy {
     /// Releases the lock, waits for a notification, and takes the lock back.
     pub fn wait(&self, guard: &mut ProxyGuard) -> Result<(), ManagerError> {
         let _ = guard;
-        self.obj.call::<_, Block, bool, _, _>(cond_wait, &Block::Forever).map(drop)
+        self.obj
+            .call::<_, Block, bool, _, _>(cond_wait, &Block::Forever)
+            .map(drop)
     }
 
     /// As [`wait`](Self::wait), for at most `t`; whether it was notified.
@@ -787,7 +793,11 @@ fn barrier_wait(b: &BarrierObj, block: Block, cx: &Cx) -> Result<usize, Fault> {
     let generation = st.generation;
     let r = cx.wait(st, &b.cv, block, |s| {
         if s.generation != generation {
-            Some(if s.reset_round == Some(generation) { Err(()) } else { Ok(()) })
+            Some(if s.reset_round == Some(generation) {
+                Err(())
+            } else {
+                Ok(())
+            })
         } else if s.broken {
             Some(Err(()))
         } else {

@@ -73,3 +73,18 @@ pub use mp_queue as queue;
 
 #[cfg(feature = "queue")]
 pub use mp_queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue};
+
+/// Managers: a server process owning dicts, lists, queues, namespaces,
+/// values and locks, with typed proxies; custom types and remote managers.
+/// See [`mp_manager`].
+#[cfg(feature = "manager")]
+#[cfg_attr(docsrs, doc(cfg(feature = "manager")))]
+#[doc(inline)]
+pub use mp_manager as manager;
+
+#[cfg(feature = "manager")]
+pub use mp_manager::{
+    ArrayProxy, BarrierProxy, BaseManager, BaseManagerBuilder, ConditionProxy, DictProxy, EventProxy, ListProxy,
+    LockProxy, Manager, ManagerError, Method, NamespaceProxy, ObjectProxy, ProxyGuard, QueueProxy, RLockProxy,
+    SemaphoreProxy, Server, ValueProxy,
+};
