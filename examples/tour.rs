@@ -2,7 +2,8 @@
 //! messages whose handles travel beside their bytes, a forked child that
 //! writes through a handle it received, the errors a bad peer gets,
 //! Python-style processes under the three start methods, locks, events and
-//! barriers shared between processes, and queues.
+//! barriers shared between processes, queues, and a manager's dict and
+//! list.
 //!
 //! Run with `cargo run --release --example tour`.
 
@@ -15,7 +16,10 @@ use multiprocessing::codec::{self, CodecError};
 use multiprocessing::sys::process::{Fork, exit_now, try_fork};
 use multiprocessing::sys::region::Region;
 use multiprocessing::sys::socket::{SocketKind, socketpair};
-use multiprocessing::{Barrier, Event, GetError, Lock, Process, Queue, StartMethod, get_context};
+use multiprocessing::{
+    Barrier, DictProxy, Event, GetError, ListProxy, Lock, Manager, ManagerError, Process, Queue, StartMethod,
+    get_context,
+};
 use serde::{Deserialize, Serialize};
 
 /// A message with two handles inside: each region travels as a file
@@ -205,6 +209,28 @@ fn main() -> Result<(), Box<dyn Error>> {
         "   an Event sent through the queue, set by the child: {}",
         done.is_set()
     );
+
+    println!("10. A Manager: a server process owning a dict and a list, used through proxies");
+    let manager = Manager::new()?;
+    let dict = manager.dict::<String, u64>()?;
+    let list = manager.list_from((0..5u64).collect())?;
+    let mut writer = Process::new(write_and_reverse, (dict.clone(), list.clone()));
+    writer.start()?;
+    writer.join()?;
+    let pid = dict.get(&"pid".into())?;
+    println!(
+        "   the child set {:?} (the pid is its own: {})",
+        dict.items()?,
+        pid == writer.pid().map(u64::from)
+    );
+    println!("   and reversed the list: {:?}", list.to_vec()?);
+    Ok(())
+}
+
+fn write_and_reverse(dict: DictProxy<String, u64>, list: ListProxy<u64>) -> Result<(), ManagerError> {
+    dict.insert("pid".into(), u64::from(std::process::id()))?;
+    dict.insert("answer".into(), 42)?;
+    list.reverse()?;
     Ok(())
 }
 

@@ -314,3 +314,68 @@ macro_rules! proxy_serde {
 }
 
 pub(crate) use proxy_serde;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Manager;
+
+    struct DictProxyLike {
+        obj: ObjRef,
+    }
+
+    /// Sends a raw request on this thread's line and decodes the reply.
+    fn raw<S: Serialize + ?Sized>(server: &ServerRef, payload: &S) -> Result<(), ManagerError> {
+        let line = server.line()?;
+        let frame = mp_codec::encode(payload).expect("encode");
+        line.link.send(&frame)?;
+        let mut inc = line.incoming.borrow_mut();
+        line.link.recv(&mut inc, CLIENT_SLICE)?;
+        let r: Result<(), Fault> = mp_codec::decode_payload(inc.payload(), Vec::new())?;
+        r.map_err(ManagerError::from)
+    }
+
+    #[test]
+    fn malformed_requests_get_error_replies_and_the_server_goes_on() {
+        let m = Manager::new().expect("manager");
+        let d = m.dict::<u32, u32>().expect("dict");
+        let server = &d.obj.server;
+        // Not a request at all.
+        let e = raw(server, "garbage").unwrap_err();
+        assert!(matches!(e, ManagerError::Codec(_)), "{e:?}");
+        // An entry no binary made.
+        let e = raw(
+            server,
+            &(
+                Head::Invoke {
+                    obj: d.obj.id,
+                    entry: (12345, 678),
+                },
+                (),
+            ),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ManagerError::DifferentBinary(_)), "{e:?}");
+        // An object that does not exist.
+        let gone = DictProxyLike {
+            obj: ObjRef {
+                server: Arc::clone(server),
+                id: 999,
+            },
+        };
+        let e = gone.obj.call(
+            |d: &crate::dict::DictObj<u32, u32>, _: (), _: &Cx| Ok(crate::server::lock(d).len()),
+            &(),
+        );
+        assert!(matches!(e, Err(ManagerError::NotFound(_))), "{e:?}");
+        // Arguments of the wrong type for the method.
+        let r: Result<Option<u32>, ManagerError> = d.obj.call(
+            |d: &crate::dict::DictObj<u32, u32>, k: u32, _: &Cx| Ok(crate::server::lock(d).get(&k).copied()),
+            &"not a u32 but a longer string",
+        );
+        assert!(matches!(r, Err(ManagerError::Codec(_))), "{r:?}");
+        // The line and the server still work.
+        d.insert(1, 2).expect("insert after the bad requests");
+        assert_eq!(d.get(&1).expect("get"), Some(2));
+    }
+}

@@ -24,6 +24,10 @@ use crate::link::{Incoming, Link, LocalLink, LocalParts};
 /// An object on the server.
 pub(crate) type Object = Arc<dyn Any + Send + Sync>;
 
+/// Undoes what a line did to an object (releases a lock it held), given
+/// the object and the line's id.
+pub(crate) type Undo = fn(&(dyn Any + Send + Sync), u64);
+
 /// What a request asks for. The arguments follow it in the payload.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Head {
@@ -112,7 +116,7 @@ pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct Cx {
     line: u64,
     link: Rc<Link>,
-    on_hangup: RefCell<Vec<(u64, Object, fn(&(dyn Any + Send + Sync), u64))>>,
+    on_hangup: RefCell<Vec<(u64, Object, Undo)>>,
     obj_id: std::cell::Cell<u64>,
     current: RefCell<Option<Object>>,
 }
@@ -150,7 +154,7 @@ impl Cx {
     /// Registers `undo` to run with the current object and this line's id
     /// when the client hangs up (a lock it holds is released). Once per
     /// object.
-    pub(crate) fn on_hangup(&self, undo: fn(&(dyn Any + Send + Sync), u64)) {
+    pub(crate) fn on_hangup(&self, undo: Undo) {
         let id = self.obj_id.get();
         let mut v = self.on_hangup.borrow_mut();
         if !v.iter().any(|(i, _, _)| *i == id)

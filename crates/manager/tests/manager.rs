@@ -556,7 +556,7 @@ fn no_leaks() -> Check {
         .filter(|s| {
             let after_name = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
             let mut f = after_name.split_whitespace();
-            f.next() == Some("Z") && f.nth(0).and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id())
+            f.next() == Some("Z") && f.next().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id())
         })
         .count();
     check(zombies == 0, format!("{zombies} zombie children"))
