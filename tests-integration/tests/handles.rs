@@ -10,7 +10,8 @@ use std::time::Duration;
 use mp_testkit::{Harness, PATIENCE, check, finish, ok};
 use multiprocessing::connection::{Waitable, wait};
 use multiprocessing::{
-    Array, Barrier, Connection, Event, Lock, Process, Queue, StartMethod, Value, get_start_method, pipe, pipe_simplex,
+    Array, Barrier, Connection, DictProxy, Event, Lock, Manager, Process, Queue, QueueProxy, StartMethod, Value,
+    get_start_method, pipe, pipe_simplex,
 };
 
 type Check = Result<(), String>;
@@ -164,6 +165,31 @@ fn queues_carry_handles_and_travel_through_connections() -> Check {
     check(total.get() == 42, format!("total {}", total.get()))
 }
 
+/// Gets a dict proxy through a connection, a queue proxy and a shared
+/// queue out of that dict, and answers through both.
+fn proxy_user(conn: Connection) -> Check {
+    let d: DictProxy<String, (QueueProxy<String>, Queue<u64>)> = ok(conn.recv())?;
+    let (answers, sums) = ok(d.get(&"channels".into()))?.ok_or("no channels in the dict")?;
+    ok(sums.put(ok(d.len())? as u64 + 41).map_err(|e| e.to_string()))?;
+    answers.put("from the child".into()).map_err(|e| e.to_string())
+}
+
+fn manager_proxies_travel_with_other_handles() -> Check {
+    let m = ok(Manager::new())?;
+    let d = ok(m.dict::<String, (QueueProxy<String>, Queue<u64>)>())?;
+    let answers = ok(m.queue::<String>())?;
+    let sums = ok(Queue::new())?;
+    ok(d.insert("channels".into(), (answers.clone(), sums.clone())))?;
+    let (mine, theirs) = ok(pipe())?;
+    let mut p = Process::new(proxy_user, (theirs,));
+    ok(p.start())?;
+    ok(mine.send(&d))?;
+    check(ok(sums.get_timeout(PATIENCE))? == 42, "the shared queue from the dict")?;
+    let said = answers.get_timeout(PATIENCE).map_err(|e| e.to_string())?;
+    check(said == "from the child", format!("answer {said:?}"))?;
+    check(finish(&mut p)? == 0, "the proxy user failed")
+}
+
 fn wait_sees_processes_and_connections() -> Check {
     let (r, w) = ok(pipe_simplex())?;
     let (go_r, go_w) = ok(pipe_simplex())?;
@@ -184,7 +210,7 @@ fn wait_sees_processes_and_connections() -> Check {
 type Test = fn() -> Check;
 
 fn main() -> ExitCode {
-    let tests: [(&str, Test); 5] = [
+    let tests: [(&str, Test); 6] = [
         (
             "the_start_method_is_the_one_asked_for",
             the_start_method_is_the_one_asked_for,
@@ -204,6 +230,10 @@ fn main() -> ExitCode {
         (
             "wait_sees_processes_and_connections",
             wait_sees_processes_and_connections,
+        ),
+        (
+            "manager_proxies_travel_with_other_handles",
+            manager_proxies_travel_with_other_handles,
         ),
     ];
     let mut h = Harness::new(tests.len());

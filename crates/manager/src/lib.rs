@@ -40,6 +40,9 @@
 //! - Every proxy method returns a `Result`.
 //! - Manager locks are released when the client holding them dies.
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 mod client;
 mod custom;
 mod dict;
