@@ -69,12 +69,16 @@ impl ServerRef {
     /// This thread's line to the server, opened on first use.
     fn line(&self) -> Result<Rc<Line>, ManagerError> {
         let pid = mp_sys::process::pid();
-        let found = LINES.with(|lines| {
-            let mut lines = lines.borrow_mut();
-            // Lines inherited from a parent through fork are closed here.
-            lines.retain(|l| l.pid == pid);
-            lines.iter().find(|l| l.token == self.token).cloned()
-        });
+        let found = LINES
+            .try_with(|lines| {
+                let mut lines = lines.borrow_mut();
+                // Lines inherited from a parent through fork are closed here.
+                lines.retain(|l| l.pid == pid);
+                lines.iter().find(|l| l.token == self.token).cloned()
+            })
+            .map_err(|_| {
+                ManagerError::ServerGone("this thread is exiting: its lines to the server are closed".into())
+            })?;
         if let Some(l) = found {
             return Ok(l);
         }
@@ -96,7 +100,9 @@ impl ServerRef {
             );
             r?;
         }
-        LINES.with(|lines| lines.borrow_mut().push(Rc::clone(&line)));
+        // A thread that is exiting keeps no line: this one closes after
+        // the call.
+        let _ = LINES.try_with(|lines| lines.borrow_mut().push(Rc::clone(&line)));
         Ok(line)
     }
 
@@ -114,7 +120,7 @@ impl ServerRef {
 
     /// Forgets this thread's line (after an error that left it out of step).
     pub(crate) fn drop_line(&self) {
-        LINES.with(|lines| lines.borrow_mut().retain(|l| l.token != self.token));
+        let _ = LINES.try_with(|lines| lines.borrow_mut().retain(|l| l.token != self.token));
     }
 
     /// Sends a request and waits for its reply.
