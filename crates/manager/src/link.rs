@@ -16,7 +16,7 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_codec::{Frame, HEADER_LEN, Limits};
 use mp_connection::Connection;
@@ -75,6 +75,26 @@ pub(crate) enum LinkError {
     /// A frame on the socket was corrupt, or the page announced a length
     /// over its capacity.
     Corrupt(String),
+}
+
+impl From<mp_codec::CodecError> for LinkError {
+    fn from(e: mp_codec::CodecError) -> Self {
+        if e.is_eof() {
+            LinkError::Gone(e.to_string())
+        } else {
+            LinkError::Corrupt(e.to_string())
+        }
+    }
+}
+
+impl From<mp_connection::ConnectionError> for LinkError {
+    fn from(e: mp_connection::ConnectionError) -> Self {
+        if e.is_eof() {
+            LinkError::Gone(e.to_string())
+        } else {
+            LinkError::Corrupt(e.to_string())
+        }
+    }
 }
 
 impl From<LinkError> for crate::ManagerError {
@@ -176,13 +196,7 @@ impl LocalLink {
         // The frame follows the announcement: a big frame fills the socket
         // while the peer is already reading it.
         if on_socket {
-            mp_codec::send_frame(self.sock.as_fd(), frame).map_err(|e| {
-                if e.is_eof() {
-                    LinkError::Gone(e.to_string())
-                } else {
-                    LinkError::Corrupt(e.to_string())
-                }
-            })?;
+            mp_codec::send_frame(self.sock.as_fd(), frame).map_err(LinkError::from)?;
         }
         Ok(())
     }
@@ -193,20 +207,15 @@ impl LocalLink {
     pub(crate) fn recv(&self, into: &mut Incoming, slice: Duration) -> Result<(), LinkError> {
         let want = self.seq.get().wrapping_add(1);
         let seq = self.word(SEQ);
-        if seq.load(Ordering::Acquire) != want && !yield_until(|| seq.load(Ordering::Acquire) == want) {
+        if seq.load(Ordering::Acquire) != want && !futex::yield_until(YIELD_FOR, || seq.load(Ordering::Acquire) == want)
+        {
             self.sleep_until(want, slice)?;
         }
         self.seq.set(want);
         let len = self.word(LEN).load(Ordering::Relaxed);
         into.fds.clear();
         if len == ON_SOCKET {
-            let frame = mp_codec::recv_frame(self.sock.as_fd(), &Limits::default()).map_err(|e| {
-                if e.is_eof() {
-                    LinkError::Gone(e.to_string())
-                } else {
-                    LinkError::Corrupt(e.to_string())
-                }
-            })?;
+            let frame = mp_codec::recv_frame(self.sock.as_fd(), &Limits::default()).map_err(LinkError::from)?;
             let (buf, fds) = frame.into_parts();
             into.buf = buf;
             into.start = HEADER_LEN;
@@ -268,20 +277,6 @@ fn gone(e: io::Error) -> LinkError {
     LinkError::Gone(e.to_string())
 }
 
-/// Yields the CPU until `ready` or for [`YIELD_FOR`].
-fn yield_until(ready: impl Fn() -> bool) -> bool {
-    let t0 = Instant::now();
-    loop {
-        std::thread::yield_now();
-        if ready() {
-            return true;
-        }
-        if t0.elapsed() >= YIELD_FOR {
-            return false;
-        }
-    }
-}
-
 impl Link {
     pub(crate) fn send(&self, frame: &Frame) -> Result<(), LinkError> {
         match self {
@@ -293,13 +288,7 @@ impl Link {
                             .into(),
                     ));
                 }
-                c.send_bytes(frame.payload()).map_err(|e| {
-                    if e.is_eof() {
-                        LinkError::Gone(e.to_string())
-                    } else {
-                        LinkError::Corrupt(e.to_string())
-                    }
-                })
+                c.send_bytes(frame.payload()).map_err(LinkError::from)
             }
         }
     }
@@ -310,13 +299,7 @@ impl Link {
             Link::Remote(c) => {
                 into.fds.clear();
                 into.start = 0;
-                into.buf = c.recv_bytes().map_err(|e| {
-                    if e.is_eof() {
-                        LinkError::Gone(e.to_string())
-                    } else {
-                        LinkError::Corrupt(e.to_string())
-                    }
-                })?;
+                into.buf = c.recv_bytes().map_err(LinkError::from)?;
                 Ok(())
             }
         }

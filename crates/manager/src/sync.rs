@@ -137,6 +137,26 @@ impl Drop for ProxyGuard {
     }
 }
 
+/// Runs `acquire` on the server; a guard that releases with `release` if
+/// it took the lock.
+fn guard_with<O, F>(
+    obj: &ObjRef,
+    acquire: F,
+    release: fn(&ObjRef) -> Result<(), ManagerError>,
+    block: Block,
+) -> Result<Option<ProxyGuard>, ManagerError>
+where
+    O: Any + Send + Sync,
+    F: Fn(&O, Block, &Cx) -> Result<bool, Fault> + Copy + Send + 'static,
+{
+    let got: bool = obj.call(acquire, &block)?;
+    Ok(got.then(|| ProxyGuard {
+        obj: obj.clone(),
+        release,
+        armed: true,
+    }))
+}
+
 fn release_lock(obj: &ObjRef) -> Result<(), ManagerError> {
     obj.call(lock_release, &())
 }
@@ -149,12 +169,7 @@ impl LockProxy {
     }
 
     fn acquire_with(&self, block: Block) -> Result<Option<ProxyGuard>, ManagerError> {
-        let got: bool = self.obj.call(lock_acquire, &block)?;
-        Ok(got.then(|| ProxyGuard {
-            obj: self.obj.clone(),
-            release: release_lock,
-            armed: true,
-        }))
+        guard_with(&self.obj, lock_acquire, release_lock, block)
     }
 
     /// Waits for the lock.
@@ -278,12 +293,7 @@ impl RLockProxy {
     }
 
     fn acquire_with(&self, block: Block) -> Result<Option<ProxyGuard>, ManagerError> {
-        let got: bool = self.obj.call(rlock_acquire, &block)?;
-        Ok(got.then(|| ProxyGuard {
-            obj: self.obj.clone(),
-            release: release_rlock,
-            armed: true,
-        }))
+        guard_with(&self.obj, rlock_acquire, release_rlock, block)
     }
 
     /// Waits for the lock (at once when this thread holds it already).
@@ -657,12 +667,7 @@ impl ConditionProxy {
     }
 
     fn acquire_with(&self, block: Block) -> Result<Option<ProxyGuard>, ManagerError> {
-        let got: bool = self.obj.call(cond_acquire, &block)?;
-        Ok(got.then(|| ProxyGuard {
-            obj: self.obj.clone(),
-            release: release_cond,
-            armed: true,
-        }))
+        guard_with(&self.obj, cond_acquire, release_cond, block)
     }
 
     /// Acquires the condition's lock.

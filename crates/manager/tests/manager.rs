@@ -70,26 +70,26 @@ fn add_under_lock(lock: LockProxy, v: ValueProxy<u64>, n: u32) -> Result<(), Man
     Ok(())
 }
 
-/// Takes the lock, says so, and waits to be killed.
-fn hold_lock_forever(lock: LockProxy, held: EventProxy) -> Result<(), ManagerError> {
+/// Takes the lock, says so, and waits to be killed (`never` stays silent).
+fn hold_lock_forever(lock: LockProxy, held: EventProxy, never: mp_connection::Connection) -> Result<(), ManagerError> {
     let g = lock.acquire()?;
     held.set()?;
-    std::thread::sleep(Duration::from_secs(60));
+    let _ = never.poll_timeout(PATIENCE);
     drop(g);
     Ok(())
 }
 
-/// Blocks in a proxy call until the server is killed; exits 0 when the
-/// call failed with ServerGone within 5 s of `ready`.
-fn blocked_until_server_dies(q: QueueProxy<u32>, ready: EventProxy) -> Result<(), String> {
-    ok(ready.set())?;
+/// Blocks in a proxy call (a barrier of two that nobody else joins) until
+/// the server is killed; exits 0 when the call failed with ServerGone
+/// within 5 s.
+fn blocked_until_server_dies(b: mp_manager::BarrierProxy) -> Result<(), String> {
     let t0 = Instant::now();
-    match q.get_timeout(Duration::from_secs(30)) {
-        Err(GetError::Closed) => check(
+    match b.wait_timeout(PATIENCE) {
+        Err(ManagerError::ServerGone(_)) => check(
             t0.elapsed() < Duration::from_secs(5),
             format!("the error came after {:?}", t0.elapsed()),
         ),
-        other => Err(format!("expected Closed (server gone), got {other:?}")),
+        other => Err(format!("expected ServerGone, got {other:?}")),
     }
 }
 
@@ -220,7 +220,8 @@ fn killed_holder_releases_the_lock(m: StartMethod) -> Check {
     let mgr = ok(Manager::with_start_method(m))?;
     let lock = ok(mgr.lock())?;
     let held = ok(mgr.event())?;
-    let mut p = child(m, Process::new(hold_lock_forever, (lock.clone(), held.clone())))?;
+    let (never, _silent) = ok(pipe())?;
+    let mut p = child(m, Process::new(hold_lock_forever, (lock.clone(), held.clone(), never)))?;
     check(ok(held.wait_timeout(PATIENCE))?, "the child never took the lock")?;
     check(ok(lock.try_acquire())?.is_none(), "the lock is free while held")?;
     ok(p.kill())?;
@@ -233,11 +234,11 @@ fn killed_holder_releases_the_lock(m: StartMethod) -> Check {
 fn server_killed_mid_call(m: StartMethod) -> Check {
     let mut mgr = ok(Manager::with_start_method(m))?;
     let q = ok(mgr.queue::<u32>())?;
-    let ready = ok(mgr.event())?;
-    let mut p = child(m, Process::new(blocked_until_server_dies, (q.clone(), ready.clone())))?;
-    check(ok(ready.wait_timeout(PATIENCE))?, "the child never got ready")?;
-    // Let the child enter its blocking get (it yields, then sleeps).
-    std::thread::sleep(Duration::from_millis(100));
+    let b = ok(mgr.barrier(2))?;
+    let mut p = child(m, Process::new(blocked_until_server_dies, (b.clone(),)))?;
+    // The child is in the middle of its call once the barrier counts it.
+    let waiting = mp_testkit::until(PATIENCE, || b.n_waiting().ok() == Some(1));
+    check(waiting, "the child never blocked in the barrier")?;
     let pid = mgr.pid().ok_or("no server pid")?;
     ok(kill(pid, Signal::KILL))?;
     let code = finish(&mut p)?;

@@ -769,7 +769,7 @@ impl Ring {
             return Err(Fail::Timeout);
         };
         drop(held);
-        if yield_until(|| ready(self)) {
+        if futex::yield_until(YIELD_FOR, || ready(self)) {
             return Ok(());
         }
         // Counted as a sleeper only now, so that the other side's puts or
@@ -870,28 +870,6 @@ impl Ring {
     ) -> Result<Ring, D::Error> {
         let wire = Wire::deserialize(d)?;
         Ring::open(wire, kinds, tag, what).map_err(mp_codec::handle::invalid)
-    }
-}
-
-/// Gives the CPU away (`sched_yield`) until `ready` holds, for at most
-/// [`YIELD_FOR`]; whether it held. What a waiter does before the futex
-/// sleep: when the other side shares this CPU (a pinned producer and
-/// consumer, or two the scheduler put together), yielding lets it run and
-/// fill or drain the ring in one stretch instead of waking this side once per
-/// item; when it runs on another CPU, this is a short poll that sees its put
-/// or get within a microsecond. A pause-loop spin first (as mp-sync's waits
-/// do) measured no faster here and burns the time slice the other side needs
-/// when both share a CPU.
-fn yield_until(ready: impl Fn() -> bool) -> bool {
-    let t0 = Instant::now();
-    loop {
-        std::thread::yield_now();
-        if ready() {
-            return true;
-        }
-        if t0.elapsed() >= YIELD_FOR {
-            return false;
-        }
     }
 }
 
