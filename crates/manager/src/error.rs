@@ -116,8 +116,6 @@ pub(crate) enum Fault {
     Broken,
     /// A wait timed out.
     Timeout,
-    /// The object (a queue) was closed.
-    Closed,
     /// The client is gone (never sent: it ends a blocked method).
     Gone,
 }
@@ -134,7 +132,6 @@ impl From<Fault> for ManagerError {
             Fault::Invalid(m) => ManagerError::InvalidArgument(m),
             Fault::Broken => ManagerError::BrokenBarrier,
             Fault::Timeout => ManagerError::Timeout,
-            Fault::Closed => ManagerError::Remote("the object is closed".into()),
             Fault::Gone => ManagerError::ServerGone("the request was abandoned".into()),
         }
     }
