@@ -51,7 +51,7 @@ impl fmt::Debug for ServerRef {
 }
 
 /// A line in this thread's cache.
-struct Line {
+pub(crate) struct Line {
     token: u64,
     /// The process that opened it: a forked child must not use its
     /// parent's lines.
@@ -67,7 +67,7 @@ thread_local! {
 
 impl ServerRef {
     /// This thread's line to the server, opened on first use.
-    fn line(&self) -> Result<Rc<Line>, ManagerError> {
+    pub(crate) fn line(&self) -> Result<Rc<Line>, ManagerError> {
         let pid = mp_sys::process::pid();
         let found = LINES
             .try_with(|lines| {
@@ -320,6 +320,32 @@ macro_rules! proxy_serde {
 }
 
 pub(crate) use proxy_serde;
+
+/// Implements `Clone` and `Debug` for a generic proxy type with fields
+/// `obj` and `_types`, whatever its type parameters.
+macro_rules! generic_proxy {
+    ($proxy:ident < $($p:ident),* >) => {
+        impl<$($p),*> Clone for $proxy<$($p),*> {
+            fn clone(&self) -> Self {
+                $proxy {
+                    obj: self.obj.clone(),
+                    _types: std::marker::PhantomData,
+                }
+            }
+        }
+
+        impl<$($p),*> std::fmt::Debug for $proxy<$($p),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($proxy))
+                    .field("types", &std::any::type_name::<($($p,)*)>())
+                    .field("id", &self.obj.id)
+                    .finish()
+            }
+        }
+    };
+}
+
+pub(crate) use generic_proxy;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,6 @@
 //! `ObjectProxy`: a value of a user's type on the server, and the methods
 //! it runs there.
 
-use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Mutex;
 
@@ -9,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ManagerError;
-use crate::client::ObjRef;
+use crate::client::{ObjRef, generic_proxy};
 use crate::server::{Cx, lock};
 
 /// The server's copy of a registered or shared value.
@@ -74,23 +73,7 @@ pub struct ObjectProxy<T> {
     pub(crate) _types: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for ObjectProxy<T> {
-    fn clone(&self) -> Self {
-        ObjectProxy {
-            obj: self.obj.clone(),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<T> fmt::Debug for ObjectProxy<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ObjectProxy")
-            .field("type", &std::any::type_name::<T>())
-            .field("id", &self.obj.id)
-            .finish()
-    }
-}
+generic_proxy!(ObjectProxy<T>);
 
 impl<T: Send + 'static> serde::Serialize for ObjectProxy<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

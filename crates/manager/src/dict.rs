@@ -1,13 +1,12 @@
 //! `DictProxy`: a map on the server, in insertion order like Python's dict.
 
-use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use indexmap::IndexMap;
 
-use crate::client::{ObjRef, proxy_serde};
+use crate::client::{ObjRef, generic_proxy, proxy_serde};
 use crate::error::Fault;
 use crate::server::{Cx, lock};
 use crate::{Item, ManagerError};
@@ -36,20 +35,7 @@ pub struct DictProxy<K, V> {
     pub(crate) _types: PhantomData<fn() -> (K, V)>,
 }
 
-impl<K, V> Clone for DictProxy<K, V> {
-    fn clone(&self) -> Self {
-        DictProxy {
-            obj: self.obj.clone(),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<K, V> fmt::Debug for DictProxy<K, V> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DictProxy").field("id", &self.obj.id).finish()
-    }
-}
+generic_proxy!(DictProxy<K, V>);
 
 proxy_serde!(DictProxy<K, V>, DictObj<K, V>, "DictProxy of these types", where K: Item + Hash + Eq, V: Item);
 

@@ -77,9 +77,10 @@ pub(crate) enum LinkError {
     Corrupt(String),
 }
 
-impl From<mp_codec::CodecError> for LinkError {
-    fn from(e: mp_codec::CodecError) -> Self {
-        if e.is_eof() {
+impl LinkError {
+    /// `Gone` when the peer's end closed, else `Corrupt`.
+    fn classify(eof: bool, e: impl std::fmt::Display) -> LinkError {
+        if eof {
             LinkError::Gone(e.to_string())
         } else {
             LinkError::Corrupt(e.to_string())
@@ -87,13 +88,15 @@ impl From<mp_codec::CodecError> for LinkError {
     }
 }
 
+impl From<mp_codec::CodecError> for LinkError {
+    fn from(e: mp_codec::CodecError) -> Self {
+        LinkError::classify(e.is_eof(), e)
+    }
+}
+
 impl From<mp_connection::ConnectionError> for LinkError {
     fn from(e: mp_connection::ConnectionError) -> Self {
-        if e.is_eof() {
-            LinkError::Gone(e.to_string())
-        } else {
-            LinkError::Corrupt(e.to_string())
-        }
+        LinkError::classify(e.is_eof(), e)
     }
 }
 

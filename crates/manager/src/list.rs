@@ -1,10 +1,9 @@
 //! `ListProxy`: a vector on the server.
 
-use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
-use crate::client::{ObjRef, ServerRef, proxy_serde};
+use crate::client::{ObjRef, ServerRef, generic_proxy, proxy_serde};
 use crate::error::Fault;
 use crate::server::{Cx, lock};
 use crate::{Item, ManagerError};
@@ -29,20 +28,7 @@ pub struct ListProxy<T> {
     pub(crate) _types: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for ListProxy<T> {
-    fn clone(&self) -> Self {
-        ListProxy {
-            obj: self.obj.clone(),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<T> fmt::Debug for ListProxy<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ListProxy").field("id", &self.obj.id).finish()
-    }
-}
+generic_proxy!(ListProxy<T>);
 
 proxy_serde!(ListProxy<T>, ListObj<T>, "ListProxy of this type", where T: Item);
 

@@ -294,13 +294,9 @@ impl BaseManager {
             }),
             process: None,
         };
-        // Fail here, not at the first call, on a wrong key or address.
-        m.server.request::<_, ()>(
-            &Head::Hello {
-                build: mp_sys::code::build_id(),
-            },
-            &(),
-        )?;
+        // Fail here, not at the first call, on a wrong key, a wrong address
+        // or another binary: opening a remote line says hello.
+        m.server.line()?;
         Ok(m)
     }
 

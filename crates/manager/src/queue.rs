@@ -1,7 +1,6 @@
 //! `QueueProxy`: a queue on the server.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::marker::PhantomData;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -9,7 +8,7 @@ use std::time::Duration;
 use mp_queue::{GetError, PutError};
 use serde::{Deserialize, Serialize};
 
-use crate::client::{ObjRef, ServerRef, proxy_serde};
+use crate::client::{ObjRef, ServerRef, generic_proxy, proxy_serde};
 use crate::error::Fault;
 use crate::server::{Block, Cx, lock};
 use crate::{Item, ManagerError};
@@ -58,20 +57,7 @@ pub struct QueueProxy<T> {
     pub(crate) _types: PhantomData<fn() -> T>,
 }
 
-impl<T> Clone for QueueProxy<T> {
-    fn clone(&self) -> Self {
-        QueueProxy {
-            obj: self.obj.clone(),
-            _types: PhantomData,
-        }
-    }
-}
-
-impl<T> fmt::Debug for QueueProxy<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("QueueProxy").field("id", &self.obj.id).finish()
-    }
-}
+generic_proxy!(QueueProxy<T>);
 
 proxy_serde!(QueueProxy<T>, QueueObj<T>, "QueueProxy of this type", where T: Item);
 

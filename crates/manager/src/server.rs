@@ -493,18 +493,13 @@ fn handle(state: &State, ex: &Rc<Exchange>, head: Head) -> bool {
 /// Calls the entry the request named, turning a panic into a fault.
 fn call(ex: &Rc<Exchange>, (offset, tag): (i64, u64)) {
     let entry = Entry::<Invoke>::from_parts(offset, tag);
-    let verified = match entry.verify() {
-        Ok(v) => v,
-        Err(e) => {
-            ex.fault(Fault::DifferentBinary(e.to_string()));
-            return;
-        }
-    };
     let inv = Invoke(Rc::clone(ex));
     QUIET.with(|q| q.set(true));
-    let r = catch_unwind(AssertUnwindSafe(|| verified.call(inv)));
+    let r = catch_unwind(AssertUnwindSafe(|| entry.call(inv)));
     QUIET.with(|q| q.set(false));
-    if let Err(p) = r {
+    if let Ok(Err(e)) = r {
+        ex.fault(Fault::DifferentBinary(e.to_string()));
+    } else if let Err(p) = r {
         let msg = p
             .downcast_ref::<&str>()
             .map(|s| s.to_string())

@@ -202,8 +202,58 @@ impl LockProxy {
 
 // ---------------------------------------------------------------- RLock
 
+/// A re-entrant hold, as RLock and Condition keep it: the line that holds
+/// it and how many times.
+#[derive(Default)]
+struct Hold {
+    owner: Option<u64>,
+    count: usize,
+}
+
+impl Hold {
+    /// Takes the hold for `line` (again, if it is `line`'s already).
+    fn enter(&mut self, line: u64) -> Option<()> {
+        match self.owner {
+            None => {
+                *self = Hold {
+                    owner: Some(line),
+                    count: 1,
+                };
+                Some(())
+            }
+            Some(o) if o == line => {
+                self.count += 1;
+                Some(())
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// Gives one level back; whether the hold is free now. `None` when
+    /// `line` does not hold it.
+    fn leave(&mut self, line: u64) -> Option<bool> {
+        if self.owner != Some(line) {
+            return None;
+        }
+        self.count -= 1;
+        if self.count == 0 {
+            self.owner = None;
+        }
+        Some(self.owner.is_none())
+    }
+
+    /// Frees every level `line` holds (its client hung up, or it waits on
+    /// a condition); how many there were.
+    fn drop_all(&mut self, line: u64) -> usize {
+        if self.owner != Some(line) {
+            return 0;
+        }
+        std::mem::take(self).count
+    }
+}
+
 pub(crate) struct RLockObj {
-    st: Mutex<(Option<u64>, usize)>,
+    st: Mutex<Hold>,
     cv: Condvar,
 }
 
@@ -229,16 +279,14 @@ plain_proxy!(RLockProxy, RLockObj, "RLockProxy");
 
 fn new_rlock(_: ()) -> Result<RLockObj, Fault> {
     Ok(RLockObj {
-        st: Mutex::new((None, 0)),
+        st: Mutex::new(Hold::default()),
         cv: Condvar::new(),
     })
 }
 
 fn rlock_release_if(obj: &(dyn Any + Send + Sync), line: u64) {
     if let Some(l) = obj.downcast_ref::<RLockObj>() {
-        let mut st = lock(&l.st);
-        if st.0 == Some(line) {
-            *st = (None, 0);
+        if lock(&l.st).drop_all(line) > 0 {
             l.cv.notify_one();
         }
     }
@@ -246,17 +294,7 @@ fn rlock_release_if(obj: &(dyn Any + Send + Sync), line: u64) {
 
 fn rlock_acquire(l: &RLockObj, block: Block, cx: &Cx) -> Result<bool, Fault> {
     let line = cx.line();
-    let r = cx.wait(lock(&l.st), &l.cv, block, |st| match st.0 {
-        None => {
-            *st = (Some(line), 1);
-            Some(())
-        }
-        Some(o) if o == line => {
-            st.1 += 1;
-            Some(())
-        }
-        Some(_) => None,
-    });
+    let r = cx.wait(lock(&l.st), &l.cv, block, |st| st.enter(line));
     let got = acquired(r)?;
     if got {
         cx.on_hangup(rlock_release_if);
@@ -265,17 +303,13 @@ fn rlock_acquire(l: &RLockObj, block: Block, cx: &Cx) -> Result<bool, Fault> {
 }
 
 fn rlock_release(l: &RLockObj, _: (), cx: &Cx) -> Result<(), Fault> {
-    let mut st = lock(&l.st);
-    if st.0 != Some(cx.line()) {
-        return Err(Fault::Invalid(
+    let freed = lock(&l.st).leave(cx.line()).ok_or_else(|| {
+        Fault::Invalid(
             "release of an RLock this thread does not hold (an RLock is released by the thread that acquired it)"
                 .into(),
-        ));
-    }
-    st.1 -= 1;
-    if st.1 == 0 {
-        st.0 = None;
-        drop(st);
+        )
+    })?;
+    if freed {
         l.cv.notify_one();
     }
     Ok(())
@@ -509,8 +543,7 @@ pub(crate) struct CondObj {
 }
 
 struct CondState {
-    owner: Option<u64>,
-    count: usize,
+    hold: Hold,
     next_ticket: u64,
     waiting: VecDeque<u64>,
     notified: HashSet<u64>,
@@ -538,8 +571,7 @@ plain_proxy!(ConditionProxy, CondObj, "ConditionProxy");
 fn new_cond(_: ()) -> Result<CondObj, Fault> {
     Ok(CondObj {
         st: Mutex::new(CondState {
-            owner: None,
-            count: 0,
+            hold: Hold::default(),
             next_ticket: 0,
             waiting: VecDeque::new(),
             notified: HashSet::new(),
@@ -550,10 +582,7 @@ fn new_cond(_: ()) -> Result<CondObj, Fault> {
 
 fn cond_release_if(obj: &(dyn Any + Send + Sync), line: u64) {
     if let Some(c) = obj.downcast_ref::<CondObj>() {
-        let mut st = lock(&c.st);
-        if st.owner == Some(line) {
-            st.owner = None;
-            st.count = 0;
+        if lock(&c.st).hold.drop_all(line) > 0 {
             c.cv.notify_all();
         }
     }
@@ -561,18 +590,7 @@ fn cond_release_if(obj: &(dyn Any + Send + Sync), line: u64) {
 
 fn cond_acquire(c: &CondObj, block: Block, cx: &Cx) -> Result<bool, Fault> {
     let line = cx.line();
-    let r = cx.wait(lock(&c.st), &c.cv, block, |st| match st.owner {
-        None => {
-            st.owner = Some(line);
-            st.count = 1;
-            Some(())
-        }
-        Some(o) if o == line => {
-            st.count += 1;
-            Some(())
-        }
-        Some(_) => None,
-    });
+    let r = cx.wait(lock(&c.st), &c.cv, block, |st| st.hold.enter(line));
     let got = acquired(r)?;
     if got {
         cx.on_hangup(cond_release_if);
@@ -585,14 +603,7 @@ fn not_owner(what: &str) -> Fault {
 }
 
 fn cond_release(c: &CondObj, _: (), cx: &Cx) -> Result<(), Fault> {
-    let mut st = lock(&c.st);
-    if st.owner != Some(cx.line()) {
-        return Err(not_owner("release"));
-    }
-    st.count -= 1;
-    if st.count == 0 {
-        st.owner = None;
-        drop(st);
+    if lock(&c.st).hold.leave(cx.line()).ok_or_else(|| not_owner("release"))? {
         c.cv.notify_all();
     }
     Ok(())
@@ -601,12 +612,10 @@ fn cond_release(c: &CondObj, _: (), cx: &Cx) -> Result<(), Fault> {
 fn cond_wait(c: &CondObj, block: Block, cx: &Cx) -> Result<bool, Fault> {
     let line = cx.line();
     let mut st = lock(&c.st);
-    if st.owner != Some(line) {
+    let saved = st.hold.drop_all(line);
+    if saved == 0 {
         return Err(not_owner("wait"));
     }
-    let saved = st.count;
-    st.owner = None;
-    st.count = 0;
     let ticket = st.next_ticket;
     st.next_ticket += 1;
     st.waiting.push_back(ticket);
@@ -626,9 +635,11 @@ fn cond_wait(c: &CondObj, block: Block, cx: &Cx) -> Result<bool, Fault> {
     };
     // Take the lock back, however long that takes.
     let r = cx.wait(st, &c.cv, Block::Forever, |s| {
-        s.owner.is_none().then(|| {
-            s.owner = Some(line);
-            s.count = saved;
+        s.hold.owner.is_none().then(|| {
+            s.hold = Hold {
+                owner: Some(line),
+                count: saved,
+            };
         })
     });
     match r {
@@ -639,7 +650,7 @@ fn cond_wait(c: &CondObj, block: Block, cx: &Cx) -> Result<bool, Fault> {
 
 fn cond_notify(c: &CondObj, n: usize, cx: &Cx) -> Result<(), Fault> {
     let mut st = lock(&c.st);
-    if st.owner != Some(cx.line()) {
+    if st.hold.owner != Some(cx.line()) {
         return Err(not_owner("notify"));
     }
     for _ in 0..n {

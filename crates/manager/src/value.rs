@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::client::{ObjRef, ServerRef, proxy_serde};
+use crate::client::{ObjRef, ServerRef, generic_proxy, proxy_serde};
 use crate::error::Fault;
 use crate::server::{Cx, lock};
 use crate::{Item, ManagerError};
@@ -17,25 +17,6 @@ use crate::{Item, ManagerError};
 pub(crate) type ValueObj<T> = Mutex<T>;
 pub(crate) struct ArrayObj<T>(Mutex<Vec<T>>);
 pub(crate) struct NamespaceObj(Mutex<BTreeMap<String, Vec<u8>>>);
-
-macro_rules! generic_proxy_basics {
-    ($proxy:ident, $name:literal) => {
-        impl<T> Clone for $proxy<T> {
-            fn clone(&self) -> Self {
-                $proxy {
-                    obj: self.obj.clone(),
-                    _types: PhantomData,
-                }
-            }
-        }
-
-        impl<T> fmt::Debug for $proxy<T> {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct($name).field("id", &self.obj.id).finish()
-            }
-        }
-    };
-}
 
 /// Python's `Manager().Value(typecode, v)`: one value on the server, of
 /// any serde type.
@@ -52,7 +33,7 @@ pub struct ValueProxy<T> {
     pub(crate) _types: PhantomData<fn() -> T>,
 }
 
-generic_proxy_basics!(ValueProxy, "ValueProxy");
+generic_proxy!(ValueProxy<T>);
 proxy_serde!(ValueProxy<T>, ValueObj<T>, "ValueProxy of this type", where T: Item);
 
 fn new_value<T: Item>(v: T) -> Result<ValueObj<T>, Fault> {
@@ -105,7 +86,7 @@ pub struct ArrayProxy<T> {
     pub(crate) _types: PhantomData<fn() -> T>,
 }
 
-generic_proxy_basics!(ArrayProxy, "ArrayProxy");
+generic_proxy!(ArrayProxy<T>);
 proxy_serde!(ArrayProxy<T>, ArrayObj<T>, "ArrayProxy of this type", where T: Item);
 
 fn new_array<T: Item>(v: Vec<T>) -> Result<ArrayObj<T>, Fault> {

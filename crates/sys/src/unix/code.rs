@@ -173,21 +173,6 @@ impl<T: 'static> Entry<T> {
     /// Calls the function with `input`, after checking that the entry was
     /// made by this binary for this input type.
     pub fn call(&self, input: T) -> Result<i32, EntryError> {
-        Ok(self.verify()?.call(input))
-    }
-
-    /// Checks the entry once and returns a [`Verified`] entry that calls
-    /// without checking again: for a receiver that calls the same entries
-    /// many times (the check hashes the input type's name).
-    ///
-    /// ```
-    /// use mp_sys::code::Entry;
-    /// let e = Entry::<u32>::new(|x: u32| x as i32 + 1)?;
-    /// let v = e.verify()?;
-    /// assert_eq!((v.call(1), v.call(2)), (2, 3));
-    /// # Ok::<(), mp_sys::code::EntryError>(())
-    /// ```
-    pub fn verify(&self) -> Result<Verified<T>, EntryError> {
         self.check()?;
         let addr = (anchor_addr() as i64).wrapping_add(self.offset) as usize;
         // SAFETY: the tag binds the offset to this binary's identity and to
@@ -197,35 +182,7 @@ impl<T: 'static> Entry<T> {
         // forged tag needs a deliberate attacker with access to the
         // process's private channels, which is outside the threat model.
         let thunk = unsafe { mem::transmute::<usize, fn(T) -> i32>(addr) };
-        Ok(Verified { thunk })
-    }
-}
-
-/// An [`Entry`] whose check passed: calling it jumps without checking again.
-/// Only [`Entry::verify`] makes one.
-pub struct Verified<T> {
-    thunk: fn(T) -> i32,
-}
-
-impl<T> Clone for Verified<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<T> Copy for Verified<T> {}
-
-impl<T> fmt::Debug for Verified<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Verified").field("input", &type_name::<T>()).finish()
-    }
-}
-
-impl<T> Verified<T> {
-    /// Calls the function with `input`.
-    #[inline]
-    pub fn call(&self, input: T) -> i32 {
-        (self.thunk)(input)
+        Ok(thunk(input))
     }
 }
 
