@@ -151,6 +151,14 @@ fn remote_client(addr: String, key: Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+/// Starts a manager, sends its server's pid, and waits to be killed.
+fn own_manager_then_wait(m: StartMethod, out: mp_connection::Connection) -> Result<(), String> {
+    let mgr = ok(Manager::with_start_method(m))?;
+    ok(out.send(&mgr.pid().ok_or("no server pid")?))?;
+    let _ = out.poll_timeout(PATIENCE);
+    Ok(())
+}
+
 // ---- scenarios under each start method --------------------------------------
 
 /// Eight processes insert 1,000 distinct keys each at the same time.
@@ -252,6 +260,19 @@ fn server_killed_mid_call(m: StartMethod) -> Check {
     check(t0.elapsed() < Duration::from_secs(2), "the error was slow")?;
     // Shutdown reaps the killed server.
     ok(mgr.shutdown())
+}
+
+/// A manager's server dies with the process that started it, even when
+/// that process is killed.
+fn server_dies_with_its_parent(m: StartMethod) -> Check {
+    let (mine, theirs) = ok(pipe())?;
+    let mut p = child(m, Process::new(own_manager_then_wait, (m, theirs)))?;
+    let server: u32 = ok(mine.recv())?;
+    check(ok(mp_sys::process::is_alive(server))?, "the server is not running")?;
+    ok(p.kill())?;
+    let _ = finish(&mut p);
+    let gone = mp_testkit::until(PATIENCE, || !mp_sys::process::is_alive(server).unwrap_or(false));
+    check(gone, format!("the server {server} outlived its killed parent"))
 }
 
 /// A queue proxy carries items from a producer child to a consumer child.
@@ -564,12 +585,13 @@ fn no_leaks() -> Check {
 }
 
 fn main() -> ExitCode {
-    let with_method: [(&str, mp_testkit::Case<StartMethod>); 8] = [
+    let with_method: [(&str, mp_testkit::Case<StartMethod>); 9] = [
         ("eight_writers", eight_writers),
         ("every_proxy_travels", every_proxy_travels),
         ("lock_serializes_children", lock_serializes_children),
         ("killed_holder_releases_the_lock", killed_holder_releases_the_lock),
         ("server_killed_mid_call", server_killed_mid_call),
+        ("server_dies_with_its_parent", server_dies_with_its_parent),
         ("queue_between_children", queue_between_children),
         ("registered_type_from_children", registered_type_from_children),
         ("remote_manager_over_tcp", remote_manager_over_tcp),
