@@ -50,4 +50,4 @@ pub use context::{Context, StartMethod, cpu_count, get_context, get_start_method
 pub use error::ProcessError;
 pub use identity::{ProcessInfo, active_children, current_process, exit, parent_process};
 pub use process::Process;
-pub use target::{Args, Outcome, Run, Target};
+pub use target::{Args, Function, Outcome, Run, Target};

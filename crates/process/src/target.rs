@@ -25,24 +25,32 @@ impl<E: Display> Outcome for Result<(), E> {
     }
 }
 
-/// A function a process can run with `Args`, a tuple of 0 to 6 arguments.
+/// A function called with its arguments as a tuple of 0 to 6 values: what
+/// a process, a pool task or an executor task runs.
 ///
 /// Implemented for every `fn` item and closure `Fn(A, B, ..) -> R` that is
-/// `Copy + Send + 'static`, with `R: Outcome`. Under spawn and fork-server the
-/// target must also capture nothing (the child recreates it from its type).
-pub trait Target<Args>: Copy + Send + 'static {
-    /// What the target returns.
-    type Output: Outcome;
-    /// Calls the target with the arguments unpacked.
+/// `Copy + Send + 'static`. Under spawn and fork-server (and in pools, under
+/// every method) the function must also capture nothing: the other process
+/// recreates it from its type.
+///
+/// ```
+/// use mp_process::Function;
+/// fn add(a: i32, b: i32) -> i32 { a + b }
+/// assert_eq!(add.call((2, 3)), 5);
+/// assert_eq!((|| "hi").call(()), "hi");
+/// ```
+pub trait Function<Args>: Copy + Send + 'static {
+    /// What the function returns.
+    type Output;
+    /// Calls the function with the arguments unpacked.
     fn call(self, args: Args) -> Self::Output;
 }
 
-macro_rules! impl_target {
+macro_rules! impl_function {
     ($($a:ident)*) => {
-        impl<F, R, $($a,)*> Target<($($a,)*)> for F
+        impl<F, R, $($a,)*> Function<($($a,)*)> for F
         where
             F: Fn($($a),*) -> R + Copy + Send + 'static,
-            R: Outcome,
         {
             type Output = R;
             #[allow(non_snake_case, reason = "the arguments are named after their types")]
@@ -54,13 +62,19 @@ macro_rules! impl_target {
     };
 }
 
-impl_target!();
-impl_target!(A1);
-impl_target!(A1 A2);
-impl_target!(A1 A2 A3);
-impl_target!(A1 A2 A3 A4);
-impl_target!(A1 A2 A3 A4 A5);
-impl_target!(A1 A2 A3 A4 A5 A6);
+impl_function!();
+impl_function!(A1);
+impl_function!(A1 A2);
+impl_function!(A1 A2 A3);
+impl_function!(A1 A2 A3 A4);
+impl_function!(A1 A2 A3 A4 A5);
+impl_function!(A1 A2 A3 A4 A5 A6);
+
+/// A function a process can run with `Args`, a tuple of 0 to 6 arguments: a
+/// [`Function`] whose result is an [`Outcome`] (`()` or `Result<(), E>`).
+pub trait Target<Args>: Function<Args, Output: Outcome> {}
+
+impl<F: Function<Args, Output: Outcome>, Args> Target<Args> for F {}
 
 /// Python's `Process` subclass with a `run()` method: the value travels to
 /// the child and `run` is called there.

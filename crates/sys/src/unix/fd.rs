@@ -218,6 +218,23 @@ impl<'fd> PollFd<'fd> {
         }
     }
 
+    /// Also waits for `fd` to become writable when `on` (a socket with
+    /// bytes queued to send, say).
+    ///
+    /// ```
+    /// use mp_sys::fd::{poll, PollFd};
+    /// use std::os::fd::AsFd;
+    /// let (r, w) = mp_sys::fd::pipe()?;
+    /// let mut set = [PollFd::readable(w.as_fd()).also_writable(true)];
+    /// assert_eq!(poll(&mut set, Some(std::time::Duration::ZERO))?, 1); // an empty pipe takes bytes
+    /// # drop(r);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn also_writable(mut self, on: bool) -> Self {
+        self.writable |= on;
+        self
+    }
+
     /// Whether the last [`poll`] found this descriptor ready: readable or
     /// writable as asked, hung up, or in error (a read or write then reports
     /// what happened).

@@ -1,0 +1,666 @@
+//! The pool's engine: one thread in the parent that owns the workers.
+//!
+//! Callers encode their work in their own thread and queue it. The pool
+//! thread hands each worker a few jobs at a time over the worker's own
+//! socket (so it always knows which jobs each worker holds), reads the
+//! replies, and delivers them to the jobs' sinks; callbacks run there, in
+//! completion order. It watches each worker's pidfd: a worker that dies is
+//! reaped, the job it was running fails with `TaskError::WorkerLost`, the
+//! jobs queued behind it go to other workers, and a new worker takes its
+//! place.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mp_codec::Fd;
+use mp_process::{Process, StartMethod};
+use mp_sys::fd::{PollFd, poll};
+use mp_sys::region::Region;
+use mp_sys::socket::{SocketKind, socketpair};
+
+use crate::error::{PoolError, TaskError};
+use crate::task::{FINISHED, Work, worker_main};
+use crate::wire::{Fds, Head, InBuf, Kind, OutBuf, Payload, Read};
+
+/// A worker's reply to one job: its payload and how to read it
+/// ([`status`](crate::task::status)).
+#[derive(Debug)]
+pub(crate) struct Reply {
+    pub(crate) status: u64,
+    pub(crate) payload: Payload,
+}
+
+/// Where a job's outcome goes: items `lo..hi` of chunk `tag` (a task is
+/// chunk 0, items `0..1`).
+pub(crate) trait Sink: Send + Sync {
+    fn deliver(&self, tag: usize, lo: u32, hi: u32, r: Result<Reply, TaskError>);
+}
+
+/// A queued or running job.
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) work: Work,
+    pub(crate) lo: u32,
+    pub(crate) hi: u32,
+    pub(crate) tag: usize,
+    pub(crate) sink: Arc<dyn Sink>,
+    /// Times this job was handed back after its worker died while decoding
+    /// it.
+    retries: u8,
+}
+
+impl Job {
+    fn fail(self, e: TaskError) {
+        self.sink.deliver(self.tag, self.lo, self.hi, Err(e));
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Phase {
+    Running,
+    Closed,
+    Terminating,
+}
+
+pub(crate) struct State {
+    queue: VecDeque<Job>,
+    pub(crate) phase: Phase,
+    /// Lazy maps (`imap`) that may still queue work after `close`.
+    feeders: usize,
+    broken: Option<String>,
+    pub(crate) finished: bool,
+    pids: Vec<u32>,
+}
+
+/// How the pool was set up.
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) maxtasks: u64,
+    pub(crate) method: StartMethod,
+    pub(crate) init: Option<Work>,
+}
+
+/// What callers and the pool thread share.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    pub(crate) changed: Condvar,
+    /// Bumped on every submission and phase change.
+    events: AtomicU64,
+    asleep: AtomicBool,
+    wake_r: OwnedFd,
+    wake_w: OwnedFd,
+    next_id: AtomicU64,
+    pub(crate) cfg: Config,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn new_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Makes the pool thread look at the state again.
+    fn poke(&self) {
+        self.events.fetch_add(1, Ordering::SeqCst);
+        if self.asleep.swap(false, Ordering::SeqCst) {
+            let _ = mp_sys::fd::write(self.wake_w.as_fd(), b"!");
+        }
+    }
+
+    /// Queues `work` as one job (`tag`, items `0..work.items`) for `sink`.
+    /// `feeder`: the caller is a lazy map registered with [`add_feeder`],
+    /// which may queue after `close`.
+    pub(crate) fn submit(
+        &self,
+        works: impl IntoIterator<Item = (usize, Work)>,
+        sink: &Arc<dyn Sink>,
+        feeder: bool,
+    ) -> Result<(), TaskError> {
+        let mut st = self.lock();
+        if let Some(msg) = &st.broken {
+            return Err(TaskError::Initializer(msg.clone()));
+        }
+        match st.phase {
+            Phase::Running => {}
+            Phase::Closed if feeder => {}
+            _ => return Err(TaskError::Closed),
+        }
+        for (tag, work) in works {
+            let hi = work.items;
+            st.queue.push_back(Job {
+                id: self.new_id(),
+                work,
+                lo: 0,
+                hi,
+                tag,
+                sink: Arc::clone(sink),
+                retries: 0,
+            });
+        }
+        drop(st);
+        self.poke();
+        Ok(())
+    }
+
+    /// Registers a lazy map: the pool does not finish after `close` until
+    /// [`remove_feeder`](Shared::remove_feeder).
+    pub(crate) fn add_feeder(&self) -> Result<(), TaskError> {
+        let mut st = self.lock();
+        if st.phase != Phase::Running {
+            return Err(TaskError::Closed);
+        }
+        st.feeders += 1;
+        Ok(())
+    }
+
+    pub(crate) fn remove_feeder(&self) {
+        self.lock().feeders -= 1;
+        self.poke();
+    }
+
+    pub(crate) fn set_phase(&self, p: Phase) {
+        let mut st = self.lock();
+        if st.phase == Phase::Running || p == Phase::Terminating {
+            st.phase = p;
+        }
+        drop(st);
+        self.poke();
+    }
+
+    /// Waits until the pool thread has finished, at most until `deadline`.
+    pub(crate) fn wait_finished(&self, deadline: Option<Instant>) -> bool {
+        let mut st = self.lock();
+        while !st.finished {
+            match deadline {
+                None => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    st = self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
+                }
+            }
+        }
+        true
+    }
+
+    /// The pids of the current workers.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.lock().pids.clone()
+    }
+}
+
+/// One worker, as the pool thread holds it.
+struct Worker {
+    proc: Process,
+    sentinel: OwnedFd,
+    sock: OwnedFd,
+    page: Region,
+    out: OutBuf,
+    inb: InBuf,
+    inflight: VecDeque<Job>,
+    /// Jobs handed to it, for `maxtasksperchild`.
+    taken: u64,
+    stopping: bool,
+    /// Its initializer has not replied yet.
+    initializing: bool,
+}
+
+impl Worker {
+    fn start(cfg: &Config) -> Result<Worker, PoolError> {
+        let (mine, theirs) = socketpair(SocketKind::Stream)?;
+        mp_sys::fd::set_nonblocking(mine.as_fd(), true)?;
+        let page = Region::create("mp-pool-worker", 4096)?;
+        let page_fd = page.try_clone_fd()?;
+        let p = Process::new(worker_main, (Fd(theirs), Fd(page_fd), cfg.maxtasks))
+            .daemon(true)
+            .start_method(cfg.method);
+        let prefix = match cfg.method {
+            StartMethod::Fork => "ForkPoolWorker",
+            StartMethod::Spawn => "SpawnPoolWorker",
+            StartMethod::ForkServer => "ForkServerPoolWorker",
+        };
+        let name = p.get_name().replacen("Process", prefix, 1);
+        let mut proc = p.name(&name);
+        proc.start()?;
+        let sentinel = proc.sentinel()?;
+        let mut w = Worker {
+            proc,
+            sentinel,
+            sock: mine,
+            page,
+            out: OutBuf::default(),
+            inb: InBuf::new(),
+            inflight: VecDeque::new(),
+            taken: 0,
+            stopping: false,
+            initializing: false,
+        };
+        if let Some(init) = &cfg.init {
+            w.out.push(
+                head_for(Kind::Init, 0, init, 0, 1),
+                &init.payload.bytes,
+                fds_of(&init.payload),
+            );
+            w.initializing = true;
+        }
+        Ok(w)
+    }
+
+    fn pid(&self) -> u32 {
+        self.proc.pid().unwrap_or(0)
+    }
+
+    fn can_take(&self, level: usize, maxtasks: u64) -> bool {
+        !self.stopping && self.inflight.len() < level && (maxtasks == 0 || self.taken < maxtasks)
+    }
+
+    fn give(&mut self, job: Job) {
+        let head = head_for(job.work.kind, job.id, &job.work, job.lo, job.hi);
+        self.out.push(head, &job.work.payload.bytes, fds_of(&job.work.payload));
+        self.inflight.push_back(job);
+        self.taken += 1;
+    }
+}
+
+fn head_for(kind: Kind, id: u64, w: &Work, lo: u32, hi: u32) -> Head {
+    let mut h = Head::new(kind, id);
+    h.a = w.entry.0 as u64;
+    h.b = w.entry.1;
+    h.lo = lo;
+    h.hi = hi;
+    h
+}
+
+fn fds_of(p: &Arc<Payload>) -> Option<Fds> {
+    (!p.fds.is_empty()).then(|| Fds::Shared(Arc::clone(p)))
+}
+
+/// Starts the pool's workers (in the caller's thread) and its thread.
+pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, std::thread::JoinHandle<()>), PoolError> {
+    let (wake_r, wake_w) = mp_sys::fd::pipe()?;
+    mp_sys::fd::set_nonblocking(wake_r.as_fd(), true)?;
+    mp_sys::fd::set_nonblocking(wake_w.as_fd(), true)?;
+    let mut workers = Vec::with_capacity(cfg.processes);
+    for _ in 0..cfg.processes {
+        match Worker::start(&cfg) {
+            Ok(w) => workers.push(w),
+            Err(e) => {
+                for mut w in workers {
+                    let _ = w.proc.kill();
+                    let _ = w.proc.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            queue: VecDeque::new(),
+            phase: Phase::Running,
+            feeders: 0,
+            broken: None,
+            finished: false,
+            pids: workers.iter().map(Worker::pid).collect(),
+        }),
+        changed: Condvar::new(),
+        events: AtomicU64::new(0),
+        asleep: AtomicBool::new(false),
+        wake_r,
+        wake_w,
+        next_id: AtomicU64::new(1),
+        cfg,
+    });
+    let s = Arc::clone(&shared);
+    let handle = std::thread::Builder::new()
+        .name("mp-pool".into())
+        .spawn(move || Engine::new(s, workers).run())?;
+    Ok((shared, handle))
+}
+
+/// Exponentially weighted mean of task run times.
+#[derive(Default)]
+struct RunTime(Option<u64>);
+
+impl RunTime {
+    fn add(&mut self, ns: u64) {
+        self.0 = Some(match self.0 {
+            None => ns,
+            Some(m) => m - m / 8 + ns / 8,
+        });
+    }
+
+    /// Jobs to hand each worker at once: enough to cover about 200 µs of
+    /// work (so a worker never waits on the round trip for its next task),
+    /// at least 2, and just 1 for tasks of 20 ms or more.
+    fn depth(&self) -> usize {
+        match self.0 {
+            None => 2,
+            Some(m) if m >= 20_000_000 => 1,
+            Some(m) => (200_000 / m.max(1)).clamp(2, 64) as usize,
+        }
+    }
+}
+
+struct Engine {
+    shared: Arc<Shared>,
+    workers: Vec<Worker>,
+    runtime: RunTime,
+    /// Workers to start (after deaths), retried if starting fails.
+    missing: usize,
+    stopping: bool,
+}
+
+impl Engine {
+    fn new(shared: Arc<Shared>, workers: Vec<Worker>) -> Engine {
+        Engine {
+            shared,
+            workers,
+            runtime: RunTime::default(),
+            missing: 0,
+            stopping: false,
+        }
+    }
+
+    fn run(mut self) {
+        loop {
+            let seen = self.shared.events.load(Ordering::SeqCst);
+            if !self.step() {
+                break;
+            }
+            for w in &mut self.workers {
+                if !w.out.is_empty() {
+                    // A worker that cannot take bytes is dead or dying: its
+                    // pidfd says so next.
+                    let _ = w.out.flush(w.sock.as_fd(), false);
+                }
+            }
+            self.shared.asleep.store(true, Ordering::SeqCst);
+            let timeout = if self.shared.events.load(Ordering::SeqCst) != seen {
+                Some(Duration::ZERO)
+            } else if self.missing > 0 {
+                Some(Duration::from_millis(100))
+            } else {
+                None
+            };
+            self.wait(timeout);
+            self.shared.asleep.store(false, Ordering::SeqCst);
+        }
+        self.finish();
+    }
+
+    /// Hands out queued jobs, replaces workers, and stops the workers once a
+    /// closed pool has nothing left. False when the thread should end.
+    fn step(&mut self) -> bool {
+        let mut st = self.shared.lock();
+        if st.phase == Phase::Terminating {
+            return false;
+        }
+        if let Some(msg) = st.broken.clone() {
+            if !st.queue.is_empty() {
+                let jobs: Vec<Job> = st.queue.drain(..).collect();
+                drop(st);
+                for j in jobs {
+                    j.fail(TaskError::Initializer(msg.clone()));
+                }
+                st = self.shared.lock();
+            }
+        }
+        let wanted = !st.queue.is_empty() || st.phase == Phase::Running || st.feeders > 0;
+        if self.missing > 0 && wanted && st.broken.is_none() {
+            while self.missing > 0 {
+                match Worker::start(&self.shared.cfg) {
+                    Ok(w) => {
+                        st.pids.push(w.pid());
+                        self.workers.push(w);
+                        self.missing -= 1;
+                    }
+                    Err(e) => {
+                        eprintln!("multiprocessing: pool: could not start a worker (retrying): {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        let depth = self.runtime.depth();
+        let maxtasks = self.shared.cfg.maxtasks;
+        'fill: for level in 1..=depth {
+            for w in &mut self.workers {
+                if st.queue.is_empty() {
+                    break 'fill;
+                }
+                if w.can_take(level, maxtasks) {
+                    if let Some(job) = st.queue.pop_front() {
+                        w.give(job);
+                    }
+                }
+            }
+        }
+        let idle = st.queue.is_empty() && st.feeders == 0 && self.workers.iter().all(|w| w.inflight.is_empty());
+        if st.phase == Phase::Closed && idle {
+            if !self.stopping {
+                self.stopping = true;
+                self.missing = 0;
+                for w in &mut self.workers {
+                    w.out.push(Head::new(Kind::Stop, 0), &[], None);
+                    w.stopping = true;
+                }
+            }
+            if self.workers.is_empty() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Sleeps until a worker replies or dies, or a caller pokes.
+    fn wait(&mut self, timeout: Option<Duration>) {
+        let (ready, dead) = {
+            let mut set = Vec::with_capacity(1 + 2 * self.workers.len());
+            set.push(PollFd::readable(self.shared.wake_r.as_fd()));
+            for w in &self.workers {
+                set.push(PollFd::readable(w.sock.as_fd()).also_writable(!w.out.is_empty()));
+                set.push(PollFd::readable(w.sentinel.as_fd()));
+            }
+            if poll(&mut set, timeout).is_err() {
+                return;
+            }
+            if set[0].is_ready() {
+                let mut sink = [0u8; 64];
+                while matches!(mp_sys::fd::read(self.shared.wake_r.as_fd(), &mut sink), Ok(n) if n > 0) {}
+            }
+            let ready: Vec<bool> = (0..self.workers.len()).map(|i| set[1 + 2 * i].is_ready()).collect();
+            let dead: Vec<bool> = (0..self.workers.len()).map(|i| set[2 + 2 * i].is_ready()).collect();
+            (ready, dead)
+        };
+        for (i, r) in ready.iter().enumerate() {
+            if *r {
+                self.read(i);
+            }
+        }
+        for i in (0..self.workers.len()).rev() {
+            if dead[i] {
+                self.bury(i);
+            }
+        }
+    }
+
+    /// Reads and delivers what worker `i` has sent.
+    fn read(&mut self, i: usize) {
+        for _ in 0..64 {
+            let w = &mut self.workers[i];
+            match w.inb.fill(w.sock.as_fd(), false) {
+                Ok(Read::Data) => {}
+                Ok(Read::Empty | Read::Eof) | Err(_) => break,
+            }
+            if let Err(e) = self.parse(i) {
+                let w = &mut self.workers[i];
+                eprintln!(
+                    "multiprocessing: pool: worker {} sent a bad frame ({e}); killing it",
+                    w.pid()
+                );
+                let _ = w.proc.kill();
+                break;
+            }
+        }
+    }
+
+    fn parse(&mut self, i: usize) -> Result<(), String> {
+        loop {
+            let w = &mut self.workers[i];
+            let Some(mut f) = w.inb.next()? else {
+                return Ok(());
+            };
+            let payload = Payload {
+                bytes: w.inb.payload(&f).to_vec(),
+                fds: std::mem::take(&mut f.fds),
+            };
+            let reply = Reply {
+                status: f.head.b,
+                payload,
+            };
+            match f.head.kind {
+                Kind::Done => {
+                    let job = w.inflight.pop_front().ok_or("a reply to no job")?;
+                    if job.id != f.head.id {
+                        return Err(format!("a reply to job {} while job {} runs", f.head.id, job.id));
+                    }
+                    self.runtime.add(f.head.a);
+                    job.sink.deliver(job.tag, job.lo, job.hi, Ok(reply));
+                }
+                Kind::InitDone => {
+                    w.initializing = false;
+                    if reply.status != crate::task::status::OK {
+                        let msg = mp_codec::decode_payload::<crate::error::Failure>(&reply.payload.bytes, Vec::new())
+                            .map(|f| TaskError::from(f).to_string())
+                            .unwrap_or_else(|e| format!("(its message could not be read: {e})"));
+                        self.shared.lock().broken.get_or_insert(msg);
+                    }
+                }
+                k => return Err(format!("a {k:?} frame from a worker")),
+            }
+        }
+    }
+
+    /// Worker `i` has exited: reads what it sent before it died, reaps it,
+    /// settles the jobs it held and asks for a replacement.
+    fn bury(&mut self, i: usize) {
+        self.read(i);
+        let mut w = self.workers.swap_remove(i);
+        let _ = w.proc.join_timeout(Duration::from_secs(10));
+        if w.proc.exitcode().is_none() {
+            let _ = w.proc.kill();
+            let _ = w.proc.join_timeout(Duration::from_secs(10));
+        }
+        let code = w.proc.exitcode().unwrap_or(-9);
+        let pid = w.pid();
+        let word = w.page.atomics_u64().first().map_or(0, |a| a.load(Ordering::Acquire));
+        let (run_id, state) = ((word >> 32) as u32, word as u32);
+        let at = w.inflight.iter().position(|j| j.id as u32 == run_id);
+        let mut requeue: Vec<Job> = Vec::new();
+        let lost = TaskError::WorkerLost { exitcode: code };
+        for (k, mut job) in w.inflight.drain(..).enumerate() {
+            let before = at.is_some_and(|a| k < a);
+            let running = at == Some(k);
+            let is_chunk = job.work.kind == Kind::Chunk;
+            if before || (running && state == FINISHED) {
+                // It ran; its reply died with the worker. A map's items run
+                // again; a task never runs twice.
+                if is_chunk {
+                    requeue.push(job)
+                } else {
+                    job.fail(lost.clone())
+                }
+            } else if running && state == 0 {
+                // It died reading the arguments.
+                if is_chunk && job.retries == 0 {
+                    job.retries += 1;
+                    requeue.push(job);
+                } else {
+                    job.fail(lost.clone());
+                }
+            } else if running {
+                let item = state - 1;
+                if is_chunk && item >= job.lo && item < job.hi {
+                    job.sink.deliver(job.tag, item, item + 1, Err(lost.clone()));
+                    for (lo, hi) in [(job.lo, item), (item + 1, job.hi)] {
+                        if lo < hi {
+                            requeue.push(Job {
+                                id: self.shared.new_id(),
+                                work: job.work.clone(),
+                                lo,
+                                hi,
+                                tag: job.tag,
+                                sink: Arc::clone(&job.sink),
+                                retries: 0,
+                            });
+                        }
+                    }
+                } else {
+                    job.fail(lost.clone());
+                }
+            } else {
+                requeue.push(job);
+            }
+        }
+        let mut st = self.shared.lock();
+        st.pids.retain(|p| *p != pid);
+        if w.initializing && st.broken.is_none() {
+            st.broken = Some(format!(
+                "a worker died before its initializer finished (exit code {code})"
+            ));
+        }
+        if let Some(msg) = st.broken.clone() {
+            drop(st);
+            for j in requeue {
+                j.fail(TaskError::Initializer(msg.clone()));
+            }
+            for w in &mut self.workers {
+                for j in w.inflight.drain(..) {
+                    j.fail(TaskError::Initializer(msg.clone()));
+                }
+                let _ = w.proc.kill();
+            }
+        } else {
+            for j in requeue.into_iter().rev() {
+                st.queue.push_front(j);
+            }
+            if !w.stopping {
+                self.missing += 1;
+            }
+        }
+    }
+
+    /// Ends the pool: stops or kills the workers that are left, reaps them,
+    /// fails what never ran, and tells the waiters.
+    fn finish(mut self) {
+        for w in &mut self.workers {
+            let _ = w.proc.terminate();
+        }
+        for mut w in self.workers.drain(..) {
+            if w.proc.join_timeout(Duration::from_secs(1)).is_err() || w.proc.exitcode().is_none() {
+                let _ = w.proc.kill();
+                let _ = w.proc.join_timeout(Duration::from_secs(10));
+            }
+            for j in w.inflight.drain(..) {
+                j.fail(TaskError::Closed);
+            }
+        }
+        let mut st = self.shared.lock();
+        let queued: Vec<Job> = st.queue.drain(..).collect();
+        st.pids.clear();
+        drop(st);
+        for j in queued {
+            j.fail(TaskError::Closed);
+        }
+        self.shared.lock().finished = true;
+        self.shared.changed.notify_all();
+    }
+}

@@ -1,0 +1,636 @@
+//! Results: [`AsyncResult`], the lazy maps, and the sinks behind them.
+
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use crate::core::{Reply, Shared, Sink};
+use crate::error::{Failure, TaskError};
+use crate::task::{Work, panic_message, status};
+
+type Outcome = Result<Reply, TaskError>;
+
+fn decode_err(e: impl std::fmt::Display) -> TaskError {
+    TaskError::Decode(format!("the task's result: {e}"))
+}
+
+fn decode<T: DeserializeOwned>(rep: &Reply) -> Result<T, TaskError> {
+    let fds = rep.payload.dup_fds().map_err(decode_err)?;
+    mp_codec::decode_payload(&rep.payload.bytes, fds).map_err(decode_err)
+}
+
+/// A task's outcome as its value.
+pub(crate) fn decode_one<R: DeserializeOwned>(r: &Outcome) -> Result<R, TaskError> {
+    match r {
+        Err(e) => Err(e.clone()),
+        Ok(rep) if rep.status == status::OK => decode(rep),
+        Ok(rep) => Err(decode::<Failure>(rep)?.into()),
+    }
+}
+
+/// A chunk part's outcome: all items' values, or each item's result.
+pub(crate) enum Part<R> {
+    All(Vec<R>),
+    Each(Vec<Result<R, TaskError>>),
+}
+
+pub(crate) fn decode_part<R: DeserializeOwned>(lo: u32, hi: u32, r: &Outcome) -> Part<R> {
+    let n = (hi - lo) as usize;
+    let each_err = |e: TaskError| Part::Each((0..n).map(|_| Err(e.clone())).collect());
+    let rep = match r {
+        Err(e) => return each_err(e.clone()),
+        Ok(rep) => rep,
+    };
+    let checked = |len: usize| {
+        (len == n)
+            .then_some(())
+            .ok_or_else(|| TaskError::Decode(format!("a reply of {len} results for {n} items")))
+    };
+    match rep.status {
+        status::OK => match decode::<Vec<R>>(rep) {
+            Ok(v) => match checked(v.len()) {
+                Ok(()) => Part::All(v),
+                Err(e) => each_err(e),
+            },
+            Err(e) => each_err(e),
+        },
+        status::MIXED => match decode::<Vec<Result<R, Failure>>>(rep) {
+            Ok(v) => match checked(v.len()) {
+                Ok(()) => Part::Each(v.into_iter().map(|r| r.map_err(TaskError::from)).collect()),
+                Err(e) => each_err(e),
+            },
+            Err(e) => each_err(e),
+        },
+        _ => each_err(decode::<Failure>(rep).map_or_else(|e| e, TaskError::from)),
+    }
+}
+
+fn relock<'a, T>(r: std::sync::LockResult<MutexGuard<'a, T>>) -> MutexGuard<'a, T> {
+    r.unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits on `cv` until `done`, at most until `deadline`. False on timeout.
+fn wait_for<'a, T>(
+    cv: &Condvar,
+    mut g: MutexGuard<'a, T>,
+    deadline: Option<Instant>,
+    waiters: fn(&mut T) -> &mut usize,
+    done: impl Fn(&T) -> bool,
+) -> (MutexGuard<'a, T>, bool) {
+    while !done(&g) {
+        *waiters(&mut g) += 1;
+        g = match deadline {
+            None => relock(cv.wait(g)),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    *waiters(&mut g) -= 1;
+                    return (g, false);
+                }
+                cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0
+            }
+        };
+        *waiters(&mut g) -= 1;
+    }
+    (g, true)
+}
+
+type Callback = Box<dyn FnOnce(&Outcome) + Send>;
+
+/// The sink of one task.
+pub(crate) struct One {
+    m: Mutex<OneState>,
+    cv: Condvar,
+}
+
+struct OneState {
+    value: Option<Outcome>,
+    waiters: usize,
+    callback: Option<Callback>,
+}
+
+impl One {
+    pub(crate) fn new(callback: Option<Callback>) -> Arc<One> {
+        Arc::new(One {
+            m: Mutex::new(OneState {
+                value: None,
+                waiters: 0,
+                callback,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+}
+
+/// Runs a user callback on the pool's thread; a panic in it is reported,
+/// and the pool goes on.
+fn run_callback(cb: impl FnOnce()) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(cb)) {
+        eprintln!("multiprocessing: pool: a callback panicked: {}", panic_message(&*p));
+    }
+}
+
+impl Sink for One {
+    fn deliver(&self, _tag: usize, _lo: u32, _hi: u32, r: Outcome) {
+        let cb = relock(self.m.lock()).callback.take();
+        if let Some(cb) = cb {
+            run_callback(|| cb(&r));
+        }
+        let mut g = relock(self.m.lock());
+        if g.value.is_none() {
+            g.value = Some(r);
+        }
+        if g.waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+}
+
+/// What an [`AsyncResult`] waits on.
+trait Pending<R>: Send + Sync {
+    fn wait_until(&self, deadline: Option<Instant>) -> bool;
+    /// The value; only called once `wait_until` returned true.
+    fn value(&self) -> Result<R, TaskError>;
+    fn successful(&self) -> Option<bool>;
+}
+
+struct OneResult<R> {
+    sink: Arc<One>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Pending<R> for OneResult<R> {
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        let g = relock(self.sink.m.lock());
+        wait_for(&self.sink.cv, g, deadline, |s| &mut s.waiters, |s| s.value.is_some()).1
+    }
+
+    fn value(&self) -> Result<R, TaskError> {
+        let g = relock(self.sink.m.lock());
+        match &g.value {
+            Some(v) => decode_one(v),
+            None => Err(TaskError::Timeout),
+        }
+    }
+
+    fn successful(&self) -> Option<bool> {
+        let g = relock(self.sink.m.lock());
+        g.value
+            .as_ref()
+            .map(|v| matches!(v, Ok(rep) if rep.status == status::OK))
+    }
+}
+
+/// The sink of a map's chunks.
+pub(crate) struct Chunks {
+    m: Mutex<ChunksState>,
+    cv: Condvar,
+    unordered: bool,
+}
+
+struct ChunkParts {
+    len: u32,
+    covered: u32,
+    parts: Vec<(u32, u32, Outcome)>,
+}
+
+struct ChunksState {
+    chunks: HashMap<usize, ChunkParts>,
+    /// Parts in completion order (unordered maps).
+    arrivals: VecDeque<(u32, u32, Outcome)>,
+    complete: usize,
+    failed: bool,
+    waiters: usize,
+}
+
+impl Chunks {
+    pub(crate) fn new(unordered: bool) -> Arc<Chunks> {
+        Arc::new(Chunks {
+            m: Mutex::new(ChunksState {
+                chunks: HashMap::new(),
+                arrivals: VecDeque::new(),
+                complete: 0,
+                failed: false,
+                waiters: 0,
+            }),
+            cv: Condvar::new(),
+            unordered,
+        })
+    }
+
+    /// Announces chunk `tag` of `len` items, before it is submitted.
+    pub(crate) fn register(&self, tag: usize, len: u32) {
+        relock(self.m.lock()).chunks.insert(
+            tag,
+            ChunkParts {
+                len,
+                covered: 0,
+                parts: Vec::new(),
+            },
+        );
+    }
+
+    /// Chunks registered and not yet taken.
+    fn held(&self) -> usize {
+        let g = relock(self.m.lock());
+        g.chunks.len() + g.arrivals.len()
+    }
+
+    /// Waits for chunk `tag` to be complete and takes its parts, in order.
+    fn take_chunk(&self, tag: usize, deadline: Option<Instant>) -> Option<Vec<(u32, u32, Outcome)>> {
+        let g = relock(self.m.lock());
+        let (mut g, ok) = wait_for(
+            &self.cv,
+            g,
+            deadline,
+            |s| &mut s.waiters,
+            |s| s.chunks.get(&tag).is_none_or(|c| c.covered >= c.len),
+        );
+        if !ok {
+            return None;
+        }
+        let mut parts = g.chunks.remove(&tag).map(|c| c.parts).unwrap_or_default();
+        parts.sort_by_key(|p| p.0);
+        Some(parts)
+    }
+
+    /// Waits for the next part to arrive (unordered maps).
+    fn take_arrival(&self, deadline: Option<Instant>) -> Option<(u32, u32, Outcome)> {
+        let g = relock(self.m.lock());
+        let (mut g, ok) = wait_for(&self.cv, g, deadline, |s| &mut s.waiters, |s| !s.arrivals.is_empty());
+        if ok { g.arrivals.pop_front() } else { None }
+    }
+
+    /// Waits until `n` chunks are complete, or one failed when `stop_early`.
+    fn wait_complete(&self, n: usize, stop_early: bool, deadline: Option<Instant>) -> bool {
+        let g = relock(self.m.lock());
+        wait_for(
+            &self.cv,
+            g,
+            deadline,
+            |s| &mut s.waiters,
+            |s| s.complete >= n || (stop_early && s.failed),
+        )
+        .1
+    }
+}
+
+impl Sink for Chunks {
+    fn deliver(&self, tag: usize, lo: u32, hi: u32, r: Outcome) {
+        let mut g = relock(self.m.lock());
+        let failed = !matches!(&r, Ok(rep) if rep.status == status::OK);
+        g.failed |= failed;
+        let unordered = self.unordered;
+        let Some(c) = g.chunks.get_mut(&tag) else {
+            return; // its map was dropped
+        };
+        c.covered += hi - lo;
+        let complete = c.covered >= c.len;
+        if unordered {
+            if complete {
+                g.chunks.remove(&tag);
+            }
+            g.arrivals.push_back((lo, hi, r));
+        } else {
+            c.parts.push((lo, hi, r));
+        }
+        if complete {
+            g.complete += 1;
+        }
+        if g.waiters > 0 {
+            self.cv.notify_all();
+        }
+    }
+}
+
+/// Decodes the parts of complete chunks `0..n` into the map's values, or
+/// its first error (in item order).
+pub(crate) fn collect_map<R: DeserializeOwned>(
+    sink: &Chunks,
+    n: usize,
+    take: bool,
+    deadline: Option<Instant>,
+) -> Option<Result<Vec<R>, TaskError>> {
+    let mut out = Vec::new();
+    for tag in 0..n {
+        let parts = if take {
+            sink.take_chunk(tag, deadline)?
+        } else {
+            // map_async: the parts stay for the next get().
+            if !sink.wait_complete(n, true, deadline) {
+                return None;
+            }
+            let g = relock(sink.m.lock());
+            let mut parts: Vec<(u32, u32, Outcome)> = g
+                .chunks
+                .get(&tag)
+                .map(|c| c.parts.iter().map(|(lo, hi, r)| (*lo, *hi, clone_outcome(r))).collect())
+                .unwrap_or_default();
+            parts.sort_by_key(|p| p.0);
+            parts
+        };
+        for (lo, hi, r) in &parts {
+            match decode_part::<R>(*lo, *hi, r) {
+                Part::All(v) => out.extend(v),
+                Part::Each(v) => {
+                    for x in v {
+                        match x {
+                            Ok(x) => out.push(x),
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Some(Ok(out))
+}
+
+/// A copy of an outcome for a second decode (descriptors duplicated when it
+/// is decoded).
+fn clone_outcome(r: &Outcome) -> Outcome {
+    match r {
+        Err(e) => Err(e.clone()),
+        Ok(rep) => Ok(Reply {
+            status: rep.status,
+            payload: crate::wire::Payload {
+                bytes: rep.payload.bytes.clone(),
+                fds: rep.payload.dup_fds().unwrap_or_default(),
+            },
+        }),
+    }
+}
+
+struct MapResult<R> {
+    sink: Arc<Chunks>,
+    n: usize,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Pending<Vec<R>> for MapResult<R> {
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+        self.sink.wait_complete(self.n, true, deadline)
+    }
+
+    fn value(&self) -> Result<Vec<R>, TaskError> {
+        collect_map(&self.sink, self.n, false, Some(Instant::now())).unwrap_or(Err(TaskError::Timeout))
+    }
+
+    fn successful(&self) -> Option<bool> {
+        let g = relock(self.sink.m.lock());
+        if g.failed {
+            Some(false)
+        } else {
+            (g.complete >= self.n).then_some(true)
+        }
+    }
+}
+
+/// A result that will arrive: Python's `AsyncResult`, from
+/// [`Pool::apply_async`](crate::Pool::apply_async) and
+/// [`Pool::map_async`](crate::Pool::map_async).
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+/// let pool = mp_pool::Pool::new(2)?;
+/// let r = pool.apply_async(square, (7,))?;
+/// assert_eq!(r.get()?, 49);
+/// assert_eq!(r.get()?, 49); // again
+/// assert_eq!(r.successful(), Some(true));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct AsyncResult<R> {
+    inner: Arc<dyn Pending<R>>,
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("ready", &self.inner.wait_until(Some(Instant::now())))
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned + 'static> AsyncResult<R> {
+    pub(crate) fn one(sink: Arc<One>) -> AsyncResult<R> {
+        AsyncResult {
+            inner: Arc::new(OneResult::<R> { sink, _r: PhantomData }),
+        }
+    }
+}
+
+impl<T: DeserializeOwned + 'static> AsyncResult<Vec<T>> {
+    pub(crate) fn map(sink: Arc<Chunks>, n: usize) -> AsyncResult<Vec<T>> {
+        AsyncResult {
+            inner: Arc::new(MapResult::<T> {
+                sink,
+                n,
+                _r: PhantomData,
+            }),
+        }
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// Waits for the result and returns it: the task's value, or why there
+    /// is none. Can be called again (the value is decoded each time).
+    pub fn get(&self) -> Result<R, TaskError> {
+        self.inner.wait_until(None);
+        self.inner.value()
+    }
+
+    /// [`get`](AsyncResult::get), waiting at most `t`:
+    /// [`TaskError::Timeout`] after that (the task goes on).
+    ///
+    /// ```
+    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// let pool = mp_pool::Pool::new(1)?;
+    /// let r = pool.apply_async(nap, (300,))?;
+    /// assert_eq!(r.get_timeout(std::time::Duration::from_millis(10)), Err(mp_pool::TaskError::Timeout));
+    /// assert_eq!(r.get(), Ok(()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn get_timeout(&self, t: Duration) -> Result<R, TaskError> {
+        if self.inner.wait_until(Some(Instant::now() + t)) {
+            self.inner.value()
+        } else {
+            Err(TaskError::Timeout)
+        }
+    }
+
+    /// Waits until the result is ready.
+    pub fn wait(&self) {
+        self.inner.wait_until(None);
+    }
+
+    /// Waits at most `t`; true if the result is ready.
+    pub fn wait_timeout(&self, t: Duration) -> bool {
+        self.inner.wait_until(Some(Instant::now() + t))
+    }
+
+    /// Whether the result is ready.
+    pub fn ready(&self) -> bool {
+        self.inner.wait_until(Some(Instant::now()))
+    }
+
+    /// `None` until ready; then whether the task succeeded (Python raises
+    /// `ValueError` where this returns `None`).
+    pub fn successful(&self) -> Option<bool> {
+        self.inner.successful()
+    }
+}
+
+/// Makes the next chunk of a lazy map: its item count and its work (or
+/// why it could not be encoded). `None` when the input is exhausted.
+pub(crate) type Feed<'a> = Box<dyn FnMut() -> Option<(u32, Result<Work, TaskError>)> + 'a>;
+
+/// The iterator of [`Pool::imap`](crate::Pool::imap) and
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered): lazy, with a
+/// bounded number of chunks in flight. Each item is that input's result; a
+/// failed item does not end the iteration.
+pub struct IMap<'a, R> {
+    shared: Arc<Shared>,
+    sink: Arc<Chunks>,
+    feed: Feed<'a>,
+    window: usize,
+    next_tag: usize,
+    consume_tag: usize,
+    exhausted: bool,
+    /// Chunks that could not be submitted, with their errors.
+    failed: VecDeque<(usize, u32, TaskError)>,
+    buf: VecDeque<Result<R, TaskError>>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for IMap<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMap")
+            .field("submitted", &self.next_tag)
+            .field("exhausted", &self.exhausted)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, R: DeserializeOwned> IMap<'a, R> {
+    pub(crate) fn new(shared: Arc<Shared>, unordered: bool, feed: Feed<'a>) -> Result<IMap<'a, R>, TaskError> {
+        shared.add_feeder()?;
+        let window = (shared.cfg.processes * 64).max(8);
+        Ok(IMap {
+            shared,
+            sink: Chunks::new(unordered),
+            feed,
+            window,
+            next_tag: 0,
+            consume_tag: 0,
+            exhausted: false,
+            failed: VecDeque::new(),
+            buf: VecDeque::new(),
+            _r: PhantomData,
+        })
+    }
+
+    fn in_flight(&self) -> usize {
+        if self.sink.unordered {
+            self.sink.held() + self.failed.len()
+        } else {
+            self.next_tag - self.consume_tag
+        }
+    }
+
+    /// Submits chunks until the window is full or the input ends.
+    fn top_up(&mut self) {
+        while !self.exhausted && self.in_flight() < self.window {
+            let Some((len, work)) = (self.feed)() else {
+                self.exhausted = true;
+                self.shared.remove_feeder();
+                break;
+            };
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            self.sink.register(tag, len);
+            let sink: Arc<dyn Sink> = self.sink.clone();
+            if let Err(e) = work.and_then(|w| self.shared.submit([(tag, w)], &sink, true)) {
+                relock(self.sink.m.lock()).chunks.remove(&tag);
+                self.failed.push_back((tag, len, e));
+            }
+        }
+    }
+
+    fn push_part(&mut self, lo: u32, hi: u32, r: &Outcome) {
+        match decode_part::<R>(lo, hi, r) {
+            Part::All(v) => self.buf.extend(v.into_iter().map(Ok)),
+            Part::Each(v) => self.buf.extend(v),
+        }
+    }
+
+    /// The next result, waiting at most until `deadline`.
+    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, TaskError>> {
+        loop {
+            if let Some(x) = self.buf.pop_front() {
+                return Some(x);
+            }
+            self.top_up();
+            if self.sink.unordered {
+                if let Some((_, len, e)) = self.failed.pop_front() {
+                    self.buf.extend((0..len).map(|_| Err(e.clone())));
+                    continue;
+                }
+                if self.in_flight() == 0 {
+                    return None;
+                }
+                match self.sink.take_arrival(deadline) {
+                    Some((lo, hi, r)) => self.push_part(lo, hi, &r),
+                    None => return Some(Err(TaskError::Timeout)),
+                }
+            } else {
+                if self.consume_tag == self.next_tag {
+                    return None;
+                }
+                let tag = self.consume_tag;
+                if self.failed.front().is_some_and(|f| f.0 == tag) {
+                    if let Some((_, len, e)) = self.failed.pop_front() {
+                        self.buf.extend((0..len).map(|_| Err(e.clone())));
+                    }
+                    self.consume_tag += 1;
+                    continue;
+                }
+                match self.sink.take_chunk(tag, deadline) {
+                    Some(parts) => {
+                        self.consume_tag += 1;
+                        for (lo, hi, r) in &parts {
+                            self.push_part(*lo, *hi, r);
+                        }
+                    }
+                    None => return Some(Err(TaskError::Timeout)),
+                }
+            }
+        }
+    }
+
+    /// The next result, waiting at most `t`: `Some(Err(TaskError::Timeout))`
+    /// after that (Python's `next(timeout)`); the iteration can go on.
+    pub fn next_timeout(&mut self, t: Duration) -> Option<Result<R, TaskError>> {
+        self.next_until(Some(Instant::now() + t))
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
+    type Item = Result<R, TaskError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_until(None)
+    }
+}
+
+impl<R> Drop for IMap<'_, R> {
+    fn drop(&mut self) {
+        if !self.exhausted {
+            self.exhausted = true;
+            self.shared.remove_feeder();
+        }
+    }
+}

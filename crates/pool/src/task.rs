@@ -1,0 +1,390 @@
+//! Tasks as they cross to a worker: a function named by its entry, and its
+//! arguments; and the worker's side that runs them.
+//!
+//! A task's function is a `fn` item (or a closure that captures nothing).
+//! The pool names it to the worker as an [`Entry`] of a trampoline
+//! monomorphized for that function and its argument and result types; the
+//! worker runs the same binary, so the entry's offset finds the same
+//! trampoline there (checked against the binary's identity).
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::AsFd;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mp_codec::Fd;
+use mp_process::{Function, Outcome};
+use mp_sys::code::Entry;
+use mp_sys::region::Region;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Failure, TaskError};
+use crate::wire::{Fds, Head, InBuf, InFrame, Kind, OutBuf, Payload, Read};
+
+/// How a reply's payload reads, in its header's `b` field.
+pub(crate) mod status {
+    /// The value: `R` for a task, `Vec<R>` for a chunk.
+    pub(crate) const OK: u64 = 0;
+    /// A [`Failure`](crate::error::Failure) for the whole task or chunk.
+    pub(crate) const FAILED: u64 = 1;
+    /// A chunk with failed items: `Vec<Result<R, Failure>>`.
+    pub(crate) const MIXED: u64 = 2;
+}
+
+/// The progress word's item state once a job is finished.
+pub(crate) const FINISHED: u32 = u32::MAX;
+
+/// A worker's state, shared with the trampolines it calls.
+pub(crate) struct Exchange {
+    inbuf: RefCell<InBuf>,
+    frame: RefCell<Option<InFrame>>,
+    out: RefCell<OutBuf>,
+    scratch: RefCell<mp_codec::Frame>,
+    /// The job being run and the item within it, for the pool to read if
+    /// this process dies: `(id as u32) << 32 | state`, where state is 0
+    /// while the arguments are decoded, `k + 1` while item `k` runs, and
+    /// [`FINISHED`].
+    page: Region,
+    started: Cell<Option<Instant>>,
+    init_failed: RefCell<Option<String>>,
+}
+
+/// What an entry is called with in the worker.
+pub(crate) struct Call(Rc<Exchange>);
+
+impl Exchange {
+    fn id(&self) -> u64 {
+        self.frame.borrow().as_ref().map_or(0, |f| f.head.id)
+    }
+
+    fn mark(&self, state: u32) {
+        let word = ((self.id() as u32 as u64) << 32) | u64::from(state);
+        if let Some(w) = self.page.atomics_u64().first() {
+            w.store(word, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    fn range(&self) -> (u32, u32) {
+        self.frame.borrow().as_ref().map_or((0, 0), |f| (f.head.lo, f.head.hi))
+    }
+
+    /// Decodes the frame's payload as an `A`.
+    fn args<A: DeserializeOwned>(&self) -> Result<A, Failure> {
+        let inb = self.inbuf.borrow();
+        let mut fr = self.frame.borrow_mut();
+        let f = fr.as_mut().ok_or_else(|| Failure::Decode("no task frame".into()))?;
+        let fds = std::mem::take(&mut f.fds);
+        mp_codec::decode_payload(inb.payload(f), fds).map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
+    }
+
+    /// Queues the reply to the current frame: `value` with `status`, or the
+    /// encoding error as a failure.
+    fn reply<T: Serialize + ?Sized>(&self, kind: Kind, status: u64, value: &T) {
+        let mut scratch = self.scratch.borrow_mut();
+        let (status, r) = match mp_codec::encode_into(value, &mut scratch) {
+            Ok(()) => (status, Ok(())),
+            Err(e) => (
+                status::FAILED,
+                mp_codec::encode_into(&Failure::Encode(format!("the task's result: {e}")), &mut scratch),
+            ),
+        };
+        if r.is_err() {
+            return; // a Failure of a String always encodes
+        }
+        let mut head = Head::new(kind, self.id());
+        head.a = self
+            .started
+            .get()
+            .map_or(0, |t| t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
+        head.b = status;
+        let fds = scratch.take_fds();
+        let fds = (!fds.is_empty()).then_some(Fds::Owned(fds));
+        self.out.borrow_mut().push(head, scratch.payload(), fds);
+    }
+}
+
+/// The panic message of `p`.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+fn catch<R>(f: impl FnOnce() -> R) -> Result<R, Failure> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|p| Failure::Panicked(panic_message(&*p)))
+}
+
+/// The trampoline of a task: decodes `A`, runs `f`, replies with `R`.
+fn run_task<F, A, R>(call: Call, f: F) -> i32
+where
+    F: Function<A, Output = R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let ex = &*call.0;
+    let r = ex.args::<A>().and_then(|a| {
+        ex.mark(1);
+        catch(|| f.call(a))
+    });
+    ex.mark(FINISHED);
+    match &r {
+        Ok(v) => ex.reply(Kind::Done, status::OK, v),
+        Err(e) => ex.reply(Kind::Done, status::FAILED, e),
+    }
+    0
+}
+
+/// The trampoline of a chunk: decodes `Vec<A>`, runs `f` on items `lo..hi`,
+/// replies with their results.
+fn run_chunk<F, A, R>(call: Call, f: F) -> i32
+where
+    F: Function<A, Output = R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let ex = &*call.0;
+    let (lo, hi) = ex.range();
+    let items = match ex.args::<Vec<A>>() {
+        Ok(v) if (hi as usize) <= v.len() && lo <= hi => v,
+        Ok(v) => {
+            let e = Failure::Decode(format!("items {lo}..{hi} of a chunk of {}", v.len()));
+            ex.mark(FINISHED);
+            ex.reply(Kind::Done, status::FAILED, &e);
+            return 0;
+        }
+        Err(e) => {
+            ex.mark(FINISHED);
+            ex.reply(Kind::Done, status::FAILED, &e);
+            return 0;
+        }
+    };
+    let mut ok: Vec<R> = Vec::with_capacity((hi - lo) as usize);
+    let mut mixed: Option<Vec<Result<R, Failure>>> = None;
+    for (k, a) in items.into_iter().enumerate().take(hi as usize).skip(lo as usize) {
+        ex.mark(k as u32 + 1);
+        let r = catch(|| f.call(a));
+        match (&mut mixed, r) {
+            (None, Ok(v)) => ok.push(v),
+            (None, Err(e)) => {
+                let mut m: Vec<Result<R, Failure>> = ok.drain(..).map(Ok).collect();
+                m.push(Err(e));
+                mixed = Some(m);
+            }
+            (Some(m), r) => m.push(r),
+        }
+    }
+    ex.mark(FINISHED);
+    match &mixed {
+        None => ex.reply(Kind::Done, status::OK, &ok),
+        Some(m) => ex.reply(Kind::Done, status::MIXED, m),
+    }
+    0
+}
+
+/// The trampoline of an initializer.
+fn run_init<F, A>(call: Call, f: F) -> i32
+where
+    F: Function<A, Output: Outcome>,
+    A: DeserializeOwned,
+{
+    let ex = &*call.0;
+    let r = ex
+        .args::<A>()
+        .and_then(|a| catch(|| f.call(a).into_result()).and_then(|r| r.map_err(Failure::Panicked)));
+    ex.mark(FINISHED);
+    match &r {
+        Ok(()) => ex.reply(Kind::InitDone, status::OK, &()),
+        Err(e) => {
+            *ex.init_failed.borrow_mut() = Some(match e {
+                Failure::Panicked(m) | Failure::Encode(m) | Failure::Decode(m) => m.clone(),
+            });
+            ex.reply(Kind::InitDone, status::FAILED, e)
+        }
+    }
+    0
+}
+
+/// Work for a worker, encoded in the caller's thread: the entry, the
+/// kind of frame and the arguments.
+#[derive(Debug, Clone)]
+pub(crate) struct Work {
+    pub(crate) kind: Kind,
+    pub(crate) entry: (i64, u64),
+    pub(crate) payload: Arc<Payload>,
+    /// Items in a chunk (1 for a task).
+    pub(crate) items: u32,
+}
+
+fn encode_payload<T: Serialize + ?Sized>(v: &T) -> Result<Arc<Payload>, TaskError> {
+    let f = mp_codec::encode(v).map_err(|e| TaskError::Encode(format!("the task's arguments: {e}")))?;
+    let (mut bytes, fds) = f.into_parts();
+    bytes.drain(..mp_codec::HEADER_LEN.min(bytes.len()));
+    Ok(Arc::new(Payload { bytes, fds }))
+}
+
+fn entry_error(e: mp_sys::code::EntryError) -> TaskError {
+    TaskError::Encode(format!("the task's function cannot be sent to a worker: {e}"))
+}
+
+/// `f(args)` as a task.
+pub(crate) fn task<F, A>(f: F, args: &A) -> Result<Work, TaskError>
+where
+    F: Function<A>,
+    A: Serialize + DeserializeOwned + 'static,
+    F::Output: Serialize,
+{
+    let entry = Entry::new(move |c: Call| run_task::<F, A, F::Output>(c, f)).map_err(entry_error)?;
+    Ok(Work {
+        kind: Kind::Task,
+        entry: entry.parts(),
+        payload: encode_payload(args)?,
+        items: 1,
+    })
+}
+
+/// `f` over `items` as one chunk.
+pub(crate) fn chunk<F, A>(f: F, items: &[A]) -> Result<Work, TaskError>
+where
+    F: Function<A>,
+    A: Serialize + DeserializeOwned + 'static,
+    F::Output: Serialize,
+{
+    let entry = Entry::new(move |c: Call| run_chunk::<F, A, F::Output>(c, f)).map_err(entry_error)?;
+    let n = u32::try_from(items.len()).map_err(|_| TaskError::Encode("a chunk of over 4 billion items".into()))?;
+    Ok(Work {
+        kind: Kind::Chunk,
+        entry: entry.parts(),
+        payload: encode_payload(items)?,
+        items: n,
+    })
+}
+
+/// `f(args)` as an initializer.
+pub(crate) fn init<F, A>(f: F, args: &A) -> Result<Work, TaskError>
+where
+    F: Function<A, Output: Outcome>,
+    A: Serialize + DeserializeOwned + 'static,
+{
+    let entry = Entry::new(move |c: Call| run_init::<F, A>(c, f)).map_err(entry_error)?;
+    Ok(Work {
+        kind: Kind::Init,
+        entry: entry.parts(),
+        payload: encode_payload(args)?,
+        items: 1,
+    })
+}
+
+/// Results waiting longer than this (in task run time) are sent before the
+/// next task starts.
+const FLUSH_AFTER_NS: u64 = 50_000;
+
+/// The body of a pool worker process: runs the frames that come over
+/// `chan` until told to stop, the pool hangs up, or `limit` tasks are done
+/// (0: no limit).
+pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> {
+    let sock = chan.0;
+    mp_sys::fd::set_nonblocking(sock.as_fd(), false).map_err(|e| format!("pool worker: {e}"))?;
+    let page = Region::from_fd(page.0).map_err(|e| format!("pool worker: its progress page: {e}"))?;
+    let ex = Rc::new(Exchange {
+        inbuf: RefCell::new(InBuf::new()),
+        frame: RefCell::new(None),
+        out: RefCell::new(OutBuf::default()),
+        scratch: RefCell::new(mp_codec::Frame::new()),
+        page,
+        started: Cell::new(None),
+        init_failed: RefCell::new(None),
+    });
+    let flush = |ex: &Exchange| -> Result<(), String> {
+        match ex.out.borrow_mut().flush(sock.as_fd(), true) {
+            Ok(_) => Ok(()),
+            // The pool is gone: nobody wants the results.
+            Err(_) => mp_process::exit(0),
+        }
+    };
+    let mut done = 0u64;
+    let mut unflushed_ns = 0u64;
+    loop {
+        let next = ex
+            .inbuf
+            .borrow_mut()
+            .next()
+            .map_err(|e| format!("pool worker: a bad frame from the pool: {e}"))?;
+        let Some(frame) = next else {
+            flush(&ex)?;
+            unflushed_ns = 0;
+            match ex.inbuf.borrow_mut().fill(sock.as_fd(), true) {
+                Ok(Read::Data | Read::Empty) => continue,
+                // The pool hung up (it was dropped or its process died).
+                Ok(Read::Eof) | Err(_) => return Ok(()),
+            }
+        };
+        let kind = frame.head.kind;
+        match kind {
+            Kind::Stop => {
+                flush(&ex)?;
+                return Ok(());
+            }
+            Kind::Task | Kind::Chunk | Kind::Init => {
+                if unflushed_ns >= FLUSH_AFTER_NS {
+                    flush(&ex)?;
+                    unflushed_ns = 0;
+                }
+                let entry = Entry::<Call>::from_parts(frame.head.a as i64, frame.head.b);
+                *ex.frame.borrow_mut() = Some(frame);
+                ex.mark(0);
+                let t0 = Instant::now();
+                ex.started.set(Some(t0));
+                if let Err(e) = entry.call(Call(Rc::clone(&ex))) {
+                    let f = Failure::Decode(format!("the task's function is not in this binary: {e}"));
+                    ex.mark(FINISHED);
+                    let reply = if kind == Kind::Init { Kind::InitDone } else { Kind::Done };
+                    ex.reply(reply, status::FAILED, &f);
+                    if kind == Kind::Init {
+                        *ex.init_failed.borrow_mut() = Some(format!("{f:?}"));
+                    }
+                }
+                unflushed_ns += t0.elapsed().as_nanos() as u64;
+                *ex.frame.borrow_mut() = None;
+                if kind == Kind::Init {
+                    if let Some(msg) = ex.init_failed.borrow_mut().take() {
+                        flush(&ex)?;
+                        return Err(format!("the pool's initializer failed: {msg}"));
+                    }
+                } else {
+                    done += 1;
+                    if limit > 0 && done >= limit {
+                        flush(&ex)?;
+                        return Ok(());
+                    }
+                }
+            }
+            Kind::Done | Kind::InitDone => {
+                return Err(format!("pool worker: a {kind:?} frame came from the pool"));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_text() {
+        let p = catch_unwind(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(panic_message(&*p), "boom 7");
+        let p = catch_unwind(|| std::panic::panic_any(5u8)).unwrap_err();
+        assert_eq!(panic_message(&*p), "a panic without a message");
+    }
+
+    #[test]
+    fn a_capturing_closure_is_refused() {
+        let n = 3u32;
+        let e = task(move |x: u32| x + n, &(1u32,)).unwrap_err();
+        assert!(matches!(e, TaskError::Encode(_)), "{e}");
+    }
+}

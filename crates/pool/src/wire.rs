@@ -1,0 +1,404 @@
+//! The channel between the pool and one worker: frames on a stream socket,
+//! many per read or write.
+//!
+//! Every frame is a 40-byte header and a payload. The header says how many
+//! descriptors the frame carries; the sender attaches them to a `sendmsg`
+//! that starts at the frame's first byte, so they arrive no later than that
+//! byte, and the receiver hands them out in order from a FIFO.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+
+use mp_sys::socket::{self, MAX_FDS_PER_MESSAGE};
+
+/// Bytes in a frame header.
+pub(crate) const HEAD_LEN: usize = 40;
+
+/// The largest payload a peer may announce.
+pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
+
+const MAGIC: u8 = 0xB7;
+
+/// What a frame is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub(crate) enum Kind {
+    /// To a worker: run a task (`entry`, arguments in the payload).
+    Task = 1,
+    /// To a worker: run items `lo..hi` of a chunk.
+    Chunk = 2,
+    /// To a worker: run the initializer.
+    Init = 3,
+    /// To a worker: finish and exit.
+    Stop = 4,
+    /// From a worker: a task's or chunk's reply.
+    Done = 16,
+    /// From a worker: the initializer's reply.
+    InitDone = 17,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Task,
+            2 => Kind::Chunk,
+            3 => Kind::Init,
+            4 => Kind::Stop,
+            16 => Kind::Done,
+            17 => Kind::InitDone,
+            _ => return None,
+        })
+    }
+}
+
+/// A frame header.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Head {
+    pub(crate) kind: Kind,
+    pub(crate) nfds: u16,
+    pub(crate) len: u32,
+    /// The job this frame is about.
+    pub(crate) id: u64,
+    /// To a worker: the entry's offset. From a worker: the task's run time
+    /// in nanoseconds.
+    pub(crate) a: u64,
+    /// To a worker: the entry's tag.
+    pub(crate) b: u64,
+    /// A chunk's item range.
+    pub(crate) lo: u32,
+    pub(crate) hi: u32,
+}
+
+impl Head {
+    pub(crate) fn new(kind: Kind, id: u64) -> Head {
+        Head {
+            kind,
+            nfds: 0,
+            len: 0,
+            id,
+            a: 0,
+            b: 0,
+            lo: 0,
+            hi: 0,
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.len.to_le_bytes());
+        out.push(MAGIC);
+        out.push(self.kind as u8);
+        out.extend_from_slice(&self.nfds.to_le_bytes());
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&self.a.to_le_bytes());
+        out.extend_from_slice(&self.b.to_le_bytes());
+        out.extend_from_slice(&self.lo.to_le_bytes());
+        out.extend_from_slice(&self.hi.to_le_bytes());
+    }
+
+    fn parse(h: &[u8; HEAD_LEN]) -> Result<Head, String> {
+        let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        let u64_at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().unwrap_or_default());
+        if h[4] != MAGIC {
+            return Err(format!("bad magic byte {:#04x}: the channel is out of step", h[4]));
+        }
+        let kind = Kind::from_u8(h[5]).ok_or_else(|| format!("unknown frame kind {}", h[5]))?;
+        let nfds = u16::from_le_bytes([h[6], h[7]]);
+        let len = u32_at(0);
+        if len as usize > MAX_PAYLOAD {
+            return Err(format!(
+                "a frame announces {len} bytes, over the {MAX_PAYLOAD}-byte limit"
+            ));
+        }
+        if usize::from(nfds) > MAX_FDS_PER_MESSAGE {
+            return Err(format!("a frame announces {nfds} descriptors"));
+        }
+        Ok(Head {
+            kind,
+            nfds,
+            len,
+            id: u64_at(8),
+            a: u64_at(16),
+            b: u64_at(24),
+            lo: u32_at(32),
+            hi: u32_at(36),
+        })
+    }
+}
+
+/// Where a queued frame's descriptors live until they are sent.
+#[derive(Debug)]
+pub(crate) enum Fds {
+    Owned(Vec<OwnedFd>),
+    Shared(Arc<Payload>),
+}
+
+impl Fds {
+    fn get(&self) -> &[OwnedFd] {
+        match self {
+            Fds::Owned(v) => v,
+            Fds::Shared(p) => &p.fds,
+        }
+    }
+}
+
+/// An encoded value: bytes and the descriptors of the handles in it.
+#[derive(Debug, Default)]
+pub(crate) struct Payload {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) fds: Vec<OwnedFd>,
+}
+
+impl Payload {
+    /// Copies of the descriptors, for a second decode.
+    pub(crate) fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.fds.iter().map(|f| f.try_clone()).collect()
+    }
+}
+
+/// Frames waiting to be written.
+#[derive(Debug, Default)]
+pub(crate) struct OutBuf {
+    buf: Vec<u8>,
+    sent: usize,
+    /// Offsets of frames that carry descriptors, with the descriptors.
+    marks: VecDeque<(usize, Fds)>,
+}
+
+impl OutBuf {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sent == self.buf.len()
+    }
+
+    /// Queues a frame. `head.len` and `head.nfds` are filled in here.
+    pub(crate) fn push(&mut self, mut head: Head, payload: &[u8], fds: Option<Fds>) {
+        let nfds = fds.as_ref().map_or(0, |f| f.get().len());
+        head.len = payload.len() as u32;
+        head.nfds = nfds as u16;
+        if nfds > 0 {
+            self.marks
+                .push_back((self.buf.len(), fds.unwrap_or(Fds::Owned(Vec::new()))));
+        }
+        head.write(&mut self.buf);
+        self.buf.extend_from_slice(payload);
+    }
+
+    /// Writes what the socket takes. `Ok(true)` when everything went.
+    pub(crate) fn flush(&mut self, sock: BorrowedFd<'_>, block: bool) -> io::Result<bool> {
+        while self.sent < self.buf.len() {
+            let (end, with_fds) = match self.marks.front() {
+                Some((at, _)) if *at == self.sent => (self.marks.get(1).map_or(self.buf.len(), |m| m.0), true),
+                Some((at, _)) => (*at, false),
+                None => (self.buf.len(), false),
+            };
+            let fds: Vec<BorrowedFd<'_>> = if with_fds {
+                self.marks
+                    .front()
+                    .map_or(Vec::new(), |m| m.1.get().iter().map(|f| f.as_fd()).collect())
+            } else {
+                Vec::new()
+            };
+            let bufs = [IoSlice::new(&self.buf[self.sent..end])];
+            let r = if block {
+                socket::send_with_fds(sock, &bufs, &fds)
+            } else {
+                socket::try_send_with_fds(sock, &bufs, &fds)
+            };
+            match r {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    if with_fds {
+                        self.marks.pop_front();
+                    }
+                    self.sent += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.clear();
+        self.sent = 0;
+        Ok(true)
+    }
+}
+
+/// Bytes and descriptors read and not yet parsed into frames.
+#[derive(Debug)]
+pub(crate) struct InBuf {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    fds: VecDeque<OwnedFd>,
+}
+
+/// A frame taken from an [`InBuf`]: its payload is `InBuf::payload(&f)`.
+#[derive(Debug)]
+pub(crate) struct InFrame {
+    pub(crate) head: Head,
+    pub(crate) fds: Vec<OwnedFd>,
+    at: usize,
+}
+
+/// What a read found.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Read {
+    /// Some bytes.
+    Data,
+    /// Nothing now (non-blocking read).
+    Empty,
+    /// The peer closed its end.
+    Eof,
+}
+
+impl InBuf {
+    pub(crate) fn new() -> InBuf {
+        InBuf {
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            end: 0,
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// Reads once from `sock`.
+    pub(crate) fn fill(&mut self, sock: BorrowedFd<'_>, block: bool) -> io::Result<Read> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        // Room for at least the frame being assembled, or 64 KiB.
+        let need = self.frame_len().unwrap_or(0).max(64 * 1024);
+        if self.buf.len() - self.start < need {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if self.buf.len() < need {
+                self.buf.resize(need, 0);
+            }
+        } else if self.buf.len() - self.end < 16 * 1024 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let mut fds = Vec::new();
+        let r = if block {
+            socket::recv_with_fds(sock, &mut self.buf[self.end..], &mut fds)
+        } else {
+            socket::try_recv_with_fds(sock, &mut self.buf[self.end..], &mut fds)
+        };
+        match r {
+            Ok(got) => {
+                if got.fds_truncated {
+                    return Err(io::Error::other("descriptors were lost on the way (MSG_CTRUNC)"));
+                }
+                self.fds.extend(fds);
+                self.end += got.bytes;
+                Ok(if got.bytes == 0 { Read::Eof } else { Read::Data })
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Read::Empty),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The whole length of the frame at the front, once its header is in.
+    fn frame_len(&self) -> Option<usize> {
+        let h = self.buf.get(self.start..self.start + 4)?;
+        if self.end - self.start < 4 {
+            return None;
+        }
+        Some(HEAD_LEN + (u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize).min(MAX_PAYLOAD + 1))
+    }
+
+    /// The next complete frame, if one is in.
+    pub(crate) fn next(&mut self) -> Result<Option<InFrame>, String> {
+        if self.end - self.start < HEAD_LEN {
+            return Ok(None);
+        }
+        let mut h = [0u8; HEAD_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEAD_LEN]);
+        let head = Head::parse(&h)?;
+        let total = HEAD_LEN + head.len as usize;
+        if self.end - self.start < total {
+            return Ok(None);
+        }
+        if self.fds.len() < usize::from(head.nfds) {
+            return Err(format!(
+                "a frame announces {} descriptors but {} arrived",
+                head.nfds,
+                self.fds.len()
+            ));
+        }
+        let fds = self.fds.drain(..usize::from(head.nfds)).collect();
+        let at = self.start + HEAD_LEN;
+        self.start += total;
+        Ok(Some(InFrame { head, fds, at }))
+    }
+
+    /// The payload of `f`, the frame [`next`](InBuf::next) returned last.
+    pub(crate) fn payload(&self, f: &InFrame) -> &[u8] {
+        &self.buf[f.at..f.at + f.head.len as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_with_descriptors_arrive_in_order() {
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        let (r, _w) = mp_sys::fd::pipe().unwrap();
+        let mut out = OutBuf::default();
+        out.push(Head::new(Kind::Task, 1), b"one", None);
+        out.push(
+            Head::new(Kind::Task, 2),
+            b"two",
+            Some(Fds::Owned(vec![r.try_clone().unwrap()])),
+        );
+        out.push(Head::new(Kind::Stop, 3), b"", None);
+        assert!(out.flush(a.as_fd(), true).unwrap());
+        let mut inb = InBuf::new();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            assert_eq!(inb.fill(b.as_fd(), true).unwrap(), Read::Data);
+            while let Some(f) = inb.next().unwrap() {
+                got.push((f.head.id, inb.payload(&f).to_vec(), f.fds.len()));
+            }
+        }
+        assert_eq!(
+            got,
+            vec![(1, b"one".to_vec(), 0), (2, b"two".to_vec(), 1), (3, Vec::new(), 0)]
+        );
+        drop(a);
+        assert_eq!(inb.fill(b.as_fd(), true).unwrap(), Read::Eof);
+    }
+
+    #[test]
+    fn a_big_frame_grows_the_buffer() {
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        let big = vec![7u8; 1 << 20];
+        let t = std::thread::spawn(move || {
+            let mut out = OutBuf::default();
+            out.push(Head::new(Kind::Done, 9), &big, None);
+            out.flush(a.as_fd(), true).unwrap();
+        });
+        let mut inb = InBuf::new();
+        let f = loop {
+            inb.fill(b.as_fd(), true).unwrap();
+            if let Some(f) = inb.next().unwrap() {
+                break f;
+            }
+        };
+        assert_eq!(inb.payload(&f).len(), 1 << 20);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let mut inb = InBuf::new();
+        inb.buf[..HEAD_LEN].fill(0xFF);
+        inb.end = HEAD_LEN;
+        assert!(inb.next().is_err());
+    }
+}
