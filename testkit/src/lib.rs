@@ -205,3 +205,24 @@ pub fn until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bo
         std::thread::yield_now();
     }
 }
+
+/// How many of this process's children are zombies (exited, not reaped).
+///
+/// ```
+/// assert_eq!(mp_testkit::zombie_children(), 0);
+/// ```
+pub fn zombie_children() -> usize {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+                .filter(|s| {
+                    let after_name = s.rsplit_once(')').map_or("", |x| x.1);
+                    let mut f = after_name.split_whitespace();
+                    f.next() == Some("Z") && f.next().and_then(|p| p.parse::<u32>().ok()) == Some(me)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}

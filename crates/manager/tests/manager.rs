@@ -571,16 +571,7 @@ fn no_leaks() -> Check {
     let after = ok(mp_sys::fd::count_open_fds())?;
     check(after == fds, format!("{fds} fds before, {after} after 20 managers"))?;
     check(mp_testkit::shm_entries() == shm, "/dev/shm changed")?;
-    let zombies = std::fs::read_dir("/proc")
-        .map_err(|e| e.to_string())?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|s| {
-            let after_name = s.rsplit_once(')').map(|x| x.1).unwrap_or("");
-            let mut f = after_name.split_whitespace();
-            f.next() == Some("Z") && f.next().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id())
-        })
-        .count();
+    let zombies = mp_testkit::zombie_children();
     check(zombies == 0, format!("{zombies} zombie children"))
 }
 

@@ -1,1 +1,450 @@
-fn main() {}
+//! mp-pool's Pool under every start method, from a single-threaded main
+//! (the fork method needs one; see DESIGN.md, fork safety).
+//!
+//! Run with `cargo test -p mp-pool --test pool [filter]`.
+
+use std::cell::Cell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mp_manager::{DictProxy, Manager};
+use mp_pool::{Pool, PoolError, TaskError};
+use mp_process::StartMethod;
+use mp_queue::Queue;
+use mp_shared::Value;
+use mp_sync::{Event, Lock};
+use mp_sys::signal::{Signal, kill};
+use mp_testkit::{METHODS, PATIENCE, Test, check, ok, suite};
+
+type Check = Result<(), String>;
+
+fn pool(m: StartMethod, n: usize) -> Result<Pool, String> {
+    ok(Pool::builder().processes(n).start_method(m).build())
+}
+
+// ---- tasks -----------------------------------------------------------------
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+fn pid() -> u32 {
+    std::process::id()
+}
+
+fn checked_half(x: u32) -> Result<u32, String> {
+    if x % 2 == 0 {
+        Ok(x / 2)
+    } else {
+        Err(format!("{x} is odd"))
+    }
+}
+
+fn panic_on_13(x: u32) -> u32 {
+    if x == 13 {
+        panic!("unlucky {x}");
+    }
+    x + 1
+}
+
+/// Kills its own worker with SIGKILL at item 5000.
+fn die_at_5000(x: u32) -> u32 {
+    if x == 5000 {
+        let _ = kill(std::process::id(), Signal::KILL);
+        std::thread::sleep(PATIENCE);
+    }
+    x * 3
+}
+
+/// Reports its pid, then waits for `go` (which never comes: the test kills
+/// the worker).
+fn report_and_wait(pids: Queue<u32>, go: Event) -> u32 {
+    pids.put(std::process::id()).expect("put");
+    go.wait_timeout(PATIENCE);
+    7
+}
+
+fn exit_with(code: i32) {
+    mp_process::exit(code)
+}
+
+fn abort() {
+    std::process::abort()
+}
+
+fn put_value(q: Queue<String>, s: String) {
+    q.put(s).expect("put");
+}
+
+fn add_under_lock(lock: Lock, v: Value<u64>, n: u64) {
+    for _ in 0..n {
+        let g = lock.acquire().expect("lock");
+        v.set(v.get() + 1);
+        drop(g);
+    }
+}
+
+fn insert_into(d: DictProxy<u32, String>, k: u32) -> Result<(), String> {
+    d.insert(k, format!("worker {}", std::process::id()))
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+static GREETING: AtomicU32 = AtomicU32::new(0);
+
+fn init_greeting(n: u32) {
+    GREETING.store(n, Ordering::SeqCst);
+}
+
+fn greeting() -> u32 {
+    GREETING.load(Ordering::SeqCst)
+}
+
+fn failing_init() -> Result<(), String> {
+    Err("no database".into())
+}
+
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+// ---- scenarios, each under every start method ------------------------------
+
+fn results_come_back(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    check(ok(p.apply(add, (2, 40)))? == 42, "apply")?;
+    let r = ok(p.apply_async(square, (9,)))?;
+    check(ok(r.get_timeout(PATIENCE))? == 81, "apply_async")?;
+    check(r.successful() == Some(true) && r.ready(), "successful/ready")?;
+    let v = ok(p.map(square, 0..1000u64))?;
+    check(v == (0..1000u64).map(|x| x * x).collect::<Vec<_>>(), "map keeps order")?;
+    check(ok(p.map(square, Vec::<u64>::new()))?.is_empty(), "map over nothing")?;
+    check(
+        ok(p.map_chunked(square, 0..10u64, 3))? == (0..10u64).map(|x| x * x).collect::<Vec<_>>(),
+        "map_chunked",
+    )?;
+    check(
+        ok(p.starmap(add, vec![(1, 2), (3, 4), (5, 6)]))? == vec![3, 7, 11],
+        "starmap",
+    )?;
+    let a = ok(p.map_async(square, 0..5u64))?;
+    check(ok(a.get_timeout(PATIENCE))? == vec![0, 1, 4, 9, 16], "map_async")?;
+    check(ok(a.get())? == vec![0, 1, 4, 9, 16], "map_async get twice")?;
+    let halves = ok(p.map(checked_half, 0..4u32))?;
+    check(
+        halves == vec![Ok(0), Err("1 is odd".to_string()), Ok(1), Err("3 is odd".to_string())],
+        format!("a task's Result comes back as it is: {halves:?}"),
+    )?;
+    let ordered: Vec<u64> = ok(ok(p.imap_chunked(square, 0..100u64, 7))?.collect::<Result<Vec<_>, _>>())?;
+    check(
+        ordered == (0..100u64).map(|x| x * x).collect::<Vec<_>>(),
+        "imap_chunked in order",
+    )?;
+    let mut any: Vec<u64> = ok(ok(p.imap_unordered(square, 0..100u64))?.collect::<Result<Vec<_>, _>>())?;
+    any.sort_unstable();
+    check(
+        any == (0..100u64).map(|x| x * x).collect::<Vec<_>>(),
+        "imap_unordered, all of them",
+    )?;
+    check(
+        ok(p.imap(square, Vec::<u64>::new()))?.next().is_none(),
+        "imap over nothing",
+    )
+}
+
+fn panics_are_errors(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let r = p.map(panic_on_13, 0..40u32);
+    check(
+        matches!(&r, Err(TaskError::Panicked(msg)) if msg == "unlucky 13"),
+        format!("map: {r:?}"),
+    )?;
+    let each: Vec<Result<u32, TaskError>> = ok(p.imap_chunked(panic_on_13, 0..40u32, 6))?.collect();
+    for (i, r) in each.iter().enumerate() {
+        let i = i as u32;
+        if i == 13 {
+            check(matches!(r, Err(TaskError::Panicked(_))), format!("item 13: {r:?}"))?;
+        } else {
+            check(r == &Ok(i + 1), format!("item {i}: {r:?}"))?;
+        }
+    }
+    let a = ok(p.apply_async(panic_on_13, (13,)))?;
+    let r = a.get_timeout(PATIENCE);
+    check(
+        matches!(&r, Err(TaskError::Panicked(m)) if m == "unlucky 13"),
+        format!("apply: {r:?}"),
+    )?;
+    check(a.successful() == Some(false), "successful() after a panic")?;
+    check(ok(p.apply(panic_on_13, (1,)))? == 2, "the pool goes on")
+}
+
+fn killed_worker_mid_map(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let t0 = Instant::now();
+    let each: Vec<Result<u32, TaskError>> = ok(p.imap_chunked(die_at_5000, 0..10_000u32, 250))?.collect();
+    let lost: Vec<usize> = each
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.is_err())
+        .map(|(i, _)| i)
+        .collect();
+    check(lost == vec![5000], format!("lost items {lost:?}"))?;
+    check(
+        each[5000] == Err(TaskError::WorkerLost { exitcode: -9 }),
+        format!("item 5000: {:?}", each[5000]),
+    )?;
+    for (i, r) in each.iter().enumerate() {
+        if i != 5000 {
+            check(r == &Ok(i as u32 * 3), format!("item {i}: {r:?}"))?;
+        }
+    }
+    let r = p.map(die_at_5000, 0..10_000u32);
+    check(r == Err(TaskError::WorkerLost { exitcode: -9 }), format!("map: {r:?}"))?;
+    check(t0.elapsed() < PATIENCE, format!("took {:?}", t0.elapsed()))?;
+    check(p.pids().len() == 2, format!("workers now: {:?}", p.pids()))?;
+    check(ok(p.apply(square, (3,)))? == 9, "the pool goes on")
+}
+
+fn killed_from_outside(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let pids = ok(Queue::<u32>::new())?;
+    let go = ok(Event::new())?;
+    let before = p.pids();
+    let r = ok(p.apply_async(report_and_wait, (pids.clone(), go.clone())))?;
+    let victim = ok(pids.get_timeout(PATIENCE))?;
+    check(before.contains(&victim), "the task ran in a worker of the pool")?;
+    ok(kill(victim, Signal::KILL))?;
+    let got = r.get_timeout(PATIENCE);
+    check(got == Err(TaskError::WorkerLost { exitcode: -9 }), format!("{got:?}"))?;
+    check(ok(p.map(square, 0..100u64))?.len() == 100, "the pool goes on")?;
+    let after = p.pids();
+    check(
+        after.len() == 2 && !after.contains(&victim),
+        format!("{before:?} then {after:?}"),
+    )
+}
+
+fn exits_and_aborts_are_worker_lost(m: StartMethod) -> Check {
+    let p = pool(m, 1)?;
+    let r = ok(p.apply_async(exit_with, (3,)))?.get_timeout(PATIENCE);
+    check(
+        r == Err(TaskError::WorkerLost { exitcode: 3 }),
+        format!("exit(3): {r:?}"),
+    )?;
+    let r = ok(p.apply_async(abort, ()))?.get_timeout(PATIENCE);
+    check(
+        r == Err(TaskError::WorkerLost { exitcode: -6 }),
+        format!("abort: {r:?}"),
+    )?;
+    check(ok(p.apply(add, (1, 1)))? == 2, "the pool goes on")
+}
+
+fn callbacks_on_one_thread(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut rs = Vec::new();
+    for i in 0..20u32 {
+        let (s, e) = (seen.clone(), seen.clone());
+        rs.push(ok(p.apply_async_with(
+            panic_on_13,
+            (i,),
+            move |v: &u32| {
+                let t = std::thread::current().name().unwrap_or("").to_string();
+                s.lock().unwrap().push((Ok(*v), t));
+            },
+            move |err: &TaskError| {
+                let t = std::thread::current().name().unwrap_or("").to_string();
+                e.lock().unwrap().push((Err(err.to_string()), t));
+            },
+        ))?);
+    }
+    for r in &rs {
+        check(r.wait_timeout(PATIENCE), "a result")?;
+    }
+    let seen = seen.lock().unwrap();
+    check(seen.len() == 20, format!("{} callbacks", seen.len()))?;
+    check(
+        seen.iter().all(|(_, t)| t == "mp-pool"),
+        "callbacks run on the pool's thread",
+    )?;
+    let mut values: Vec<u32> = seen.iter().filter_map(|(v, _)| v.clone().ok()).collect();
+    values.sort_unstable();
+    check(
+        values == (0..20).filter(|i| *i != 13).map(|i| i + 1).collect::<Vec<_>>(),
+        "values",
+    )?;
+    let errors: Vec<&String> = seen.iter().filter_map(|(v, _)| v.as_ref().err()).collect();
+    check(
+        errors.len() == 1 && errors[0].contains("unlucky 13"),
+        format!("errors {errors:?}"),
+    )
+}
+
+fn handles_reach_workers(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let q = ok(Queue::<String>::new())?;
+    ok(ok(p.apply_async(put_value, (q.clone(), "hello".to_string())))?.get_timeout(PATIENCE))?;
+    check(ok(q.get_timeout(PATIENCE))? == "hello", "a queue")?;
+    let (lock, v) = (ok(Lock::new())?, ok(Value::new(0u64))?);
+    let rs: Vec<_> = (0..4)
+        .map(|_| p.apply_async(add_under_lock, (lock.clone(), v.clone(), 250)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for r in rs {
+        ok(r.get_timeout(PATIENCE))?;
+    }
+    check(v.get() == 1000, format!("a lock and a value: {}", v.get()))?;
+    let mgr = ok(Manager::with_start_method(m))?;
+    let d = ok(mgr.dict::<u32, String>())?;
+    let rs: Vec<_> = (0..6)
+        .map(|k| p.apply_async(insert_into, (d.clone(), k)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for r in rs {
+        ok(ok(r.get_timeout(PATIENCE))?)?;
+    }
+    check(ok(d.len())? == 6, "a manager proxy")
+}
+
+fn initializer_and_maxtasks(m: StartMethod) -> Check {
+    let p = ok(Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .initializer(init_greeting, (17,))
+        .maxtasksperchild(2)
+        .build())?;
+    let mut pids = Vec::new();
+    for _ in 0..6 {
+        check(ok(p.apply(greeting, ()))? == 17, "the initializer ran in this worker")?;
+        pids.push(ok(p.apply(pid, ()))?);
+    }
+    // Each worker runs two tasks (greeting, pid), then a fresh one starts.
+    pids.dedup();
+    check(pids.len() == 6, format!("six workers in turn: {pids:?}"))?;
+    let bad = ok(Pool::builder()
+        .processes(2)
+        .start_method(m)
+        .initializer(failing_init, ())
+        .build())?;
+    let r = ok(bad.apply_async(square, (2,)))?.get_timeout(PATIENCE);
+    check(
+        matches!(&r, Err(TaskError::Initializer(msg)) if msg.contains("no database")),
+        format!("a failing initializer: {r:?}"),
+    )?;
+    let r = bad.apply_async(square, (2,)).and_then(|a| a.get_timeout(PATIENCE));
+    check(matches!(r, Err(TaskError::Initializer(_))), format!("and later: {r:?}"))
+}
+
+fn close_join_terminate(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    check(matches!(p.join(), Err(PoolError::StillRunning)), "join before close")?;
+    let rs: Vec<_> = (0..6u64)
+        .map(|i| p.apply_async(nap, (i * 5,)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    p.close();
+    check(
+        matches!(p.apply_async(square, (1,)), Err(TaskError::Closed)),
+        "submitting after close",
+    )?;
+    ok(p.join_timeout(PATIENCE))?;
+    for (i, r) in rs.iter().enumerate() {
+        check(
+            r.ready() && r.get() == Ok(i as u64 * 5),
+            format!("task {i} before join returned"),
+        )?;
+    }
+    check(p.pids().is_empty(), "no workers after join")?;
+
+    let p = pool(m, 2)?;
+    let workers = p.pids();
+    let slow = ok(p.apply_async(nap, (60_000,)))?;
+    ok(p.terminate())?;
+    check(
+        slow.get_timeout(PATIENCE) == Err(TaskError::Closed),
+        "a task cut short by terminate",
+    )?;
+    for w in workers {
+        check(!ok(mp_sys::process::is_alive(w))?, format!("worker {w} is gone"))?;
+    }
+    Ok(())
+}
+
+fn imap_is_lazy(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let pulled = Rc::new(Cell::new(0u64));
+    let counter = pulled.clone();
+    let endless = (0u64..).inspect(move |_| counter.set(counter.get() + 1));
+    let first: Vec<u64> = ok(ok(p.imap(square, endless))?.take(1000).collect::<Result<Vec<_>, _>>())?;
+    check(
+        first == (0..1000u64).map(|x| x * x).collect::<Vec<_>>(),
+        "the first 1000 squares",
+    )?;
+    let n = pulled.get();
+    check(
+        n <= 1000 + 2 * 64,
+        format!("{n} items pulled from the input for 1000 results"),
+    )
+}
+
+// ---- once ------------------------------------------------------------------
+
+fn no_leaks_after_100_pools() -> Check {
+    // The first pool starts the fork server, which stays.
+    drop(ok(Pool::new(1))?);
+    let fds = ok(mp_sys::fd::count_open_fds())?;
+    let shm = mp_testkit::shm_entries();
+    for i in 0..100u64 {
+        let p = ok(Pool::new(2))?;
+        check(ok(p.apply(square, (i,)))? == i * i, "a task")?;
+        drop(p);
+    }
+    let after = ok(mp_sys::fd::count_open_fds())?;
+    check(after == fds, format!("{fds} fds before, {after} after 100 pools"))?;
+    check(mp_testkit::shm_entries() == shm, "/dev/shm changed")?;
+    let z = mp_testkit::zombie_children();
+    check(z == 0, format!("{z} zombie children"))
+}
+
+fn bad_settings_are_errors() -> Check {
+    check(
+        matches!(Pool::new(0), Err(PoolError::InvalidArgument(_))),
+        "zero processes",
+    )?;
+    let r = Pool::builder().processes(1).maxtasksperchild(0).build();
+    check(matches!(r, Err(PoolError::InvalidArgument(_))), "maxtasksperchild 0")?;
+    let p = ok(Pool::new(1))?;
+    let n = 5u64;
+    let r = p.apply_async(move |x: u64| x + n, (1,));
+    check(matches!(r, Err(TaskError::Encode(_))), "a closure that captures")?;
+    let r = p.map_chunked(square, 0..3u64, 0);
+    check(matches!(r, Err(TaskError::Encode(_))), "chunksize 0")
+}
+
+fn main() -> ExitCode {
+    let with_method: [(&str, mp_testkit::Case<StartMethod>); 10] = [
+        ("results_come_back", results_come_back),
+        ("panics_are_errors", panics_are_errors),
+        ("killed_worker_mid_map", killed_worker_mid_map),
+        ("killed_from_outside", killed_from_outside),
+        ("exits_and_aborts_are_worker_lost", exits_and_aborts_are_worker_lost),
+        ("callbacks_on_one_thread", callbacks_on_one_thread),
+        ("handles_reach_workers", handles_reach_workers),
+        ("initializer_and_maxtasks", initializer_and_maxtasks),
+        ("close_join_terminate", close_join_terminate),
+        ("imap_is_lazy", imap_is_lazy),
+    ];
+    let local: [(&str, Test); 2] = [
+        ("no_leaks_after_100_pools", no_leaks_after_100_pools),
+        ("bad_settings_are_errors", bad_settings_are_errors),
+    ];
+    suite(&local, &with_method, &METHODS)
+}
