@@ -62,7 +62,7 @@ pub use custom::{Method, ObjectProxy};
 pub use dict::DictProxy;
 pub use error::ManagerError;
 pub use list::ListProxy;
-pub use manager::{BaseManager, BaseManagerBuilder, Manager, Server};
+pub use manager::{BaseManager, BaseManagerBuilder, Manager, ManagerContext, Server};
 pub use queue::QueueProxy;
 pub use sync::{BarrierProxy, ConditionProxy, EventProxy, LockProxy, ProxyGuard, RLockProxy, SemaphoreProxy};
 pub use value::{ArrayProxy, NamespaceProxy, ValueProxy};

@@ -430,3 +430,24 @@ impl Drop for BaseManager {
         let _ = self.shutdown();
     }
 }
+
+/// `ctx.manager()`: a [`Manager`] whose server starts with a context's
+/// start method (Python's `get_context(m).Manager()`).
+///
+/// ```
+/// use mp_manager::ManagerContext;
+/// use mp_process::{get_context, StartMethod};
+/// let m = get_context(StartMethod::ForkServer).manager()?;
+/// assert!(m.pid().is_some());
+/// # Ok::<(), mp_manager::ManagerError>(())
+/// ```
+pub trait ManagerContext {
+    /// Starts a manager with this context's start method.
+    fn manager(&self) -> Result<Manager, ManagerError>;
+}
+
+impl ManagerContext for mp_process::Context {
+    fn manager(&self) -> Result<Manager, ManagerError> {
+        Manager::with_start_method(self.start_method())
+    }
+}

@@ -85,6 +85,25 @@ pub use mp_manager as manager;
 #[cfg(feature = "manager")]
 pub use mp_manager::{
     ArrayProxy, BarrierProxy, BaseManager, BaseManagerBuilder, ConditionProxy, DictProxy, EventProxy, ListProxy,
-    LockProxy, Manager, ManagerError, Method, NamespaceProxy, ObjectProxy, ProxyGuard, QueueProxy, RLockProxy,
-    SemaphoreProxy, Server, ValueProxy,
+    LockProxy, Manager, ManagerContext, ManagerError, Method, NamespaceProxy, ObjectProxy, ProxyGuard, QueueProxy,
+    RLockProxy, SemaphoreProxy, Server, ValueProxy,
 };
+
+/// Pools of worker processes: `Pool`, its `AsyncResult` and lazy maps. See
+/// [`mp_pool`].
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+#[doc(inline)]
+pub use mp_pool as pool;
+
+#[cfg(feature = "pool")]
+pub use mp_pool::{
+    AsyncResult, DoneAndNotDone, ExecutorBuilder, ExecutorError, IMap, Pool, PoolBuilder, PoolContext, PoolError,
+    ProcessPoolExecutor, ReturnWhen, TaskError, TaskFuture,
+};
+
+/// `concurrent.futures`' free functions for executor futures:
+/// `executor::as_completed` and `executor::wait`. See [`mp_pool::executor`].
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+pub use mp_pool::executor;

@@ -37,6 +37,17 @@ pub(crate) struct Reply {
 /// chunk 0, items `0..1`).
 pub(crate) trait Sink: Send + Sync {
     fn deliver(&self, tag: usize, lo: u32, hi: u32, r: Result<Reply, TaskError>);
+
+    /// Called as the job is handed to a worker: false drops it (it was
+    /// cancelled).
+    fn start(&self) -> bool {
+        true
+    }
+
+    /// Cancels the job if it has not started; whether it is cancelled.
+    fn cancel(&self) -> bool {
+        false
+    }
 }
 
 /// A queued or running job.
@@ -70,7 +81,8 @@ pub(crate) struct State {
     pub(crate) phase: Phase,
     /// Lazy maps (`imap`) that may still queue work after `close`.
     feeders: usize,
-    broken: Option<String>,
+    /// The error every job gets once the pool cannot run tasks.
+    broken: Option<TaskError>,
     pub(crate) finished: bool,
     pids: Vec<u32>,
 }
@@ -81,6 +93,9 @@ pub(crate) struct Config {
     pub(crate) maxtasks: u64,
     pub(crate) method: StartMethod,
     pub(crate) init: Option<Work>,
+    /// A worker that dies breaks the pool (the executor's behaviour): every
+    /// pending and new job fails.
+    pub(crate) break_on_loss: bool,
 }
 
 /// What callers and the pool thread share.
@@ -123,8 +138,8 @@ impl Shared {
         feeder: bool,
     ) -> Result<(), TaskError> {
         let mut st = self.lock();
-        if let Some(msg) = &st.broken {
-            return Err(TaskError::Initializer(msg.clone()));
+        if let Some(e) = &st.broken {
+            return Err(e.clone());
         }
         match st.phase {
             Phase::Running => {}
@@ -189,6 +204,25 @@ impl Shared {
             }
         }
         true
+    }
+
+    /// Cancels the queued jobs that can be cancelled (executor futures).
+    pub(crate) fn cancel_queued(&self) {
+        let mut st = self.lock();
+        let jobs: Vec<Job> = st.queue.drain(..).collect();
+        let mut kept = VecDeque::new();
+        let mut cancelled = Vec::new();
+        for j in jobs {
+            if j.sink.cancel() {
+                cancelled.push(j)
+            } else {
+                kept.push_back(j)
+            }
+        }
+        st.queue = kept;
+        drop(st);
+        drop(cancelled);
+        self.poke();
     }
 
     /// The pids of the current workers.
@@ -403,12 +437,12 @@ impl Engine {
         if st.phase == Phase::Terminating {
             return false;
         }
-        if let Some(msg) = st.broken.clone() {
+        if let Some(e) = st.broken.clone() {
             if !st.queue.is_empty() {
                 let jobs: Vec<Job> = st.queue.drain(..).collect();
                 drop(st);
                 for j in jobs {
-                    j.fail(TaskError::Initializer(msg.clone()));
+                    j.fail(e.clone());
                 }
                 st = self.shared.lock();
             }
@@ -438,7 +472,9 @@ impl Engine {
                 }
                 if w.can_take(level, maxtasks) {
                     if let Some(job) = st.queue.pop_front() {
-                        w.give(job);
+                        if job.sink.start() {
+                            w.give(job);
+                        }
                     }
                 }
             }
@@ -541,7 +577,7 @@ impl Engine {
                         let msg = mp_codec::decode_payload::<crate::error::Failure>(&reply.payload.bytes, Vec::new())
                             .map(|f| TaskError::from(f).to_string())
                             .unwrap_or_else(|e| format!("(its message could not be read: {e})"));
-                        self.shared.lock().broken.get_or_insert(msg);
+                        self.shared.lock().broken.get_or_insert(TaskError::Initializer(msg));
                     }
                 }
                 k => return Err(format!("a {k:?} frame from a worker")),
@@ -612,21 +648,28 @@ impl Engine {
         }
         let mut st = self.shared.lock();
         st.pids.retain(|p| *p != pid);
+        let abnormal = !w.stopping && (code != 0 || !w.inflight.is_empty());
         if w.initializing && st.broken.is_none() {
-            st.broken = Some(format!(
+            st.broken = Some(TaskError::Initializer(format!(
                 "a worker died before its initializer finished (exit code {code})"
-            ));
+            )));
+        } else if abnormal && self.shared.cfg.break_on_loss && st.broken.is_none() {
+            st.broken = Some(lost.clone());
         }
-        if let Some(msg) = st.broken.clone() {
+        if let Some(e) = st.broken.clone() {
             drop(st);
             for j in requeue {
-                j.fail(TaskError::Initializer(msg.clone()));
+                j.fail(e.clone());
             }
             for w in &mut self.workers {
                 for j in w.inflight.drain(..) {
-                    j.fail(TaskError::Initializer(msg.clone()));
+                    j.fail(e.clone());
                 }
                 let _ = w.proc.kill();
+            }
+            let queued: Vec<Job> = self.shared.lock().queue.drain(..).collect();
+            for j in queued {
+                j.fail(e.clone());
             }
         } else {
             for j in requeue.into_iter().rev() {

@@ -40,11 +40,15 @@
 
 mod core;
 mod error;
+pub mod executor;
 mod pool;
 mod result;
 mod task;
 mod wire;
 
 pub use error::{PoolError, TaskError};
-pub use pool::{Data, Pool, PoolBuilder};
+pub use executor::{
+    DoneAndNotDone, ExecutorBuilder, ExecutorError, MapResults, ProcessPoolExecutor, ReturnWhen, TaskFuture,
+};
+pub use pool::{Data, Pool, PoolBuilder, PoolContext};
 pub use result::{AsyncResult, IMap};

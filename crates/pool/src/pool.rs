@@ -77,6 +77,7 @@ pub struct PoolBuilder {
     maxtasks: Option<usize>,
     method: Option<StartMethod>,
     init: Option<Result<Work, TaskError>>,
+    break_on_loss: bool,
 }
 
 impl PoolBuilder {
@@ -135,11 +136,18 @@ impl PoolBuilder {
             maxtasks: self.maxtasks.map_or(0, |n| n as u64),
             method: self.method.unwrap_or_else(mp_process::get_start_method),
             init,
+            break_on_loss: self.break_on_loss,
         })?;
         Ok(Pool {
             shared,
             thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// A worker that dies breaks the pool, as an executor's does.
+    pub(crate) fn break_on_loss(mut self) -> Self {
+        self.break_on_loss = true;
+        self
     }
 }
 
@@ -162,6 +170,7 @@ impl Pool {
             maxtasks: None,
             method: None,
             init: None,
+            break_on_loss: false,
         }
     }
 
@@ -189,6 +198,10 @@ impl Pool {
         A: Data,
     {
         self.apply_async(f, args)?.get()
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Queues `f(args)`; its result arrives in the [`AsyncResult`].
@@ -511,5 +524,27 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         let _ = self.terminate();
+    }
+}
+
+/// `ctx.pool(n)`: a [`Pool`] with a context's start method (Python's
+/// `get_context(m).Pool(n)`).
+///
+/// ```
+/// use mp_pool::PoolContext;
+/// use mp_process::{get_context, StartMethod};
+/// fn one() -> u8 { 1 }
+/// let pool = get_context(StartMethod::Spawn).pool(1)?;
+/// assert_eq!(pool.apply(one, ())?, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait PoolContext {
+    /// A pool of `processes` workers started with this context's method.
+    fn pool(&self, processes: usize) -> Result<Pool, PoolError>;
+}
+
+impl PoolContext for mp_process::Context {
+    fn pool(&self, processes: usize) -> Result<Pool, PoolError> {
+        Pool::builder().processes(processes).context(*self).build()
     }
 }

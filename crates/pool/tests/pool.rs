@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mp_manager::{DictProxy, Manager};
-use mp_pool::{Pool, PoolError, TaskError};
+use mp_pool::executor::{ReturnWhen, as_completed_timeout, wait};
+use mp_pool::{ExecutorError, Pool, PoolError, ProcessPoolExecutor, TaskError};
 use mp_process::StartMethod;
 use mp_queue::Queue;
 use mp_shared::Value;
@@ -114,6 +115,11 @@ fn failing_init() -> Result<(), String> {
 fn nap(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
     ms
+}
+
+fn fail_after(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    panic!("failed after {ms} ms");
 }
 
 // ---- scenarios, each under every start method ------------------------------
@@ -395,6 +401,160 @@ fn imap_is_lazy(m: StartMethod) -> Check {
     )
 }
 
+fn executor(m: StartMethod, n: usize) -> Result<ProcessPoolExecutor, String> {
+    ok(ProcessPoolExecutor::builder().max_workers(n).start_method(m).build())
+}
+
+/// Polls `f` on this thread until it is ready, at most `limit`.
+fn block_on<F: std::future::Future>(f: F, limit: Duration) -> Option<F::Output> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    let deadline = Instant::now() + limit;
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        std::thread::park_timeout(left);
+    }
+}
+
+fn executor_futures(m: StartMethod) -> Check {
+    let ex = executor(m, 2)?;
+    let f = ok(ex.submit(add, (40, 2)))?;
+    check(f.result_timeout(PATIENCE) == Ok(42), "submit and result")?;
+    check(
+        f.done() && !f.running() && !f.cancelled() && f.exception().is_none(),
+        "states when done",
+    )?;
+    let bad = ok(ex.submit(panic_on_13, (13,)))?;
+    let e = bad.result_timeout(PATIENCE);
+    check(
+        matches!(&e, Err(ExecutorError::Task(TaskError::Panicked(m))) if m == "unlucky 13"),
+        format!("a panic: {e:?}"),
+    )?;
+    let v: Vec<u64> = ok(ok(ex.map(square, 0..200u64))?.collect::<Result<Vec<_>, _>>())?;
+    check(v == (0..200u64).map(|x| x * x).collect::<Vec<_>>(), "map")?;
+    let awaited = block_on(ok(ex.submit(square, (12,)))?, PATIENCE);
+    check(awaited == Some(Ok(144)), format!("await: {awaited:?}"))?;
+    // A done callback, on a future done later and on one done already.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let slow = ok(ex.submit(nap, (50,)))?;
+    let tx2 = tx.clone();
+    slow.add_done_callback(move |f| {
+        let _ = tx2.send(f.result_timeout(Duration::ZERO).map_err(|e| e.to_string()));
+    });
+    check(rx.recv_timeout(PATIENCE) == Ok(Ok(50)), "a callback when done")?;
+    slow.add_done_callback(move |f| {
+        let _ = tx.send(f.result_timeout(Duration::ZERO).map_err(|e| e.to_string()));
+    });
+    check(rx.try_recv() == Ok(Ok(50)), "a callback on a done future runs at once")?;
+    // Completion order and wait().
+    let fs = vec![ok(ex.submit(nap, (300,)))?, ok(ex.submit(nap, (1,)))?];
+    let order: Vec<u64> = as_completed_timeout(&fs, PATIENCE)
+        .map(|f| f.map_err(|e| e.to_string()).and_then(|f| ok(f.result())))
+        .collect::<Result<_, _>>()?;
+    check(order == vec![1, 300], format!("as_completed: {order:?}"))?;
+    let fs = vec![ok(ex.submit(nap, (1,)))?, ok(ex.submit(nap, (2,)))?];
+    let r = wait(&fs, Some(PATIENCE), ReturnWhen::AllCompleted);
+    check(
+        r.done == vec![0, 1] && r.not_done.is_empty(),
+        format!("wait all: {r:?}"),
+    )?;
+    let fs = vec![ok(ex.submit(nap, (500,)))?, ok(ex.submit(nap, (1,)))?];
+    let r = wait(&fs, Some(Duration::from_millis(100)), ReturnWhen::AllCompleted);
+    check(
+        r.done == vec![1] && r.not_done == vec![0],
+        format!("wait with a timeout: {r:?}"),
+    )?;
+    let fs = vec![ok(ex.submit(nap, (600,)))?, ok(ex.submit(fail_after, (1,)))?];
+    let r = wait(&fs, Some(PATIENCE), ReturnWhen::FirstException);
+    check(
+        r.done == vec![1] && r.not_done == vec![0],
+        format!("wait for an exception: {r:?}"),
+    )?;
+    // map_timeout: the slow item times out, the quick ones do not.
+    let got: Vec<Result<u64, ExecutorError>> =
+        ok(ex.map_timeout(nap, vec![1, 900, 1], Duration::from_millis(300)))?.collect();
+    check(
+        got[0] == Ok(1) && got[1] == Err(ExecutorError::Timeout),
+        format!("map_timeout: {got:?}"),
+    )
+}
+
+fn executor_cancel_and_shutdown(m: StartMethod) -> Check {
+    let ex = executor(m, 1)?;
+    let first = ok(ex.submit(nap, (200,)))?;
+    let queued: Vec<_> = (0..10u64)
+        .map(|i| ex.submit(nap, (i,)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let last = &queued[9];
+    check(last.cancel() && last.cancelled() && last.done(), "cancel a queued task")?;
+    check(last.result() == Err(ExecutorError::Cancelled), "its result")?;
+    check(mp_testkit::until(PATIENCE, || first.running()), "the first task runs")?;
+    check(!first.cancel(), "a running task cannot be cancelled")?;
+    ex.shutdown(true, true);
+    check(first.result() == Ok(200), "the running task finished")?;
+    let cancelled = queued.iter().filter(|f| f.cancelled()).count();
+    check(
+        cancelled >= 7,
+        format!("{cancelled} of 10 queued tasks cancelled by shutdown"),
+    )?;
+    check(
+        queued.iter().all(|f| f.done()),
+        "every future is done after shutdown(wait)",
+    )?;
+    let r = ex.submit(square, (1,));
+    check(
+        matches!(r, Err(ExecutorError::Task(TaskError::Closed))),
+        format!("submit after shutdown: {r:?}"),
+    )?;
+    check(ex.pids().is_empty(), "workers gone")
+}
+
+fn executor_breaks_when_a_worker_dies(m: StartMethod) -> Check {
+    let ex = executor(m, 2)?;
+    let pids = ok(Queue::<u32>::new())?;
+    let go = ok(Event::new())?;
+    let doomed = ok(ex.submit(report_and_wait, (pids.clone(), go.clone())))?;
+    let victim = ok(pids.get_timeout(PATIENCE))?;
+    let others: Vec<_> = (0..6u64)
+        .map(|_| ex.submit(report_and_wait, (pids.clone(), go.clone())))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    ok(kill(victim, Signal::KILL))?;
+    check(
+        doomed.result_timeout(PATIENCE) == Err(ExecutorError::BrokenProcessPool),
+        "the task whose worker died",
+    )?;
+    for f in &others {
+        let r = f.result_timeout(PATIENCE);
+        check(
+            r == Err(ExecutorError::BrokenProcessPool),
+            format!("a pending task: {r:?}"),
+        )?;
+    }
+    let r = ex.submit(square, (2,));
+    check(
+        matches!(r, Err(ExecutorError::BrokenProcessPool)),
+        format!("a new task: {r:?}"),
+    )?;
+    go.set();
+    ex.shutdown(true, false);
+    check(ex.pids().is_empty(), "workers gone")
+}
+
 // ---- once ------------------------------------------------------------------
 
 fn no_leaks_after_100_pools() -> Check {
@@ -430,7 +590,7 @@ fn bad_settings_are_errors() -> Check {
 }
 
 fn main() -> ExitCode {
-    let with_method: [(&str, mp_testkit::Case<StartMethod>); 10] = [
+    let with_method: [(&str, mp_testkit::Case<StartMethod>); 13] = [
         ("results_come_back", results_come_back),
         ("panics_are_errors", panics_are_errors),
         ("killed_worker_mid_map", killed_worker_mid_map),
@@ -441,6 +601,9 @@ fn main() -> ExitCode {
         ("initializer_and_maxtasks", initializer_and_maxtasks),
         ("close_join_terminate", close_join_terminate),
         ("imap_is_lazy", imap_is_lazy),
+        ("executor_futures", executor_futures),
+        ("executor_cancel_and_shutdown", executor_cancel_and_shutdown),
+        ("executor_breaks_when_a_worker_dies", executor_breaks_when_a_worker_dies),
     ];
     let local: [(&str, Test); 2] = [
         ("no_leaks_after_100_pools", no_leaks_after_100_pools),
