@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group};
-use mp_pool::Pool;
+use mp_pool::{Pool, ProcessPoolExecutor};
 use mp_process::StartMethod;
 
 fn sq(x: u64) -> u64 {
@@ -44,6 +44,20 @@ fn throughput(c: &mut Criterion) {
             for r in rs {
                 r.get().expect("get");
             }
+        })
+    });
+    g.finish();
+    drop(pool);
+
+    let ex = ProcessPoolExecutor::new(2).expect("executor");
+    ex.map(sq, 0..100).expect("warm-up").for_each(drop);
+    let mut g = c.benchmark_group("pool");
+    g.sample_size(10).measurement_time(Duration::from_secs(4));
+    g.throughput(Throughput::Elements(n_small));
+    g.bench_function("ppe_map_default_chunksize", |b| {
+        b.iter(|| {
+            let n = ex.map(sq, 0..n_small).expect("map").map(|r| r.expect("result")).count();
+            assert_eq!(n as u64, n_small);
         })
     });
     g.finish();
