@@ -2,8 +2,8 @@
 //! messages whose handles travel beside their bytes, a forked child that
 //! writes through a handle it received, the errors a bad peer gets,
 //! Python-style processes under the three start methods, locks, events and
-//! barriers shared between processes, queues, and a manager's dict and
-//! list.
+//! barriers shared between processes, queues, a manager's dict and list,
+//! and a pool and an executor that survive a worker killed mid-task.
 //!
 //! Run with `cargo run --release --example tour`.
 
@@ -17,8 +17,8 @@ use multiprocessing::sys::process::{Fork, exit_now, try_fork};
 use multiprocessing::sys::region::Region;
 use multiprocessing::sys::socket::{SocketKind, socketpair};
 use multiprocessing::{
-    Barrier, DictProxy, Event, GetError, ListProxy, Lock, Manager, ManagerError, Process, Queue, StartMethod,
-    get_context,
+    Barrier, DictProxy, Event, GetError, ListProxy, Lock, Manager, ManagerError, Pool, Process, ProcessPoolExecutor,
+    Queue, StartMethod, TaskError, get_context,
 };
 use serde::{Deserialize, Serialize};
 
@@ -224,7 +224,52 @@ fn main() -> Result<(), Box<dyn Error>> {
         pid == writer.pid().map(u64::from)
     );
     println!("   and reversed the list: {:?}", list.to_vec()?);
+
+    println!("11. A Pool and a ProcessPoolExecutor");
+    let pool = Pool::new(2)?;
+    let squares = pool.map(square, 0..1_000_000u64)?;
+    println!(
+        "   map of x*x over 1,000,000 ints in 2 workers: the last is {}",
+        squares[squares.len() - 1]
+    );
+    let results: Vec<Result<u64, TaskError>> = pool.imap_chunked(die_at_5000, 0..10_000u64, 100)?.collect();
+    let lost: Vec<(usize, &TaskError)> = results
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.as_ref().err().map(|e| (i, e)))
+        .collect();
+    let right = results
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| r.as_ref().ok() == Some(&(*i as u64 * 2)))
+        .count();
+    println!("   a worker SIGKILLed at item 5000 of 10,000: {right} results right, lost {lost:?}");
+    println!(
+        "   (CPython's pool hangs forever here); the pool goes on: {}",
+        pool.apply(square, (12,))?
+    );
+    let ex = ProcessPoolExecutor::new(2)?;
+    let f = ex.submit(square, (7,))?;
+    println!("   an executor future: {:?}", f.result());
+    let g = ex.submit(die_at_5000, (5000,))?;
+    println!(
+        "   a worker dies: {:?}; a new task: {:?}",
+        g.result(),
+        ex.submit(square, (1,)).err()
+    );
     Ok(())
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+/// Kills its own worker with SIGKILL at item 5000.
+fn die_at_5000(x: u64) -> u64 {
+    if x == 5000 {
+        let _ = multiprocessing::sys::signal::kill(std::process::id(), multiprocessing::sys::signal::Signal::KILL);
+    }
+    x * 2
 }
 
 fn write_and_reverse(dict: DictProxy<String, u64>, list: ListProxy<u64>) -> Result<(), ManagerError> {

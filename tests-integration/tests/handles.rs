@@ -10,8 +10,8 @@ use std::time::Duration;
 use mp_testkit::{Harness, PATIENCE, check, finish, ok};
 use multiprocessing::connection::{Waitable, wait};
 use multiprocessing::{
-    Array, Barrier, Connection, DictProxy, Event, Lock, Manager, Process, Queue, QueueProxy, StartMethod, Value,
-    get_start_method, pipe, pipe_simplex,
+    Array, Barrier, Connection, DictProxy, Event, Lock, Manager, Pool, Process, ProcessPoolExecutor, Queue, QueueProxy,
+    StartMethod, Value, get_start_method, pipe, pipe_simplex,
 };
 
 type Check = Result<(), String>;
@@ -207,10 +207,72 @@ fn wait_sees_processes_and_connections() -> Check {
     check(finish(&mut p)? == 0, "the child failed")
 }
 
+/// A pool task that uses a handle of each crate.
+fn pool_task(
+    conn: Connection,
+    lock: Lock,
+    total: Value<u64>,
+    slots: Array<u32>,
+    q: Queue<u32>,
+    d: DictProxy<u32, u32>,
+) -> Result<u32, String> {
+    let me = ok(conn.recv::<u32>())?;
+    {
+        let _g = ok(lock.acquire())?;
+        total.set(total.get() + u64::from(me));
+    }
+    ok(slots.set(me as usize, me * 10))?;
+    ok(q.put(me).map_err(|e| e.to_string()))?;
+    ok(d.insert(me, me + 100))?;
+    Ok(me)
+}
+
+/// An executor task that answers through a manager queue (seed 004's
+/// `Manager().Queue()` with a pool).
+fn executor_task(answers: QueueProxy<String>, n: u32) -> Result<(), String> {
+    answers.put(format!("task {n}")).map_err(|e| e.to_string())
+}
+
+fn pool_and_executor_tasks_get_handles() -> Check {
+    let pool = ok(Pool::new(2))?;
+    let m = ok(Manager::new())?;
+    let (lock, total, slots) = (ok(Lock::new())?, ok(Value::new(0u64))?, ok(Array::<u32>::new(4))?);
+    let (q, d) = (ok(Queue::new())?, ok(m.dict::<u32, u32>())?);
+    let mut results = Vec::new();
+    for i in 0..4u32 {
+        let (mine, theirs) = ok(pipe())?;
+        ok(mine.send(&i))?;
+        let args = (theirs, lock.clone(), total.clone(), slots.clone(), q.clone(), d.clone());
+        results.push(ok(pool.apply_async(pool_task, args))?);
+    }
+    for (i, r) in results.iter().enumerate() {
+        check(ok(r.get_timeout(PATIENCE))? == Ok(i as u32), format!("task {i}"))?;
+    }
+    check(total.get() == 6, format!("total {}", total.get()))?;
+    check(slots.to_vec() == vec![0, 10, 20, 30], "the array")?;
+    let mut got: Vec<u32> = (0..4)
+        .map(|_| q.get_timeout(PATIENCE))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    got.sort_unstable();
+    check(got == vec![0, 1, 2, 3], "the queue")?;
+    check(ok(d.len())? == 4, "the managed dict")?;
+    let ex = ok(ProcessPoolExecutor::new(2))?;
+    let answers = ok(m.queue::<String>())?;
+    let fs: Vec<_> = (0..3)
+        .map(|n| ex.submit(executor_task, (answers.clone(), n)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for f in &fs {
+        ok(ok(f.result_timeout(PATIENCE))?)?;
+    }
+    check(answers.qsize().map_err(|e| e.to_string())? == 3, "the manager queue")
+}
+
 type Test = fn() -> Check;
 
 fn main() -> ExitCode {
-    let tests: [(&str, Test); 6] = [
+    let tests: [(&str, Test); 7] = [
         (
             "the_start_method_is_the_one_asked_for",
             the_start_method_is_the_one_asked_for,
@@ -234,6 +296,10 @@ fn main() -> ExitCode {
         (
             "manager_proxies_travel_with_other_handles",
             manager_proxies_travel_with_other_handles,
+        ),
+        (
+            "pool_and_executor_tasks_get_handles",
+            pool_and_executor_tasks_get_handles,
         ),
     ];
     let mut h = Harness::new(tests.len());

@@ -599,6 +599,20 @@ impl Engine {
         let pid = w.pid();
         let word = w.page.atomics_u64().first().map_or(0, |a| a.load(Ordering::Acquire));
         let (run_id, state) = ((word >> 32) as u32, word as u32);
+        // Broken first, so whoever sees a job fail here also sees the pool
+        // refuse new work.
+        let abnormal = !w.stopping && (code != 0 || !w.inflight.is_empty());
+        {
+            let mut st = self.shared.lock();
+            st.pids.retain(|p| *p != pid);
+            if w.initializing && st.broken.is_none() {
+                st.broken = Some(TaskError::Initializer(format!(
+                    "a worker died before its initializer finished (exit code {code})"
+                )));
+            } else if abnormal && self.shared.cfg.break_on_loss && st.broken.is_none() {
+                st.broken = Some(TaskError::WorkerLost { exitcode: code });
+            }
+        }
         let at = w.inflight.iter().position(|j| j.id as u32 == run_id);
         let mut requeue: Vec<Job> = Vec::new();
         let lost = TaskError::WorkerLost { exitcode: code };
@@ -647,15 +661,6 @@ impl Engine {
             }
         }
         let mut st = self.shared.lock();
-        st.pids.retain(|p| *p != pid);
-        let abnormal = !w.stopping && (code != 0 || !w.inflight.is_empty());
-        if w.initializing && st.broken.is_none() {
-            st.broken = Some(TaskError::Initializer(format!(
-                "a worker died before its initializer finished (exit code {code})"
-            )));
-        } else if abnormal && self.shared.cfg.break_on_loss && st.broken.is_none() {
-            st.broken = Some(lost.clone());
-        }
         if let Some(e) = st.broken.clone() {
             drop(st);
             for j in requeue {

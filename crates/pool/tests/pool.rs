@@ -41,7 +41,7 @@ fn pid() -> u32 {
 }
 
 fn checked_half(x: u32) -> Result<u32, String> {
-    if x % 2 == 0 {
+    if x.is_multiple_of(2) {
         Ok(x / 2)
     } else {
         Err(format!("{x} is odd"))
