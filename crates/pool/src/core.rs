@@ -208,20 +208,14 @@ impl Shared {
 
     /// Cancels the queued jobs that can be cancelled (executor futures).
     pub(crate) fn cancel_queued(&self) {
+        let jobs: Vec<Job> = self.lock().queue.drain(..).collect();
+        // Cancelling runs done callbacks: not under the lock.
+        let kept: Vec<Job> = jobs.into_iter().filter(|j| !j.sink.cancel()).collect();
         let mut st = self.lock();
-        let jobs: Vec<Job> = st.queue.drain(..).collect();
-        let mut kept = VecDeque::new();
-        let mut cancelled = Vec::new();
-        for j in jobs {
-            if j.sink.cancel() {
-                cancelled.push(j)
-            } else {
-                kept.push_back(j)
-            }
+        for j in kept.into_iter().rev() {
+            st.queue.push_front(j);
         }
-        st.queue = kept;
         drop(st);
-        drop(cancelled);
         self.poke();
     }
 
@@ -449,10 +443,12 @@ impl Engine {
         }
         let wanted = !st.queue.is_empty() || st.phase == Phase::Running || st.feeders > 0;
         if self.missing > 0 && wanted && st.broken.is_none() {
+            // Starting a process takes a while: callers may queue meanwhile.
+            drop(st);
             while self.missing > 0 {
                 match Worker::start(&self.shared.cfg) {
                     Ok(w) => {
-                        st.pids.push(w.pid());
+                        self.shared.lock().pids.push(w.pid());
                         self.workers.push(w);
                         self.missing -= 1;
                     }
@@ -461,6 +457,10 @@ impl Engine {
                         break;
                     }
                 }
+            }
+            st = self.shared.lock();
+            if st.phase == Phase::Terminating {
+                return false;
             }
         }
         let depth = self.runtime.depth();
