@@ -323,7 +323,7 @@ impl Pool {
             return Ok(Vec::new());
         }
         let (sink, n) = self.submit_chunks(f, items, chunksize)?;
-        collect_map(&sink, n, true, None).unwrap_or(Err(TaskError::Timeout))
+        collect_map(&sink, n, None).unwrap_or(Err(TaskError::Timeout))
     }
 
     /// [`map`](Pool::map) without waiting: the values arrive in the

@@ -265,15 +265,15 @@ impl Chunks {
         if ok { g.arrivals.pop_front() } else { None }
     }
 
-    /// Waits until `n` chunks are complete, or one failed when `stop_early`.
-    fn wait_complete(&self, n: usize, stop_early: bool, deadline: Option<Instant>) -> bool {
+    /// Waits until `n` chunks are complete, or one failed.
+    fn wait_complete(&self, n: usize, deadline: Option<Instant>) -> bool {
         let g = relock(self.m.lock());
         wait_for(
             &self.cv,
             g,
             deadline,
             |s| &mut s.waiters,
-            |s| s.complete >= n || (stop_early && s.failed),
+            |s| s.complete >= n || s.failed,
         )
         .1
     }
@@ -307,62 +307,38 @@ impl Sink for Chunks {
     }
 }
 
-/// Decodes the parts of complete chunks `0..n` into the map's values, or
-/// its first error (in item order).
-pub(crate) fn collect_map<R: DeserializeOwned>(
-    sink: &Chunks,
-    n: usize,
-    take: bool,
-    deadline: Option<Instant>,
-) -> Option<Result<Vec<R>, TaskError>> {
-    let mut out = Vec::new();
-    for tag in 0..n {
-        let parts = if take {
-            sink.take_chunk(tag, deadline)?
-        } else {
-            // map_async: the parts stay for the next get().
-            if !sink.wait_complete(n, true, deadline) {
-                return None;
-            }
-            let g = relock(sink.m.lock());
-            let mut parts: Vec<(u32, u32, Outcome)> = g
-                .chunks
-                .get(&tag)
-                .map(|c| c.parts.iter().map(|(lo, hi, r)| (*lo, *hi, clone_outcome(r))).collect())
-                .unwrap_or_default();
-            parts.sort_by_key(|p| p.0);
-            parts
-        };
-        for (lo, hi, r) in &parts {
-            match decode_part::<R>(*lo, *hi, r) {
-                Part::All(v) => out.extend(v),
-                Part::Each(v) => {
-                    for x in v {
-                        match x {
-                            Ok(x) => out.push(x),
-                            Err(e) => return Some(Err(e)),
-                        }
-                    }
+/// Appends the values of one chunk's parts (sorted by `lo`) to `out`, or
+/// returns the first failed item's error.
+fn extend_with<R: DeserializeOwned>(out: &mut Vec<R>, parts: &[(u32, u32, Outcome)]) -> Result<(), TaskError> {
+    for (lo, hi, r) in parts {
+        match decode_part::<R>(*lo, *hi, r) {
+            Part::All(v) => out.extend(v),
+            Part::Each(v) => {
+                for x in v {
+                    out.push(x?);
                 }
             }
         }
     }
-    Some(Ok(out))
+    Ok(())
 }
 
-/// A copy of an outcome for a second decode (descriptors duplicated when it
-/// is decoded).
-fn clone_outcome(r: &Outcome) -> Outcome {
-    match r {
-        Err(e) => Err(e.clone()),
-        Ok(rep) => Ok(Reply {
-            status: rep.status,
-            payload: crate::wire::Payload {
-                bytes: rep.payload.bytes.clone(),
-                fds: rep.payload.dup_fds().unwrap_or_default(),
-            },
-        }),
+/// Takes the chunks `0..n` in order as each completes and decodes them into
+/// the map's values, or its first error (in item order); `None` if
+/// `deadline` passes first.
+pub(crate) fn collect_map<R: DeserializeOwned>(
+    sink: &Chunks,
+    n: usize,
+    deadline: Option<Instant>,
+) -> Option<Result<Vec<R>, TaskError>> {
+    let mut out = Vec::new();
+    for tag in 0..n {
+        let parts = sink.take_chunk(tag, deadline)?;
+        if let Err(e) = extend_with(&mut out, &parts) {
+            return Some(Err(e));
+        }
     }
+    Some(Ok(out))
 }
 
 struct MapResult<R> {
@@ -373,11 +349,21 @@ struct MapResult<R> {
 
 impl<R: DeserializeOwned> Pending<Vec<R>> for MapResult<R> {
     fn wait_until(&self, deadline: Option<Instant>) -> bool {
-        self.sink.wait_complete(self.n, true, deadline)
+        self.sink.wait_complete(self.n, deadline)
     }
 
+    /// Decodes the parts in place: they stay for the next `get`.
     fn value(&self) -> Result<Vec<R>, TaskError> {
-        collect_map(&self.sink, self.n, false, Some(Instant::now())).unwrap_or(Err(TaskError::Timeout))
+        let mut g = relock(self.sink.m.lock());
+        let mut out = Vec::new();
+        for tag in 0..self.n {
+            let Some(c) = g.chunks.get_mut(&tag) else {
+                return Err(TaskError::Timeout);
+            };
+            c.parts.sort_by_key(|p| p.0);
+            extend_with(&mut out, &c.parts)?;
+        }
+        Ok(out)
     }
 
     fn successful(&self) -> Option<bool> {

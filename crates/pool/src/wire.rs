@@ -173,12 +173,11 @@ impl OutBuf {
 
     /// Queues a frame. `head.len` and `head.nfds` are filled in here.
     pub(crate) fn push(&mut self, mut head: Head, payload: &[u8], fds: Option<Fds>) {
-        let nfds = fds.as_ref().map_or(0, |f| f.get().len());
         head.len = payload.len() as u32;
-        head.nfds = nfds as u16;
-        if nfds > 0 {
-            self.marks
-                .push_back((self.buf.len(), fds.unwrap_or(Fds::Owned(Vec::new()))));
+        head.nfds = 0;
+        if let Some(f) = fds.filter(|f| !f.get().is_empty()) {
+            head.nfds = f.get().len() as u16;
+            self.marks.push_back((self.buf.len(), f));
         }
         head.write(&mut self.buf);
         self.buf.extend_from_slice(payload);
