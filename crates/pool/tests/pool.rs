@@ -59,7 +59,9 @@ fn panic_on_13(x: u32) -> u32 {
 fn die_at_5000(x: u32) -> u32 {
     if x == 5000 {
         let _ = kill(std::process::id(), Signal::KILL);
-        std::thread::sleep(PATIENCE);
+        loop {
+            std::thread::park(); // until the signal lands
+        }
     }
     x * 3
 }
@@ -112,14 +114,24 @@ fn failing_init() -> Result<(), String> {
     Err("no database".into())
 }
 
-fn nap(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
+fn echo(x: u64) -> u64 {
+    x
 }
 
-fn fail_after(ms: u64) -> u64 {
-    std::thread::sleep(Duration::from_millis(ms));
-    panic!("failed after {ms} ms");
+/// Returns `x` once `gate` is set: a task that runs as long as the test
+/// wants.
+fn held(x: u64, gate: Event) -> u64 {
+    gate.wait_timeout(PATIENCE);
+    x
+}
+
+/// [`held`] for maps: one argument.
+fn held_item((x, gate): (u64, Event)) -> u64 {
+    held(x, gate)
+}
+
+fn fail(x: u64) -> u64 {
+    panic!("failed on {x}");
 }
 
 // ---- scenarios, each under every start method ------------------------------
@@ -353,7 +365,7 @@ fn close_join_terminate(m: StartMethod) -> Check {
     let p = pool(m, 2)?;
     check(matches!(p.join(), Err(PoolError::StillRunning)), "join before close")?;
     let rs: Vec<_> = (0..6u64)
-        .map(|i| p.apply_async(nap, (i * 5,)))
+        .map(|i| p.apply_async(echo, (i * 5,)))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     p.close();
@@ -372,7 +384,8 @@ fn close_join_terminate(m: StartMethod) -> Check {
 
     let p = pool(m, 2)?;
     let workers = p.pids();
-    let slow = ok(p.apply_async(nap, (60_000,)))?;
+    let never = ok(Event::new())?;
+    let slow = ok(p.apply_async(held, (60_000, never)))?;
     ok(p.terminate())?;
     check(
         slow.get_timeout(PATIENCE) == Err(TaskError::Closed),
@@ -449,43 +462,60 @@ fn executor_futures(m: StartMethod) -> Check {
     check(awaited == Some(Ok(144)), format!("await: {awaited:?}"))?;
     // A done callback, on a future done later and on one done already.
     let (tx, rx) = std::sync::mpsc::channel();
-    let slow = ok(ex.submit(nap, (50,)))?;
+    let gate = ok(Event::new())?;
+    let slow = ok(ex.submit(held, (50, gate.clone())))?;
     let tx2 = tx.clone();
     slow.add_done_callback(move |f| {
         let _ = tx2.send(f.result_timeout(Duration::ZERO).map_err(|e| e.to_string()));
     });
+    gate.set();
     check(rx.recv_timeout(PATIENCE) == Ok(Ok(50)), "a callback when done")?;
     slow.add_done_callback(move |f| {
         let _ = tx.send(f.result_timeout(Duration::ZERO).map_err(|e| e.to_string()));
     });
     check(rx.try_recv() == Ok(Ok(50)), "a callback on a done future runs at once")?;
     // Completion order and wait().
-    let fs = vec![ok(ex.submit(nap, (300,)))?, ok(ex.submit(nap, (1,)))?];
-    let order: Vec<u64> = as_completed_timeout(&fs, PATIENCE)
-        .map(|f| f.map_err(|e| e.to_string()).and_then(|f| ok(f.result())))
-        .collect::<Result<_, _>>()?;
+    let (gate, open) = (ok(Event::new())?, ok(Event::new())?);
+    open.set();
+    let fs = vec![
+        ok(ex.submit(held, (300, gate.clone())))?,
+        ok(ex.submit(held, (1, open.clone())))?,
+    ];
+    let mut order: Vec<u64> = Vec::new();
+    for f in as_completed_timeout(&fs, PATIENCE) {
+        order.push(ok(f.map_err(|e| e.to_string()).and_then(|f| ok(f.result())))?);
+        gate.set(); // the held task ends once the other one is in
+    }
     check(order == vec![1, 300], format!("as_completed: {order:?}"))?;
-    let fs = vec![ok(ex.submit(nap, (1,)))?, ok(ex.submit(nap, (2,)))?];
+    let fs = vec![ok(ex.submit(echo, (1,)))?, ok(ex.submit(echo, (2,)))?];
     let r = wait(&fs, Some(PATIENCE), ReturnWhen::AllCompleted);
     check(
         r.done == vec![0, 1] && r.not_done.is_empty(),
         format!("wait all: {r:?}"),
     )?;
-    let fs = vec![ok(ex.submit(nap, (500,)))?, ok(ex.submit(nap, (1,)))?];
+    let gate = ok(Event::new())?;
+    let fs = vec![ok(ex.submit(held, (500, gate.clone())))?, ok(ex.submit(echo, (1,)))?];
     let r = wait(&fs, Some(Duration::from_millis(100)), ReturnWhen::AllCompleted);
+    gate.set();
     check(
         r.done == vec![1] && r.not_done == vec![0],
         format!("wait with a timeout: {r:?}"),
     )?;
-    let fs = vec![ok(ex.submit(nap, (600,)))?, ok(ex.submit(fail_after, (1,)))?];
+    let gate = ok(Event::new())?;
+    let fs = vec![ok(ex.submit(held, (600, gate.clone())))?, ok(ex.submit(fail, (1,)))?];
     let r = wait(&fs, Some(PATIENCE), ReturnWhen::FirstException);
+    gate.set();
     check(
         r.done == vec![1] && r.not_done == vec![0],
         format!("wait for an exception: {r:?}"),
     )?;
     // map_timeout: the slow item times out, the quick ones do not.
+    let (gate, open) = (ok(Event::new())?, ok(Event::new())?);
+    open.set();
+    let items = vec![(1, open.clone()), (900, gate.clone()), (1, open)];
     let got: Vec<Result<u64, ExecutorError>> =
-        ok(ex.map_timeout(nap, vec![1, 900, 1], Duration::from_millis(300)))?.collect();
+        ok(ex.map_timeout(held_item, items, Duration::from_millis(300)))?.collect();
+    gate.set();
     check(
         got[0] == Ok(1) && got[1] == Err(ExecutorError::Timeout),
         format!("map_timeout: {got:?}"),
@@ -494,9 +524,10 @@ fn executor_futures(m: StartMethod) -> Check {
 
 fn executor_cancel_and_shutdown(m: StartMethod) -> Check {
     let ex = executor(m, 1)?;
-    let first = ok(ex.submit(nap, (200,)))?;
+    let gate = ok(Event::new())?;
+    let first = ok(ex.submit(held, (200, gate.clone())))?;
     let queued: Vec<_> = (0..10u64)
-        .map(|i| ex.submit(nap, (i,)))
+        .map(|i| ex.submit(echo, (i,)))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     let last = &queued[9];
@@ -504,7 +535,9 @@ fn executor_cancel_and_shutdown(m: StartMethod) -> Check {
     check(last.result() == Err(ExecutorError::Cancelled), "its result")?;
     check(mp_testkit::until(PATIENCE, || first.running()), "the first task runs")?;
     check(!first.cancel(), "a running task cannot be cancelled")?;
-    ex.shutdown(true, true);
+    ex.shutdown(false, true);
+    gate.set();
+    ex.shutdown(true, false);
     check(first.result() == Ok(200), "the running task finished")?;
     let cancelled = queued.iter().filter(|f| f.cancelled()).count();
     check(
