@@ -8,11 +8,13 @@
 //! trampoline there (checked against the binary's identity).
 
 use std::cell::{Cell, RefCell};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
 
 use mp_codec::Fd;
 use mp_process::{Function, Outcome};
@@ -41,7 +43,9 @@ pub(crate) const FINISHED: u32 = u32::MAX;
 pub(crate) struct Exchange {
     inbuf: RefCell<InBuf>,
     frame: RefCell<Option<InFrame>>,
-    out: RefCell<OutBuf>,
+    outbox: Arc<Outbox>,
+    /// The thread that sends replies a long job would otherwise hold back.
+    flusher: Thread,
     scratch: RefCell<mp_codec::Frame>,
     /// The job being run and the item within it, for the pool to read if
     /// this process dies: `(id as u32) << 32 | state`, where state is 0
@@ -102,7 +106,68 @@ impl Exchange {
         head.b = status;
         let fds = scratch.take_fds();
         let fds = (!fds.is_empty()).then_some(Fds::Owned(fds));
-        self.out.borrow_mut().push(head, scratch.payload(), fds);
+        self.outbox.out().push(head, scratch.payload(), fds);
+        if !self.outbox.armed.swap(true, Ordering::AcqRel) {
+            self.flusher.unpark();
+        }
+    }
+}
+
+/// A worker's unsent replies and its socket, shared with its flusher
+/// thread.
+///
+/// The worker batches replies: it sends them when it runs out of frames to
+/// read, or before a job once they have waited [`FLUSH_AFTER_NS`] of run
+/// time. A job that runs long would hold back the replies of the jobs
+/// before it (the result of a quick `apply_async` waiting on an unrelated
+/// slow one, or lost with the worker if it dies); so once replies wait, the
+/// flusher looks again after [`FLUSH_LATE`] and sends them if the same job
+/// is still running.
+struct Outbox {
+    sock: OwnedFd,
+    out: Mutex<OutBuf>,
+    /// Incremented when a job starts and when it ends: odd while one runs.
+    job: AtomicU64,
+    /// Whether the flusher watches: set by each reply, cleared by the
+    /// flusher (under `out`'s lock) once nothing waits.
+    armed: AtomicBool,
+}
+
+/// How long a running job may hold back the replies before it.
+const FLUSH_LATE: Duration = Duration::from_millis(1);
+
+impl Outbox {
+    fn out(&self) -> MutexGuard<'_, OutBuf> {
+        self.out.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends every queued reply; `false` if the pool hung up.
+    fn flush(&self) -> bool {
+        self.out().flush(self.sock.as_fd(), true).is_ok()
+    }
+
+    fn job_edge(&self) {
+        self.job.fetch_add(1, Ordering::Release);
+    }
+
+    /// The flusher thread's body: returns when the pool hangs up.
+    fn watch(&self) {
+        loop {
+            if !self.armed.load(Ordering::Acquire) {
+                std::thread::park();
+                continue;
+            }
+            let seen = self.job.load(Ordering::Acquire);
+            std::thread::sleep(FLUSH_LATE);
+            let now = self.job.load(Ordering::Acquire);
+            let mut out = self.out();
+            if now == seen && now % 2 == 1 && !out.is_empty() && out.flush(self.sock.as_fd(), true).is_err() {
+                return;
+            }
+            if out.is_empty() {
+                self.armed.store(false, Ordering::Release);
+            }
+        }
     }
 }
 
@@ -289,20 +354,36 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
     let sock = chan.0;
     mp_sys::fd::set_nonblocking(sock.as_fd(), false).map_err(|e| format!("pool worker: {e}"))?;
     let page = Region::from_fd(page.0).map_err(|e| format!("pool worker: its progress page: {e}"))?;
+    let outbox = Arc::new(Outbox {
+        sock,
+        out: Mutex::new(OutBuf::default()),
+        job: AtomicU64::new(0),
+        armed: AtomicBool::new(false),
+    });
+    let watcher = Arc::clone(&outbox);
+    let flusher = std::thread::Builder::new()
+        .name("mp-pool-flush".into())
+        .spawn(move || watcher.watch())
+        .map_err(|e| format!("pool worker: cannot start its flusher thread: {e}"))?
+        .thread()
+        .clone();
     let ex = Rc::new(Exchange {
         inbuf: RefCell::new(InBuf::new()),
         frame: RefCell::new(None),
-        out: RefCell::new(OutBuf::default()),
+        outbox: Arc::clone(&outbox),
+        flusher,
         scratch: RefCell::new(mp_codec::Frame::new()),
         page,
         started: Cell::new(None),
         init_failed: RefCell::new(None),
     });
+    let sock = outbox.sock.as_fd();
     let flush = |ex: &Exchange| -> Result<(), String> {
-        match ex.out.borrow_mut().flush(sock.as_fd(), true) {
-            Ok(_) => Ok(()),
+        if ex.outbox.flush() {
+            Ok(())
+        } else {
             // The pool is gone: nobody wants the results.
-            Err(_) => mp_process::exit(0),
+            mp_process::exit(0)
         }
     };
     let mut done = 0u64;
@@ -316,7 +397,7 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
         let Some(frame) = next else {
             flush(&ex)?;
             unflushed_ns = 0;
-            match ex.inbuf.borrow_mut().fill(sock.as_fd(), true) {
+            match ex.inbuf.borrow_mut().fill(sock, true) {
                 Ok(Read::Data | Read::Empty) => continue,
                 // The pool hung up (it was dropped or its process died).
                 Ok(Read::Eof) | Err(_) => return Ok(()),
@@ -338,7 +419,10 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
                 ex.mark(0);
                 let t0 = Instant::now();
                 ex.started.set(Some(t0));
-                if let Err(e) = entry.call(Call(Rc::clone(&ex))) {
+                outbox.job_edge();
+                let called = entry.call(Call(Rc::clone(&ex)));
+                outbox.job_edge();
+                if let Err(e) = called {
                     let f = Failure::Decode(format!("the task's function is not in this binary: {e}"));
                     ex.mark(FINISHED);
                     let reply = if kind == Kind::Init { Kind::InitDone } else { Kind::Done };

@@ -416,6 +416,49 @@ fn imap_is_lazy(m: StartMethod) -> Check {
     )
 }
 
+static HOLD: std::sync::OnceLock<Event> = std::sync::OnceLock::new();
+
+fn keep_hold(gate: Event) {
+    let _ = HOLD.set(gate);
+}
+
+/// Item 1 waits for the worker's `HOLD` gate; the others return at once.
+fn second_item_held(x: u32) -> u32 {
+    if x == 1
+        && let Some(gate) = HOLD.get()
+    {
+        gate.wait_timeout(PATIENCE);
+    }
+    x + 10
+}
+
+/// A worker batches its replies; a job that runs long must not hold back
+/// the replies of the jobs it ran before it.
+fn early_results_are_not_held_back(m: StartMethod) -> Check {
+    let gate = ok(Event::new())?;
+    let p = ok(Pool::builder()
+        .processes(1)
+        .start_method(m)
+        .initializer(keep_hold, (gate.clone(),))
+        .build())?;
+    // Short jobs first, so the pool hands the worker many at a time; then
+    // a job that holds the worker while both chunks of the map reach it.
+    ok(p.map(second_item_held, 2..2000u32))?;
+    let first_gate = ok(Event::new())?;
+    let busy = ok(p.apply_async(held, (7, first_gate.clone())))?;
+    let mut it = ok(p.imap_chunked(second_item_held, [0u32, 1], 1))?;
+    first_gate.set();
+    check(busy.get_timeout(PATIENCE) == Ok(7), "the first job")?;
+    let t0 = Instant::now();
+    let first = it.next_timeout(PATIENCE);
+    let waited = t0.elapsed();
+    gate.set();
+    check(first == Some(Ok(10)), format!("item 0: {first:?}"))?;
+    check(waited < PATIENCE, format!("item 0 came after {waited:?}"))?;
+    let second = it.next_timeout(PATIENCE);
+    check(second == Some(Ok(11)), format!("item 1: {second:?}"))
+}
+
 fn executor(m: StartMethod, n: usize) -> Result<ProcessPoolExecutor, String> {
     ok(ProcessPoolExecutor::builder().max_workers(n).start_method(m).build())
 }
@@ -625,7 +668,7 @@ fn bad_settings_are_errors() -> Check {
 }
 
 fn main() -> ExitCode {
-    let with_method: [(&str, mp_testkit::Case<StartMethod>); 14] = [
+    let with_method: [(&str, mp_testkit::Case<StartMethod>); 15] = [
         ("results_come_back", results_come_back),
         ("panics_are_errors", panics_are_errors),
         ("killed_worker_mid_map", killed_worker_mid_map),
@@ -636,6 +679,7 @@ fn main() -> ExitCode {
         ("initializer_and_maxtasks", initializer_and_maxtasks),
         ("close_join_terminate", close_join_terminate),
         ("imap_is_lazy", imap_is_lazy),
+        ("early_results_are_not_held_back", early_results_are_not_held_back),
         ("executor_futures", executor_futures),
         ("executor_cancel_and_shutdown", executor_cancel_and_shutdown),
         ("executor_breaks_when_a_worker_dies", executor_breaks_when_a_worker_dies),
