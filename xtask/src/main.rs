@@ -2,6 +2,8 @@
 //! `.cargo/config.toml`). One file per task; see [`USAGE`].
 
 mod bench;
+mod chaos;
+mod compare;
 mod examples;
 mod lint;
 mod test;
@@ -32,6 +34,20 @@ tasks:
   bless <name>...|--all
                       run examples and record their stdout as
                       examples/expected/<name>.stdout
+  chaos [--release] [filter...]
+                      the fault suite: pool workers, a lock holder, a queue
+                      consumer and a manager server SIGKILLed mid-work, a
+                      parent killed with daemonic children, 1,000 processes,
+                      10,000 queues/locks/values; after each, no zombie, no
+                      leaked fd or mapping, nothing new in /dev/shm
+  compare [--quick] [--rounds N] [--only NAME...] [--unpinned-only]
+          [--pinned-only] [--readme]
+                      this library against CPython's multiprocessing, same
+                      workloads (compare/WORKLOADS.md), alternating runs,
+                      unpinned and pinned to CPU 0; prints the table and
+                      writes target/compare/{compare.md,ratios.svg,runs.tsv};
+                      --readme also updates README.md's table and
+                      docs/compare.svg
   bench [--] [criterion args...]
                       cargo bench -p benches, e.g. `cargo xtask bench -- --quick`
                       or `cargo xtask bench codec`; reports in target/criterion
@@ -59,6 +75,11 @@ fn main() -> ExitCode {
         "lint" | "tidy" => return usage_error(&format!("`{task}` takes no arguments")),
         "bless" => examples::bless(&mut session, rest),
         "bench" => bench::run(&mut session, rest),
+        "chaos" => chaos::run(&mut session, rest),
+        "compare" => match compare::Options::parse(rest) {
+            Ok(options) => compare::run(&mut session, &options),
+            Err(message) => return usage_error(&message),
+        },
         other => return usage_error(&format!("unknown task `{other}`")),
     };
     session.print_summary();

@@ -5,8 +5,9 @@
 //! 3. doctests;
 //! 4. the cross-crate integration suite once per start method, with
 //!    `MP_START_METHOD` set to `fork`, `spawn` and `forkserver`;
-//! 5. a smoke run of the criterion benches (each bench once, in test mode);
-//! 6. the examples, with their stdout checked, unless `--no-examples`.
+//! 5. the chaos suite (`cargo xtask chaos`);
+//! 6. a smoke run of the criterion benches (each bench once, in test mode);
+//! 7. the examples, with their stdout checked, unless `--no-examples`.
 //!
 //! `RUST_BACKTRACE=1` is set for every test run.
 
@@ -63,6 +64,8 @@ pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed
             session.exec(&mut suite)
         })?;
     }
+
+    crate::chaos::run(session, &[])?;
 
     let mut benches = session.cargo(["test", "-p", "benches", "--benches"]);
     benches.env("RUST_BACKTRACE", "1");
