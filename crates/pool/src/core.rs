@@ -239,6 +239,8 @@ struct Worker {
     stopping: bool,
     /// Its initializer has not replied yet.
     initializing: bool,
+    /// Its socket reached end of file: it is exiting.
+    hung_up: bool,
 }
 
 impl Worker {
@@ -270,6 +272,7 @@ impl Worker {
             taken: 0,
             stopping: false,
             initializing: false,
+            hung_up: false,
         };
         if let Some(init) = &cfg.init {
             w.out.push(
@@ -501,9 +504,17 @@ impl Engine {
         let (ready, dead) = {
             let mut set = Vec::with_capacity(1 + 2 * self.workers.len());
             set.push(PollFd::readable(self.shared.wake_r.as_fd()));
+            // Where each worker's socket (if polled) and pidfd are in `set`.
+            let mut slots = Vec::with_capacity(self.workers.len());
             for w in &self.workers {
-                set.push(PollFd::readable(w.sock.as_fd()).also_writable(!w.out.is_empty()));
+                // A hung-up socket would poll ready again and again until the
+                // worker is gone: only its pidfd can end the wait now.
+                let sock = (!w.hung_up).then(|| {
+                    set.push(PollFd::readable(w.sock.as_fd()).also_writable(!w.out.is_empty()));
+                    set.len() - 1
+                });
                 set.push(PollFd::readable(w.sentinel.as_fd()));
+                slots.push((sock, set.len() - 1));
             }
             if poll(&mut set, timeout).is_err() {
                 return;
@@ -512,8 +523,11 @@ impl Engine {
                 let mut sink = [0u8; 64];
                 while matches!(mp_sys::fd::read(self.shared.wake_r.as_fd(), &mut sink), Ok(n) if n > 0) {}
             }
-            let ready: Vec<bool> = (0..self.workers.len()).map(|i| set[1 + 2 * i].is_ready()).collect();
-            let dead: Vec<bool> = (0..self.workers.len()).map(|i| set[2 + 2 * i].is_ready()).collect();
+            let ready: Vec<bool> = slots
+                .iter()
+                .map(|(s, _)| s.is_some_and(|s| set[s].is_ready()))
+                .collect();
+            let dead: Vec<bool> = slots.iter().map(|(_, p)| set[*p].is_ready()).collect();
             (ready, dead)
         };
         for (i, r) in ready.iter().enumerate() {
@@ -534,7 +548,13 @@ impl Engine {
             let w = &mut self.workers[i];
             match w.inb.fill(w.sock.as_fd(), false) {
                 Ok(Read::Data) => {}
-                Ok(Read::Empty | Read::Eof) | Err(_) => break,
+                Ok(Read::Empty) => break,
+                Ok(Read::Eof) | Err(_) => {
+                    // It is exiting: its pidfd says when it is done. Until
+                    // then its socket would poll ready again and again.
+                    w.hung_up = true;
+                    break;
+                }
             }
             if let Err(e) = self.parse(i) {
                 let w = &mut self.workers[i];
