@@ -268,59 +268,46 @@ def process_start_join_spawn():
     return _start_join("spawn", pick(20, 8))
 
 
-@workload("pipe_rtt_bytes8", "us")
-def pipe_rtt_bytes8():
+def _pipe_rtt(echo, send, recv, message, stop):
+    """Median round trip, in µs, of `message(i)` sent with `send` to a
+    forked `echo` child over a duplex Pipe and read back with `recv`."""
     ctx = fork_ctx()
     n, warm = pick(20_000, 5_000), 200
-    msg = b"\x01\x02\x03\x04\x05\x06\x07\x08"
     a, b = ctx.Pipe()
-    p = ctx.Process(target=_echo_bytes, args=(b,))
+    p = ctx.Process(target=echo, args=(b,))
     start_all([p], [b])
-    for _ in range(warm):
-        a.send_bytes(msg)
-        check(a.recv_bytes() == msg, "warm-up echo differs")
+    send, recv = getattr(a, send), getattr(a, recv)
+    for i in range(warm):
+        m = message(i)
+        send(m)
+        check(recv() == m, "warm-up echo differs")
     samples = [0] * n
     bad = 0
     for i in range(n):
+        m = message(i)
         t0 = now_ns()
-        a.send_bytes(msg)
-        r = a.recv_bytes()
+        send(m)
+        r = recv()
         t1 = now_ns()
         samples[i] = t1 - t0
-        if r != msg:
+        if r != m:
             bad += 1
-    a.send_bytes(b"")
+    send(stop)
     join_all([p], "echo")
     a.close()
     check(bad == 0, f"{bad} of {n} echoes differ from what was sent")
     return median_ns(samples) / 1e3
+
+
+@workload("pipe_rtt_bytes8", "us")
+def pipe_rtt_bytes8():
+    msg = b"\x01\x02\x03\x04\x05\x06\x07\x08"
+    return _pipe_rtt(_echo_bytes, "send_bytes", "recv_bytes", lambda i: msg, b"")
 
 
 @workload("pipe_rtt_obj_int", "us")
 def pipe_rtt_obj_int():
-    ctx = fork_ctx()
-    n, warm = pick(20_000, 5_000), 200
-    a, b = ctx.Pipe()
-    p = ctx.Process(target=_echo_obj, args=(b,))
-    start_all([p], [b])
-    for i in range(warm):
-        a.send(i)
-        check(a.recv() == i, "warm-up echo differs")
-    samples = [0] * n
-    bad = 0
-    for i in range(n):
-        t0 = now_ns()
-        a.send(i)
-        r = a.recv()
-        t1 = now_ns()
-        samples[i] = t1 - t0
-        if r != i:
-            bad += 1
-    a.send(None)
-    join_all([p], "echo")
-    a.close()
-    check(bad == 0, f"{bad} of {n} echoes differ from what was sent")
-    return median_ns(samples) / 1e3
+    return _pipe_rtt(_echo_obj, "send", "recv", lambda i: i, None)
 
 
 @workload("pipe_bandwidth_64MiB", "MB/s")

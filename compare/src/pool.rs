@@ -1,8 +1,10 @@
 //! `pool_*` and `ppe_*`: throughput of a warmed `Pool(2)` and
 //! `ProcessPoolExecutor(2)` on `x*x`, and a pool's start-up and shutdown.
 
+use std::ops::Range;
 use std::time::Instant;
 
+use multiprocessing::pool::TaskError;
 use multiprocessing::{Pool, PoolContext, ProcessPoolExecutor, StartMethod, active_children, get_context};
 
 use crate::common::{Mode, Result, TIMEOUT, ensure, median, millis, per_second};
@@ -39,27 +41,26 @@ fn with_pool(work: impl FnOnce(&Pool) -> Result<f64>) -> Result<f64> {
     Ok(rate)
 }
 
-/// Tasks per second of `map(x*x, 0..n)` with the default chunk size.
-pub(crate) fn map_default_chunksize(mode: Mode) -> Result<f64> {
-    let n = mode.pick(1_000_000, 200_000);
+/// Tasks per second of `map(pool, 0..n)`, a map of `x*x` over `0..n`.
+fn timed_map(n: u64, map: impl FnOnce(&Pool, Range<u64>) -> Result<Vec<u64>, TaskError>) -> Result<f64> {
     with_pool(|pool| {
         let t0 = Instant::now();
-        let out = pool.map(square, 0..n)?;
+        let out = map(pool, 0..n)?;
         let took = t0.elapsed();
         check_squares(&out, n)?;
         Ok(per_second(n as usize, took))
     })
 }
 
+/// Tasks per second of `map(x*x, 0..n)` with the default chunk size.
+pub(crate) fn map_default_chunksize(mode: Mode) -> Result<f64> {
+    timed_map(mode.pick(1_000_000, 200_000), |pool, items| pool.map(square, items))
+}
+
 /// Tasks per second of `map(x*x, 0..n, chunksize=1)`.
 pub(crate) fn map_chunksize1(mode: Mode) -> Result<f64> {
-    let n = mode.pick(20_000, 5_000);
-    with_pool(|pool| {
-        let t0 = Instant::now();
-        let out = pool.map_chunked(square, 0..n, 1)?;
-        let took = t0.elapsed();
-        check_squares(&out, n)?;
-        Ok(per_second(n as usize, took))
+    timed_map(mode.pick(20_000, 5_000), |pool, items| {
+        pool.map_chunked(square, items, 1)
     })
 }
 
