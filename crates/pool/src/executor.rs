@@ -228,12 +228,16 @@ impl<R> TaskFuture<R> {
     ///
     /// ```
     /// use mp_pool::{ExecutorError, ProcessPoolExecutor};
-    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// use mp_sync::Event;
+    /// /// Holds its worker until `go` is set.
+    /// fn held(go: Event) { go.wait_timeout(std::time::Duration::from_secs(30)); }
+    /// let go = Event::new()?;
     /// let ex = ProcessPoolExecutor::new(1)?;
-    /// let running = ex.submit(nap, (200,))?;
-    /// let queued: Vec<_> = (0..4).map(|_| ex.submit(nap, (200,))).collect::<Result<_, _>>()?;
+    /// let running = ex.submit(held, (go.clone(),))?;
+    /// let queued: Vec<_> = (0..4).map(|_| ex.submit(held, (go.clone(),))).collect::<Result<_, _>>()?;
     /// let last = queued.last().unwrap();
     /// assert!(last.cancel());
+    /// go.set();
     /// assert_eq!(last.result(), Err(ExecutorError::Cancelled));
     /// assert!(running.result().is_ok());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -573,11 +577,17 @@ impl Completions {
 ///
 /// ```
 /// use mp_pool::{executor, ProcessPoolExecutor};
-/// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+/// use mp_sync::Event;
+/// /// Returns `x` once `go` is set.
+/// fn held(go: Event, x: u64) -> u64 { go.wait_timeout(std::time::Duration::from_secs(30)); x }
+/// fn at_once(x: u64) -> u64 { x }
+/// let go = Event::new()?;
 /// let ex = ProcessPoolExecutor::new(2)?;
-/// let fs = vec![ex.submit(nap, (300,))?, ex.submit(nap, (1,))?];
-/// let order: Vec<u64> = executor::as_completed(&fs).map(|f| f.result().unwrap()).collect();
-/// assert_eq!(order, vec![1, 300]);
+/// let fs = vec![ex.submit(held, (go.clone(), 300))?, ex.submit(at_once, (1,))?];
+/// let mut done = executor::as_completed(&fs);
+/// assert_eq!(done.next().unwrap().result()?, 1);
+/// go.set();
+/// assert_eq!(done.next().unwrap().result()?, 300);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn as_completed<R>(fs: &[TaskFuture<R>]) -> impl Iterator<Item = &TaskFuture<R>> {
@@ -635,12 +645,17 @@ pub struct DoneAndNotDone {
 /// ```
 /// use mp_pool::executor::{wait, ReturnWhen};
 /// use mp_pool::ProcessPoolExecutor;
+/// use mp_sync::Event;
 /// use std::time::Duration;
-/// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+/// /// Holds its worker until `go` is set.
+/// fn held(go: Event) { go.wait_timeout(Duration::from_secs(30)); }
+/// fn at_once() {}
+/// let go = Event::new()?;
 /// let ex = ProcessPoolExecutor::new(2)?;
-/// let fs = vec![ex.submit(nap, (1,))?, ex.submit(nap, (400,))?];
+/// let fs = vec![ex.submit(at_once, ())?, ex.submit(held, (go.clone(),))?];
 /// let r = wait(&fs, Some(Duration::from_secs(10)), ReturnWhen::FirstCompleted);
 /// assert_eq!((r.done, r.not_done), (vec![0], vec![1]));
+/// go.set();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn wait<R: DeserializeOwned>(fs: &[TaskFuture<R>], timeout: Option<Duration>, when: ReturnWhen) -> DoneAndNotDone {

@@ -433,10 +433,14 @@ impl<R> AsyncResult<R> {
     /// [`TaskError::Timeout`] after that (the task goes on).
     ///
     /// ```
-    /// fn nap(ms: u64) { std::thread::sleep(std::time::Duration::from_millis(ms)) }
+    /// use mp_sync::Event;
+    /// /// Holds its worker until `go` is set.
+    /// fn held(go: Event) { go.wait_timeout(std::time::Duration::from_secs(30)); }
+    /// let go = Event::new()?;
     /// let pool = mp_pool::Pool::new(1)?;
-    /// let r = pool.apply_async(nap, (300,))?;
+    /// let r = pool.apply_async(held, (go.clone(),))?;
     /// assert_eq!(r.get_timeout(std::time::Duration::from_millis(10)), Err(mp_pool::TaskError::Timeout));
+    /// go.set();
     /// assert_eq!(r.get(), Ok(()));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
