@@ -5,7 +5,7 @@
 //! 0       4     magic b"mpF1" (format version 1)
 //! 4       4     payload length, little-endian u32
 //! 8       2     number of file descriptors sent with the frame, little-endian u16
-//! 10      1     kind: 0 = a serde value (postcard), 1 = raw bytes
+//! 10      1     kind: 0 = a serde value (postcard), 1 = raw bytes, 2 = a wake-up
 //! 11      1     reserved, 0
 //! ```
 
@@ -54,6 +54,10 @@ pub enum FrameKind {
     Value,
     /// Raw bytes (Python's `send_bytes`).
     Bytes,
+    /// No message: a header alone (no payload, no descriptors) that makes
+    /// the socket readable, for a peer that sleeps in `poll` while messages
+    /// arrive through shared memory beside the socket. A receiver skips it.
+    Wake,
 }
 
 /// A parsed frame header.
@@ -95,8 +99,14 @@ impl Header {
         let kind = match h[10] {
             0 => FrameKind::Value,
             1 => FrameKind::Bytes,
+            2 => FrameKind::Wake,
             k => return Err(CodecError::Corrupt(format!("unknown frame kind {k}"))),
         };
+        if kind == FrameKind::Wake && (len != 0 || nfds != 0) {
+            return Err(CodecError::Corrupt(format!(
+                "a wake-up frame with {len} payload bytes and {nfds} descriptors (it has neither)"
+            )));
+        }
         if h[11] != 0 {
             return Err(CodecError::Corrupt(format!(
                 "reserved header byte is {:#x}, not 0",
@@ -130,8 +140,28 @@ impl Header {
         out[10] = match self.kind {
             FrameKind::Value => 0,
             FrameKind::Bytes => 1,
+            FrameKind::Wake => 2,
         };
         out[11] = 0;
+    }
+
+    /// The header of a wake-up frame ([`FrameKind::Wake`]): the whole frame.
+    ///
+    /// ```
+    /// let w = mp_codec::Header::wake();
+    /// let h = mp_codec::Header::parse(&w, &Default::default())?;
+    /// assert_eq!((h.kind, h.len, h.nfds), (mp_codec::FrameKind::Wake, 0, 0));
+    /// # Ok::<(), mp_codec::CodecError>(())
+    /// ```
+    pub fn wake() -> [u8; HEADER_LEN] {
+        let mut head = [0u8; HEADER_LEN];
+        Header {
+            len: 0,
+            nfds: 0,
+            kind: FrameKind::Wake,
+        }
+        .write(&mut head);
+        head
     }
 }
 

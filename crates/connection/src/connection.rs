@@ -5,16 +5,20 @@ use std::fmt;
 use std::net::Shutdown;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
+use std::time::{Duration, Instant};
 
 use mp_codec::{CodecError, Frame, FrameKind, Incoming, Limits, Wait};
 use mp_sys::fd::{self, PollFd};
+use mp_sys::futex;
+use mp_sys::region::Region;
 use mp_sys::socket::{SocketKind, socketpair};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ConnectionError;
+use crate::ring::{self, Front, Lane, Pushed, Rec};
 
 /// A receive polls without sleeping for this long (yielding the CPU between
 /// polls) before it sleeps in the kernel. Measured on the project's 2-vCPU
@@ -55,10 +59,53 @@ struct End {
     writable: bool,
     /// Whether the socket can carry descriptors (a Unix socket, not TCP).
     unix: bool,
+    /// A pipe's shared ring ([`ring`]); `None` for a listener's or a
+    /// client's connection.
+    ring: Option<Ring>,
+    /// Tells this process's ends apart as ring writers.
+    serial: u32,
     reader: Mutex<Reader>,
     /// The encode buffer, reused by every `send`; its lock also keeps the
     /// frames of concurrent senders apart.
     writer: Mutex<Frame>,
+}
+
+/// A pipe end's view of the pipe's region.
+struct Ring {
+    region: Arc<Region>,
+    /// The lane this end writes; it reads the other one.
+    side: usize,
+}
+
+impl End {
+    /// The lane this end sends through, if it has a ring and can send.
+    fn out_lane(&self) -> Option<Lane<'_>> {
+        let r = self.ring.as_ref()?;
+        self.writable.then(|| Lane::new(&r.region, r.side))
+    }
+
+    /// The lane this end receives from, if it has a ring and can receive.
+    fn in_lane(&self) -> Option<Lane<'_>> {
+        let r = self.ring.as_ref()?;
+        self.readable.then(|| Lane::new(&r.region, 1 - r.side))
+    }
+
+    /// Sends one message through the ring when it can; `false` when it must
+    /// go on the socket, in which case it has been counted there and must be
+    /// sent next.
+    fn try_ring(&self, kind: FrameKind, payload: &[u8], with_fds: bool) -> Result<bool, ConnectionError> {
+        let Some(lane) = self.out_lane() else {
+            return Ok(false);
+        };
+        if !with_fds {
+            let me = ring::writer_token(self.serial);
+            if let Pushed::Done = lane.push(self.fd.as_fd(), me, kind, payload)? {
+                return Ok(true);
+            }
+        }
+        lane.count_socket();
+        Ok(false)
+    }
 }
 
 #[derive(Default)]
@@ -148,6 +195,7 @@ impl fmt::Debug for Connection {
                 .field("fd", &e.fd.as_raw_fd())
                 .field("readable", &e.readable)
                 .field("writable", &e.writable)
+                .field("shared_ring", &e.ring.is_some())
                 .finish(),
         }
     }
@@ -165,12 +213,15 @@ impl fmt::Debug for Connection {
 /// # Ok::<(), mp_connection::ConnectionError>(())
 /// ```
 ///
-/// A Unix stream socket pair (close-on-exec), so the ends can carry handles.
+/// A Unix stream socket pair (close-on-exec), so the ends can carry
+/// handles, and a shared ring that carries small messages without the
+/// kernel (see [`Connection`]).
 pub fn pipe() -> Result<(Connection, Connection), ConnectionError> {
     let (a, b) = socketpair(SocketKind::Stream)?;
+    let region = Arc::new(ring::create()?);
     Ok((
-        Connection::from_fd(a, true, true, true),
-        Connection::from_fd(b, true, true, true),
+        Connection::pipe_end(a, true, true, &region, 0),
+        Connection::pipe_end(b, true, true, &region, 1),
     ))
 }
 
@@ -198,9 +249,10 @@ pub fn pipe_simplex() -> Result<(Connection, Connection), ConnectionError> {
     let w = UnixStream::from(w);
     r.shutdown(Shutdown::Write)?;
     w.shutdown(Shutdown::Read)?;
+    let region = Arc::new(ring::create()?);
     Ok((
-        Connection::from_fd(r.into(), true, false, true),
-        Connection::from_fd(w.into(), false, true, true),
+        Connection::pipe_end(r.into(), true, false, &region, 1),
+        Connection::pipe_end(w.into(), false, true, &region, 0),
     ))
 }
 
@@ -208,12 +260,28 @@ impl Connection {
     /// Wraps a connected stream socket. `unix`: whether it can carry
     /// descriptors.
     pub(crate) fn from_fd(fd: OwnedFd, readable: bool, writable: bool, unix: bool) -> Connection {
+        Connection::new(fd, readable, writable, unix, None)
+    }
+
+    /// One end of a new pipe: `side` is the lane of `region` it writes.
+    fn pipe_end(fd: OwnedFd, readable: bool, writable: bool, region: &Arc<Region>, side: usize) -> Connection {
+        let ring = Ring {
+            region: region.clone(),
+            side,
+        };
+        Connection::new(fd, readable, writable, true, Some(ring))
+    }
+
+    fn new(fd: OwnedFd, readable: bool, writable: bool, unix: bool, ring: Option<Ring>) -> Connection {
+        static SERIAL: AtomicU32 = AtomicU32::new(1);
         Connection {
             end: Some(Arc::new(End {
                 fd,
                 readable,
                 writable,
                 unix,
+                ring,
+                serial: SERIAL.fetch_add(1, Ordering::Relaxed),
                 reader: Mutex::new(Reader::default()),
                 writer: Mutex::new(Frame::new()),
             })),
@@ -275,6 +343,9 @@ impl Connection {
                     .into(),
             ));
         }
+        if end.try_ring(FrameKind::Value, frame.payload(), !frame.fds().is_empty())? {
+            return Ok(());
+        }
         let r = mp_codec::send_frame(end.fd.as_fd(), &frame);
         if frame.as_bytes().len() > KEEP_BUFFER || !frame.fds().is_empty() {
             // Release a large buffer, and the duplicated descriptors at once.
@@ -305,19 +376,30 @@ impl Connection {
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T, ConnectionError> {
         let end = self.reading()?;
         let mut reader = lock(&end.reader);
-        let Incoming { header, fds } = read_header(end, &mut reader)?;
-        reader.buf.clear();
-        let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut reader.buf, None);
-        check_payload(&mut reader, r)?;
-        let result = match header.kind {
+        let (kind, fds) = loop {
+            match next_message(end, &mut reader)? {
+                Next::Ring(lane, rec) => {
+                    reader.buf.clear();
+                    reader.buf.resize(rec.len, 0);
+                    lane.copy(&rec, &mut reader.buf)?;
+                    if lane.commit(&rec) {
+                        break (rec.kind, Vec::new());
+                    }
+                }
+                Next::Socket(Incoming { header, fds }) => {
+                    reader.buf.clear();
+                    let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut reader.buf, None);
+                    check_payload(&mut reader, r)?;
+                    break (header.kind, fds);
+                }
+            }
+        };
+        let result = match kind {
             FrameKind::Value => mp_codec::decode_payload(&reader.buf, fds).map_err(|e| match e {
                 CodecError::Decode(m) => ConnectionError::Decode(m),
                 other => ConnectionError::Decode(other.to_string()),
             }),
-            FrameKind::Bytes => Err(ConnectionError::Decode(format!(
-                "the message is {} raw bytes sent with send_bytes, not a value: receive it with recv_bytes",
-                header.len
-            ))),
+            _ => Err(bytes_not_a_value(reader.buf.len())),
         };
         if reader.buf.capacity() > KEEP_BUFFER {
             reader.buf = Vec::new();
@@ -343,6 +425,15 @@ impl Connection {
     pub fn send_bytes(&self, buf: &[u8]) -> Result<(), ConnectionError> {
         let end = self.writing()?;
         let _writer = lock(&end.writer);
+        if buf.len() > LIMITS.max_frame_len {
+            return Err(ConnectionError::TooLarge {
+                len: buf.len(),
+                max: LIMITS.max_frame_len,
+            });
+        }
+        if end.try_ring(FrameKind::Bytes, buf, false)? {
+            return Ok(());
+        }
         mp_codec::send_bytes(end.fd.as_fd(), buf, &LIMITS).map_err(send_error)
     }
 
@@ -362,14 +453,31 @@ impl Connection {
     pub fn recv_bytes(&self) -> Result<Vec<u8>, ConnectionError> {
         let end = self.reading()?;
         let mut reader = lock(&end.reader);
-        let Incoming { header, fds } = read_header(end, &mut reader)?;
-        if header.kind != FrameKind::Bytes {
-            return Err(skip_value(end, &mut reader, header.len, fds));
+        loop {
+            match next_message(end, &mut reader)? {
+                Next::Ring(lane, rec) if rec.kind != FrameKind::Bytes => {
+                    if lane.commit(&rec) {
+                        return Err(a_value_not_bytes(rec.len));
+                    }
+                }
+                Next::Ring(lane, rec) => {
+                    let mut out = vec![0; rec.len];
+                    lane.copy(&rec, &mut out)?;
+                    if lane.commit(&rec) {
+                        return Ok(out);
+                    }
+                }
+                Next::Socket(Incoming { header, fds }) => {
+                    if header.kind != FrameKind::Bytes {
+                        return Err(skip_value(end, &mut reader, header.len, fds));
+                    }
+                    let mut out = Vec::new();
+                    let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut out, None);
+                    check_payload(&mut reader, r)?;
+                    return Ok(out);
+                }
+            }
         }
-        let mut out = Vec::new();
-        let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut out, None);
-        check_payload(&mut reader, r)?;
-        Ok(out)
     }
 
     /// Python's `Connection.recv_bytes_into(buffer)`: receives one
@@ -401,7 +509,30 @@ impl Connection {
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
         let end = self.reading()?;
         let mut reader = lock(&end.reader);
-        let Incoming { header, fds } = read_header(end, &mut reader)?;
+        let Incoming { header, fds } = loop {
+            match next_message(end, &mut reader)? {
+                Next::Ring(lane, rec) if rec.kind != FrameKind::Bytes => {
+                    if lane.commit(&rec) {
+                        return Err(a_value_not_bytes(rec.len));
+                    }
+                }
+                Next::Ring(lane, rec) => {
+                    if let Some(dst) = buf.get_mut(..rec.len) {
+                        lane.copy(&rec, dst)?;
+                        if lane.commit(&rec) {
+                            return Ok(rec.len);
+                        }
+                    } else {
+                        let mut whole = vec![0; rec.len];
+                        lane.copy(&rec, &mut whole)?;
+                        if lane.commit(&rec) {
+                            return Err(ConnectionError::BufferTooShort(whole));
+                        }
+                    }
+                }
+                Next::Socket(incoming) => break incoming,
+            }
+        };
         if header.kind != FrameKind::Bytes {
             return Err(skip_value(end, &mut reader, header.len, fds));
         }
@@ -451,8 +582,22 @@ impl Connection {
     /// timeout.
     pub fn poll_timeout(&self, t: Duration) -> Result<bool, ConnectionError> {
         let end = self.reading()?;
-        let mut set = [PollFd::readable(end.fd.as_fd())];
-        Ok(fd::poll(&mut set, Some(t))? > 0)
+        let Some(lane) = end.in_lane() else {
+            let mut set = [PollFd::readable(end.fd.as_fd())];
+            return Ok(fd::poll(&mut set, Some(t))? > 0);
+        };
+        let deadline = Instant::now().checked_add(t);
+        let far = deadline.is_none();
+        loop {
+            // A deadline past `Instant`'s range waits in long steps.
+            let until = deadline.or_else(|| Instant::now().checked_add(Duration::from_secs(3600)));
+            if wait_ready(end, &lane, until, Drain::Try(&end.reader))?.is_some() {
+                return Ok(true);
+            }
+            if !far {
+                return Ok(false);
+            }
+        }
     }
 
     /// Python's `Connection.close()`: releases this handle. Every later call
@@ -520,13 +665,201 @@ impl Connection {
     /// assert!(a.fileno()? >= 0);
     /// # Ok::<(), mp_connection::ConnectionError>(())
     /// ```
+    ///
+    /// # Differences from Python
+    ///
+    /// The descriptor of a pipe's end turns readable only for messages that
+    /// travel on the socket, not for those in the pipe's shared ring. So the
+    /// first `fileno` on a readable end turns the ring off for the messages
+    /// sent to it afterwards (they all take the socket), and what code of
+    /// one's own polls is then true. A message sent before the call may still
+    /// sit in the ring: check with [`poll`](Connection::poll) once before
+    /// watching the descriptor.
     pub fn fileno(&self) -> Result<RawFd, ConnectionError> {
-        Ok(self.end()?.fd.as_raw_fd())
+        let end = self.end()?;
+        if let Some(lane) = end.in_lane() {
+            lane.socket_only();
+        }
+        Ok(end.fd.as_raw_fd())
     }
 
-    /// The descriptor to poll for readability, for [`wait`](crate::wait).
+    /// The descriptor to poll for readability, for [`wait`](crate::wait),
+    /// which looks into the ring itself ([`ready_or_arm`](Self::ready_or_arm)).
     pub(crate) fn read_fd(&self) -> Result<BorrowedFd<'_>, ConnectionError> {
         Ok(self.reading()?.fd.as_fd())
+    }
+
+    /// For [`wait`](crate::wait), before it sleeps: whether a receive would
+    /// not block now; if not, a writer that puts a message in the ring will
+    /// make the descriptor readable. `false` without a ring (the descriptor
+    /// tells).
+    pub(crate) fn ready_or_arm(&self) -> Result<bool, ConnectionError> {
+        let end = self.reading()?;
+        let Some(lane) = end.in_lane() else {
+            return Ok(false);
+        };
+        if look(end, &lane, &Drain::Try(&end.reader))?.is_some() {
+            return Ok(true);
+        }
+        lane.want_wake();
+        Ok(lane.next() != ring::Next::Nothing)
+    }
+
+    /// For [`wait`](crate::wait), after the descriptor turned readable:
+    /// whether a receive would not block (not when only wake-ups came,
+    /// which this drops).
+    pub(crate) fn confirm_ready(&self) -> Result<bool, ConnectionError> {
+        let end = self.reading()?;
+        match end.in_lane() {
+            None => Ok(true),
+            Some(lane) => Ok(look(end, &lane, &Drain::Try(&end.reader))?.is_some()),
+        }
+    }
+
+    /// For a `Waitable` that only hands out the descriptor: the ring is
+    /// turned off, as by [`fileno`](Connection::fileno).
+    pub(crate) fn fd_for_others(&self) -> Result<BorrowedFd<'_>, ConnectionError> {
+        let end = self.reading()?;
+        if let Some(lane) = end.in_lane() {
+            lane.socket_only();
+        }
+        Ok(end.fd.as_fd())
+    }
+}
+
+/// Where the next message is, for a receive.
+enum Next<'a> {
+    /// At the front of the ring, not yet taken: copy it, then commit (and
+    /// start over if another reader took it first).
+    Ring(Lane<'a>, Rec),
+    /// On the socket: its header was read.
+    Socket(Incoming),
+}
+
+/// What a wait found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ready {
+    /// A record in the ring.
+    Ring,
+    /// A frame on the socket (claimed, for a receive).
+    Socket,
+    /// The peer is gone and nothing is left.
+    Eof,
+}
+
+/// Whether a waiter may drop the wake-ups at the front of the socket: a
+/// receive holds the reader lock; a poll takes it if it is free.
+enum Drain<'a> {
+    Held,
+    Try(&'a Mutex<Reader>),
+}
+
+/// Waits for the next message of a pipe's end, blocking: a record in the
+/// ring, or a frame on the socket whose header it reads.
+fn next_message<'a>(end: &'a End, reader: &mut Reader) -> Result<Next<'a>, ConnectionError> {
+    if let Some(why) = &reader.broken {
+        return Err(ConnectionError::Broken(why.clone()));
+    }
+    let Some(lane) = end.in_lane() else {
+        return read_header(end, reader).map(Next::Socket);
+    };
+    loop {
+        match wait_ready(end, &lane, None, Drain::Held)? {
+            Some(Ready::Ring) => match lane.peek() {
+                Ok(Some(rec)) => return Ok(Next::Ring(lane, rec)),
+                Ok(None) => continue,
+                Err(why) => {
+                    reader.broken = Some(why.clone());
+                    return Err(ConnectionError::Decode(why));
+                }
+            },
+            Some(Ready::Socket) => return read_header(end, reader).map(Next::Socket),
+            Some(Ready::Eof) => return Err(ConnectionError::Eof),
+            None => continue,
+        }
+    }
+}
+
+/// Looks once, without sleeping, for something to receive: the ring, a
+/// counted socket frame, then the front of the socket (dropping wake-ups
+/// when `drain` allows). A receive (`Drain::Held`) claims the frame it
+/// reports.
+fn look(end: &End, lane: &Lane<'_>, drain: &Drain<'_>) -> Result<Option<Ready>, ConnectionError> {
+    loop {
+        if let Some(r) = fast_look(lane, drain) {
+            return Ok(Some(r));
+        }
+        let guard = match drain {
+            Drain::Held => None,
+            Drain::Try(m) => match m.try_lock() {
+                Ok(g) => Some(g),
+                Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+                Err(TryLockError::WouldBlock) => None,
+            },
+        };
+        let consume = matches!(drain, Drain::Held) || guard.is_some();
+        let front = ring::drain_wakes(end.fd.as_fd(), consume)?;
+        drop(guard);
+        let nothing = lane.next() == ring::Next::Nothing;
+        return Ok(match front {
+            Front::Empty => None,
+            // Wake-ups another thread of this process will drop: maybe
+            // ready (a poll may answer true early).
+            Front::Wakes => Some(Ready::Socket),
+            // A frame nobody counted (a raw peer's): read it as it comes.
+            Front::Data if nothing => Some(Ready::Socket),
+            Front::Eof if nothing => Some(Ready::Eof),
+            Front::Data | Front::Eof => continue,
+        });
+    }
+}
+
+/// Waits until something can be received from a pipe's end, or `deadline`
+/// passes (`None`). Spins first (yielding the CPU), then sleeps in `poll`
+/// on the socket after asking writers for a wake-up.
+fn wait_ready(
+    end: &End,
+    lane: &Lane<'_>,
+    deadline: Option<Instant>,
+    drain: Drain<'_>,
+) -> Result<Option<Ready>, ConnectionError> {
+    if let Some(r) = fast_look(lane, &drain) {
+        return Ok(Some(r));
+    }
+    let left = |now: Instant| deadline.map(|d| d.saturating_duration_since(now));
+    let s = left(Instant::now()).map_or(spin(), |l| l.min(spin()));
+    if !s.is_zero() && futex::yield_until(s, || lane.next() != ring::Next::Nothing) {
+        if let Some(r) = fast_look(lane, &drain) {
+            return Ok(Some(r));
+        }
+    }
+    loop {
+        if let Some(r) = look(end, lane, &drain)? {
+            return Ok(Some(r));
+        }
+        let wait = left(Instant::now());
+        if wait == Some(Duration::ZERO) {
+            return Ok(None);
+        }
+        lane.want_wake();
+        if lane.next() != ring::Next::Nothing {
+            continue;
+        }
+        fd::poll(&mut [PollFd::readable(end.fd.as_fd())], wait)?;
+    }
+}
+
+/// [`look`] at the ring and the counts only: no system call.
+fn fast_look(lane: &Lane<'_>, drain: &Drain<'_>) -> Option<Ready> {
+    loop {
+        return match lane.next() {
+            ring::Next::Ring => Some(Ready::Ring),
+            ring::Next::Socket => match drain {
+                Drain::Held if !lane.claim_socket() => continue,
+                _ => Some(Ready::Socket),
+            },
+            ring::Next::Nothing => None,
+        };
     }
 }
 
@@ -546,7 +879,12 @@ fn read_header(end: &End, reader: &mut Reader) -> Result<Incoming, ConnectionErr
         spin: spin(),
         deadline: None,
     };
-    mp_codec::recv_header(end.fd.as_fd(), &LIMITS, wait).map_err(|e| receive_error(reader, e))
+    loop {
+        let incoming = mp_codec::recv_header(end.fd.as_fd(), &LIMITS, wait).map_err(|e| receive_error(reader, e))?;
+        if incoming.header.kind != FrameKind::Wake {
+            return Ok(incoming);
+        }
+    }
 }
 
 /// Turns a codec error of a receive into the connection's, marking the
@@ -585,8 +923,18 @@ fn skip_value(end: &End, reader: &mut Reader, len: usize, fds: Vec<OwnedFd>) -> 
     if let Err(e) = check_payload(reader, r) {
         return e;
     }
+    a_value_not_bytes(len)
+}
+
+fn a_value_not_bytes(len: usize) -> ConnectionError {
     ConnectionError::Decode(format!(
         "the message is a value of {len} bytes sent with send, not raw bytes: receive it with recv"
+    ))
+}
+
+fn bytes_not_a_value(len: usize) -> ConnectionError {
+    ConnectionError::Decode(format!(
+        "the message is {len} raw bytes sent with send_bytes, not a value: receive it with recv_bytes"
     ))
 }
 
@@ -605,8 +953,9 @@ fn send_error(e: CodecError) -> ConnectionError {
     }
 }
 
-/// What travels for a Connection: its descriptor (as a handle) and its
-/// directions.
+/// What travels for a Connection: its descriptor (as a handle), its
+/// directions, and a pipe's region (as a handle) with the lane this end
+/// writes.
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "Connection")]
 struct Wire {
@@ -614,23 +963,34 @@ struct Wire {
     readable: bool,
     writable: bool,
     unix: bool,
+    ring: Option<(mp_codec::Fd, u8)>,
 }
 
 #[derive(Serialize)]
 #[serde(rename = "Connection")]
 struct WireRef<'a> {
     #[serde(serialize_with = "ser_fd")]
-    fd: &'a OwnedFd,
+    fd: BorrowedFd<'a>,
     readable: bool,
     writable: bool,
     unix: bool,
+    ring: Option<(FdRef<'a>, u8)>,
 }
 
-fn ser_fd<S: Serializer>(fd: &&OwnedFd, s: S) -> Result<S::Ok, S::Error> {
-    mp_codec::handle::serialize_fd(fd.as_fd(), s)
+/// A borrowed descriptor that serializes as a handle.
+struct FdRef<'a>(BorrowedFd<'a>);
+
+impl Serialize for FdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        mp_codec::handle::serialize_fd(self.0, s)
+    }
 }
 
-/// A connection travels as a handle: its descriptor beside the message.
+fn ser_fd<S: Serializer>(fd: &BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
+    mp_codec::handle::serialize_fd(*fd, s)
+}
+
+/// A connection travels as a handle: its descriptors beside the message.
 /// Only mp-codec can encode it; a closed connection cannot be sent.
 impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -638,10 +998,11 @@ impl Serialize for Connection {
             return Err(serde::ser::Error::custom("a closed Connection cannot be sent"));
         };
         WireRef {
-            fd: &end.fd,
+            fd: end.fd.as_fd(),
             readable: end.readable,
             writable: end.writable,
             unix: end.unix,
+            ring: end.ring.as_ref().map(|r| (FdRef(r.region.as_fd()), r.side as u8)),
         }
         .serialize(s)
     }
@@ -650,6 +1011,21 @@ impl Serialize for Connection {
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
-        Ok(Connection::from_fd(w.fd.0, w.readable, w.writable, w.unix))
+        let ring = match w.ring {
+            None => None,
+            Some((fd, side)) => {
+                let bad = |e: String| mp_codec::handle::invalid::<D::Error>(format!("a pipe's end: {e}"));
+                let region = Region::from_fd(fd.0).map_err(|e| bad(e.to_string()))?;
+                ring::check(&region).map_err(bad)?;
+                if side > 1 {
+                    return Err(bad(format!("lane {side} of 2")));
+                }
+                Some(Ring {
+                    region: Arc::new(region),
+                    side: usize::from(side),
+                })
+            }
+        };
+        Ok(Connection::new(w.fd.0, w.readable, w.writable, w.unix, ring))
     }
 }

@@ -42,6 +42,7 @@ mod auth;
 mod connection;
 mod error;
 mod listener;
+mod ring;
 mod wait;
 
 pub use connection::{Connection, pipe, pipe_simplex};

@@ -1,7 +1,7 @@
 //! `wait` and `Waitable`: Python's `multiprocessing.connection.wait`.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mp_sys::fd::{self, PollFd};
 
@@ -75,11 +75,28 @@ pub trait Waitable {
     /// cannot be waited on (closed, a simplex writer, a process not
     /// started).
     fn wait_fd(&self) -> Result<WaitFd<'_>, ConnectionError>;
+
+    /// The connection this object is, for [`wait`] to look into a pipe's
+    /// shared ring as well as at its descriptor. Not for implementing: the
+    /// default (`None`) is right for every type but [`Connection`].
+    #[doc(hidden)]
+    fn as_connection(&self) -> Option<&Connection> {
+        None
+    }
 }
 
+/// A pipe's end is ready when a message waits in its shared ring too, which
+/// its descriptor does not show: [`wait`] looks at both. A type of one's own
+/// that hands out a pipe end's descriptor through `wait_fd` gets one that
+/// tells the truth: the ring is turned off for messages sent to that end
+/// afterwards, as by [`Connection::fileno`].
 impl Waitable for Connection {
     fn wait_fd(&self) -> Result<WaitFd<'_>, ConnectionError> {
-        self.read_fd().map(WaitFd::Borrowed)
+        self.fd_for_others().map(WaitFd::Borrowed)
+    }
+
+    fn as_connection(&self) -> Option<&Connection> {
+        Some(self)
     }
 }
 
@@ -92,6 +109,10 @@ impl Waitable for Listener {
 impl<T: Waitable + ?Sized> Waitable for &T {
     fn wait_fd(&self) -> Result<WaitFd<'_>, ConnectionError> {
         (**self).wait_fd()
+    }
+
+    fn as_connection(&self) -> Option<&Connection> {
+        (**self).as_connection()
     }
 }
 
@@ -121,15 +142,56 @@ impl<T: Waitable + ?Sized> Waitable for &T {
 /// Python returns the ready objects; this returns their indexes into
 /// `objects`.
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>, ConnectionError> {
-    let fds: Vec<WaitFd<'_>> = objects.iter().map(|o| o.wait_fd()).collect::<Result<_, _>>()?;
-    let mut set: Vec<PollFd<'_>> = fds.iter().map(|f| PollFd::readable(f.as_fd())).collect();
-    if fd::poll(&mut set, timeout)? == 0 {
-        return Ok(Vec::new());
-    }
-    Ok(set
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let fds: Vec<WaitFd<'_>> = objects
         .iter()
-        .enumerate()
-        .filter(|(_, p)| p.is_ready())
-        .map(|(i, _)| i)
-        .collect())
+        .map(|o| match o.as_connection() {
+            Some(c) => c.read_fd().map(WaitFd::Borrowed),
+            None => o.wait_fd(),
+        })
+        .collect::<Result<_, _>>()?;
+    loop {
+        // Pipe ends with a message in their ring are ready without their
+        // descriptor; the others ask for a wake-up before the sleep.
+        let mut ready = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            if let Some(c) = o.as_connection()
+                && c.ready_or_arm()?
+            {
+                ready.push(i);
+            }
+        }
+        let sleep = if !ready.is_empty() {
+            Some(Duration::ZERO)
+        } else {
+            match (timeout, deadline) {
+                (None, _) => None,
+                (Some(_), Some(d)) => Some(d.saturating_duration_since(Instant::now())),
+                // A timeout past `Instant`'s range: in long steps.
+                (Some(_), None) => Some(Duration::from_secs(3600)),
+            }
+        };
+        let mut set: Vec<PollFd<'_>> = fds.iter().map(|f| PollFd::readable(f.as_fd())).collect();
+        fd::poll(&mut set, sleep)?;
+        for (i, p) in set.iter().enumerate() {
+            if !p.is_ready() || ready.contains(&i) {
+                continue;
+            }
+            // A pipe end's descriptor may have woken for wake-ups only.
+            let really = match objects[i].as_connection() {
+                Some(c) => c.confirm_ready()?,
+                None => true,
+            };
+            if really {
+                ready.push(i);
+            }
+        }
+        if !ready.is_empty() {
+            ready.sort_unstable();
+            return Ok(ready);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(Vec::new());
+        }
+    }
 }

@@ -54,12 +54,14 @@ fn connection_from(fd: OwnedFd) -> Connection {
         readable: bool,
         writable: bool,
         unix: bool,
+        ring: Option<(mp_codec::Fd, u8)>,
     }
     let frame = mp_codec::encode(&Wire {
         fd: mp_codec::Fd(fd),
         readable: true,
         writable: true,
         unix: true,
+        ring: None,
     })
     .unwrap();
     mp_codec::decode(frame).unwrap()
@@ -118,8 +120,9 @@ fn simplex_ends_refuse_the_wrong_direction() {
     ));
     // The kernel refuses too: a raw write on (a duplicate of) the reader's
     // socket fails.
-    let (_, mut fds) = mp_codec::encode(&r).unwrap().into_parts();
-    let dup = fds.pop().unwrap();
+    // The socket's descriptor travels first, the pipe's region second.
+    let (_, fds) = mp_codec::encode(&r).unwrap().into_parts();
+    let dup = fds.into_iter().next().unwrap();
     assert!(
         mp_sys::fd::write(dup.as_fd(), b"x").is_err(),
         "the reader's socket accepted a write"

@@ -101,8 +101,12 @@ fn dies_mid_frame(conn: Connection, raw: mp_codec::Fd) -> Result<(), ConnectionE
 
 /// A duplicate of the socket under `c`, taken the way a handle travels.
 fn raw_dup(c: &Connection) -> Result<mp_codec::Fd, String> {
-    let (_, mut fds) = ok(mp_codec::encode(c))?.into_parts();
-    fds.pop().map(mp_codec::Fd).ok_or_else(|| "no descriptor".to_string())
+    // The socket's descriptor travels first (a pipe's region after it).
+    let (_, fds) = ok(mp_codec::encode(c))?.into_parts();
+    fds.into_iter()
+        .next()
+        .map(mp_codec::Fd)
+        .ok_or_else(|| "no descriptor".to_string())
 }
 
 /// Python's `test_subclassing` shape: a process value that owns a pipe end

@@ -192,6 +192,39 @@ pub fn try_recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<Own
     recv_with_flags(sock, buf, fds, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT)
 }
 
+/// Copies the bytes at the front of `sock`'s queue into `buf` without
+/// taking them off (`MSG_PEEK`) and without blocking (`MSG_DONTWAIT`):
+/// how many were copied, 0 when the peer closed, and
+/// [`io::ErrorKind::WouldBlock`] when nothing is queued. Descriptors sent with
+/// the bytes stay queued with them.
+///
+/// ```
+/// use mp_sys::socket::{socketpair, try_peek, SocketKind};
+/// use std::os::fd::AsFd;
+/// let (a, b) = socketpair(SocketKind::Stream)?;
+/// let mut buf = [0u8; 8];
+/// assert_eq!(try_peek(b.as_fd(), &mut buf).unwrap_err().kind(), std::io::ErrorKind::WouldBlock);
+/// mp_sys::fd::write(a.as_fd(), b"xyz")?;
+/// assert_eq!(try_peek(b.as_fd(), &mut buf)?, 3);
+/// assert_eq!(try_peek(b.as_fd(), &mut buf)?, 3); // still there
+/// drop(a);
+/// assert_eq!(mp_sys::fd::read(b.as_fd(), &mut buf)?, 3);
+/// assert_eq!(try_peek(b.as_fd(), &mut buf)?, 0); // end of file
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn try_peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
+    let n = cvt_r(|| unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    })?;
+    Ok(n.unsigned_abs())
+}
+
 fn recv_with_flags(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],

@@ -1,0 +1,564 @@
+//! The shared ring beside a pipe's socket: small messages cross through
+//! shared memory instead of the kernel.
+//!
+//! A [`pipe`](crate::pipe) is a Unix socket pair plus one memfd region with a
+//! *lane* per direction. A lane is a byte ring of records (an 8-byte header,
+//! length and kind, then the payload padded to 8 bytes) with its positions
+//! and counters in shared words. The socket stays: it carries the messages
+//! the ring does not (descriptors, more than [`MAX_INLINE`] bytes, no room),
+//! it tells a reader that the peer is gone (end of file), and a reader
+//! sleeps in `poll` on it.
+//!
+//! # Order
+//!
+//! A message goes into the ring only when every message sent on the socket
+//! before it has been claimed by a reader (`sock_sent == sock_read`);
+//! otherwise it follows them on the socket. A writer counts a socket message
+//! (`sock_sent`) before it sends it, and a reader claims one (`sock_read`)
+//! before it reads it. So the pending messages are always some ring records
+//! followed by some socket frames, and a reader takes the ring first: a
+//! reader that sees a counted socket frame sees every record published
+//! before it (the count is stored after them).
+//!
+//! # Who writes, who reads
+//!
+//! The first process to send on a lane *owns* it and is its only ring
+//! writer; other processes that hold the same end (a fork's copy, say) send
+//! on the socket, counted. A dead owner leaves a consistent ring (a record
+//! is published by one store of `head`), so nothing waits on it. Readers
+//! take a record by moving `tail` with a compare-and-swap, so any number of
+//! processes may read one end: each record goes to exactly one of them.
+//! Threads of one process are serialized by the connection's own locks.
+//!
+//! # Sleeping and waking
+//!
+//! A reader yields the CPU while it polls the ring (the connection's spin),
+//! then sets the lane's `sleeps` word and sleeps in `poll` on the socket. A
+//! writer that publishes a record and finds `sleeps` set clears it and sends
+//! a wake-up frame ([`mp_codec::FrameKind::Wake`]) on the socket. Both sides
+//! store, then load, with sequential consistency, so a sleeper either sees
+//! the record on its last look or gets the wake-up. A reader that finds
+//! nothing to receive drops the wake-ups at the front of the socket before
+//! it sleeps again; one that finds a record leaves them, so another sleeper
+//! on the same end is not robbed of its wake-up.
+//!
+//! # A dead peer
+//!
+//! A send into the ring first sends zero bytes on the socket, which fails
+//! with `EPIPE` when no process holds the other end any more: sending to a
+//! closed peer is an error at once, as on the socket.
+//!
+//! # Bad input
+//!
+//! Every word and record is checked before it is used: a header announcing
+//! more than the lane holds or more than [`MAX_INLINE`], or positions that
+//! do not fit the ring, are a corrupt lane (an error, never a panic or an
+//! out-of-range access). The region is sealed against shrinking by
+//! [`Region`].
+
+use std::io::{self, IoSlice};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use mp_codec::{FrameKind, HEADER_LEN};
+use mp_sys::region::Region;
+use mp_sys::socket;
+
+/// Bytes of ring per direction.
+pub(crate) const RING: usize = 32 * 1024;
+/// The largest payload that goes through the ring; larger ones use the socket.
+pub(crate) const MAX_INLINE: usize = 8 * 1024;
+/// A record's header: payload length (u32) and kind (u32), little-endian.
+const REC: usize = 8;
+/// Where lane `d`'s control words start: `LANES + d * LANE_STRIDE`.
+const LANES: usize = 64;
+const LANE_STRIDE: usize = 256;
+// Offsets inside a lane's control block. The writer's words, the reader's
+// words and the sleep flag each have their own cache line.
+/// The byte position after the last published record (u64, the owner's).
+const HEAD: usize = 0;
+/// Messages counted onto the socket (u32, wrapping).
+const SOCK_SENT: usize = 8;
+/// Non-zero: every message goes on the socket (the reader's descriptor is
+/// watched by code of the user's own, which cannot see the ring).
+const SOCKET_ONLY: usize = 12;
+/// The lane's ring writer (u64): its pid in the high half and the number of
+/// its end in that process in the low half ([`writer_token`]); 0 before the
+/// first send.
+const OWNER: usize = 16;
+/// The byte position of the next record to take (u64).
+const TAIL: usize = 64;
+/// Socket messages claimed by readers (u32, wrapping).
+const SOCK_READ: usize = 72;
+/// Non-zero while a reader sleeps, or is about to, in `poll`.
+const SLEEPS: usize = 128;
+/// Where lane `d`'s bytes start: `DATA + d * RING`.
+const DATA: usize = 4096;
+/// The region's length.
+const REGION_LEN: usize = DATA + 2 * RING;
+/// Region word 0.
+const MAGIC: u32 = u32::from_le_bytes(*b"mpR1");
+
+/// Record kinds, as in a frame header.
+const KIND_VALUE: u32 = 0;
+const KIND_BYTES: u32 = 1;
+
+/// Who writes through a lane: this process's id and `end`, a number that
+/// tells this process's ends apart (two ends of one lane can meet in one
+/// process when a connection is sent to its own process).
+pub(crate) fn writer_token(end: u32) -> u64 {
+    (u64::from(mp_sys::process::pid()) << 32) | u64::from(end)
+}
+
+/// Creates a pipe's region.
+pub(crate) fn create() -> io::Result<Region> {
+    let region = Region::create("mp-pipe", REGION_LEN)?;
+    region.atomic_u32(0)?.store(MAGIC, Ordering::Relaxed);
+    region.atomic_u32(4)?.store(RING as u32, Ordering::Release);
+    Ok(region)
+}
+
+/// Checks a region that arrived with a connection.
+pub(crate) fn check(region: &Region) -> Result<(), String> {
+    if region.len() < REGION_LEN {
+        return Err(format!(
+            "the pipe's shared region is {} bytes, not {REGION_LEN}",
+            region.len()
+        ));
+    }
+    let magic = region.atomic_u32(0).map_err(|e| e.to_string())?.load(Ordering::Relaxed);
+    let ring = region.atomic_u32(4).map_err(|e| e.to_string())?.load(Ordering::Acquire);
+    if magic != MAGIC || ring as usize != RING {
+        return Err("the shared region is not a pipe's (bad magic number or ring size)".into());
+    }
+    Ok(())
+}
+
+/// Where a reader's next message is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// A record in the ring.
+    Ring,
+    /// A frame counted onto the socket and not yet claimed.
+    Socket,
+    /// Nothing sent that nobody took.
+    Nothing,
+}
+
+/// A record found at the front of a lane, not yet taken.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Rec {
+    /// Its position (the tail it was found at).
+    pos: u64,
+    /// Value or Bytes.
+    pub(crate) kind: FrameKind,
+    /// Payload bytes.
+    pub(crate) len: usize,
+}
+
+impl Rec {
+    fn size(&self) -> u64 {
+        (REC + self.len.next_multiple_of(8)) as u64
+    }
+}
+
+/// What [`Lane::push`] did.
+#[derive(Debug)]
+pub(crate) enum Pushed {
+    /// The message is in the ring.
+    Done,
+    /// The message must go on the socket (count it first).
+    UseSocket,
+}
+
+/// One direction of a pipe's region, seen from one end.
+///
+/// The region's length was checked ([`check`]) and it cannot shrink, so the
+/// word accessors cannot fail; they fall back to a dummy word rather than
+/// panic all the same.
+#[derive(Debug)]
+pub(crate) struct Lane<'a> {
+    region: &'a Region,
+    dir: usize,
+}
+
+impl<'a> Lane<'a> {
+    pub(crate) fn new(region: &'a Region, dir: usize) -> Lane<'a> {
+        Lane { region, dir: dir & 1 }
+    }
+
+    fn u32(&self, off: usize) -> &'a AtomicU32 {
+        static DUMMY: AtomicU32 = AtomicU32::new(0);
+        self.region
+            .atomic_u32(LANES + self.dir * LANE_STRIDE + off)
+            .unwrap_or(&DUMMY)
+    }
+
+    fn u64(&self, off: usize) -> &'a AtomicU64 {
+        static DUMMY: AtomicU64 = AtomicU64::new(0);
+        self.region
+            .atomic_u64(LANES + self.dir * LANE_STRIDE + off)
+            .unwrap_or(&DUMMY)
+    }
+
+    fn data(&self) -> usize {
+        DATA + self.dir * RING
+    }
+
+    /// Copies `bytes` into the ring at byte position `pos`, wrapping.
+    fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
+        let off = (pos % RING as u64) as usize;
+        let first = bytes.len().min(RING - off);
+        self.region.write(self.data() + off, &bytes[..first])?;
+        self.region.write(self.data(), &bytes[first..])
+    }
+
+    /// Copies ring bytes at `pos` into `buf`, wrapping.
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let off = (pos % RING as u64) as usize;
+        let first = buf.len().min(RING - off);
+        let (a, b) = buf.split_at_mut(first);
+        self.region.read(self.data() + off, a)?;
+        self.region.read(self.data(), b)
+    }
+
+    // ---- The writer's side.
+
+    /// Puts one message into the ring if `me` ([`writer_token`]) may and it
+    /// fits, and wakes a sleeping reader. `sock` is the writer's socket: a
+    /// zero-byte send on it first reports a peer that is gone (`EPIPE`).
+    pub(crate) fn push(&self, sock: BorrowedFd<'_>, me: u64, kind: FrameKind, payload: &[u8]) -> io::Result<Pushed> {
+        if payload.len() > MAX_INLINE || self.u32(SOCKET_ONLY).load(Ordering::Relaxed) != 0 {
+            return Ok(Pushed::UseSocket);
+        }
+        let kind = match kind {
+            FrameKind::Value => KIND_VALUE,
+            FrameKind::Bytes => KIND_BYTES,
+            FrameKind::Wake => return Ok(Pushed::UseSocket),
+        };
+        let owner = self.u64(OWNER);
+        let mine = match owner.load(Ordering::Relaxed) {
+            o if o == me => true,
+            0 => owner
+                .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok(),
+            _ => false,
+        };
+        // Earlier socket messages not yet claimed: this one follows them.
+        if !mine || self.u32(SOCK_SENT).load(Ordering::Relaxed) != self.u32(SOCK_READ).load(Ordering::Acquire) {
+            return Ok(Pushed::UseSocket);
+        }
+        let head = self.u64(HEAD).load(Ordering::Relaxed);
+        let tail = self.u64(TAIL).load(Ordering::Acquire);
+        let size = (REC + payload.len().next_multiple_of(8)) as u64;
+        let used = head.wrapping_sub(tail);
+        if !head.is_multiple_of(8) || used > RING as u64 || used + size > RING as u64 {
+            // Full (or the words were scribbled on: then the socket still works).
+            return Ok(Pushed::UseSocket);
+        }
+        socket::try_send_with_fds(sock, &[], &[])?;
+        let mut rec = [0u8; REC];
+        rec[..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec[4..].copy_from_slice(&kind.to_le_bytes());
+        self.write_at(head, &rec)?;
+        self.write_at(head + REC as u64, payload)?;
+        self.u64(HEAD).store(head + size, Ordering::SeqCst);
+        let sleeps = self.u32(SLEEPS);
+        if sleeps.load(Ordering::SeqCst) != 0 && sleeps.swap(0, Ordering::SeqCst) != 0 {
+            wake(sock)?;
+        }
+        Ok(Pushed::Done)
+    }
+
+    /// Counts a message that is about to go on the socket.
+    pub(crate) fn count_socket(&self) {
+        self.u32(SOCK_SENT).fetch_add(1, Ordering::SeqCst);
+    }
+
+    // ---- The reader's side.
+
+    /// Turns the ring off for this lane's writers: every later message goes
+    /// on the socket, so code that watches the socket sees it.
+    pub(crate) fn socket_only(&self) {
+        self.u32(SOCKET_ONLY).store(1, Ordering::SeqCst);
+    }
+
+    /// Where the next message is.
+    pub(crate) fn next(&self) -> Next {
+        // The count first: a counted frame's earlier records are then visible.
+        let sent = self.u32(SOCK_SENT).load(Ordering::SeqCst);
+        if self.u64(HEAD).load(Ordering::SeqCst) != self.u64(TAIL).load(Ordering::Acquire) {
+            Next::Ring
+        } else if sent != self.u32(SOCK_READ).load(Ordering::Acquire) {
+            Next::Socket
+        } else {
+            Next::Nothing
+        }
+    }
+
+    /// Claims the next counted socket frame for this reader; false when
+    /// another reader claimed it first (or there is none).
+    pub(crate) fn claim_socket(&self) -> bool {
+        let read = self.u32(SOCK_READ);
+        let r = read.load(Ordering::Acquire);
+        r != self.u32(SOCK_SENT).load(Ordering::Acquire)
+            && read
+                .compare_exchange(r, r.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// The record at the front, checked; `None` when the ring is empty.
+    pub(crate) fn peek(&self) -> Result<Option<Rec>, String> {
+        loop {
+            let tail = self.u64(TAIL).load(Ordering::Acquire);
+            let head = self.u64(HEAD).load(Ordering::Acquire);
+            if head == tail {
+                return Ok(None);
+            }
+            let avail = head.wrapping_sub(tail);
+            if !tail.is_multiple_of(8) || avail > RING as u64 || avail < REC as u64 {
+                return Err(format!(
+                    "the pipe's shared ring is corrupt: positions {tail}..{head} do not fit a ring of {RING} bytes"
+                ));
+            }
+            let mut h = [0u8; REC];
+            self.read_at(tail, &mut h).map_err(|e| e.to_string())?;
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            let raw_kind = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+            let kind = match raw_kind {
+                KIND_VALUE => Some(FrameKind::Value),
+                KIND_BYTES => Some(FrameKind::Bytes),
+                _ => None,
+            };
+            let size = (REC + len.next_multiple_of(8)) as u64;
+            if let Some(kind) = kind
+                && len <= MAX_INLINE
+                && size <= avail
+            {
+                return Ok(Some(Rec { pos: tail, kind, len }));
+            }
+            let kind = raw_kind;
+            if self.u64(TAIL).load(Ordering::Acquire) == tail {
+                return Err(format!(
+                    "the pipe's shared ring is corrupt: a record of {len} bytes, kind {kind}, with {avail} bytes published"
+                ));
+            }
+            // Another reader took it while this one looked: not corrupt.
+        }
+    }
+
+    /// Copies `rec`'s payload into `dst` (`rec.len` bytes long).
+    pub(crate) fn copy(&self, rec: &Rec, dst: &mut [u8]) -> io::Result<()> {
+        self.read_at(rec.pos + REC as u64, dst)
+    }
+
+    /// Takes `rec` off the ring; false when another reader took it first
+    /// (what was copied is then not this reader's).
+    pub(crate) fn commit(&self, rec: &Rec) -> bool {
+        self.u64(TAIL)
+            .compare_exchange(rec.pos, rec.pos + rec.size(), Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Asks the next writer that publishes a record to send a wake-up.
+    /// Look at [`next`](Lane::next) once more after this, then sleep.
+    pub(crate) fn want_wake(&self) {
+        self.u32(SLEEPS).store(1, Ordering::SeqCst);
+    }
+}
+
+/// Sends a wake-up frame without blocking: when the socket's buffer is full
+/// the reader has something to read already.
+fn wake(sock: BorrowedFd<'_>) -> io::Result<()> {
+    let head = mp_codec::Header::wake();
+    match socket::try_send_with_fds(sock, &[IoSlice::new(&head)], &[]) {
+        Ok(n) if n < HEADER_LEN => {
+            // A stream socket took part of it: the rest must follow, or the
+            // frames after it would be out of step.
+            mp_sys::fd::write_all(sock, &head[n..])
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What [`drain_wakes`] found at the front of the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Front {
+    /// Nothing (after dropping the wake-ups there were).
+    Empty,
+    /// The peer is gone.
+    Eof,
+    /// Bytes of a frame that is not a wake-up.
+    Data,
+    /// Wake-ups, left in place (`consume` was false).
+    Wakes,
+}
+
+/// Looks at the front of the socket and, when `consume`, drops the wake-up
+/// frames there. The caller must be the only reader of the socket in this
+/// process while it does.
+pub(crate) fn drain_wakes(sock: BorrowedFd<'_>, consume: bool) -> io::Result<Front> {
+    const AT_ONCE: usize = 16;
+    let wake = mp_codec::Header::wake();
+    let mut buf = [0u8; HEADER_LEN * AT_ONCE];
+    loop {
+        let n = match socket::try_peek(sock, &mut buf) {
+            Ok(0) => return Ok(Front::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Front::Empty),
+            Err(e) => return Err(e),
+        };
+        let wakes = buf[..n]
+            .chunks_exact(HEADER_LEN)
+            .take_while(|c| *c == wake.as_slice())
+            .count();
+        if wakes == 0 {
+            return Ok(Front::Data);
+        }
+        if !consume {
+            return Ok(Front::Wakes);
+        }
+        let mut sink = [0u8; HEADER_LEN * AT_ONCE];
+        let mut fds = Vec::new();
+        let mut left = wakes * HEADER_LEN;
+        while left > 0 {
+            let got = socket::try_recv_with_fds(sock, &mut sink[..left], &mut fds)?.bytes;
+            if got == 0 {
+                return Ok(Front::Eof);
+            }
+            left -= got;
+        }
+        // What followed them (if anything) is looked at next.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    const ME: u64 = 7;
+
+    #[test]
+    fn records_wrap_around_the_ring_whole() {
+        let region = create().unwrap();
+        check(&region).unwrap();
+        let (a, _b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        let lane = Lane::new(&region, 1);
+        // Odd sizes, many times round the ring.
+        for i in 0..5_000usize {
+            let msg: Vec<u8> = (0..(i * 37) % 3000).map(|j| (i + j) as u8).collect();
+            assert!(matches!(
+                lane.push(a.as_fd(), ME, FrameKind::Bytes, &msg).unwrap(),
+                Pushed::Done
+            ));
+            assert_eq!(lane.next(), Next::Ring);
+            let rec = lane.peek().unwrap().unwrap();
+            assert_eq!((rec.kind, rec.len), (FrameKind::Bytes, msg.len()));
+            let mut got = vec![0u8; rec.len];
+            lane.copy(&rec, &mut got).unwrap();
+            assert!(lane.commit(&rec));
+            assert!(!lane.commit(&rec), "a record is taken once");
+            assert_eq!(got, msg);
+        }
+        assert_eq!(lane.next(), Next::Nothing);
+    }
+
+    #[test]
+    fn a_full_ring_or_a_pending_socket_message_sends_on_the_socket() {
+        let region = create().unwrap();
+        let (a, _b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        let lane = Lane::new(&region, 0);
+        let big = vec![1u8; MAX_INLINE];
+        let mut n = 0;
+        while let Pushed::Done = lane.push(a.as_fd(), ME, FrameKind::Bytes, &big).unwrap() {
+            n += 1;
+        }
+        assert_eq!(n, RING / (MAX_INLINE + REC), "ring full after {n}");
+        assert!(matches!(
+            lane.push(a.as_fd(), ME, FrameKind::Bytes, &vec![0; MAX_INLINE + 1])
+                .unwrap(),
+            Pushed::UseSocket
+        ));
+        // Empty the ring, then count a socket message: the ring waits for it.
+        while let Some(rec) = lane.peek().unwrap() {
+            assert!(lane.commit(&rec));
+        }
+        lane.count_socket();
+        assert_eq!(lane.next(), Next::Socket);
+        assert!(matches!(
+            lane.push(a.as_fd(), ME, FrameKind::Bytes, b"x").unwrap(),
+            Pushed::UseSocket
+        ));
+        assert!(lane.claim_socket());
+        assert!(!lane.claim_socket(), "claimed once");
+        assert_eq!(lane.next(), Next::Nothing);
+        assert!(matches!(
+            lane.push(a.as_fd(), ME, FrameKind::Bytes, b"x").unwrap(),
+            Pushed::Done
+        ));
+    }
+
+    #[test]
+    fn scribbled_words_are_errors_not_panics() {
+        let region = create().unwrap();
+        let lane = Lane::new(&region, 0);
+        let base = LANES;
+        // A head far past the tail.
+        region.atomic_u64(base + HEAD).unwrap().store(1 << 40, Ordering::SeqCst);
+        assert!(lane.peek().unwrap_err().contains("corrupt"));
+        // A record announcing more than was published.
+        region.atomic_u64(base + HEAD).unwrap().store(16, Ordering::SeqCst);
+        region.write(DATA, &(5000u32).to_le_bytes()).unwrap();
+        assert!(lane.peek().unwrap_err().contains("corrupt"));
+        // An unknown kind.
+        region.write(DATA, &[1, 0, 0, 0, 9, 0, 0, 0]).unwrap();
+        assert!(lane.peek().unwrap_err().contains("kind 9"));
+        // A writer facing nonsense positions falls back to the socket.
+        let (a, _b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        region.atomic_u64(base + TAIL).unwrap().store(1 << 50, Ordering::SeqCst);
+        assert!(matches!(
+            lane.push(a.as_fd(), ME, FrameKind::Bytes, b"x").unwrap(),
+            Pushed::UseSocket
+        ));
+        // A region that is not a pipe's.
+        let other = Region::create("other", REGION_LEN).unwrap();
+        assert!(check(&other).is_err());
+        assert!(check(&Region::create("small", 64).unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_send_into_the_ring_fails_when_the_peer_is_gone() {
+        let region = create().unwrap();
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        let lane = Lane::new(&region, 0);
+        drop(b);
+        let e = lane.push(a.as_fd(), ME, FrameKind::Value, b"x").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(lane.next(), Next::Nothing, "nothing was published");
+    }
+
+    #[test]
+    fn a_sleeping_reader_gets_one_wake_up_and_drains_it() {
+        let region = create().unwrap();
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        let lane = Lane::new(&region, 0);
+        assert_eq!(drain_wakes(b.as_fd(), true).unwrap(), Front::Empty);
+        lane.want_wake();
+        lane.push(a.as_fd(), ME, FrameKind::Value, b"1").unwrap();
+        lane.push(a.as_fd(), ME, FrameKind::Value, b"2").unwrap(); // no second wake-up
+        assert_eq!(drain_wakes(b.as_fd(), false).unwrap(), Front::Wakes);
+        assert_eq!(drain_wakes(b.as_fd(), true).unwrap(), Front::Empty);
+        // A wake-up before a real frame: the frame stays.
+        lane.want_wake();
+        lane.push(a.as_fd(), ME, FrameKind::Value, b"3").unwrap();
+        mp_codec::send_bytes(a.as_fd(), b"frame", &Default::default()).unwrap();
+        assert_eq!(drain_wakes(b.as_fd(), true).unwrap(), Front::Data);
+        let f = mp_codec::recv_frame(b.as_fd(), &Default::default()).unwrap();
+        assert_eq!(f.payload(), b"frame");
+        drop(a);
+        assert_eq!(drain_wakes(b.as_fd(), true).unwrap(), Front::Eof);
+    }
+}
