@@ -596,3 +596,183 @@ fn handles_are_send_sync_clone_and_errors_are_std_errors() {
     let e = ConnectionError::BufferTooShort(vec![0; 3]);
     assert!(e.to_string().contains("3 bytes"));
 }
+
+// ---- The shared ring of a pipe -------------------------------------------
+
+/// The pipe's region under a connection, mapped again, as a peer could.
+fn region_of(c: &Connection) -> mp_sys::region::Region {
+    let (_, fds) = mp_codec::encode(c).unwrap().into_parts();
+    let region = fds.into_iter().nth(1).expect("a pipe end carries its region");
+    mp_sys::region::Region::from_fd(region).unwrap()
+}
+
+/// Waits a little without sleeping on a clock: a timed poll of an idle pipe.
+fn pause(d: Duration) {
+    let (_idle, idle) = pipe().unwrap();
+    assert!(!idle.poll_timeout(d).unwrap());
+}
+
+#[test]
+fn order_holds_across_the_ring_and_the_socket() {
+    // Small values (ring), big ones (socket), handles (socket), and more
+    // small ones than the ring holds while nobody reads (they spill onto
+    // the socket): all arrive in the order sent.
+    let (a, b) = pipe().unwrap();
+    let reader = thread::spawn(move || {
+        let mut n = 0u32;
+        while n < 6000 {
+            let (k, blob, conn): (u32, Vec<u8>, Option<Connection>) = recv_within(&b).unwrap();
+            assert_eq!(k, n, "message {n} arrived as {k}");
+            match k % 1000 {
+                500 => assert_eq!(blob.len(), 20_000),
+                700 => assert!(conn.is_some(), "the handle of message {k}"),
+                _ => assert!(blob.is_empty() && conn.is_none()),
+            }
+            n += 1;
+        }
+        b
+    });
+    let (x, _y) = pipe().unwrap();
+    for k in 0..6000u32 {
+        let blob = if k % 1000 == 500 { vec![7; 20_000] } else { Vec::new() };
+        let conn = (k % 1000 == 700).then(|| x.clone());
+        a.send(&(k, blob, conn)).unwrap();
+    }
+    let b = reader.join().unwrap();
+    assert!(!b.poll().unwrap());
+}
+
+#[test]
+fn a_sleeping_receiver_is_woken_by_a_message_in_the_ring() {
+    let (a, b) = pipe().unwrap();
+    let echo = thread::spawn(move || {
+        for _ in 0..5 {
+            // Blocks well past the spin: sleeps in poll until woken.
+            let s: String = b.recv().unwrap();
+            b.send(&s.to_uppercase()).unwrap();
+        }
+    });
+    for word in ["one", "two", "three", "four", "five"] {
+        pause(Duration::from_millis(5));
+        a.send(&word).unwrap();
+        assert_eq!(recv_within::<String>(&a).unwrap(), word.to_uppercase());
+    }
+    echo.join().unwrap();
+    // wait() sleeps the same way.
+    let (a, b) = pipe().unwrap();
+    let late = thread::spawn(move || {
+        pause(Duration::from_millis(5));
+        a.send(&1u8).unwrap();
+        a
+    });
+    assert_eq!(wait(&[&b], Some(PATIENCE)).unwrap(), vec![0]);
+    assert_eq!(b.recv::<u8>().unwrap(), 1);
+    // After the wake-up, an idle end is not ready (the wake-up was dropped).
+    assert!(wait(&[&b], Some(Duration::from_millis(20))).unwrap().is_empty());
+    assert!(!b.poll_timeout(Duration::from_millis(20)).unwrap());
+    drop(late.join().unwrap());
+    assert_eq!(wait(&[&b], Some(PATIENCE)).unwrap(), vec![0], "end of file");
+}
+
+#[test]
+fn fileno_and_a_waitable_of_ones_own_see_every_later_message() {
+    let (a, b) = pipe().unwrap();
+    a.send(&0u8).unwrap(); // in the ring: poll sees it, the descriptor may not
+    assert!(b.fileno().unwrap() >= 0);
+    assert!(b.poll().unwrap());
+    assert_eq!(b.recv::<u8>().unwrap(), 0);
+    a.send(&1u8).unwrap();
+    // A duplicate of the socket, as an event loop of one's own would watch.
+    let (_, fds) = mp_codec::encode(&b).unwrap().into_parts();
+    let sock = fds.into_iter().next().unwrap();
+    let mut set = [PollFd::readable(sock.as_fd())];
+    assert_eq!(
+        mp_sys::fd::poll(&mut set, Some(PATIENCE)).unwrap(),
+        1,
+        "the descriptor shows a message sent after fileno"
+    );
+    assert_eq!(b.recv::<u8>().unwrap(), 1);
+
+    // A type of one's own that hands out the descriptor.
+    struct Mine(Connection);
+    impl mp_connection::Waitable for Mine {
+        fn wait_fd(&self) -> Result<mp_connection::WaitFd<'_>, ConnectionError> {
+            self.0.wait_fd()
+        }
+    }
+    let (a, b) = pipe().unwrap();
+    let mine = Mine(b);
+    assert!(wait(&[&mine], Some(Duration::ZERO)).unwrap().is_empty());
+    a.send(&2u8).unwrap();
+    assert_eq!(wait(&[&mine], Some(PATIENCE)).unwrap(), vec![0]);
+    assert_eq!(mine.0.recv::<u8>().unwrap(), 2);
+}
+
+#[test]
+fn two_handles_of_one_end_in_one_process_keep_their_messages_whole() {
+    // A copy of `a` decoded in this process is another handle of the same
+    // end: both send from threads at once; one writes the ring, the other
+    // the socket, and nothing mixes.
+    let (a, b) = pipe().unwrap();
+    let a2: Connection = mp_codec::decode(mp_codec::encode(&a).unwrap()).unwrap();
+    let senders: Vec<_> = [a, a2]
+        .into_iter()
+        .enumerate()
+        .map(|(id, c)| {
+            thread::spawn(move || {
+                for k in 0..3000u32 {
+                    c.send(&(id as u32, k, vec![id as u8; (k % 50) as usize])).unwrap();
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; 2];
+    for _ in 0..6000 {
+        let (id, k, v): (u32, u32, Vec<u8>) = recv_within(&b).unwrap();
+        assert_eq!(k, next[id as usize], "sender {id} out of order");
+        assert!(v.len() == (k % 50) as usize && v.iter().all(|&x| x == id as u8));
+        next[id as usize] += 1;
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+}
+
+#[test]
+fn a_corrupt_ring_is_an_error_then_the_connection_is_broken() {
+    use std::sync::atomic::Ordering;
+    let (a, b) = pipe().unwrap();
+    a.send(&"fine").unwrap();
+    assert_eq!(recv_within::<String>(&b).unwrap(), "fine");
+    // A peer scribbles a head far past the tail of a's lane (lane 0).
+    let region = region_of(&a);
+    region.atomic_u64(64).unwrap().store(1 << 40, Ordering::SeqCst);
+    let e = b.recv::<String>().unwrap_err();
+    assert!(matches!(&e, ConnectionError::Decode(m) if m.contains("corrupt")), "{e}");
+    assert!(matches!(b.recv::<String>(), Err(ConnectionError::Broken(_))));
+    // The other direction still works.
+    b.send(&"back").unwrap();
+    assert_eq!(recv_within::<String>(&a).unwrap(), "back");
+    // A region that is not a pipe's is refused when a connection arrives.
+    let other = mp_sys::region::Region::create("not-a-pipe", 1 << 17).unwrap();
+    let (s1, _s2) = socketpair(SocketKind::Stream).unwrap();
+    #[derive(serde::Serialize)]
+    #[serde(rename = "Connection")]
+    struct Wire {
+        fd: mp_codec::Fd,
+        readable: bool,
+        writable: bool,
+        unix: bool,
+        ring: Option<(mp_codec::Fd, u8)>,
+    }
+    let frame = mp_codec::encode(&Wire {
+        fd: mp_codec::Fd(s1),
+        readable: true,
+        writable: true,
+        unix: true,
+        ring: Some((mp_codec::Fd(other.try_clone_fd().unwrap()), 0)),
+    })
+    .unwrap();
+    let e = mp_codec::decode::<Connection>(frame).unwrap_err();
+    assert!(e.to_string().contains("not a pipe's"), "{e}");
+}

@@ -109,6 +109,40 @@ fn raw_dup(c: &Connection) -> Result<mp_codec::Fd, String> {
         .ok_or_else(|| "no descriptor".to_string())
 }
 
+/// Receives numbers until a negative one, then reports those it got.
+fn take_until_stop(r: Connection, report: Connection) -> Result<(), ConnectionError> {
+    let mut got = Vec::new();
+    loop {
+        let k: i64 = r.recv()?;
+        if k < 0 {
+            return report.send(&got);
+        }
+        got.push(k);
+    }
+}
+
+/// Sends 500 numbered messages as writer `id`, every tenth a big one (it
+/// takes the socket).
+fn send_numbered(w: Connection, id: u32) -> Result<(), ConnectionError> {
+    for k in 0..500u32 {
+        let pad = if k % 10 == 9 {
+            vec![id as u8; 20_000]
+        } else {
+            Vec::new()
+        };
+        w.send(&(id, k, pad))?;
+    }
+    Ok(())
+}
+
+/// Sends 100 small messages and ends.
+fn hundred_then_end(w: Connection) -> Result<(), ConnectionError> {
+    for k in 0..100u32 {
+        w.send(&k)?;
+    }
+    Ok(())
+}
+
 /// Python's `test_subclassing` shape: a process value that owns a pipe end
 /// and echoes upper-case.
 #[derive(Serialize, Deserialize)]
@@ -321,8 +355,82 @@ fn a_run_value_owns_a_pipe(m: StartMethod) -> Check {
 
 type Scenario = fn(StartMethod) -> Check;
 
+fn a_sleeping_child_is_woken_by_a_message_in_the_ring(m: StartMethod) -> Check {
+    let (a, b) = ok(pipe())?;
+    let mut p = started(get_context(m).process(echo, (b,)))?;
+    for word in ["one", "two", "three"] {
+        // A wait on the child itself (returns early only if it dies): the
+        // child's receive has gone past its spin and sleeps.
+        ok(p.join_timeout(Duration::from_millis(5)))?;
+        ok(a.send(&Some(word.to_string())))?;
+        check(recv::<String>(&a)? == word.to_uppercase(), "echo")?;
+    }
+    ok(a.send(&None::<String>))?;
+    check(finish(&mut p)? == 0, "echo child failed")
+}
+
+fn readers_in_two_processes_share_one_end(m: StartMethod) -> Check {
+    let (r, w) = ok(pipe_simplex())?;
+    // 1,000 numbers and a stop for each reader, all in the ring before the
+    // readers start: each must go to exactly one of them.
+    for k in 0..1000i64 {
+        ok(w.send(&k))?;
+    }
+    ok(w.send(&-1i64))?;
+    ok(w.send(&-1i64))?;
+    let ctx = get_context(m);
+    let (report_r, report_w) = ok(pipe_simplex())?;
+    let mut p1 = started(ctx.process(take_until_stop, (r.clone(), report_w.clone())))?;
+    let mut p2 = started(ctx.process(take_until_stop, (r, report_w)))?;
+    let mut all: Vec<i64> = recv(&report_r)?;
+    all.extend(recv::<Vec<i64>>(&report_r)?);
+    check(finish(&mut p1)? == 0, "reader 1 failed")?;
+    check(finish(&mut p2)? == 0, "reader 2 failed")?;
+    all.sort_unstable();
+    check(
+        all == (0..1000).collect::<Vec<i64>>(),
+        format!("{} numbers, each once expected", all.len()),
+    )
+}
+
+fn writers_in_two_processes_share_one_end(m: StartMethod) -> Check {
+    // One child writes the ring, the other the socket (it is not the ring's
+    // writer); the parent gets each child's messages whole and in order.
+    let (r, w) = ok(pipe_simplex())?;
+    let ctx = get_context(m);
+    let mut p1 = started(ctx.process(send_numbered, (w.clone(), 0)))?;
+    let mut p2 = started(ctx.process(send_numbered, (w, 1)))?;
+    let mut next = [0u32; 2];
+    for _ in 0..1000 {
+        let (id, k, pad): (u32, u32, Vec<u8>) = recv(&r)?;
+        let i = usize::try_from(id).map_err(|e| e.to_string())?;
+        check(
+            i < 2 && k == next[i],
+            format!("writer {id} sent {k}, {} expected", next[i % 2]),
+        )?;
+        let want = if k % 10 == 9 { 20_000 } else { 0 };
+        check(pad.len() == want && pad.iter().all(|&b| b == id as u8), "padding")?;
+        next[i] += 1;
+    }
+    check(finish(&mut p1)? == 0, "writer 0 failed")?;
+    check(finish(&mut p2)? == 0, "writer 1 failed")?;
+    let e = r.recv::<u8>().err().ok_or("a message after the last")?;
+    check(e.is_eof(), format!("not an eof: {e}"))
+}
+
+fn ring_messages_outlive_their_writer(m: StartMethod) -> Check {
+    let (r, w) = ok(pipe_simplex())?;
+    let mut p = started(get_context(m).process(hundred_then_end, (w,)))?;
+    check(finish(&mut p)? == 0, "writer failed")?;
+    for k in 0..100u32 {
+        check(recv::<u32>(&r)? == k, format!("message {k}"))?;
+    }
+    let e = r.recv::<u32>().err().ok_or("a message after the last")?;
+    check(e.is_eof(), format!("not an eof: {e}"))
+}
+
 fn main() -> ExitCode {
-    let scenarios: [(&str, Scenario); 10] = [
+    let scenarios: [(&str, Scenario); 14] = [
         ("sender_and_receiver_over_a_pipe", sender_and_receiver_over_a_pipe),
         (
             "the_parent_closing_its_copy_leaves_the_child_its_own",
@@ -342,6 +450,19 @@ fn main() -> ExitCode {
             a_peer_dying_mid_frame_is_truncated,
         ),
         ("a_run_value_owns_a_pipe", a_run_value_owns_a_pipe),
+        (
+            "a_sleeping_child_is_woken_by_a_message_in_the_ring",
+            a_sleeping_child_is_woken_by_a_message_in_the_ring,
+        ),
+        (
+            "readers_in_two_processes_share_one_end",
+            readers_in_two_processes_share_one_end,
+        ),
+        (
+            "writers_in_two_processes_share_one_end",
+            writers_in_two_processes_share_one_end,
+        ),
+        ("ring_messages_outlive_their_writer", ring_messages_outlive_their_writer),
     ];
     let mut harness = Harness::new(scenarios.len() * METHODS.len() + 1);
     // The fork server, once started, keeps its socket and pidfd open: start
