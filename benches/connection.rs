@@ -3,7 +3,8 @@
 //! `../shared/bench/python/bench_pipe.py` (`pipe_rtt_bytes8_median`,
 //! `pipe_rtt_obj_int_median`, `pipe_bandwidth_64MiB`), beside raw-socket
 //! baselines: the same exchanges with bare `write`/`read` on a socket pair,
-//! no framing and no spin.
+//! no framing and no spin. `pipe_create` times making and dropping a pipe
+//! (a socket pair and its shared ring's memfd), beside a bare socket pair.
 //!
 //! The round-trip figures are medians, as Python's are: each sample times
 //! every round trip on its own and reports the median of them (criterion
@@ -188,7 +189,16 @@ fn bandwidth(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, rtt, bandwidth);
+fn create(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipe_create");
+    g.bench_function("pipe_create_drop", |bch| bch.iter(|| pipe().expect("pipe")));
+    g.bench_function("baseline_raw_socketpair_create_drop", |bch| {
+        bch.iter(|| socketpair(SocketKind::Stream).expect("socketpair"))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, rtt, bandwidth, create);
 
 fn main() {
     benches();

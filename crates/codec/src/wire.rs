@@ -181,7 +181,11 @@ pub fn recv_header(sock: BorrowedFd<'_>, limits: &Limits, wait: Wait) -> Result<
         } else {
             socket::recv_with_fds(sock, &mut head[got..], &mut fds)
         };
-        let r = match r {
+        let closed = socket::Received {
+            bytes: 0,
+            fds_truncated: false,
+        };
+        let r = match reset_is_end(r, closed) {
             Ok(r) => r,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 if spinning {
@@ -222,6 +226,17 @@ pub fn recv_header(sock: BorrowedFd<'_>, limits: &Limits, wait: Wait) -> Result<
         });
     }
     Ok(Incoming { header, fds })
+}
+
+/// A Unix socket whose peer closed with bytes it had not read reports
+/// `ECONNRESET` once, after everything queued for this side was read: the
+/// end of the stream, as the read of 0 bytes it returns next says. So a
+/// reset reads as `end`, the result that means the end.
+fn reset_is_end<T>(r: io::Result<T>, end: T) -> io::Result<T> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(end),
+        other => other,
+    }
 }
 
 /// Waits until `sock` is readable or `deadline` passes: then `Timeout` if
@@ -280,7 +295,7 @@ pub fn recv_payload_into(sock: BorrowedFd<'_>, buf: &mut [u8], deadline: Option<
         if let Some(d) = deadline {
             wait_readable(sock, d, HEADER_LEN + at, HEADER_LEN + buf.len())?;
         }
-        match fd::read(sock, &mut buf[at..]) {
+        match reset_is_end(fd::read(sock, &mut buf[at..]), 0) {
             Ok(0) => {
                 return Err(CodecError::Truncated {
                     expected: HEADER_LEN + buf.len(),
@@ -351,7 +366,7 @@ pub fn recv_payload(
         if let Some(d) = deadline {
             wait_readable(sock, d, HEADER_LEN + out.len() - start, HEADER_LEN + len)?;
         }
-        match fd::read_spare(sock, out, want) {
+        match reset_is_end(fd::read_spare(sock, out, want), 0) {
             Ok(0) => {
                 return Err(CodecError::Truncated {
                     expected: HEADER_LEN + len,

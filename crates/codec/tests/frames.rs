@@ -375,3 +375,25 @@ fn a_descriptor_count_mismatch_after_a_split_header_read_stays_in_sync() {
     );
     assert_eq!(mp_codec::recv::<u32>(b.as_fd()).unwrap(), 8);
 }
+
+#[test]
+fn a_peer_that_closes_with_bytes_unread_ends_the_stream_after_its_frames() {
+    // Closing a Unix socket with unread bytes resets the peer (ECONNRESET),
+    // reported once everything queued for the peer was read: it reads as
+    // the end, after the frames that were sent.
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    mp_codec::send(b.as_fd(), &7u32).unwrap();
+    mp_codec::send_bytes(a.as_fd(), b"never read", &Limits::default()).unwrap();
+    drop(b);
+    assert_eq!(mp_codec::recv::<u32>(a.as_fd()).unwrap(), 7);
+    assert!(matches!(mp_codec::recv::<u32>(a.as_fd()), Err(CodecError::Eof)));
+    assert!(matches!(mp_codec::recv::<u32>(a.as_fd()), Err(CodecError::Eof)));
+    // Mid-frame: truncated, not an i/o error.
+    let (a, b) = socketpair(SocketKind::Stream).unwrap();
+    let frame = mp_codec::encode(&vec![1u8; 100]).unwrap();
+    fd::write_all(b.as_fd(), &frame.as_bytes()[..50]).unwrap();
+    mp_codec::send_bytes(a.as_fd(), b"never read", &Limits::default()).unwrap();
+    drop(b);
+    let e = mp_codec::recv_frame(a.as_fd(), &Limits::default()).unwrap_err();
+    assert!(matches!(e, CodecError::Truncated { got: 50, .. }), "{e:?}");
+}

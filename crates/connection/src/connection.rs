@@ -70,9 +70,10 @@ struct End {
     writer: Mutex<Frame>,
 }
 
-/// A pipe end's view of the pipe's region.
+/// A pipe end's view of the pipe's slot of a shared region.
 struct Ring {
     region: Arc<Region>,
+    slot: usize,
     /// The lane this end writes; it reads the other one.
     side: usize,
 }
@@ -81,13 +82,13 @@ impl End {
     /// The lane this end sends through, if it has a ring and can send.
     fn out_lane(&self) -> Option<Lane<'_>> {
         let r = self.ring.as_ref()?;
-        self.writable.then(|| Lane::new(&r.region, r.side))
+        self.writable.then(|| Lane::new(&r.region, r.slot, r.side))
     }
 
     /// The lane this end receives from, if it has a ring and can receive.
     fn in_lane(&self) -> Option<Lane<'_>> {
         let r = self.ring.as_ref()?;
-        self.readable.then(|| Lane::new(&r.region, 1 - r.side))
+        self.readable.then(|| Lane::new(&r.region, r.slot, 1 - r.side))
     }
 
     /// Sends one message through the ring when it can; `false` when it must
@@ -157,6 +158,35 @@ const LIMITS: Limits = Limits {
 /// writing; a header announcing more is refused before anything is
 /// allocated, and a payload's memory grows only as its bytes arrive.
 ///
+/// # Pipes: the shared ring
+///
+/// The ends made by [`pipe`] and [`pipe_simplex`] also share a ring in
+/// shared memory, 32 KiB each way. A message of up to 8 KiB without handles
+/// is copied into it: receiving it takes no system call, sending it one (a
+/// zero-byte send, which fails at once when the peer is gone, as a send on
+/// the socket would). The socket carries the rest (larger messages, those
+/// holding handles, and every message while the ring is full or earlier
+/// ones still wait on the socket), and the order of the messages is kept
+/// across the two. A receive that finds nothing yields the CPU for up to 50
+/// µs, then sleeps on the socket; a sender that finds the receiver asleep
+/// sends it a wake-up frame. On this project's VM an 8-byte round trip
+/// between two processes takes 4.4 µs with both pinned to one CPU (CPython
+/// 16.4 µs) instead of 10.6 µs over the socket alone.
+///
+/// - **Several receiving processes** (copies of one end): each message in
+///   the ring goes to exactly one of them. Messages that take the socket are
+///   safe with one receiving process at a time only, as with Python's pipes
+///   (threads of one process are always safe: they take turns).
+/// - **Several sending processes**: the first process to send on an end
+///   writes its ring; the others send on the socket. Each sender's messages
+///   arrive in the order it sent them.
+/// - **A descriptor of one's own**: [`fileno`](Connection::fileno) turns the
+///   ring off for the messages sent to that end afterwards, so the
+///   descriptor shows them; [`wait`](crate::wait) looks at the ring itself.
+/// - **A corrupt ring** (another process wrote over the shared memory) is a
+///   [`Decode`](ConnectionError::Decode) error, and the connection is broken
+///   for receiving.
+///
 /// # Bad input
 ///
 /// A receive never panics or hangs on garbage: see [`ConnectionError`] for
@@ -176,6 +206,8 @@ const LIMITS: Limits = Limits {
 /// - A receive polls (yielding the CPU) for up to 50 µs before it sleeps:
 ///   ping-pong round trips of a few µs instead of tens. Set
 ///   `MP_CONNECTION_SPIN_US` to change it (0: sleep at once).
+/// - A pipe's small messages travel in shared memory beside the socket (see
+///   above); Python's always cross the kernel.
 pub struct Connection {
     end: Option<Arc<End>>,
 }
@@ -218,10 +250,10 @@ impl fmt::Debug for Connection {
 /// kernel (see [`Connection`]).
 pub fn pipe() -> Result<(Connection, Connection), ConnectionError> {
     let (a, b) = socketpair(SocketKind::Stream)?;
-    let region = Arc::new(ring::create()?);
+    let (region, slot) = ring::allocate()?;
     Ok((
-        Connection::pipe_end(a, true, true, &region, 0),
-        Connection::pipe_end(b, true, true, &region, 1),
+        Connection::pipe_end(a, true, true, &region, slot, 0),
+        Connection::pipe_end(b, true, true, &region, slot, 1),
     ))
 }
 
@@ -249,10 +281,10 @@ pub fn pipe_simplex() -> Result<(Connection, Connection), ConnectionError> {
     let w = UnixStream::from(w);
     r.shutdown(Shutdown::Write)?;
     w.shutdown(Shutdown::Read)?;
-    let region = Arc::new(ring::create()?);
+    let (region, slot) = ring::allocate()?;
     Ok((
-        Connection::pipe_end(r.into(), true, false, &region, 1),
-        Connection::pipe_end(w.into(), false, true, &region, 0),
+        Connection::pipe_end(r.into(), true, false, &region, slot, 1),
+        Connection::pipe_end(w.into(), false, true, &region, slot, 0),
     ))
 }
 
@@ -263,10 +295,18 @@ impl Connection {
         Connection::new(fd, readable, writable, unix, None)
     }
 
-    /// One end of a new pipe: `side` is the lane of `region` it writes.
-    fn pipe_end(fd: OwnedFd, readable: bool, writable: bool, region: &Arc<Region>, side: usize) -> Connection {
+    /// One end of a new pipe: `side` is the lane of the slot it writes.
+    fn pipe_end(
+        fd: OwnedFd,
+        readable: bool,
+        writable: bool,
+        region: &Arc<Region>,
+        slot: usize,
+        side: usize,
+    ) -> Connection {
         let ring = Ring {
             region: region.clone(),
+            slot,
             side,
         };
         Connection::new(fd, readable, writable, true, Some(ring))
@@ -954,8 +994,8 @@ fn send_error(e: CodecError) -> ConnectionError {
 }
 
 /// What travels for a Connection: its descriptor (as a handle), its
-/// directions, and a pipe's region (as a handle) with the lane this end
-/// writes.
+/// directions, and a pipe's region (as a handle) with its slot and the lane
+/// this end writes.
 #[derive(Serialize, Deserialize)]
 #[serde(rename = "Connection")]
 struct Wire {
@@ -963,7 +1003,7 @@ struct Wire {
     readable: bool,
     writable: bool,
     unix: bool,
-    ring: Option<(mp_codec::Fd, u8)>,
+    ring: Option<(mp_codec::Fd, u32, u8)>,
 }
 
 #[derive(Serialize)]
@@ -974,7 +1014,7 @@ struct WireRef<'a> {
     readable: bool,
     writable: bool,
     unix: bool,
-    ring: Option<(FdRef<'a>, u8)>,
+    ring: Option<(FdRef<'a>, u32, u8)>,
 }
 
 /// A borrowed descriptor that serializes as a handle.
@@ -1002,7 +1042,10 @@ impl Serialize for Connection {
             readable: end.readable,
             writable: end.writable,
             unix: end.unix,
-            ring: end.ring.as_ref().map(|r| (FdRef(r.region.as_fd()), r.side as u8)),
+            ring: end
+                .ring
+                .as_ref()
+                .map(|r| (FdRef(r.region.as_fd()), r.slot as u32, r.side as u8)),
         }
         .serialize(s)
     }
@@ -1013,15 +1056,17 @@ impl<'de> Deserialize<'de> for Connection {
         let w = Wire::deserialize(d)?;
         let ring = match w.ring {
             None => None,
-            Some((fd, side)) => {
+            Some((fd, slot, side)) => {
                 let bad = |e: String| mp_codec::handle::invalid::<D::Error>(format!("a pipe's end: {e}"));
                 let region = Region::from_fd(fd.0).map_err(|e| bad(e.to_string()))?;
-                ring::check(&region).map_err(bad)?;
+                let slot = slot as usize;
+                ring::check(&region, slot).map_err(bad)?;
                 if side > 1 {
                     return Err(bad(format!("lane {side} of 2")));
                 }
                 Some(Ring {
                     region: Arc::new(region),
+                    slot,
                     side: usize::from(side),
                 })
             }

@@ -28,13 +28,15 @@
 //!
 //! # Performance
 //!
-//! On this project's 2-vCPU VM (`cargo bench -p benches --bench
-//! connection`, medians): an 8-byte ping-pong between two processes takes
-//! 7.7 µs (CPython 50 µs in the same run), 11.0 µs with both pinned to one
-//! CPU (CPython 16.3 µs); 64 MiB `send_bytes` to a child runs at 3.6 GB/s
-//! (CPython 0.78 GB/s). A receive polls for 50 µs, yielding the CPU, before
-//! it sleeps; a large payload lands in memory reserved up front and advised
-//! onto huge pages.
+//! On this project's 2-vCPU VM (`cargo xtask compare`, medians): an 8-byte
+//! ping-pong between two processes over a [`pipe`] takes 4.4 µs with both
+//! pinned to one CPU (CPython 16.4 µs), and 1.7-4.4 µs unpinned (CPython 48
+//! µs); 64 MiB `send_bytes` to a child runs at 3.7 GB/s (CPython 0.67
+//! GB/s). A pipe's small messages cross through a shared ring beside the
+//! socket (see [`Connection`]); a receive polls for 50 µs, yielding the CPU,
+//! before it sleeps; a large payload lands in memory reserved up front and
+//! advised onto huge pages. Making a pipe (and dropping it) takes 10.8 µs
+//! (CPython's `Pipe()` and `close`: 18.9 µs).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,8 +1,13 @@
 //! The shared ring beside a pipe's socket: small messages cross through
 //! shared memory instead of the kernel.
 //!
-//! A [`pipe`](crate::pipe) is a Unix socket pair plus one memfd region with a
-//! *lane* per direction. A lane is a byte ring of records (an 8-byte header,
+//! A [`pipe`](crate::pipe) is a Unix socket pair plus a *slot* of a shared
+//! region with a *lane* per direction. A region holds [`SLOTS`] slots, handed
+//! out in turn to the pipes a process makes (the next free slot is counted
+//! in the region itself, so a forked child and its parent never take the
+//! same one): making a memfd and mapping it costs more than the socket pair,
+//! and this way one region serves many pipes. It is freed when the last
+//! process holding one of its pipes' ends lets go. A lane is a byte ring of records (an 8-byte header,
 //! length and kind, then the payload padded to 8 bytes) with its positions
 //! and counters in shared words. The socket stays: it carries the messages
 //! the ring does not (descriptors, more than [`MAX_INLINE`] bytes, no room),
@@ -59,6 +64,7 @@
 use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use mp_codec::{FrameKind, HEADER_LEN};
 use mp_sys::region::Region;
@@ -70,7 +76,18 @@ pub(crate) const RING: usize = 32 * 1024;
 pub(crate) const MAX_INLINE: usize = 8 * 1024;
 /// A record's header: payload length (u32) and kind (u32), little-endian.
 const REC: usize = 8;
-/// Where lane `d`'s control words start: `LANES + d * LANE_STRIDE`.
+/// Slots (pipes) per region.
+pub(crate) const SLOTS: usize = 16;
+/// The region's header: magic, ring size, slot count, next free slot.
+const BATCH_HEADER: usize = 4096;
+/// Region words.
+const MAGIC_AT: usize = 0;
+const RING_AT: usize = 4;
+const SLOTS_AT: usize = 8;
+const NEXT_AT: usize = 12;
+/// A slot: a page of control words, then each lane's bytes.
+const SLOT_LEN: usize = DATA + 2 * RING;
+/// Where lane `d`'s control words start in a slot: `LANES + d * LANE_STRIDE`.
 const LANES: usize = 64;
 const LANE_STRIDE: usize = 256;
 // Offsets inside a lane's control block. The writer's words, the reader's
@@ -92,12 +109,12 @@ const TAIL: usize = 64;
 const SOCK_READ: usize = 72;
 /// Non-zero while a reader sleeps, or is about to, in `poll`.
 const SLEEPS: usize = 128;
-/// Where lane `d`'s bytes start: `DATA + d * RING`.
+/// Where lane `d`'s bytes start in a slot: `DATA + d * RING`.
 const DATA: usize = 4096;
 /// The region's length.
-const REGION_LEN: usize = DATA + 2 * RING;
+const REGION_LEN: usize = BATCH_HEADER + SLOTS * SLOT_LEN;
 /// Region word 0.
-const MAGIC: u32 = u32::from_le_bytes(*b"mpR1");
+const MAGIC: u32 = u32::from_le_bytes(*b"mpR2");
 
 /// Record kinds, as in a frame header.
 const KIND_VALUE: u32 = 0;
@@ -110,26 +127,67 @@ pub(crate) fn writer_token(end: u32) -> u64 {
     (u64::from(mp_sys::process::pid()) << 32) | u64::from(end)
 }
 
-/// Creates a pipe's region.
-pub(crate) fn create() -> io::Result<Region> {
-    let region = Region::create("mp-pipe", REGION_LEN)?;
-    region.atomic_u32(0)?.store(MAGIC, Ordering::Relaxed);
-    region.atomic_u32(4)?.store(RING as u32, Ordering::Release);
+/// A slot for a new pipe: in the region this process is handing out, or
+/// in a new one when that is full.
+pub(crate) fn allocate() -> io::Result<(Arc<Region>, usize)> {
+    static CURRENT: Mutex<Option<Arc<Region>>> = Mutex::new(None);
+    // Busy (another thread is here, or was when this process was forked
+    // from it): a region of its own, rather than waiting.
+    let mut current = CURRENT.try_lock().ok();
+    if let Some(region) = current.as_deref().and_then(Option::as_ref)
+        && let Some(slot) = take_slot(region)
+    {
+        return Ok((region.clone(), slot));
+    }
+    let region = Arc::new(new_region()?);
+    let slot = take_slot(&region).unwrap_or(0);
+    if let Some(current) = current.as_mut() {
+        **current = Some(region.clone());
+    }
+    Ok((region, slot))
+}
+
+/// A region of [`SLOTS`] free slots.
+fn new_region() -> io::Result<Region> {
+    let region = Region::create("mp-pipes", REGION_LEN)?;
+    region.atomic_u32(MAGIC_AT)?.store(MAGIC, Ordering::Relaxed);
+    region.atomic_u32(RING_AT)?.store(RING as u32, Ordering::Relaxed);
+    region.atomic_u32(SLOTS_AT)?.store(SLOTS as u32, Ordering::Release);
     Ok(region)
 }
 
-/// Checks a region that arrived with a connection.
-pub(crate) fn check(region: &Region) -> Result<(), String> {
+/// Takes the next free slot of `region`, if any.
+fn take_slot(region: &Region) -> Option<usize> {
+    let next = region.atomic_u32(NEXT_AT).ok()?;
+    let mut n = next.load(Ordering::Relaxed);
+    while (n as usize) < SLOTS {
+        match next.compare_exchange(n, n + 1, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return Some(n as usize),
+            Err(now) => n = now,
+        }
+    }
+    None
+}
+
+/// Checks a region and slot that arrived with a connection.
+pub(crate) fn check(region: &Region, slot: usize) -> Result<(), String> {
     if region.len() < REGION_LEN {
         return Err(format!(
-            "the pipe's shared region is {} bytes, not {REGION_LEN}",
+            "the pipes' shared region is {} bytes, not {REGION_LEN}",
             region.len()
         ));
     }
-    let magic = region.atomic_u32(0).map_err(|e| e.to_string())?.load(Ordering::Relaxed);
-    let ring = region.atomic_u32(4).map_err(|e| e.to_string())?.load(Ordering::Acquire);
-    if magic != MAGIC || ring as usize != RING {
-        return Err("the shared region is not a pipe's (bad magic number or ring size)".into());
+    let word = |at| {
+        region
+            .atomic_u32(at)
+            .map(|w| w.load(Ordering::Acquire))
+            .map_err(|e| e.to_string())
+    };
+    if word(MAGIC_AT)? != MAGIC || word(RING_AT)? as usize != RING || word(SLOTS_AT)? as usize != SLOTS {
+        return Err("the shared region is not a pipe's (bad magic number or layout)".into());
+    }
+    if slot >= SLOTS {
+        return Err(format!("slot {slot} of a region of {SLOTS}"));
     }
     Ok(())
 }
@@ -179,30 +237,37 @@ pub(crate) enum Pushed {
 #[derive(Debug)]
 pub(crate) struct Lane<'a> {
     region: &'a Region,
+    /// Where the slot starts in the region.
+    slot: usize,
     dir: usize,
 }
 
 impl<'a> Lane<'a> {
-    pub(crate) fn new(region: &'a Region, dir: usize) -> Lane<'a> {
-        Lane { region, dir: dir & 1 }
+    /// Lane `dir` (0 or 1) of slot `slot` (checked by [`check`]).
+    pub(crate) fn new(region: &'a Region, slot: usize, dir: usize) -> Lane<'a> {
+        Lane {
+            region,
+            slot: BATCH_HEADER + slot.min(SLOTS - 1) * SLOT_LEN,
+            dir: dir & 1,
+        }
     }
 
     fn u32(&self, off: usize) -> &'a AtomicU32 {
         static DUMMY: AtomicU32 = AtomicU32::new(0);
         self.region
-            .atomic_u32(LANES + self.dir * LANE_STRIDE + off)
+            .atomic_u32(self.slot + LANES + self.dir * LANE_STRIDE + off)
             .unwrap_or(&DUMMY)
     }
 
     fn u64(&self, off: usize) -> &'a AtomicU64 {
         static DUMMY: AtomicU64 = AtomicU64::new(0);
         self.region
-            .atomic_u64(LANES + self.dir * LANE_STRIDE + off)
+            .atomic_u64(self.slot + LANES + self.dir * LANE_STRIDE + off)
             .unwrap_or(&DUMMY)
     }
 
     fn data(&self) -> usize {
-        DATA + self.dir * RING
+        self.slot + DATA + self.dir * RING
     }
 
     /// Copies `bytes` into the ring at byte position `pos`, wrapping.
@@ -408,6 +473,9 @@ pub(crate) fn drain_wakes(sock: BorrowedFd<'_>, consume: bool) -> io::Result<Fro
             Ok(0) => return Ok(Front::Eof),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Front::Empty),
+            // The peer closed with bytes it had not read (wake-ups, say),
+            // and nothing is left here: the end (see mp-codec's reads).
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(Front::Eof),
             Err(e) => return Err(e),
         };
         let wakes = buf[..n]
@@ -442,11 +510,31 @@ mod tests {
     const ME: u64 = 7;
 
     #[test]
+    fn pipes_take_the_slots_of_one_region_in_turn() {
+        let (first, slot) = allocate().unwrap();
+        let mut seen = vec![slot];
+        let mut region = first.clone();
+        while Arc::ptr_eq(&region, &first) {
+            let (r, s) = allocate().unwrap();
+            if Arc::ptr_eq(&r, &first) {
+                seen.push(s);
+            }
+            region = r;
+        }
+        // Other tests take slots at the same time: these are increasing and
+        // end with the last one; the next region starts over.
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+        assert!(seen.iter().all(|&s| s < SLOTS), "{seen:?}");
+        check(&region, 0).unwrap();
+        assert!(take_slot(&first).is_none(), "the first region is full");
+    }
+
+    #[test]
     fn records_wrap_around_the_ring_whole() {
-        let region = create().unwrap();
-        check(&region).unwrap();
+        let region = new_region().unwrap();
+        check(&region, 5).unwrap();
         let (a, _b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
-        let lane = Lane::new(&region, 1);
+        let lane = Lane::new(&region, 5, 1);
         // Odd sizes, many times round the ring.
         for i in 0..5_000usize {
             let msg: Vec<u8> = (0..(i * 37) % 3000).map(|j| (i + j) as u8).collect();
@@ -468,9 +556,9 @@ mod tests {
 
     #[test]
     fn a_full_ring_or_a_pending_socket_message_sends_on_the_socket() {
-        let region = create().unwrap();
+        let region = new_region().unwrap();
         let (a, _b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
-        let lane = Lane::new(&region, 0);
+        let lane = Lane::new(&region, SLOTS - 1, 0);
         let big = vec![1u8; MAX_INLINE];
         let mut n = 0;
         while let Pushed::Done = lane.push(a.as_fd(), ME, FrameKind::Bytes, &big).unwrap() {
@@ -503,18 +591,20 @@ mod tests {
 
     #[test]
     fn scribbled_words_are_errors_not_panics() {
-        let region = create().unwrap();
-        let lane = Lane::new(&region, 0);
-        let base = LANES;
+        let region = new_region().unwrap();
+        let slot = 3;
+        let lane = Lane::new(&region, slot, 0);
+        let base = BATCH_HEADER + slot * SLOT_LEN + LANES;
+        let data = BATCH_HEADER + slot * SLOT_LEN + DATA;
         // A head far past the tail.
         region.atomic_u64(base + HEAD).unwrap().store(1 << 40, Ordering::SeqCst);
         assert!(lane.peek().unwrap_err().contains("corrupt"));
         // A record announcing more than was published.
         region.atomic_u64(base + HEAD).unwrap().store(16, Ordering::SeqCst);
-        region.write(DATA, &(5000u32).to_le_bytes()).unwrap();
+        region.write(data, &(5000u32).to_le_bytes()).unwrap();
         assert!(lane.peek().unwrap_err().contains("corrupt"));
         // An unknown kind.
-        region.write(DATA, &[1, 0, 0, 0, 9, 0, 0, 0]).unwrap();
+        region.write(data, &[1, 0, 0, 0, 9, 0, 0, 0]).unwrap();
         assert!(lane.peek().unwrap_err().contains("kind 9"));
         // A writer facing nonsense positions falls back to the socket.
         let (a, _b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
@@ -525,15 +615,24 @@ mod tests {
         ));
         // A region that is not a pipe's.
         let other = Region::create("other", REGION_LEN).unwrap();
-        assert!(check(&other).is_err());
-        assert!(check(&Region::create("small", 64).unwrap()).is_err());
+        assert!(check(&other, 0).is_err());
+        assert!(check(&Region::create("small", 64).unwrap(), 0).is_err());
+        assert!(check(&region, SLOTS).is_err(), "a slot past the last");
+        // The other slots were not touched.
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        let next = Lane::new(&region, slot + 1, 0);
+        assert!(matches!(
+            next.push(a.as_fd(), ME, FrameKind::Value, b"ok").unwrap(),
+            Pushed::Done
+        ));
+        drop(b);
     }
 
     #[test]
     fn a_send_into_the_ring_fails_when_the_peer_is_gone() {
-        let region = create().unwrap();
+        let region = new_region().unwrap();
         let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
-        let lane = Lane::new(&region, 0);
+        let lane = Lane::new(&region, 0, 0);
         drop(b);
         let e = lane.push(a.as_fd(), ME, FrameKind::Value, b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
@@ -542,9 +641,9 @@ mod tests {
 
     #[test]
     fn a_sleeping_reader_gets_one_wake_up_and_drains_it() {
-        let region = create().unwrap();
+        let region = new_region().unwrap();
         let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
-        let lane = Lane::new(&region, 0);
+        let lane = Lane::new(&region, 0, 0);
         assert_eq!(drain_wakes(b.as_fd(), true).unwrap(), Front::Empty);
         lane.want_wake();
         lane.push(a.as_fd(), ME, FrameKind::Value, b"1").unwrap();

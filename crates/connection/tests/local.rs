@@ -54,7 +54,7 @@ fn connection_from(fd: OwnedFd) -> Connection {
         readable: bool,
         writable: bool,
         unix: bool,
-        ring: Option<(mp_codec::Fd, u8)>,
+        ring: Option<(mp_codec::Fd, u32, u8)>,
     }
     let frame = mp_codec::encode(&Wire {
         fd: mp_codec::Fd(fd),
@@ -599,11 +599,24 @@ fn handles_are_send_sync_clone_and_errors_are_std_errors() {
 
 // ---- The shared ring of a pipe -------------------------------------------
 
-/// The pipe's region under a connection, mapped again, as a peer could.
-fn region_of(c: &Connection) -> mp_sys::region::Region {
-    let (_, fds) = mp_codec::encode(c).unwrap().into_parts();
-    let region = fds.into_iter().nth(1).expect("a pipe end carries its region");
-    mp_sys::region::Region::from_fd(region).unwrap()
+/// The region under a pipe's end, mapped again as a peer could, and the
+/// offset of the end's slot in it.
+fn slot_of(c: &Connection) -> (mp_sys::region::Region, usize) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename = "Connection")]
+    struct Wire {
+        _fd: mp_codec::Fd,
+        _readable: bool,
+        _writable: bool,
+        _unix: bool,
+        ring: Option<(mp_codec::Fd, u32, u8)>,
+    }
+    let w: Wire = mp_codec::decode(mp_codec::encode(c).unwrap()).unwrap();
+    let (fd, slot, _) = w.ring.expect("a pipe end carries its region");
+    // The layout of ring.rs: a 4 KiB header, then slots of a 4 KiB page of
+    // control words and two 32 KiB lanes.
+    let offset = 4096 + slot as usize * (4096 + 2 * 32 * 1024);
+    (mp_sys::region::Region::from_fd(fd.0).unwrap(), offset)
 }
 
 /// Waits a little without sleeping on a clock: a timed poll of an idle pipe.
@@ -744,9 +757,10 @@ fn a_corrupt_ring_is_an_error_then_the_connection_is_broken() {
     let (a, b) = pipe().unwrap();
     a.send(&"fine").unwrap();
     assert_eq!(recv_within::<String>(&b).unwrap(), "fine");
-    // A peer scribbles a head far past the tail of a's lane (lane 0).
-    let region = region_of(&a);
-    region.atomic_u64(64).unwrap().store(1 << 40, Ordering::SeqCst);
+    // A peer scribbles a head far past the tail of a's lane (lane 0, whose
+    // words start 64 bytes into the slot).
+    let (region, slot) = slot_of(&a);
+    region.atomic_u64(slot + 64).unwrap().store(1 << 40, Ordering::SeqCst);
     let e = b.recv::<String>().unwrap_err();
     assert!(matches!(&e, ConnectionError::Decode(m) if m.contains("corrupt")), "{e}");
     assert!(matches!(b.recv::<String>(), Err(ConnectionError::Broken(_))));
@@ -754,7 +768,7 @@ fn a_corrupt_ring_is_an_error_then_the_connection_is_broken() {
     b.send(&"back").unwrap();
     assert_eq!(recv_within::<String>(&a).unwrap(), "back");
     // A region that is not a pipe's is refused when a connection arrives.
-    let other = mp_sys::region::Region::create("not-a-pipe", 1 << 17).unwrap();
+    let other = mp_sys::region::Region::create("not-a-pipe", 2 << 20).unwrap();
     let (s1, _s2) = socketpair(SocketKind::Stream).unwrap();
     #[derive(serde::Serialize)]
     #[serde(rename = "Connection")]
@@ -763,14 +777,14 @@ fn a_corrupt_ring_is_an_error_then_the_connection_is_broken() {
         readable: bool,
         writable: bool,
         unix: bool,
-        ring: Option<(mp_codec::Fd, u8)>,
+        ring: Option<(mp_codec::Fd, u32, u8)>,
     }
     let frame = mp_codec::encode(&Wire {
         fd: mp_codec::Fd(s1),
         readable: true,
         writable: true,
         unix: true,
-        ring: Some((mp_codec::Fd(other.try_clone_fd().unwrap()), 0)),
+        ring: Some((mp_codec::Fd(other.try_clone_fd().unwrap()), 0, 0)),
     })
     .unwrap();
     let e = mp_codec::decode::<Connection>(frame).unwrap_err();

@@ -54,6 +54,9 @@ fn too_many_descriptors_is_an_error_not_a_truncation() {
 
 #[test]
 fn a_closed_peer_is_eof_and_broken_pipe_without_sigpipe() {
+    // A fork by another test while `b` is open would give the child a copy,
+    // and the peer would not be closed.
+    let _g = fork_lock();
     let (a, b) = socket::socketpair(SocketKind::Stream).unwrap();
     drop(b);
     let err = socket::send_with_fds(a.as_fd(), &[IoSlice::new(b"x")], &[]).unwrap_err();
