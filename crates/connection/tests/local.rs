@@ -44,18 +44,21 @@ fn raw_peer() -> (Connection, OwnedFd) {
     (connection_from(a), b)
 }
 
+/// What a Connection travels as: its socket, directions, and a pipe's
+/// region with the slot and the lane it writes.
+#[derive(serde::Serialize)]
+#[serde(rename = "Connection")]
+struct Wire {
+    fd: mp_codec::Fd,
+    readable: bool,
+    writable: bool,
+    unix: bool,
+    ring: Option<(mp_codec::Fd, u32, u8)>,
+}
+
 /// Builds a Connection around a socket the way a receiving process does:
 /// by decoding one that was sent.
 fn connection_from(fd: OwnedFd) -> Connection {
-    #[derive(serde::Serialize)]
-    #[serde(rename = "Connection")]
-    struct Wire {
-        fd: mp_codec::Fd,
-        readable: bool,
-        writable: bool,
-        unix: bool,
-        ring: Option<(mp_codec::Fd, u32, u8)>,
-    }
     let frame = mp_codec::encode(&Wire {
         fd: mp_codec::Fd(fd),
         readable: true,
@@ -770,15 +773,6 @@ fn a_corrupt_ring_is_an_error_then_the_connection_is_broken() {
     // A region that is not a pipe's is refused when a connection arrives.
     let other = mp_sys::region::Region::create("not-a-pipe", 2 << 20).unwrap();
     let (s1, _s2) = socketpair(SocketKind::Stream).unwrap();
-    #[derive(serde::Serialize)]
-    #[serde(rename = "Connection")]
-    struct Wire {
-        fd: mp_codec::Fd,
-        readable: bool,
-        writable: bool,
-        unix: bool,
-        ring: Option<(mp_codec::Fd, u32, u8)>,
-    }
     let frame = mp_codec::encode(&Wire {
         fd: mp_codec::Fd(s1),
         readable: true,
