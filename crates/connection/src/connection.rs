@@ -91,6 +91,14 @@ impl End {
         self.readable.then(|| Lane::new(&r.region, r.slot, 1 - r.side))
     }
 
+    /// Turns the ring off for the messages sent to this end from now on:
+    /// its descriptor is watched by code that cannot see the ring.
+    fn ring_off(&self) {
+        if let Some(lane) = self.in_lane() {
+            lane.socket_only();
+        }
+    }
+
     /// Sends one message through the ring when it can; `false` when it must
     /// go on the socket, in which case it has been counted there and must be
     /// sent next.
@@ -717,9 +725,7 @@ impl Connection {
     /// watching the descriptor.
     pub fn fileno(&self) -> Result<RawFd, ConnectionError> {
         let end = self.end()?;
-        if let Some(lane) = end.in_lane() {
-            lane.socket_only();
-        }
+        end.ring_off();
         Ok(end.fd.as_raw_fd())
     }
 
@@ -760,9 +766,7 @@ impl Connection {
     /// turned off, as by [`fileno`](Connection::fileno).
     pub(crate) fn fd_for_others(&self) -> Result<BorrowedFd<'_>, ConnectionError> {
         let end = self.reading()?;
-        if let Some(lane) = end.in_lane() {
-            lane.socket_only();
-        }
+        end.ring_off();
         Ok(end.fd.as_fd())
     }
 }

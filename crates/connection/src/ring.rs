@@ -216,8 +216,14 @@ pub(crate) struct Rec {
 
 impl Rec {
     fn size(&self) -> u64 {
-        (REC + self.len.next_multiple_of(8)) as u64
+        record_size(self.len)
     }
+}
+
+/// Ring bytes a record of `len` payload bytes takes: its header, then the
+/// payload padded to 8 bytes.
+fn record_size(len: usize) -> u64 {
+    (REC + len.next_multiple_of(8)) as u64
 }
 
 /// What [`Lane::push`] did.
@@ -315,7 +321,7 @@ impl<'a> Lane<'a> {
         }
         let head = self.u64(HEAD).load(Ordering::Relaxed);
         let tail = self.u64(TAIL).load(Ordering::Acquire);
-        let size = (REC + payload.len().next_multiple_of(8)) as u64;
+        let size = record_size(payload.len());
         let used = head.wrapping_sub(tail);
         if !head.is_multiple_of(8) || used > RING as u64 || used + size > RING as u64 {
             // Full (or the words were scribbled on: then the socket still works).
@@ -395,7 +401,7 @@ impl<'a> Lane<'a> {
                 KIND_BYTES => Some(FrameKind::Bytes),
                 _ => None,
             };
-            let size = (REC + len.next_multiple_of(8)) as u64;
+            let size = record_size(len);
             if let Some(kind) = kind
                 && len <= MAX_INLINE
                 && size <= avail
