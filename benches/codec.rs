@@ -85,6 +85,17 @@ fn encode(c: &mut Criterion) {
             bincode::serde::encode_into_std_write(black_box(&bytes), &mut bbuf, bincode::config::standard()).unwrap()
         })
     });
+    // A pool chunk's items: 12,500 u64 (x*x over a map of 100k), ours beside
+    // postcard's own serializer.
+    let squares: Vec<u64> = (0..12_500u64).map(|x| x * x).collect();
+    g.throughput(Throughput::Elements(squares.len() as u64));
+    g.bench_function("vec_u64_12500", |b| {
+        b.iter(|| mp_codec::encode_into(black_box(&squares), &mut frame))
+    });
+    let mut pslice = vec![0u8; 12_500 * 10 + 16];
+    g.bench_function("baseline_postcard_to_slice_vec_u64_12500", |b| {
+        b.iter(|| postcard::to_slice(black_box(&squares), &mut pslice).map(|s| s.len()))
+    });
     g.finish();
 }
 
@@ -125,6 +136,20 @@ fn decode(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    let squares = wire(&(0..12_500u64).map(|x| x * x).collect::<Vec<u64>>());
+    g.throughput(Throughput::Elements(12_500));
+    g.bench_function("vec_u64_12500", |b| {
+        b.iter_batched(
+            || rebuild(&squares),
+            |f| mp_codec::decode::<Vec<u64>>(f).unwrap(),
+            BatchSize::SmallInput,
+        )
+    });
+    let payload = &squares[mp_codec::HEADER_LEN..];
+    g.bench_function("baseline_postcard_from_bytes_vec_u64_12500", |b| {
+        b.iter(|| postcard::from_bytes::<Vec<u64>>(black_box(payload)).unwrap())
+    });
+    g.throughput(Throughput::Bytes(MIB as u64));
     let f = wire(&(0..MIB / 8).map(|i| i as f64).collect::<Vec<f64>>());
     g.bench_function("vec_f64_1mib", |b| {
         b.iter_batched(

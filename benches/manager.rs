@@ -62,7 +62,7 @@ fn startup(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let mut m = Manager::new().expect("manager");
+                let m = Manager::new().expect("manager");
                 let t0 = Instant::now();
                 m.shutdown().expect("shutdown");
                 total += t0.elapsed();

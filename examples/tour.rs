@@ -420,7 +420,7 @@ fn condition_and_barrier() -> Res {
     doubler.start()?;
     let guard = cond.acquire_timeout(T)?.ok_or("the condition's lock is held")?;
     cell.set(21);
-    cond.notify_all();
+    cond.notify_all()?;
     drop(guard);
     join(&mut doubler)?;
     println!(
@@ -453,7 +453,7 @@ fn meet(barrier: Barrier) -> Res {
 
 fn manager() -> Res {
     println!("12. A Manager: a server process owning objects, used through typed proxies");
-    let mut manager = Manager::new()?;
+    let manager = Manager::new()?;
     let dict = manager.dict::<String, u64>()?;
     let list = manager.list_from((0..5u64).collect())?;
     let (ns, q) = (manager.namespace()?, manager.queue::<String>()?);

@@ -3,7 +3,7 @@
 //! made and dropped, each followed by a check that nothing was left behind.
 //!
 //! Every scenario runs from this single-threaded `main` (the fork method
-//! needs one; DESIGN.md, fork safety). Before each, the runner takes a
+//! needs one; docs/ARCHITECTURE.md, fork safety). Before each, the runner takes a
 //! [`Snapshot`] of this process: open fds, memfd mappings, `/dev/shm`, live
 //! children and zombie children. After each, the same snapshot must come
 //! back. The scenario itself checks that every operation that survived the

@@ -187,6 +187,16 @@ def _array_sum(arr, conn):
     conn.close()
 
 
+def _array_update(arr, n, conn):
+    t0 = now_ns()
+    for _ in range(n):
+        with arr.get_lock():
+            arr[7] += 1
+    t1 = now_ns()
+    conn.send((arr[7], t1 - t0))
+    conn.close()
+
+
 def _sq(x):
     return x * x
 
@@ -454,6 +464,31 @@ def lock_contended_value_incr_2proc():
 
 @workload("array_child_sum_1M", "ms")
 def array_child_sum_1M():
+    return _array_child_sum()
+
+
+# Python has no guard over the shared memory: `sum(arr[:])` is its way.
+@workload("array_child_sum_1M_guard", "ms")
+def array_child_sum_1M_guard():
+    return _array_child_sum()
+
+
+@workload("array_locked_update_256MiB", "us")
+def array_locked_update_256MiB():
+    ctx = fork_ctx()
+    n = pick(100_000, 20_000)
+    arr = ctx.Array('d', (256 << 20) // 8)
+    r, w = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_array_update, args=(arr, n, w))
+    start_all([p], [w])
+    seen, dt = recv_from(r, "updating child", [p])
+    join_all([p], "updating child")
+    r.close()
+    check(seen == n and arr[7] == n, f"the child counted to {seen}, not {n}")
+    return dt / n / 1e3
+
+
+def _array_child_sum():
     ctx = fork_ctx()
     n = 1_000_000
     reps, warm = pick(5, 3), 1

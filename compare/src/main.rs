@@ -3,7 +3,8 @@
 //! Runs one workload of `compare/WORKLOADS.md` per invocation, through the
 //! `multiprocessing` facade crate, and prints one `name<TAB>value<TAB>unit`
 //! line; `compare/python/workloads.py` is the CPython side, with the same
-//! names, units and counts.
+//! names, units and counts. The last rows are compared against other Rust
+//! crates instead: their other side is `mp-peers` (`benches/peers`).
 //!
 //! ```text
 //! mp-compare --list              # the workload names, in table order
@@ -55,6 +56,8 @@ const WORKLOADS: &[Workload] = &[
     workload("lock_uncontended",                "ns/pair", sync::lock_uncontended),
     workload("lock_contended_value_incr_2proc", "ops/s",   sync::lock_contended_value_incr_2proc),
     workload("array_child_sum_1M",              "ms",      shared::array_child_sum_1m),
+    workload("array_child_sum_1M_guard",        "ms",      shared::array_child_sum_1m_guard),
+    workload("array_locked_update_256MiB",      "us",      shared::array_locked_update_256mib),
     workload("pool_map_default_chunksize",      "tasks/s", pool::map_default_chunksize),
     workload("pool_map_chunksize1",             "tasks/s", pool::map_chunksize1),
     workload("pool_apply_async",                "tasks/s", pool::apply_async),
@@ -65,6 +68,11 @@ const WORKLOADS: &[Workload] = &[
     workload("manager_dict_get_from_child",     "us/op",   manager::dict_get_from_child),
     workload("event_pingpong_rtt",              "us",      sync::event_pingpong_rtt),
     workload("semaphore_pingpong_rtt",          "us",      sync::semaphore_pingpong_rtt),
+    // Rows against Rust peers (the other side is `benches/peers`'s
+    // `mp-peers`, not CPython).
+    workload("pool_map_100k_procspawn",         "ms",      pool::map_100k),
+    workload("pool_map_100k_thread_scope",      "ms",      pool::map_100k),
+    workload("array_child_sum_1M_vec_floor",    "ms",      shared::array_child_sum_1m_guard),
 ];
 
 const USAGE: &str = "usage: mp-compare --list | mp-compare <name> [--quick]";

@@ -22,7 +22,7 @@ pub(crate) fn startup(mode: Mode) -> Result<f64> {
     let mut times = Vec::new();
     for i in 0..STARTUP_WARM_UPS + mode.pick(10, 3) {
         let t0 = Instant::now();
-        let mut m = ctx.manager()?;
+        let m = ctx.manager()?;
         let took = t0.elapsed();
         let d = m.dict::<String, u64>()?;
         d.insert("k".to_owned(), 42)?;
@@ -66,7 +66,7 @@ fn dict_ops(d: DictProxy<u64, u64>, n: u64, report: Connection) -> Result<()> {
 /// child does on a manager dict.
 fn dict_from_child(n: u64) -> Result<(f64, f64)> {
     let ctx = get_context(StartMethod::Fork);
-    let mut m = ctx.manager()?;
+    let m = ctx.manager()?;
     let d = m.dict::<u64, u64>()?;
     let (reader, writer) = pipe_simplex()?;
     let mut child = start(ctx.process(dict_ops, (d.clone(), n, writer)))?;

@@ -1,5 +1,7 @@
 //! `pool_*` and `ppe_*`: throughput of a warmed `Pool(2)` and
-//! `ProcessPoolExecutor(2)` on `x*x`, and a pool's start-up and shutdown.
+//! `ProcessPoolExecutor(2)` on `x*x`, and a pool's start-up and shutdown;
+//! `pool_map_100k_*`: our side of the rows against Rust peers, the time of
+//! a warm map of 100,000 items.
 
 use std::ops::Range;
 use std::time::Instant;
@@ -8,6 +10,9 @@ use multiprocessing::pool::TaskError;
 use multiprocessing::{Pool, PoolContext, ProcessPoolExecutor, StartMethod, active_children, get_context};
 
 use crate::common::{Mode, Result, TIMEOUT, ensure, median, millis, per_second};
+
+/// Items in the map of the rows against Rust peers.
+const MAP_100K: u64 = 100_000;
 
 /// Workers in every pool.
 const WORKERS: usize = 2;
@@ -119,4 +124,22 @@ pub(crate) fn startup_close_join(mode: Mode) -> Result<f64> {
         }
     }
     Ok(millis(median(times)))
+}
+
+/// The median time, in ms, of a warm fork `Pool(2)`'s `map(x*x, 0..100000)`
+/// (default chunk size: 8 chunks of 12,500), over 20 / 5 timed maps after
+/// an untimed one; checks every square. Our side of both
+/// `pool_map_100k_procspawn` and `pool_map_100k_thread_scope`.
+pub(crate) fn map_100k(mode: Mode) -> Result<f64> {
+    with_pool(|pool| {
+        check_squares(&pool.map(square, 0..MAP_100K)?, MAP_100K)?;
+        let mut times = Vec::new();
+        for _ in 0..mode.pick(20, 5) {
+            let t0 = Instant::now();
+            let out = pool.map(square, 0..MAP_100K)?;
+            times.push(t0.elapsed());
+            check_squares(&out, MAP_100K)?;
+        }
+        Ok(millis(median(times)))
+    })
 }

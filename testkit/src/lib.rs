@@ -1,6 +1,6 @@
 //! A minimal test runner for test binaries with `harness = false`.
 //!
-//! Tests that fork must run from a single-threaded process (DESIGN.md, fork
+//! Tests that fork must run from a single-threaded process (docs/ARCHITECTURE.md, fork
 //! safety), so those binaries bring their own `main`. This runner gives them
 //! what the standard harness gives: a name filter from the command line, one
 //! `test NAME ... ok` line per test, and the closing
@@ -12,8 +12,16 @@
 //! assert_eq!(h.finish(), std::process::ExitCode::SUCCESS);
 //! ```
 
+#[cfg(feature = "redis")]
+pub mod redis;
+
 use std::process::ExitCode;
 use std::time::Instant;
+
+#[cfg(feature = "process")]
+mod children;
+#[cfg(feature = "process")]
+pub use children::{AT_ONCE, Reaped, Reaper, about, at_once, joined_ok, timed};
 
 /// A test without arguments: `Err` describes the failure.
 pub type Test = fn() -> Result<(), String>;
@@ -51,34 +59,123 @@ pub fn suite<C: Copy + std::fmt::Debug>(local: &[(&str, Test)], each: &[(&str, C
 }
 
 /// Runs named tests one after another on the calling thread.
+///
+/// It reads the command line as libtest does, so `cargo test -- NAME`,
+/// `--exact`, `--skip`, `--list` (and `--format terse`, `--ignored`, the
+/// forms `cargo nextest` uses) work on `harness = false` binaries too.
+/// Options that only tune libtest's own runner (`--nocapture`,
+/// `--test-threads`, `--quiet`, `--color`, ...) are accepted and have nothing
+/// to change here: tests run one after another and print as they go.
 #[derive(Debug)]
 pub struct Harness {
-    filter: Vec<String>,
+    args: Args,
     passed: usize,
     failed: usize,
     filtered: usize,
+    ignored: usize,
+    listed: usize,
     started: Instant,
+}
+
+/// The libtest command line, as far as a sequential runner needs it.
+#[derive(Debug, Default, PartialEq)]
+struct Args {
+    /// Name filters: a test runs if its name contains one (or equals one, with `exact`).
+    filters: Vec<String>,
+    /// Names (or parts, without `exact`) to skip.
+    skip: Vec<String>,
+    /// `--exact`: filters and skips match whole names.
+    exact: bool,
+    /// `--list`: print the names, run nothing.
+    list: bool,
+    /// `--format terse` with `--list`: only the `name: test` lines.
+    terse: bool,
+    /// `--ignored`: run (or list) only the ignored tests.
+    ignored_only: bool,
+    /// `--include-ignored`: run the ignored tests too.
+    include_ignored: bool,
+}
+
+impl Args {
+    /// Parses libtest's options; unknown flags are reported on stderr and
+    /// otherwise ignored, as they cannot change a sequential run.
+    fn parse(args: impl IntoIterator<Item = String>) -> Args {
+        let mut out = Args::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            let value = |args: &mut dyn Iterator<Item = String>| inline.clone().or_else(|| args.next());
+            match flag.as_str() {
+                "--exact" => out.exact = true,
+                "--list" => out.list = true,
+                "--ignored" => out.ignored_only = true,
+                "--include-ignored" => out.include_ignored = true,
+                "--skip" => out.skip.extend(value(&mut args)),
+                "--format" => out.terse = value(&mut args).as_deref() == Some("terse"),
+                "-q" | "--quiet" => {}
+                "--nocapture" | "--no-capture" | "--show-output" | "--test" | "--bench" | "--no-fail-fast" => {}
+                "--test-threads" | "--color" | "--logfile" | "-Z" | "--report-time" => {
+                    if !flag.ends_with("report-time") {
+                        let _ = value(&mut args);
+                    }
+                }
+                f if f.starts_with('-') => eprintln!("note: {f} has no effect on this test runner"),
+                _ => out.filters.push(arg),
+            }
+        }
+        out
+    }
+
+    /// Whether the test `name` is selected by the filters and skips.
+    fn matches(&self, name: &str) -> bool {
+        let hit = |p: &String| {
+            if self.exact {
+                name == p
+            } else {
+                name.contains(p.as_str())
+            }
+        };
+        (self.filters.is_empty() || self.filters.iter().any(hit)) && !self.skip.iter().any(hit)
+    }
+
+    /// Whether the test `name` runs (an ignored one runs only when asked for).
+    fn selects(&self, name: &str) -> bool {
+        !self.ignored_only && self.matches(name)
+    }
 }
 
 impl Harness {
     /// A runner for `total` tests, filtered by the non-flag arguments of the
     /// command line (a test runs if its name contains one of them).
     pub fn new(total: usize) -> Harness {
-        let filter = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
-        println!("\nrunning {total} tests");
+        let args = Args::parse(std::env::args().skip(1));
+        if !args.list {
+            println!("\nrunning {total} tests");
+        }
         Harness {
-            filter,
+            args,
             passed: 0,
             failed: 0,
             filtered: 0,
+            ignored: 0,
+            listed: 0,
             started: Instant::now(),
         }
     }
 
-    /// Runs `test` unless the filter excludes `name`, and reports it.
+    /// Runs `test` unless the command line excludes `name`, and reports it
+    /// (or, under `--list`, prints its name).
     pub fn run(&mut self, name: &str, test: impl FnOnce() -> Result<(), String>) {
-        if !self.filter.is_empty() && !self.filter.iter().any(|p| name.contains(p.as_str())) {
+        if !self.args.selects(name) {
             self.filtered += 1;
+            return;
+        }
+        if self.args.list {
+            println!("{name}: test");
+            self.listed += 1;
             return;
         }
         let t0 = Instant::now();
@@ -94,6 +191,29 @@ impl Harness {
         }
     }
 
+    /// A test known to fail for a reason not fixed yet: skipped with an
+    /// `ignored, REASON` line (libtest's form), and run only when the command
+    /// line asks for ignored tests (`--ignored` or `--include-ignored`).
+    pub fn run_ignored(&mut self, name: &str, reason: &str, test: impl FnOnce() -> Result<(), String>) {
+        if !self.args.matches(name) {
+            self.filtered += 1;
+            return;
+        }
+        if self.args.ignored_only || self.args.include_ignored {
+            let args = std::mem::take(&mut self.args.ignored_only);
+            self.run(name, test);
+            self.args.ignored_only = args;
+            return;
+        }
+        if self.args.list {
+            println!("{name}: test");
+            self.listed += 1;
+            return;
+        }
+        println!("test {name} ... ignored, {reason}");
+        self.ignored += 1;
+    }
+
     /// Runs `test` once for each of `cases`, named `name::{case:?}` (a
     /// scenario under each start method, say).
     pub fn run_each<C: Copy + std::fmt::Debug>(&mut self, name: &str, cases: &[C], test: Case<C>) {
@@ -104,11 +224,18 @@ impl Harness {
 
     /// Prints the closing line; failure if any test failed.
     pub fn finish(self) -> ExitCode {
+        if self.args.list {
+            if !self.args.terse {
+                println!("\n{} tests, 0 benchmarks", self.listed);
+            }
+            return ExitCode::SUCCESS;
+        }
         let verdict = if self.failed == 0 { "ok" } else { "FAILED" };
         println!(
-            "\ntest result: {verdict}. {} passed; {} failed; 0 ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
+            "\ntest result: {verdict}. {} passed; {} failed; {} ignored; 0 measured; {} filtered out; finished in {:.2}s\n",
             self.passed,
             self.failed,
+            self.ignored,
             self.filtered,
             self.started.elapsed().as_secs_f64()
         );
@@ -194,12 +321,13 @@ pub fn finish(p: &mut mp_process::Process) -> Result<i32, String> {
 /// assert!(!mp_testkit::until(std::time::Duration::ZERO, || false));
 /// ```
 pub fn until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    // A timeout past the clock's range waits forever.
+    let deadline = Instant::now().checked_add(timeout);
     loop {
         if cond() {
             return true;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
         std::thread::yield_now();
@@ -225,4 +353,39 @@ pub fn zombie_children() -> usize {
                 .count()
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Args;
+
+    fn parse(line: &str) -> Args {
+        Args::parse(line.split_whitespace().map(String::from))
+    }
+
+    #[test]
+    fn filters_match_parts_or_whole_names() {
+        let a = parse("queue");
+        assert!(a.selects("queue::Fork") && !a.selects("lock"));
+        let exact = parse("--exact queue");
+        assert!(exact.selects("queue") && !exact.selects("queue::Fork"));
+        assert!(parse("").selects("anything"));
+    }
+
+    #[test]
+    fn skip_and_ignored() {
+        let a = parse("--skip Fork --skip=Spawn");
+        assert!(!a.selects("queue::Fork") && !a.selects("queue::Spawn") && a.selects("queue::Threads"));
+        assert!(!parse("--ignored").selects("queue"));
+        assert!(parse("--include-ignored").selects("queue") && parse("--include-ignored").include_ignored);
+    }
+
+    #[test]
+    fn nextest_forms() {
+        let list = parse("--list --format terse --ignored");
+        assert!(list.list && list.terse && list.ignored_only);
+        let run = parse("--exact a::b --nocapture --test-threads 1 --color=never -q");
+        assert_eq!(run.filters, ["a::b"]);
+        assert!(run.exact && !run.list);
+    }
 }

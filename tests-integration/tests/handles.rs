@@ -1,7 +1,7 @@
 //! Handles of every crate together, in children started by the default start
 //! method: `cargo xtask test` runs this binary once per `MP_START_METHOD`, so
 //! each run exercises fork, spawn or the fork server. It has its own
-//! single-threaded main, because the fork method needs one (DESIGN.md, fork
+//! single-threaded main, because the fork method needs one (docs/ARCHITECTURE.md, fork
 //! safety).
 
 use std::process::ExitCode;
@@ -269,10 +269,75 @@ fn pool_and_executor_tasks_get_handles() -> Check {
     check(answers.qsize().map_err(|e| e.to_string())? == 3, "the manager queue")
 }
 
+/// A trivial child target.
+fn nothing() {}
+
+/// The driver side of [`a_misspelt_start_method_starts_nothing`]: run with
+/// `MP_START_METHOD=frok`, prints what each way of starting children gave.
+fn misspelt_driver() -> ExitCode {
+    let show = |what: &str, r: Result<(), String>| match r {
+        Ok(()) => println!("{what}: started"),
+        Err(e) => println!("{what}: {e}"),
+    };
+    let mut p = Process::new(nothing, ());
+    show(
+        "process",
+        p.start().map_err(|e| e.to_string()).map(|()| {
+            let _ = finish(&mut p);
+        }),
+    );
+    show("pool", Pool::new(1).map(drop).map_err(|e| e.to_string()));
+    show(
+        "executor",
+        ProcessPoolExecutor::new(1).map(drop).map_err(|e| e.to_string()),
+    );
+    show("manager", Manager::new().map(drop).map_err(|e| e.to_string()));
+    ExitCode::SUCCESS
+}
+
+/// With `MP_START_METHOD` misspelt, a process, a pool, an executor and a
+/// manager started with the process-wide method all fail, naming the
+/// variable, its value and the valid names: none starts a child with a
+/// method nobody asked for.
+fn a_misspelt_start_method_starts_nothing() -> Check {
+    use std::os::fd::AsFd;
+    let child = ok(std::process::Command::new(ok(std::env::current_exe())?)
+        .arg("--misspelt-start-method")
+        .env("MP_START_METHOD", "frok")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn())?;
+    // Its output is a few lines, well under a pipe's capacity: it can end
+    // before anything reads them.
+    let gone = ok(mp_sys::process::PidFd::open(child.id()))?;
+    let mut set = [mp_sys::fd::PollFd::readable(gone.as_fd())];
+    if ok(mp_sys::fd::poll(&mut set, Some(PATIENCE)))? == 0 {
+        let _ = mp_sys::signal::kill(child.id(), mp_sys::signal::Signal::KILL);
+    }
+    let out = ok(child.wait_with_output())?;
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    for what in ["process", "pool", "executor", "manager"] {
+        let line = out
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{what}: ")))
+            .ok_or(format!("no line for {what} in {out:?}"))?;
+        for want in ["MP_START_METHOD", "\"frok\"", "fork, spawn, forkserver"] {
+            check(
+                line.contains(want),
+                format!("{what} with MP_START_METHOD=frok gave {line:?}, without {want}"),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 type Test = fn() -> Check;
 
 fn main() -> ExitCode {
-    let tests: [(&str, Test); 7] = [
+    if std::env::args().any(|a| a == "--misspelt-start-method") {
+        return misspelt_driver();
+    }
+    let tests: [(&str, Test); 8] = [
         (
             "the_start_method_is_the_one_asked_for",
             the_start_method_is_the_one_asked_for,
@@ -301,8 +366,12 @@ fn main() -> ExitCode {
             "pool_and_executor_tasks_get_handles",
             pool_and_executor_tasks_get_handles,
         ),
+        (
+            "a_misspelt_start_method_starts_nothing",
+            a_misspelt_start_method_starts_nothing,
+        ),
     ];
-    let mut h = Harness::new(tests.len());
+    let mut h = Harness::new(tests.len() + 1);
     let fds_before = mp_sys::fd::count_open_fds().unwrap_or(0);
     for (name, f) in tests {
         h.run(&format!("{name}::{:?}", get_start_method()), f);
@@ -324,9 +393,13 @@ fn main() -> ExitCode {
         // And the region this process cuts pipes' rings from (one at a
         // time), once it made a pipe.
         let pipes_region = usize::from(listing.iter().any(|l| l.contains("/memfd:mp-pipes")));
+        // Under fork, a child started while this process runs other threads
+        // (a pool's, a manager client's) comes from the fork server instead,
+        // which is then kept as under the forkserver method.
+        let fork_server = usize::from(listing.iter().any(|l| l.starts_with("socket:")));
         let kept = pipes_region
             + match get_start_method() {
-                StartMethod::Fork => 1,
+                StartMethod::Fork => 1 + 2 * fork_server,
                 StartMethod::Spawn => 0,
                 StartMethod::ForkServer => 2,
             };

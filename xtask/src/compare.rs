@@ -26,6 +26,13 @@
 //! `--readme` also puts the table into README.md (between the
 //! `compare:begin`/`compare:end` markers) and the chart into
 //! `docs/compare.svg`.
+//!
+//! A few rows compare against another Rust crate instead of CPython (a
+//! competitor, or the floor of what any library could do): their other
+//! side is the `mp-peers` binary of `benches/peers`, a package outside the
+//! workspace so that nothing of the library depends on the peer. It takes
+//! the same command line as the other two programs, and these rows get a
+//! table of their own.
 
 use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
@@ -43,15 +50,26 @@ enum Better {
     Higher,
 }
 
-/// A workload, and the speed-up over CPython its issue asks for.
+/// What our side of a row is measured against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Against {
+    /// CPython's `multiprocessing`: `compare/python/workloads.py`.
+    CPython,
+    /// Another Rust crate (named here, for the table), run by `mp-peers`.
+    Peer(&'static str),
+}
+
+/// A workload, and the speed-up over the other side its issue asks for.
 #[derive(Debug)]
 struct Workload {
     name: &'static str,
     better: Better,
-    /// At least this many times faster than CPython; `None`: no target.
+    /// At least this many times faster than the other side (below 1: at
+    /// most 1/target times slower); `None`: no target.
     target: Option<f64>,
     /// Where the target comes from.
     issue: &'static str,
+    against: Against,
 }
 
 const fn w(name: &'static str, better: Better, target: Option<f64>, issue: &'static str) -> Workload {
@@ -60,6 +78,18 @@ const fn w(name: &'static str, better: Better, target: Option<f64>, issue: &'sta
         better,
         target,
         issue,
+        against: Against::CPython,
+    }
+}
+
+/// A row against a Rust peer.
+const fn peer(name: &'static str, peer: &'static str, better: Better, target: Option<f64>) -> Workload {
+    Workload {
+        name,
+        better,
+        target,
+        issue: "",
+        against: Against::Peer(peer),
     }
 }
 
@@ -78,7 +108,9 @@ const WORKLOADS: &[Workload] = &[
     w("lock_uncontended", Better::Lower, Some(3.0), "#5"),
     w("lock_contended_value_incr_2proc", Better::Higher, Some(5.0), "#5 #6"),
     w("array_child_sum_1M", Better::Lower, Some(20.0), "#6"),
-    w("pool_map_default_chunksize", Better::Higher, Some(5.0), "#9"),
+    w("array_child_sum_1M_guard", Better::Lower, Some(20.0), "#22"),
+    w("array_locked_update_256MiB", Better::Lower, Some(10.0), "#22"),
+    w("pool_map_default_chunksize", Better::Higher, Some(10.0), "#9"),
     w("pool_map_chunksize1", Better::Higher, Some(10.0), "#9"),
     w("pool_apply_async", Better::Higher, Some(10.0), "#9"),
     w("ppe_map_default_chunksize", Better::Higher, Some(20.0), "#9"),
@@ -88,6 +120,23 @@ const WORKLOADS: &[Workload] = &[
     w("manager_dict_get_from_child", Better::Lower, Some(3.0), "#8"),
     w("event_pingpong_rtt", Better::Lower, Some(1.0), "#5"),
     w("semaphore_pingpong_rtt", Better::Lower, Some(1.0), "#5"),
+    // Against Rust peers: 1.5x faster than procspawn given the same chunks
+    // by hand, and within 4x of two threads doing the work in-process.
+    peer("pool_map_100k_procspawn", "procspawn 1.0.2", Better::Lower, Some(1.5)),
+    peer(
+        "pool_map_100k_thread_scope",
+        "thread::scope floor",
+        Better::Lower,
+        Some(0.25),
+    ),
+    // Summing a shared Array through its guard: within 2x of summing a
+    // local Vec (#22).
+    peer(
+        "array_child_sum_1M_vec_floor",
+        "local Vec floor",
+        Better::Lower,
+        Some(0.5),
+    ),
 ];
 
 /// How long one run may take before it is killed.
@@ -163,12 +212,37 @@ impl Options {
     fn rounds(&self) -> usize {
         self.rounds.unwrap_or(if self.quick { 3 } else { 5 })
     }
+
+    /// Whether `--only` (if given) picks `w`.
+    fn chooses(&self, w: &Workload) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| w.name.contains(o.as_str()))
+    }
+}
+
+/// The programs of the three sides.
+struct Programs<'a> {
+    /// `mp-compare`: ours.
+    ours: &'a Path,
+    /// `workloads.py`: CPython's.
+    script: &'a Path,
+    /// `mp-peers`: the Rust peers'.
+    peers: &'a Path,
+}
+
+/// How the log names a side of `w`.
+fn side_name(side: Side, w: &Workload) -> &'static str {
+    match (side, w.against) {
+        (Side::Ours, _) => "Ours",
+        (Side::Other, Against::CPython) => "Python",
+        (Side::Other, Against::Peer(p)) => p,
+    }
 }
 
 /// One side of the comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
-    Python,
+    /// CPython, or the row's Rust peer.
+    Other,
     Ours,
 }
 
@@ -184,21 +258,19 @@ struct Run {
 struct Row {
     workload: &'static Workload,
     placement: Placement,
-    python: Vec<Run>,
+    /// CPython's runs, or the peer's.
+    other: Vec<Run>,
     ours: Vec<Run>,
 }
 
 impl Row {
     fn unit(&self) -> &str {
-        self.ours
-            .first()
-            .or(self.python.first())
-            .map_or("", |r| r.unit.as_str())
+        self.ours.first().or(self.other.first()).map_or("", |r| r.unit.as_str())
     }
 
     /// How many times faster ours is (medians).
     fn speedup(&self) -> Option<f64> {
-        let (py, ours) = (median(&self.python)?, median(&self.ours)?);
+        let (py, ours) = (median(&self.other)?, median(&self.ours)?);
         let s = match self.workload.better {
             Better::Lower => py / ours,
             Better::Higher => ours / py,
@@ -239,19 +311,31 @@ pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed
     )?;
     let ours = session.target_dir().join("release").join("mp-compare");
     let script = session.root().join("compare").join("python").join("workloads.py");
+    let peers = session.target_dir().join("release").join("mp-peers");
+    let with_peers = WORKLOADS
+        .iter()
+        .any(|w| matches!(w.against, Against::Peer(_)) && options.chooses(w));
+    if with_peers {
+        let manifest = session.root().join("benches").join("peers").join("Cargo.toml");
+        let mut cmd = session.cargo(["build", "--release", "--quiet", "--manifest-path"]);
+        cmd.arg(&manifest).arg("--target-dir").arg(session.target_dir());
+        session.run("build mp-peers (release; benches/peers, outside the workspace)", cmd)?;
+    }
+    let programs = Programs {
+        ours: &ours,
+        script: &script,
+        peers: &peers,
+    };
     let out_dir = session.target_dir().join("compare");
     let root = session.root().to_path_buf();
     session.step("compare", |_| {
         let machine = Machine::probe();
-        let chosen: Vec<&'static Workload> = WORKLOADS
-            .iter()
-            .filter(|w| options.only.is_empty() || options.only.iter().any(|o| w.name.contains(o.as_str())))
-            .collect();
+        let chosen: Vec<&'static Workload> = WORKLOADS.iter().filter(|w| options.chooses(w)).collect();
         if chosen.is_empty() {
             eprintln!("error: no workload matches {:?}", options.only);
             return Err(Failed);
         }
-        check_lists(&ours, &script)?;
+        check_lists(&programs, with_peers)?;
         println!(
             "    {} workloads x {} rounds x {} placement(s), {} mode; machine: {}",
             chosen.len(),
@@ -274,7 +358,7 @@ pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed
                 .map(|&workload| Row {
                     workload,
                     placement,
-                    python: Vec::new(),
+                    other: Vec::new(),
                     ours: Vec::new(),
                 })
                 .collect();
@@ -282,32 +366,38 @@ pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed
                 let round_mark = clock.mark();
                 for (i, row) in these.iter_mut().enumerate() {
                     let order = if (round + i) % 2 == 0 {
-                        [Side::Python, Side::Ours]
+                        [Side::Other, Side::Ours]
                     } else {
-                        [Side::Ours, Side::Python]
+                        [Side::Ours, Side::Other]
                     };
                     for side in order {
-                        let mut cmd = command(side, placement, &ours, &script, row.workload.name, options.quick);
+                        let mut cmd = command(side, placement, &programs, row.workload, options.quick);
                         let t0 = Instant::now();
                         match measure(&mut cmd, row.workload.name) {
                             Ok((value, unit)) => {
                                 let _ = writeln!(
                                     log,
-                                    "{}\t{}\t{}\t{side:?}\t{value}\t{unit}\t{:.3}",
+                                    "{}\t{}\t{}\t{}\t{value}\t{unit}\t{:.3}",
                                     placement.label(),
                                     round + 1,
                                     row.workload.name,
+                                    side_name(side, row.workload),
                                     t0.elapsed().as_secs_f64()
                                 );
                                 let run = Run { value, unit };
                                 match side {
-                                    Side::Python => row.python.push(run),
+                                    Side::Other => row.other.push(run),
                                     Side::Ours => row.ours.push(run),
                                 }
                             }
                             Err(e) => {
                                 failures += 1;
-                                eprintln!("error: {side:?} {} ({}): {e}", row.workload.name, placement.label());
+                                eprintln!(
+                                    "error: {} {} ({}): {e}",
+                                    side_name(side, row.workload),
+                                    row.workload.name,
+                                    placement.label()
+                                );
                             }
                         }
                     }
@@ -373,17 +463,32 @@ pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed
     })
 }
 
-/// Both programs must list the same workloads as this table.
-fn check_lists(ours: &Path, script: &Path) -> Result<(), Failed> {
-    let expected: Vec<&str> = WORKLOADS.iter().map(|w| w.name).collect();
-    for (who, mut cmd) in [
-        ("mp-compare", Command::new(ours)),
-        ("workloads.py", {
-            let mut c = Command::new("python3");
-            c.arg(script);
-            c
-        }),
-    ] {
+/// Each program must list its workloads as this table does: `mp-compare`
+/// all of them, `workloads.py` the rows against CPython, `mp-peers` (when
+/// built) the rows against Rust peers.
+fn check_lists(programs: &Programs<'_>, with_peers: bool) -> Result<(), Failed> {
+    let names =
+        |keep: fn(&Workload) -> bool| -> Vec<&str> { WORKLOADS.iter().filter(|w| keep(w)).map(|w| w.name).collect() };
+    let mut checks = vec![
+        ("mp-compare", Command::new(programs.ours), names(|_| true)),
+        (
+            "workloads.py",
+            {
+                let mut c = Command::new("python3");
+                c.arg(programs.script);
+                c
+            },
+            names(|w| w.against == Against::CPython),
+        ),
+    ];
+    if with_peers {
+        checks.push((
+            "mp-peers",
+            Command::new(programs.peers),
+            names(|w| w.against != Against::CPython),
+        ));
+    }
+    for (who, mut cmd, expected) in checks {
         let out = cmd.arg("--list").output().map_err(|e| {
             eprintln!("error: cannot run {who}: {e}");
             Failed
@@ -398,26 +503,24 @@ fn check_lists(ours: &Path, script: &Path) -> Result<(), Failed> {
     Ok(())
 }
 
-fn command(side: Side, placement: Placement, ours: &Path, script: &Path, name: &str, quick: bool) -> Command {
+fn command(side: Side, placement: Placement, programs: &Programs<'_>, w: &Workload, quick: bool) -> Command {
+    let program: &Path = match (side, w.against) {
+        (Side::Ours, _) => programs.ours,
+        (Side::Other, Against::CPython) => Path::new("python3"),
+        (Side::Other, Against::Peer(_)) => programs.peers,
+    };
     let mut cmd = match placement {
-        Placement::Unpinned => match side {
-            Side::Ours => Command::new(ours),
-            Side::Python => Command::new("python3"),
-        },
+        Placement::Unpinned => Command::new(program),
         Placement::Pinned => {
             let mut c = Command::new("taskset");
-            c.args(["-c", "0"]);
-            match side {
-                Side::Ours => c.arg(ours),
-                Side::Python => c.arg("python3"),
-            };
+            c.args(["-c", "0"]).arg(program);
             c
         }
     };
-    if side == Side::Python {
-        cmd.arg(script);
+    if side == Side::Other && w.against == Against::CPython {
+        cmd.arg(programs.script);
     }
-    cmd.arg(name);
+    cmd.arg(w.name);
     if quick {
         cmd.arg("--quick");
     }
@@ -626,24 +729,54 @@ fn times(s: Option<f64>) -> String {
     match s {
         None => "–".into(),
         Some(s) if s >= 10.0 => format!("{s:.0}×"),
+        Some(s) if s < 1.0 => format!("{s:.2}×"),
         Some(s) => format!("{s:.1}×"),
     }
 }
 
+/// The rows against CPython, then (if any) the rows against Rust peers in a
+/// table of their own.
 fn markdown_table(rows: &[Row], placements: &[Placement]) -> String {
-    let mut t = String::from("| workload | unit |");
-    let mut rule = String::from("|---|---|");
+    let mut t = String::new();
+    if rows.iter().any(|r| r.workload.against == Against::CPython) {
+        t.push_str(&one_table(rows, placements, false));
+    }
+    if rows.iter().any(|r| r.workload.against != Against::CPython) {
+        if !t.is_empty() {
+            t.push('\n');
+        }
+        t.push_str("Against other Rust crates (the other side is `benches/peers`'s `mp-peers`):\n\n");
+        t.push_str(&one_table(rows, placements, true));
+    }
+    t
+}
+
+fn one_table(rows: &[Row], placements: &[Placement], peers: bool) -> String {
+    let mut t = String::from(if peers {
+        "| workload | peer | unit |"
+    } else {
+        "| workload | unit |"
+    });
+    let mut rule = String::from(if peers { "|---|---|---|" } else { "|---|---|" });
+    let other = if peers { "peer" } else { "CPython" };
     for p in placements {
-        let _ = write!(t, " CPython, {0} | ours, {0} | speed-up, {0} |", p.label());
+        let _ = write!(t, " {other}, {0} | ours, {0} | speed-up, {0} |", p.label());
         rule.push_str("---:|---:|---:|");
     }
     t.push_str(" target | met |\n");
     rule.push_str("---:|:---:|\n");
     t.push_str(&rule);
-    for w in WORKLOADS {
+    for w in WORKLOADS.iter().filter(|w| (w.against != Against::CPython) == peers) {
         let mine: Vec<&Row> = rows.iter().filter(|r| r.workload.name == w.name).collect();
         let Some(first) = mine.first() else { continue };
-        let _ = write!(t, "| {} | {} |", w.name, first.unit());
+        match w.against {
+            Against::Peer(p) => {
+                let _ = write!(t, "| {} | {p} | {} |", w.name, first.unit());
+            }
+            Against::CPython => {
+                let _ = write!(t, "| {} | {} |", w.name, first.unit());
+            }
+        }
         let mut verdicts = Vec::new();
         for p in placements {
             match mine.iter().find(|r| r.placement == *p) {
@@ -651,7 +784,7 @@ fn markdown_table(rows: &[Row], placements: &[Placement]) -> String {
                     let _ = write!(
                         t,
                         " {} | {} | **{}** |",
-                        cell(&r.python),
+                        cell(&r.other),
                         cell(&r.ours),
                         times(r.speedup())
                     );
@@ -660,9 +793,11 @@ fn markdown_table(rows: &[Row], placements: &[Placement]) -> String {
                 None => t.push_str(" | | |"),
             }
         }
-        let target = w
-            .target
-            .map_or("–".into(), |x| format!("≥ {} ({})", times(Some(x)), w.issue));
+        let target = match (w.target, w.issue) {
+            (None, _) => "–".into(),
+            (Some(x), "") => format!("≥ {}", times(Some(x))),
+            (Some(x), issue) => format!("≥ {} ({issue})", times(Some(x))),
+        };
         let met = if verdicts.iter().all(|v| v.is_none()) {
             "–"
         } else if verdicts.iter().all(|v| *v == Some(true)) {
@@ -678,7 +813,8 @@ fn markdown_table(rows: &[Row], placements: &[Placement]) -> String {
 }
 
 const LEGEND: &str = "Each cell: median over the rounds (min–max). Speed-up: how many times faster ours is \
-     (CPython's time / ours, or our rate / CPython's). Target: what the issue asks for; \"partly\": \
+     (CPython's time / ours, or our rate / CPython's; for a row against a Rust peer, the peer's). Target: \
+     what the issue asks for (below 1×: at most that many times slower, as against a floor); \"partly\": \
      met under one placement only.";
 
 /// An SVG bar chart of the speed-ups: one group of bars per workload (one
@@ -701,8 +837,15 @@ fn chart(rows: &[Row], placements: &[Placement], subtitle: &str) -> String {
         .filter_map(Row::speedup)
         .chain(WORKLOADS.iter().filter_map(|w| w.target))
         .fold(10.0, f64::max);
-    let (lo, hi) = (0.5f64.log10(), (max * 1.5).log10());
-    let x = |v: f64| LABEL_W + (v.max(0.5).log10() - lo) / (hi - lo) * PLOT_W;
+    // From 0.5×, or lower for a target or figure below it (a floor's).
+    let min = rows
+        .iter()
+        .filter_map(Row::speedup)
+        .chain(WORKLOADS.iter().filter_map(|w| w.target))
+        .fold(0.5, f64::min)
+        .max(0.01);
+    let (lo, hi) = (min.log10(), (max * 1.5).log10());
+    let x = |v: f64| LABEL_W + (v.max(min).log10() - lo) / (hi - lo) * PLOT_W;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -711,7 +854,7 @@ fn chart(rows: &[Row], placements: &[Placement], subtitle: &str) -> String {
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="10" y="18" font-size="14" font-weight="bold">Speed-up over CPython's multiprocessing (log scale; higher is better)</text>"#
+        r#"<text x="10" y="18" font-size="14" font-weight="bold">Speed-up over CPython's multiprocessing, or the Rust peer named (log scale; higher is better)</text>"#
     );
     let _ = writeln!(s, r##"<text x="10" y="34" fill="#555">{}</text>"##, escape(subtitle));
     for (k, p) in placements.iter().enumerate() {
@@ -731,11 +874,11 @@ fn chart(rows: &[Row], placements: &[Placement], subtitle: &str) -> String {
         14.0 + 170.0 * placements.len() as f64
     );
     let bottom = TOP + group_h * names.len() as f64;
-    let mut tick = 1.0;
+    let mut tick = 10f64.powf(lo.floor());
     while tick <= 10f64.powf(hi) {
         for m in [1.0, 2.0, 5.0] {
             let v = tick * m;
-            if v >= 0.5 && v.log10() <= hi {
+            if v >= min && v.log10() <= hi {
                 let _ = writeln!(
                     s,
                     r##"<line x1="{0:.1}" y1="{TOP}" x2="{0:.1}" y2="{bottom}" stroke="{1}"/><text x="{0:.1}" y="{2}" text-anchor="middle" fill="#555">{v}×</text>"##,
@@ -863,7 +1006,7 @@ mod tests {
         let lower = Row {
             workload: &WORKLOADS[0],
             placement: Placement::Unpinned,
-            python: runs(&[2000.0]),
+            other: runs(&[2000.0]),
             ours: runs(&[100.0]),
         };
         assert_eq!(lower.speedup(), Some(20.0));
@@ -871,7 +1014,7 @@ mod tests {
         let higher = Row {
             workload: WORKLOADS.iter().find(|w| w.better == Better::Higher).unwrap(),
             placement: Placement::Pinned,
-            python: runs(&[100.0]),
+            other: runs(&[100.0]),
             ours: runs(&[250.0]),
         };
         assert_eq!(higher.speedup(), Some(2.5));
@@ -882,16 +1025,26 @@ mod tests {
     fn the_table_matches_workloads_md() {
         let md =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../compare/WORKLOADS.md")).unwrap();
-        let listed: Vec<(&str, &str)> = md
+        // (name, better, whether it is under the heading of the rows
+        // against Rust peers).
+        let mut peers = false;
+        let listed: Vec<(&str, &str, bool)> = md
             .lines()
             .filter_map(|l| {
+                peers |= l.starts_with("## Rows against Rust peers");
                 let f: Vec<&str> = l.split('|').map(str::trim).collect();
-                (f.len() > 4 && (f[3] == "lower" || f[3] == "higher")).then(|| (f[1], f[3]))
+                (f.len() > 4 && (f[3] == "lower" || f[3] == "higher")).then(|| (f[1], f[3], peers))
             })
             .collect();
-        let ours: Vec<(&str, &str)> = WORKLOADS
+        let ours: Vec<(&str, &str, bool)> = WORKLOADS
             .iter()
-            .map(|w| (w.name, if w.better == Better::Lower { "lower" } else { "higher" }))
+            .map(|w| {
+                (
+                    w.name,
+                    if w.better == Better::Lower { "lower" } else { "higher" },
+                    w.against != Against::CPython,
+                )
+            })
             .collect();
         assert_eq!(listed, ours);
     }
@@ -905,5 +1058,6 @@ mod tests {
         assert_eq!(num(0.0812), "0.081");
         assert_eq!(times(Some(12.4)), "12×");
         assert_eq!(times(Some(2.46)), "2.5×");
+        assert_eq!(times(Some(0.25)), "0.25×");
     }
 }

@@ -20,6 +20,15 @@
 //!   whose order depends on scheduling (several processes printing).
 //! - Otherwise lines are compared in order.
 //!
+//! # Examples that need a program
+//!
+//! An example listed in [`NEEDS`] runs only when its program is on `PATH`
+//! (`cluster_tour` starts its own `redis-server`); otherwise its step says
+//! `skipped: no <program>` and passes, and `bless` refuses it.
+//!
+//! `cargo xtask examples [<stem>...]` runs and checks the named examples (or
+//! all of them), as the last step of `cargo xtask test` does.
+//!
 //! `cargo xtask bless <stem>` (or `--all`) writes an example's current stdout
 //! to its expected file; put the `[..]` wildcards and `#unordered` in by hand
 //! afterwards where the output varies from run to run.
@@ -45,6 +54,25 @@ const UNORDERED: &str = "#unordered";
 
 /// The wildcard of an expected line.
 const WILDCARD: &str = "[..]";
+
+/// Examples that run only when a program is on `PATH`: (stem, program).
+const NEEDS: &[(&str, &str)] = &[("cluster_tour", "redis-server")];
+
+/// The program example `stem` needs that is not on `PATH`, if any.
+fn missing_program(stem: &str) -> Option<&'static str> {
+    let &(_, program) = NEEDS.iter().find(|(s, _)| *s == stem)?;
+    (!on_path(program)).then_some(program)
+}
+
+/// Whether an executable file `program` is in a directory of `PATH`.
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
 
 /// The stems of `examples/*.rs`, sorted.
 fn example_stems(root: &Path) -> Vec<String> {
@@ -73,10 +101,28 @@ fn build(session: &mut Session) -> Result<(), Failed> {
 /// The examples step of `cargo xtask test`: builds them, then runs and checks
 /// each one (all of them, even after a failure).
 pub(crate) fn test(session: &mut Session) -> Result<(), Failed> {
-    build(session)?;
+    run(session, &[])
+}
+
+/// `cargo xtask examples [<stem>...]`: builds the examples, then runs and
+/// checks the named ones (all when none is named), even after a failure.
+pub(crate) fn run(session: &mut Session, args: &[String]) -> Result<(), Failed> {
     let root = session.root().to_path_buf();
+    let all = example_stems(&root);
+    let stems: Vec<String> = if args.is_empty() {
+        all
+    } else {
+        let named: Vec<String> = args.iter().map(|arg| arg.trim_end_matches(".rs").to_owned()).collect();
+        if let Some(unknown) = named.iter().find(|stem| !all.contains(stem)) {
+            eprintln!("error: no example `examples/{unknown}.rs`");
+            eprintln!("       examples: {}", all.join(", "));
+            return Err(Failed);
+        }
+        named
+    };
+    build(session)?;
     let mut result = Ok(());
-    for stem in example_stems(&root) {
+    for stem in stems {
         let step = session.step(&format!("example {stem}"), |session| check(session, &stem));
         result = result.and(step);
     }
@@ -85,6 +131,10 @@ pub(crate) fn test(session: &mut Session) -> Result<(), Failed> {
 
 /// Runs one example and compares its stdout with the expected file.
 fn check(session: &Session, stem: &str) -> Result<(), Failed> {
+    if let Some(program) = missing_program(stem) {
+        println!("    skipped: no {program}");
+        return Ok(());
+    }
     let root = session.root();
     let expected_file = expected_path(root, stem);
     let output = run_example(session, stem)?;
@@ -141,6 +191,10 @@ pub(crate) fn bless(session: &mut Session, args: &[String]) -> Result<(), Failed
     if let Some(unknown) = stems.iter().find(|stem| !all.contains(stem)) {
         eprintln!("error: no example `examples/{unknown}.rs`");
         eprintln!("       examples: {}", all.join(", "));
+        return Err(Failed);
+    }
+    if let Some((stem, program)) = stems.iter().find_map(|s| Some((s, missing_program(s)?))) {
+        eprintln!("error: `{stem}` needs {program}, which is not on PATH; install it to bless `{stem}`");
         return Err(Failed);
     }
     build(session)?;
@@ -755,6 +809,15 @@ mod tests {
     fn captured_run_not_started() {
         let run = run_captured(Command::new("/nonexistent/example"), LONG, LONG);
         assert!(matches!(run.outcome, Outcome::NotStarted(_)), "{run:?}");
+    }
+
+    #[test]
+    fn programs_on_path() {
+        assert!(on_path("sh"));
+        assert!(!on_path("no-such-program-for-xtask"));
+        // Only the listed examples need anything.
+        assert_eq!(missing_program("tour"), None);
+        assert_eq!(missing_program("cluster_tour").is_some(), !on_path("redis-server"));
     }
 
     #[test]

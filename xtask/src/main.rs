@@ -6,6 +6,7 @@ mod chaos;
 mod compare;
 mod examples;
 mod lint;
+mod modules;
 mod test;
 mod tidy;
 mod util;
@@ -31,6 +32,14 @@ tasks:
   tidy                `//!` headers, `unsafe` only in crates/sys with
                       `// SAFETY:` comments and `# Safety` docs,
                       #![forbid(unsafe_code)] in the other crates
+  examples [<name>...]
+                      run the examples (all, or the named ones) and check
+                      their stdout against examples/expected/<name>.stdout;
+                      cluster_tour needs redis-server on PATH (skipped
+                      otherwise)
+  modules [crate...]  each crate's module graph from its `crate::` paths, in
+                      layers bottom first; fails on an import circle (tidy
+                      runs the same check on every crate)
   bless <name>...|--all
                       run examples and record their stdout as
                       examples/expected/<name>.stdout
@@ -73,7 +82,9 @@ fn main() -> ExitCode {
         "lint" if rest.is_empty() => lint::run(&mut session),
         "tidy" if rest.is_empty() => tidy::run(&mut session),
         "lint" | "tidy" => return usage_error(&format!("`{task}` takes no arguments")),
+        "examples" => examples::run(&mut session, rest),
         "bless" => examples::bless(&mut session, rest),
+        "modules" => modules::run(&mut session, rest),
         "bench" => bench::run(&mut session, rest),
         "chaos" => chaos::run(&mut session, rest),
         "compare" => match compare::Options::parse(rest) {

@@ -1,9 +1,11 @@
 //! `cargo xtask test [--quick] [--no-examples]`: everything CI checks, in order.
 //!
 //! 1. lint (fmt, clippy, tidy), unless `--quick`;
-//! 2. unit and integration tests of every crate (`--lib --bins --tests`);
+//! 2. unit and integration tests of every crate (`--lib --bins --tests`),
+//!    the cross-crate suite aside;
 //! 3. doctests;
-//! 4. the cross-crate integration suite once per start method, with
+//! 4. the cross-crate integration suite (CPython's ported tests included)
+//!    once per start method, with
 //!    `MP_START_METHOD` set to `fork`, `spawn` and `forkserver`;
 //! 5. the chaos suite (`cargo xtask chaos`);
 //! 6. a smoke run of the criterion benches (each bench once, in test mode);
@@ -48,7 +50,18 @@ pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed
         lint::run(session)?;
     }
 
-    let mut unit = session.cargo(["test", "--workspace", "--lib", "--bins", "--tests", "--no-fail-fast"]);
+    // The integration suite runs below, once per start method; here it
+    // would only repeat the fork-server run.
+    let mut unit = session.cargo([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tests-integration",
+        "--lib",
+        "--bins",
+        "--tests",
+        "--no-fail-fast",
+    ]);
     unit.env("RUST_BACKTRACE", "1");
     session.run("unit and crate tests", unit)?;
 

@@ -30,8 +30,9 @@ pub enum CodecError {
     /// protocol.
     #[error("corrupt frame: {0}")]
     Corrupt(String),
-    /// A frame is larger than the limit. Raise [`Limits::max_frame_len`]
-    /// (crate::Limits::max_frame_len) if such messages are expected.
+    /// A frame is larger than the limit. Raise
+    /// [`Limits::max_frame_len`](crate::Limits::max_frame_len) if such
+    /// messages are expected.
     #[error("frame of {len} bytes is over the limit of {max} bytes")]
     TooLarge {
         /// The frame's payload length.
@@ -57,11 +58,13 @@ pub enum CodecError {
         max: usize,
     },
     /// The value could not be encoded (a serde error, or a handle that could
-    /// not be duplicated).
+    /// not be duplicated). A `Serialize` impl's own message (its
+    /// `Error::custom`) is kept word for word.
     #[error("cannot encode the value: {0}")]
     Encode(String),
     /// The payload is not a valid encoding of the requested type: a value of
-    /// another type, or corrupt bytes (in sync).
+    /// another type, or corrupt bytes, or a `Deserialize` impl refused it
+    /// (its `Error::custom` message is kept word for word) (in sync).
     #[error("cannot decode the frame: {0}")]
     Decode(String),
     /// A handle's descriptor is missing or was claimed twice, or descriptors

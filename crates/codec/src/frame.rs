@@ -12,10 +12,13 @@
 use std::os::fd::OwnedFd;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
 
+use serde::de::{DeserializeOwned, DeserializeSeed};
+
+use crate::capture;
 use crate::error::CodecError;
-use crate::handle;
+use crate::{handle, reader, writer};
 
 /// Bytes in a frame header.
 pub const HEADER_LEN: usize = 12;
@@ -383,6 +386,54 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Resul
     r
 }
 
+/// [`encode_into`] in a variant of the format with every integer and
+/// length at its full width (little-endian, two's complement), not as a
+/// varint: a third to a half of the work per integer, for more bytes.
+/// Read it with [`decode_payload_fixed`]; it is not postcard's format, so
+/// only for a peer that reads it so (the pool's chunks of items, between
+/// processes of one binary). A value too big for the frame's buffer is
+/// written again into one twice as large (no measuring pass).
+///
+/// ```
+/// let mut f = mp_codec::Frame::new();
+/// mp_codec::encode_into_fixed(&vec![1u64, 1 << 40], &mut f)?;
+/// assert_eq!(f.payload().len(), 8 + 2 * 8);
+/// # Ok::<(), mp_codec::CodecError>(())
+/// ```
+pub fn encode_into_fixed<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result<(), CodecError> {
+    frame.fds.clear();
+    frame.kind = FrameKind::Value;
+    let r = encode_payload_fixed(value, frame);
+    if r.is_err() {
+        frame.buf.clear();
+        frame.end = 0;
+        frame.fds.clear();
+    }
+    r
+}
+
+fn encode_payload_fixed<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result<(), CodecError> {
+    if frame.buf.len() < HEADER_LEN + SMALL {
+        frame.buf.resize(HEADER_LEN + SMALL, 0);
+    }
+    loop {
+        let (written, pass) =
+            handle::collecting(|| writer::to_slice_as::<true, T>(value, &mut frame.buf[HEADER_LEN..]));
+        match written {
+            Ok(n) => return finish(frame, n, pass),
+            Err(postcard::Error::SerializeBufferFull) => {
+                let len = frame.buf.len() - HEADER_LEN;
+                let next = len.saturating_mul(2).min(u32::MAX as usize);
+                if next <= len {
+                    return check_len(len.saturating_add(1));
+                }
+                frame.buf.resize(HEADER_LEN + next, 0);
+            }
+            Err(e) => return Err(encode_failure(value, e, pass.error)),
+        }
+    }
+}
+
 /// Payloads up to this size are encoded in one pass.
 const SMALL: usize = 256;
 
@@ -392,20 +443,20 @@ const SMALL: usize = 256;
 /// `Vec` one element at a time measured 20 times slower.
 fn encode_payload<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result<(), CodecError> {
     // Small values (the common case) are written in one pass into a window of
-    // SMALL bytes; only a value that does not fit is measured first.
+    // SMALL bytes, or of the whole buffer a reused frame already has (so a
+    // frame that carries messages of similar sizes measures only the first);
+    // only a value that does not fit is measured first.
     if frame.buf.len() < HEADER_LEN + SMALL {
         frame.buf.resize(HEADER_LEN + SMALL, 0);
     }
-    let (written, pass) = handle::collecting(|| {
-        postcard::to_slice(value, &mut frame.buf[HEADER_LEN..HEADER_LEN + SMALL]).map(|out| out.len())
-    });
+    let (written, pass) = handle::collecting(|| writer::to_slice(value, &mut frame.buf[HEADER_LEN..]));
     match written {
         Ok(n) => return finish(frame, n, pass),
         Err(postcard::Error::SerializeBufferFull) => {} // Too big: measure, then write.
-        Err(e) => return Err(CodecError::Encode(pass.error.unwrap_or_else(|| e.to_string()))),
+        Err(e) => return Err(encode_failure(value, e, pass.error)),
     }
     let (size, pass) = handle::counting(|| postcard::experimental::serialized_size(value));
-    let size = size.map_err(|e| CodecError::Encode(pass.error.unwrap_or_else(|| e.to_string())))?;
+    let size = size.map_err(|e| encode_failure(value, e, pass.error))?;
     check_len(size)?;
     check_fds(pass.put)?;
     // Stale bytes from an earlier use are overwritten below: only growth is
@@ -413,16 +464,38 @@ fn encode_payload<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result
     if frame.buf.len() < HEADER_LEN + size {
         frame.buf.resize(HEADER_LEN + size, 0);
     }
-    let (written, mut pass) = handle::collecting(|| {
-        postcard::to_slice(value, &mut frame.buf[HEADER_LEN..HEADER_LEN + size]).map(|out| out.len())
-    });
-    let written = written.map_err(|e| CodecError::Encode(pass.error.take().unwrap_or_else(|| e.to_string())))?;
+    let (written, mut pass) =
+        handle::collecting(|| writer::to_slice(value, &mut frame.buf[HEADER_LEN..HEADER_LEN + size]));
+    let written = written.map_err(|e| encode_failure(value, e, pass.error.take()))?;
     if written != size {
         return Err(CodecError::Encode(format!(
             "the value serialized to {size} bytes, then to {written}: its Serialize impl is not deterministic"
         )));
     }
     finish(frame, size, pass)
+}
+
+/// The error of a failed encode: a handle's message, else the `Serialize`
+/// impl's own, else postcard's.
+///
+/// postcard replaces what a `Serialize` impl passes to `Error::custom` with
+/// one fixed text. Reading the message through [`capture`] on every encode
+/// would cost encodes that succeed up to three times their time (the
+/// wrapper keeps the compiler from turning a sequence into a copy), so the
+/// value is serialized a second time, through it, only when it has failed:
+/// `Serialize` takes `&self`, and handles only count in this pass.
+#[cold]
+fn encode_failure<T: Serialize + ?Sized>(value: &T, e: postcard::Error, handle_error: Option<String>) -> CodecError {
+    if let Some(m) = handle_error {
+        return CodecError::Encode(m);
+    }
+    if e == postcard::Error::SerdeSerCustom {
+        let (again, _) = handle::counting(|| capture::serialize(value, postcard::ser_flavors::Size::default()));
+        if let Err(capture::Error::Custom(m)) = again {
+            return CodecError::Encode(m);
+        }
+    }
+    CodecError::Encode(e.to_string())
 }
 
 /// Completes a frame whose payload of `len` bytes is in place.
@@ -480,8 +553,29 @@ pub fn decode<T: DeserializeOwned>(frame: Frame) -> Result<T, CodecError> {
 /// # Ok::<(), mp_codec::CodecError>(())
 /// ```
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) -> Result<T, CodecError> {
+    // The descriptors of a frame that carries them are gone after one pass
+    // (to handles that were dropped), so such a frame is decoded through
+    // `capture` at once, which keeps a `Deserialize` impl's own message.
+    if !fds.is_empty() {
+        return decode_captured::<T>(payload, fds);
+    }
+    match decode_payload_as::<false, _>(payload, fds, PhantomData::<T>) {
+        Err(CodecError::Decode(m)) if m == CUSTOM_LOST => {
+            Err(CodecError::Decode(decode_message(&decode_again::<T>(payload))))
+        }
+        r => r,
+    }
+}
+
+/// What a decode error says when a `Deserialize` impl's own message could
+/// not be read back (postcard's fixed text for `Error::custom`).
+const CUSTOM_LOST: &str = "a Deserialize impl failed (Error::custom)";
+
+/// [`decode_payload`] through [`capture`] (postcard's reader wrapped so it
+/// keeps `Error::custom` messages), with the same checks.
+fn decode_captured<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) -> Result<T, CodecError> {
     let nfds = fds.len();
-    let (r, pass) = handle::supplying(fds, || postcard::take_from_bytes::<T>(payload));
+    let (r, pass) = handle::supplying(fds, || capture::take_from_bytes::<T>(payload));
     let unclaimed = pass.fds.iter().flatten().count();
     if let Some(msg) = pass.error {
         return Err(CodecError::Handle(msg));
@@ -502,8 +596,134 @@ pub fn decode_payload<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) ->
     Ok(value)
 }
 
-fn decode_message(e: &postcard::Error) -> String {
+/// [`decode_payload`] through a serde [`DeserializeSeed`]: the seed decides
+/// where the value goes (say, appended to a vector the caller already
+/// holds, instead of a new one). The same checks and errors as
+/// [`decode_payload`].
+///
+/// ```
+/// use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+/// /// Appends a sequence of `u32` to the vector it holds.
+/// struct Append<'a>(&'a mut Vec<u32>);
+/// impl<'de> DeserializeSeed<'de> for Append<'_> {
+///     type Value = ();
+///     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+///         d.deserialize_seq(self)
+///     }
+/// }
+/// impl<'de> Visitor<'de> for Append<'_> {
+///     type Value = ();
+///     fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("a sequence")
+///     }
+///     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+///         while let Some(x) = seq.next_element()? {
+///             self.0.push(x);
+///         }
+///         Ok(())
+///     }
+/// }
+/// let mut all = vec![1u32];
+/// let f = mp_codec::encode(&vec![2u32, 3])?;
+/// mp_codec::decode_payload_seed(f.payload(), Vec::new(), Append(&mut all))?;
+/// assert_eq!(all, [1, 2, 3]);
+/// # Ok::<(), mp_codec::CodecError>(())
+/// ```
+pub fn decode_payload_seed<'de, S: DeserializeSeed<'de>>(
+    payload: &'de [u8],
+    fds: Vec<OwnedFd>,
+    seed: S,
+) -> Result<S::Value, CodecError> {
+    decode_payload_as::<false, S>(payload, fds, seed)
+}
+
+/// [`decode_payload`] for a payload written by [`encode_into_fixed`].
+///
+/// ```
+/// let mut f = mp_codec::Frame::new();
+/// mp_codec::encode_into_fixed(&(7u64, -1i32, "x"), &mut f)?;
+/// assert_eq!(f.payload().len(), 8 + 4 + 8 + 1);
+/// let v: (u64, i32, String) = mp_codec::decode_payload_fixed(f.payload(), Vec::new())?;
+/// assert_eq!(v, (7, -1, "x".to_string()));
+/// # Ok::<(), mp_codec::CodecError>(())
+/// ```
+pub fn decode_payload_fixed<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) -> Result<T, CodecError> {
+    decode_payload_as::<true, _>(payload, fds, PhantomData::<T>)
+}
+
+/// [`decode_payload_seed`] for a payload written by [`encode_into_fixed`].
+///
+/// ```
+/// use std::marker::PhantomData;
+/// let mut f = mp_codec::Frame::new();
+/// mp_codec::encode_into_fixed(&[3u16, 4], &mut f)?;
+/// let v: [u16; 2] = mp_codec::decode_payload_seed_fixed(f.payload(), Vec::new(), PhantomData)?;
+/// assert_eq!(v, [3, 4]);
+/// # Ok::<(), mp_codec::CodecError>(())
+/// ```
+pub fn decode_payload_seed_fixed<'de, S: DeserializeSeed<'de>>(
+    payload: &'de [u8],
+    fds: Vec<OwnedFd>,
+    seed: S,
+) -> Result<S::Value, CodecError> {
+    decode_payload_as::<true, S>(payload, fds, seed)
+}
+
+fn decode_payload_as<'de, const FIXED: bool, S: DeserializeSeed<'de>>(
+    payload: &'de [u8],
+    fds: Vec<OwnedFd>,
+    seed: S,
+) -> Result<S::Value, CodecError> {
+    let nfds = fds.len();
+    let (r, pass) = handle::supplying(fds, || {
+        let mut de = reader::Reader::<FIXED>::new(payload);
+        seed.deserialize(&mut de).map(|v| (v, de.rest().len()))
+    });
+    let unclaimed = pass.fds.iter().flatten().count();
+    if let Some(msg) = pass.error {
+        return Err(CodecError::Handle(msg));
+    }
+    let (value, rest) = match r {
+        Ok(v) => v,
+        // The reader keeps postcard's errors, which replace a `Deserialize`
+        // impl's `Error::custom` message with one fixed text: the caller that
+        // knows the type reads it again (`decode_payload`).
+        Err(postcard::Error::SerdeDeCustom) => return Err(CodecError::Decode(CUSTOM_LOST.into())),
+        Err(e) => return Err(CodecError::Decode(decode_message(&capture::Error::Inner(e)))),
+    };
+    if rest > 0 {
+        return Err(CodecError::Decode(format!(
+            "{rest} bytes left over after the value: the frame holds a different type"
+        )));
+    }
+    if unclaimed > 0 {
+        return Err(CodecError::Handle(format!(
+            "the frame carried {nfds} file descriptors but the value claimed {}",
+            nfds - unclaimed
+        )));
+    }
+    Ok(value)
+}
+
+/// Decodes a payload without descriptors again, through [`capture`], for
+/// the message of a custom error that postcard dropped.
+#[cold]
+fn decode_again<T: DeserializeOwned>(payload: &[u8]) -> capture::Error<postcard::Error> {
+    let (again, _) = handle::supplying(Vec::new(), || capture::take_from_bytes::<T>(payload));
+    match again {
+        Err(e) => e,
+        // A `Deserialize` impl that failed once and not twice.
+        Ok(_) => capture::Error::Inner(postcard::Error::SerdeDeCustom),
+    }
+}
+
+fn decode_message(e: &capture::Error<postcard::Error>) -> String {
     use postcard::Error as E;
+    let e = match e {
+        // What a `Deserialize` impl said, word for word.
+        capture::Error::Custom(m) => return m.clone(),
+        capture::Error::Inner(e) => e,
+    };
     let hint = match e {
         E::DeserializeUnexpectedEnd => "the payload ended early: wrong type or a truncated frame",
         E::DeserializeBadVarint

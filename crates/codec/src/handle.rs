@@ -64,8 +64,8 @@ thread_local! {
     static FAILED: Cell<bool> = const { Cell::new(false) };
     /// Collect: the duplicates; Supply: the frame's descriptors, `None` once taken.
     static FDS: RefCell<Vec<Option<OwnedFd>>> = const { RefCell::new(Vec::new()) };
-    /// The first handle error, kept because postcard drops the messages of
-    /// custom serde errors.
+    /// The first handle error, kept apart so that the encode or decode
+    /// reports it as a handle error, whatever the value's impls made of it.
     static ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
@@ -343,9 +343,10 @@ pub fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Err
 }
 
 /// A deserialization error for a handle whose descriptor arrived but does not
-/// describe what the type expects (a region of another kind, say). The message
-/// is kept for the [`CodecError::Handle`](crate::CodecError::Handle) that the
-/// decode returns, since postcard drops custom error messages.
+/// describe what the type expects (a region of another kind, say). The decode
+/// returns it as a [`CodecError::Handle`](crate::CodecError::Handle) with this
+/// message (another `Error::custom` is a
+/// [`CodecError::Decode`](crate::CodecError::Decode) with its message).
 ///
 /// ```
 /// #[derive(Debug)]
@@ -455,5 +456,27 @@ impl<'de> Deserialize<'de> for Fd {
 impl AsFd for Fd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.0.as_fd()
+    }
+}
+
+/// A borrowed descriptor that serializes as a handle: the sending half of
+/// [`Fd`], for a handle type that writes its descriptors into a wire struct
+/// without giving them up (decode the field as [`Fd`] or with [`fd`]).
+///
+/// ```
+/// use std::os::fd::AsFd;
+/// let (r, _w) = std::io::pipe()?;
+/// let frame = mp_codec::encode(&mp_codec::handle::FdRef(r.as_fd()))?;
+/// assert_eq!(frame.fds().len(), 1);
+/// let mp_codec::Fd(copy) = mp_codec::decode(frame)?;
+/// # drop(copy);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct FdRef<'a>(pub BorrowedFd<'a>);
+
+impl Serialize for FdRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serialize_fd(self.0, s)
     }
 }

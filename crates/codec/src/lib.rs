@@ -37,6 +37,31 @@
 //! [`Limits`] before allocating, so a truncated, corrupt or oversized frame is
 //! an error, never a panic, a hang on garbage, or a huge allocation.
 //!
+//! # Error messages
+//!
+//! postcard turns what a `Serialize` or `Deserialize` impl passes to serde's
+//! `Error::custom` into one fixed text ("Serde Serialization Error"). The
+//! codec keeps the impl's own words in [`CodecError::Encode`] and
+//! [`CodecError::Decode`]: a failed value is serialized (or its bytes
+//! decoded) a second time through an adapter that records the message, so
+//! values that succeed cost what postcard costs. A frame that carries
+//! descriptors is decoded through the adapter at once, since they are gone
+//! after the first pass.
+//!
+//! ```
+//! struct Unlucky(u32);
+//! impl serde::Serialize for Unlucky {
+//!     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+//!         if self.0 == 13 {
+//!             return Err(serde::ser::Error::custom("13 is unlucky"));
+//!         }
+//!         s.serialize_u32(self.0)
+//!     }
+//! }
+//! let err = mp_codec::encode(&[Unlucky(1), Unlucky(13)]).unwrap_err();
+//! assert_eq!(err.to_string(), "cannot encode the value: 13 is unlucky");
+//! ```
+//!
 //! # Why postcard
 //!
 //! Measured on this project's 2-core VM (criterion medians, rustc 1.95,
@@ -79,14 +104,20 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod capture;
 mod error;
+#[cfg(test)]
+mod fixtures;
 mod frame;
 pub mod handle;
+mod reader;
 mod wire;
+mod writer;
 
 pub use error::CodecError;
 pub use frame::{
-    DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, HEADER_LEN, Header, Limits, decode, decode_payload, encode, encode_into,
+    DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, HEADER_LEN, Header, Limits, decode, decode_payload, decode_payload_fixed,
+    decode_payload_seed, decode_payload_seed_fixed, encode, encode_into, encode_into_fixed,
 };
 pub use handle::Fd;
 pub use wire::{

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::CodecError;
 use crate::frame::{self, Frame, FrameKind, HEADER_LEN, Header, Limits};
+use mp_sys::time::Deadline;
 
 /// Writes `frame` to the stream socket `sock`: all its bytes, with its
 /// descriptors attached to the first. Waits for room if the socket is
@@ -103,7 +104,7 @@ pub fn send_bytes(sock: BorrowedFd<'_>, data: &[u8], limits: &Limits) -> Result<
 /// ```
 /// use std::time::{Duration, Instant};
 /// let forever = mp_codec::Wait::default();
-/// let bounded = mp_codec::Wait { deadline: Some(Instant::now() + Duration::from_secs(1)), ..forever };
+/// let bounded = mp_codec::Wait { deadline: mp_sys::time::Deadline::after(Duration::from_secs(1)).instant(), ..forever };
 /// # drop(bounded);
 /// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -168,7 +169,7 @@ pub fn recv_header(sock: BorrowedFd<'_>, limits: &Limits, wait: Wait) -> Result<
             && !wait.spin.is_zero()
             && match spin_until {
                 None => {
-                    spin_until = Instant::now().checked_add(wait.spin);
+                    spin_until = Deadline::after(wait.spin).instant();
                     true
                 }
                 Some(until) => Instant::now() < until,

@@ -310,7 +310,7 @@ fn header_and_payload_read_apart_with_deadlines() {
     // Nothing comes: Timeout, nothing consumed; spinning first changes nothing.
     let soon = Wait {
         spin: Duration::from_micros(100),
-        deadline: Some(Instant::now() + Duration::from_millis(20)),
+        deadline: mp_sys::time::Deadline::after(Duration::from_millis(20)).instant(),
     };
     assert!(matches!(
         mp_codec::recv_header(b.as_fd(), &Limits::default(), soon),
@@ -320,7 +320,7 @@ fn header_and_payload_read_apart_with_deadlines() {
     fd::write(a.as_fd(), &mp_codec::encode(&1u8).unwrap().as_bytes()[..5]).unwrap();
     let soon = Wait {
         spin: Duration::ZERO,
-        deadline: Some(Instant::now() + Duration::from_millis(20)),
+        deadline: mp_sys::time::Deadline::after(Duration::from_millis(20)).instant(),
     };
     let e = mp_codec::recv_header(b.as_fd(), &Limits::default(), soon).unwrap_err();
     assert!(matches!(e, CodecError::Stalled { expected: 12, got: 5 }), "{e:?}");
@@ -334,7 +334,7 @@ fn header_and_payload_read_apart_with_deadlines() {
         b.as_fd(),
         head.header.len,
         &mut v,
-        Some(Instant::now() + Duration::from_millis(20)),
+        mp_sys::time::Deadline::after(Duration::from_millis(20)).instant(),
     )
     .unwrap_err();
     assert!(matches!(e, CodecError::Stalled { .. }), "{e:?}");
@@ -396,4 +396,166 @@ fn a_peer_that_closes_with_bytes_unread_ends_the_stream_after_its_frames() {
     drop(b);
     let e = mp_codec::recv_frame(a.as_fd(), &Limits::default()).unwrap_err();
     assert!(matches!(e, CodecError::Truncated { got: 50, .. }), "{e:?}");
+}
+
+/// Serializes as a `u32`, but refuses 13 with its own message.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Unlucky(u32);
+
+impl Serialize for Unlucky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            return Err(serde::ser::Error::custom("13 is unlucky"));
+        }
+        s.serialize_u32(self.0)
+    }
+}
+
+/// Deserializes from a `u32`, but refuses 7 with its own message.
+#[derive(Debug, PartialEq, Serialize)]
+struct Picky(u32);
+
+impl<'de> Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n == 7 {
+            return Err(serde::de::Error::custom("7 is not welcome"));
+        }
+        Ok(Picky(n))
+    }
+}
+
+/// Refuses odd numbers through `try_from`: serde reports the `TryFrom`
+/// error as a custom one.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "u64")]
+struct Even(u64);
+
+impl TryFrom<u64> for Even {
+    type Error = String;
+    fn try_from(n: u64) -> Result<Self, String> {
+        if n.is_multiple_of(2) {
+            Ok(Even(n))
+        } else {
+            Err(format!("{n} is odd"))
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Holder<T> {
+    Plain(T),
+    Boxed { inner: Option<Box<T>> },
+}
+
+fn encode_error(r: Result<Frame, CodecError>) -> String {
+    match r {
+        Err(CodecError::Encode(m)) => m,
+        other => panic!("not an encode error: {other:?}"),
+    }
+}
+
+#[test]
+fn a_serialize_impls_message_is_kept_at_every_depth() {
+    let msg = encode_error(mp_codec::encode(&Unlucky(13)));
+    assert!(msg.contains("13 is unlucky"), "{msg}");
+    // Nested in an option, a tuple, a map, an enum variant.
+    let nested = (1u8, Some(vec![Unlucky(1), Unlucky(13)]));
+    assert!(encode_error(mp_codec::encode(&nested)).contains("13 is unlucky"));
+    let map: BTreeMap<String, Holder<Unlucky>> = [
+        ("a".to_string(), Holder::Plain(Unlucky(1))),
+        (
+            "b".to_string(),
+            Holder::Boxed {
+                inner: Some(Box::new(Unlucky(13))),
+            },
+        ),
+    ]
+    .into();
+    assert!(encode_error(mp_codec::encode(&map)).contains("13 is unlucky"));
+    // A value too big for one pass fails in the measuring pass.
+    let big: Vec<Unlucky> = (0..1000).map(|i| Unlucky(if i == 999 { 13 } else { 1 })).collect();
+    assert!(encode_error(mp_codec::encode(&big)).contains("13 is unlucky"));
+    // Into a reused frame as well; the frame works afterwards.
+    let mut f = Frame::new();
+    let e = mp_codec::encode_into(&[Unlucky(13)], &mut f).unwrap_err();
+    assert!(e.to_string().contains("cannot encode the value: 13 is unlucky"), "{e}");
+    mp_codec::encode_into(&[Unlucky(2)], &mut f).unwrap();
+    assert_eq!(mp_codec::decode::<[Unlucky; 1]>(f).unwrap(), [Unlucky(2)]);
+}
+
+#[test]
+fn a_deserialize_impls_message_is_kept_at_every_depth() {
+    let decode_error = |f: Frame| -> String {
+        match mp_codec::decode::<(String, Vec<Holder<Picky>>)>(f) {
+            Err(CodecError::Decode(m)) => m,
+            other => panic!("not a decode error: {other:?}"),
+        }
+    };
+    let f = mp_codec::encode(&Picky(7)).unwrap();
+    let e = mp_codec::decode::<Picky>(f).unwrap_err();
+    assert!(
+        matches!(&e, CodecError::Decode(m) if m.contains("7 is not welcome")),
+        "{e}"
+    );
+    let v = (
+        "x".to_string(),
+        vec![
+            Holder::Plain(Picky(1)),
+            Holder::Boxed {
+                inner: Some(Box::new(Picky(7))),
+            },
+        ],
+    );
+    let m = decode_error(mp_codec::encode(&v).unwrap());
+    assert!(m.contains("7 is not welcome"), "{m}");
+    // serde's own messages: a TryFrom refusal, an unknown variant index.
+    let e = mp_codec::decode::<Vec<Even>>(mp_codec::encode(&vec![2u64, 3]).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("3 is odd"), "{e}");
+    let e = mp_codec::decode::<Holder<u8>>(mp_codec::encode(&(5u32, 1u8)).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("expected variant index"), "{e}");
+    // Postcard's own errors keep their words and hints.
+    let e = mp_codec::decode::<(u32, u32)>(mp_codec::encode(&1u8).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("ended early"), "{e}");
+    // Values that decode are untouched: borrowed-looking types, options,
+    // maps, enums, and the sample.
+    let s = sample();
+    assert_eq!(
+        mp_codec::decode::<Everything>(mp_codec::encode(&s).unwrap()).unwrap(),
+        s
+    );
+    let e = vec![Even(2), Even(4)];
+    assert_eq!(
+        mp_codec::decode::<Vec<Even>>(mp_codec::encode(&vec![2u64, 4]).unwrap()).unwrap(),
+        e
+    );
+}
+
+#[test]
+fn a_serialize_impls_message_crosses_a_socket_send() {
+    let (a, _b) = socketpair(SocketKind::Stream).unwrap();
+    let e = mp_codec::send(a.as_fd(), &vec![Unlucky(13)]).unwrap_err();
+    assert!(e.to_string().contains("13 is unlucky"), "{e}");
+}
+
+#[test]
+fn frames_with_handles_keep_deserialize_messages_and_decode_every_shape() {
+    // A frame carrying descriptors decodes through the message-keeping
+    // adapter at once: every shape must come through it unchanged.
+    let s = sample();
+    let f = mp_codec::encode(&(Fd(pipe_fd()), s.clone(), Some(Fd(pipe_fd())))).unwrap();
+    assert_eq!(f.fds().len(), 2);
+    let (_a, back, b): (Fd, Everything, Option<Fd>) = mp_codec::decode(f).unwrap();
+    assert_eq!(back, s);
+    assert!(b.is_some());
+    let f = mp_codec::encode(&(Fd(pipe_fd()), vec![Picky(2), Picky(7)])).unwrap();
+    let e = mp_codec::decode::<(Fd, Vec<Picky>)>(f).unwrap_err();
+    assert!(
+        matches!(&e, CodecError::Decode(m) if m.contains("7 is not welcome")),
+        "{e}"
+    );
+    // Handle errors stay handle errors.
+    let f = mp_codec::encode(&(Fd(pipe_fd()), 1u8)).unwrap();
+    let e = mp_codec::decode::<(Fd, Fd)>(f).unwrap_err();
+    assert!(matches!(e, CodecError::Handle(_)), "{e}");
 }

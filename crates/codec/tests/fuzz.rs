@@ -155,7 +155,7 @@ fn mutated_streams_through_a_socket_end_in_errors_not_hangs() {
         let writer = std::thread::spawn(move || {
             let _ = mp_sys::fd::write_all(a.as_fd(), &stream);
         });
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = mp_sys::time::Deadline::nap(Duration::from_secs(10));
         loop {
             let r = mp_codec::recv_frame_timeout(b.as_fd(), &limits, Duration::from_secs(10))
                 .and_then(mp_codec::decode::<Msg>);

@@ -2,9 +2,11 @@
 //! HMAC-SHA256 challenge and response, in both directions.
 //!
 //! Every message is an mp-codec raw-bytes frame of at most [`MAX_MESSAGE`]
-//! bytes, read with a deadline of [`HANDSHAKE_TIMEOUT`] for the whole
-//! handshake, so a peer that sends garbage, too much, or nothing cannot make
-//! either side allocate, hang or panic.
+//! bytes, so a peer that sends garbage, too much, or nothing cannot make
+//! either side allocate, hang or panic. The client reads with a deadline of
+//! [`CLIENT_TIMEOUT`] for its whole handshake; the server's side is a
+//! [`ServerHandshake`] that never blocks: the listener drives many of them
+//! at once from one poll set, each with its own deadline.
 //!
 //! ```text
 //! server -> client   "#MP-CHALLENGE/1#" ++ Ns        (Ns: 32 random bytes)
@@ -24,11 +26,13 @@
 //! shape, as two one-way challenges; this one saves a round trip by sending
 //! the client's challenge with its answer.
 
+use std::io;
 use std::os::fd::BorrowedFd;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
-use mp_codec::{FrameKind, Incoming, Limits, Wait};
+use mp_codec::{FrameKind, HEADER_LEN, Header, Incoming, Limits, Wait};
+use mp_sys::time::Deadline;
 use sha2::Sha256;
 
 use crate::error::ConnectionError;
@@ -36,8 +40,10 @@ use crate::error::ConnectionError;
 /// The longest handshake message accepted.
 pub(crate) const MAX_MESSAGE: usize = 256;
 
-/// How long a whole handshake may take before the side waiting gives up.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a client's whole handshake may take. It begins when the
+/// client connects, and the server sends its challenge only once it is in
+/// `accept`, which may come later: so this is generous.
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(20);
 
 const NONCE: usize = 32;
 const MAC: usize = 32;
@@ -73,65 +79,218 @@ fn send(sock: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<(), ConnectionError> {
     mp_codec::send_bytes(sock, &msg, &Limits::default()).map_err(|e| fail(format!("cannot send: {e}")))
 }
 
-/// Receives one handshake message before `deadline`.
-fn recv(sock: BorrowedFd<'_>, deadline: Instant, expecting: &str) -> Result<Vec<u8>, ConnectionError> {
-    let limits = Limits {
-        max_frame_len: MAX_MESSAGE,
-    };
+/// The limits of a handshake message.
+const LIMITS: Limits = Limits {
+    max_frame_len: MAX_MESSAGE,
+};
+
+/// Receives one handshake message before `deadline` (the client's side).
+fn recv(sock: BorrowedFd<'_>, deadline: Deadline, expecting: &str) -> Result<Vec<u8>, ConnectionError> {
     let wait = Wait {
         spin: Duration::ZERO,
-        deadline: Some(deadline),
+        deadline: deadline.instant(),
     };
     let bad = |e: mp_codec::CodecError| {
         let why = match e {
             mp_codec::CodecError::Timeout | mp_codec::CodecError::Stalled { .. } => {
-                format!("no {expecting} from the peer within {HANDSHAKE_TIMEOUT:?} (does it use an authkey too?)")
+                format!("no {expecting} from the peer within {CLIENT_TIMEOUT:?} (does it use an authkey too?)")
             }
             e if e.is_eof() => format!("the peer closed the connection while we waited for its {expecting}"),
             e => format!("the peer sent something other than a {expecting}: {e}"),
         };
         fail(why)
     };
-    let Incoming { header, fds } = mp_codec::recv_header(sock, &limits, wait).map_err(bad)?;
+    let Incoming { header, fds } = mp_codec::recv_header(sock, &LIMITS, wait).map_err(bad)?;
     if header.kind != FrameKind::Bytes || !fds.is_empty() {
         return Err(fail(format!("the peer sent a value where a {expecting} belongs")));
     }
     let mut buf = vec![0u8; header.len];
-    mp_codec::recv_payload_into(sock, &mut buf, Some(deadline)).map_err(bad)?;
+    mp_codec::recv_payload_into(sock, &mut buf, deadline.instant()).map_err(bad)?;
     Ok(buf)
 }
 
-/// The server's side, run by `accept` on a new connection.
-pub(crate) fn serve(sock: BorrowedFd<'_>, key: &[u8]) -> Result<(), ConnectionError> {
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
-    let ns = nonce()?;
-    send(sock, &[CHALLENGE, &ns])?;
-    let answer = recv(sock, deadline, "answer to our challenge")?;
-    let Some(rest) = answer.strip_prefix(ANSWER).filter(|r| r.len() == MAC + NONCE) else {
-        return Err(fail(
-            "the client's answer is malformed (not an mp-connection client with an authkey?)",
-        ));
-    };
-    let (client_mac, nc) = rest.split_at(MAC);
-    if mac(key, &[b"client", &ns]).verify_slice(client_mac).is_err() {
-        let _ = send(sock, &[REFUSED]);
-        return Err(fail("the client's answer does not match our authkey: the keys differ"));
+/// What the server waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// The client's answer to the challenge.
+    Answer,
+    /// The client's verdict on the server's answer.
+    Verdict,
+}
+
+impl Stage {
+    fn expecting(self) -> &'static str {
+        match self {
+            Stage::Answer => "answer to our challenge",
+            Stage::Verdict => "verdict on our answer",
+        }
     }
-    let server_mac = mac(key, &[b"server", nc, &ns]).finalize().into_bytes();
-    send(sock, &[WELCOME, &server_mac])?;
-    let verdict = recv(sock, deadline, "verdict on our answer")?;
-    if verdict == OK {
+}
+
+/// Whether a server's handshake is over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Progress {
+    /// It waits for more bytes from the client.
+    Waiting,
+    /// The client proved it holds the key, and accepted the server's proof.
+    Done,
+}
+
+/// The server's side of one handshake, driven without blocking: [`start`]
+/// sends the challenge, then [`step`] reads whatever the client sent so far
+/// (never past the message it waits for, so what the client sends after the
+/// handshake stays in the socket) and answers when a message is whole.
+///
+/// Its memory is a fixed buffer of one message: a header that announces
+/// more than [`MAX_MESSAGE`] bytes is refused before anything is read past
+/// it.
+///
+/// [`start`]: ServerHandshake::start
+/// [`step`]: ServerHandshake::step
+pub(crate) struct ServerHandshake {
+    ns: [u8; NONCE],
+    stage: Stage,
+    buf: [u8; HEADER_LEN + MAX_MESSAGE],
+    /// Bytes of the current message in `buf`.
+    have: usize,
+    /// The current message's payload length, once its header is in.
+    len: Option<usize>,
+}
+
+impl std::fmt::Debug for ServerHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandshake")
+            .field("stage", &self.stage)
+            .field("have", &self.have)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends one handshake message on a socket the listener made non-blocking
+/// for the handshake: a client that does not read cannot stall the server
+/// (a message this small always fits an empty socket buffer, so
+/// `WouldBlock` means a hostile peer).
+fn try_send(sock: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<(), ConnectionError> {
+    send(sock, parts)
+}
+
+impl ServerHandshake {
+    /// Begins the handshake on a newly accepted connection: sends the
+    /// challenge.
+    pub(crate) fn start(sock: BorrowedFd<'_>) -> Result<ServerHandshake, ConnectionError> {
+        let ns = nonce()?;
+        try_send(sock, &[CHALLENGE, &ns])?;
+        Ok(ServerHandshake {
+            ns,
+            stage: Stage::Answer,
+            buf: [0; HEADER_LEN + MAX_MESSAGE],
+            have: 0,
+            len: None,
+        })
+    }
+
+    /// Reads what has arrived, without blocking, and goes as far as it can.
+    /// An error ends the handshake: the client has another key, sent
+    /// something else, or closed.
+    pub(crate) fn step(&mut self, sock: BorrowedFd<'_>, key: &[u8]) -> Result<Progress, ConnectionError> {
+        loop {
+            let need = HEADER_LEN + self.len.unwrap_or(0);
+            if self.have == need && self.len.is_some() {
+                let msg = self.buf[HEADER_LEN..need].to_vec();
+                self.have = 0;
+                self.len = None;
+                match self.stage {
+                    Stage::Answer => {
+                        self.answered(sock, key, &msg)?;
+                        self.stage = Stage::Verdict;
+                        continue;
+                    }
+                    Stage::Verdict => return verdict(&msg).map(|()| Progress::Done),
+                }
+            }
+            let mut fds = Vec::new();
+            let got = match mp_sys::socket::try_recv_with_fds(sock, &mut self.buf[self.have..need], &mut fds) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Progress::Waiting),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => mp_sys::socket::Received {
+                    bytes: 0,
+                    fds_truncated: false,
+                },
+                Err(e) => return Err(fail(format!("cannot receive: {e}"))),
+            };
+            let expecting = self.stage.expecting();
+            if !fds.is_empty() || got.fds_truncated {
+                return Err(fail(format!("the peer sent descriptors where a {expecting} belongs")));
+            }
+            if got.bytes == 0 {
+                return Err(fail(format!(
+                    "the peer closed the connection while we waited for its {expecting}"
+                )));
+            }
+            self.have += got.bytes;
+            if self.have == HEADER_LEN && self.len.is_none() {
+                self.len = Some(check_header(&self.buf[..HEADER_LEN], expecting)?);
+            }
+        }
+    }
+
+    /// The client's answer is whole: check it, and prove our own key.
+    fn answered(&self, sock: BorrowedFd<'_>, key: &[u8], answer: &[u8]) -> Result<(), ConnectionError> {
+        let Some(rest) = answer.strip_prefix(ANSWER).filter(|r| r.len() == MAC + NONCE) else {
+            return Err(fail(
+                "the client's answer is malformed (not an mp-connection client with an authkey?)",
+            ));
+        };
+        let (client_mac, nc) = rest.split_at(MAC);
+        if mac(key, &[b"client", &self.ns]).verify_slice(client_mac).is_err() {
+            let _ = try_send(sock, &[REFUSED]);
+            return Err(fail("the client's answer does not match our authkey: the keys differ"));
+        }
+        let server_mac = mac(key, &[b"server", nc, &self.ns]).finalize().into_bytes();
+        try_send(sock, &[WELCOME, &server_mac])
+    }
+}
+
+/// Checks a handshake message's header: raw bytes, no descriptors, within
+/// [`MAX_MESSAGE`]; returns its payload's length.
+fn check_header(head: &[u8], expecting: &str) -> Result<usize, ConnectionError> {
+    let header = Header::parse(head, &LIMITS)
+        .map_err(|e| fail(format!("the peer sent something other than a {expecting}: {e}")))?;
+    if header.kind != FrameKind::Bytes || header.nfds != 0 {
+        return Err(fail(format!("the peer sent a value where a {expecting} belongs")));
+    }
+    Ok(header.len)
+}
+
+fn verdict(msg: &[u8]) -> Result<(), ConnectionError> {
+    if msg == OK {
         Ok(())
-    } else if verdict == REFUSED {
+    } else if msg == REFUSED {
         Err(fail("the client refused our answer: the keys differ"))
     } else {
         Err(fail("the client's verdict is malformed"))
     }
 }
 
+/// The server's side, blocking until done or `deadline` (for tests).
+#[cfg(test)]
+pub(crate) fn serve(sock: BorrowedFd<'_>, key: &[u8], deadline: Deadline) -> Result<(), ConnectionError> {
+    let mut hs = ServerHandshake::start(sock)?;
+    loop {
+        if hs.step(sock, key)? == Progress::Done {
+            return Ok(());
+        }
+        let mut set = [mp_sys::fd::PollFd::readable(sock)];
+        if mp_sys::fd::poll(&mut set, deadline.remaining())? == 0 {
+            return Err(fail("the client went silent"));
+        }
+    }
+}
+
 /// The client's side, run by `connect` on a new connection.
 pub(crate) fn answer(sock: BorrowedFd<'_>, key: &[u8]) -> Result<(), ConnectionError> {
-    let deadline = Instant::now() + HANDSHAKE_TIMEOUT;
+    let deadline = Deadline::after(CLIENT_TIMEOUT);
     let challenge = recv(sock, deadline, "challenge")?;
     let Some(ns) = challenge.strip_prefix(CHALLENGE).filter(|n| n.len() == NONCE) else {
         return Err(fail(
@@ -167,7 +326,7 @@ mod tests {
     ) -> (Result<(), ConnectionError>, Result<(), ConnectionError>) {
         let (a, b) = socketpair(SocketKind::Stream).unwrap();
         let t = std::thread::spawn(move || answer(b.as_fd(), client_key));
-        let s = serve(a.as_fd(), server_key);
+        let s = serve(a.as_fd(), server_key, Deadline::after(Duration::from_secs(20)));
         (s, t.join().unwrap())
     }
 

@@ -9,11 +9,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError};
 use std::time::{Duration, Instant};
 
+use mp_codec::handle::FdRef;
 use mp_codec::{CodecError, Frame, FrameKind, Incoming, Limits, Wait};
 use mp_sys::fd::{self, PollFd};
 use mp_sys::futex;
 use mp_sys::region::Region;
 use mp_sys::socket::{SocketKind, socketpair};
+use mp_sys::time::Deadline;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -199,7 +201,12 @@ const LIMITS: Limits = Limits {
 ///
 /// A receive never panics or hangs on garbage: see [`ConnectionError`] for
 /// which errors leave the connection *in sync* (the next message can be
-/// read) and which leave it *broken*.
+/// read) and which leave it *broken*. A peer that is alive but stops in the
+/// middle of a message blocks `recv` (as in Python); the `_timeout` forms
+/// ([`recv_timeout`](Connection::recv_timeout),
+/// [`recv_bytes_timeout`](Connection::recv_bytes_timeout),
+/// [`recv_bytes_into_timeout`](Connection::recv_bytes_into_timeout)) bound
+/// the whole message, header and payload.
 ///
 /// # Differences from Python
 ///
@@ -404,8 +411,9 @@ impl Connection {
 
     /// Python's `Connection.recv()`: receives one message sent with
     /// [`send`](Connection::send) and decodes it as a `T`. Blocks until a
-    /// message arrives (use [`poll_timeout`](Connection::poll_timeout) first
-    /// to wait a bounded time).
+    /// message arrives whole ([`recv_timeout`](Connection::recv_timeout)
+    /// waits a bounded time, and also bounds a peer that stops in the
+    /// middle of a message).
     ///
     /// ```
     /// let (a, b) = mp_connection::pipe()?;
@@ -422,10 +430,45 @@ impl Connection {
     /// a `send_bytes` message (in sync) or a corrupt frame (broken),
     /// [`WriteOnly`](ConnectionError::WriteOnly) on a simplex writer.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T, ConnectionError> {
+        self.recv_until(Deadline::NEVER)
+    }
+
+    /// [`recv`](Connection::recv) with a deadline `t` from now that covers
+    /// the whole message, its header and its payload:
+    /// [`Timeout`](ConnectionError::Timeout) when it has not arrived whole by
+    /// then.
+    ///
+    /// ```
+    /// use mp_connection::ConnectionError;
+    /// use std::time::Duration;
+    /// let (a, b) = mp_connection::pipe()?;
+    /// let err = b.recv_timeout::<u8>(Duration::from_millis(10)).unwrap_err();
+    /// assert!(matches!(err, ConnectionError::Timeout)); // nothing read: in sync
+    /// a.send(&3u8)?;
+    /// assert_eq!(b.recv_timeout::<u8>(Duration::from_secs(5))?, 3);
+    /// # Ok::<(), ConnectionError>(())
+    /// ```
+    ///
+    /// After a timeout the connection is *in sync* when nothing of the
+    /// message had arrived (the next receive reads it when it comes), and
+    /// *broken* when part of it had (a peer that stalled in the middle of a
+    /// frame: every later receive fails with
+    /// [`Broken`](ConnectionError::Broken)). A message in a pipe's shared
+    /// ring arrives whole or not at all. `Duration::MAX` waits forever.
+    ///
+    /// # Differences from Python
+    ///
+    /// Python's `recv` has no timeout (`poll(t)` then `recv()` blocks if the
+    /// peer stops in the middle of a message); this one is bounded.
+    pub fn recv_timeout<T: DeserializeOwned>(&self, t: Duration) -> Result<T, ConnectionError> {
+        self.recv_until(Deadline::after(t))
+    }
+
+    fn recv_until<T: DeserializeOwned>(&self, deadline: Deadline) -> Result<T, ConnectionError> {
         let end = self.reading()?;
         let mut reader = lock(&end.reader);
         let (kind, fds) = loop {
-            match next_message(end, &mut reader)? {
+            match next_message(end, &mut reader, deadline)? {
                 Next::Ring(lane, rec) => {
                     reader.buf.clear();
                     reader.buf.resize(rec.len, 0);
@@ -436,7 +479,7 @@ impl Connection {
                 }
                 Next::Socket(Incoming { header, fds }) => {
                     reader.buf.clear();
-                    let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut reader.buf, None);
+                    let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut reader.buf, deadline.instant());
                     check_payload(&mut reader, r)?;
                     break (header.kind, fds);
                 }
@@ -499,10 +542,31 @@ impl Connection {
     /// Errors as [`recv`](Connection::recv); a message sent with `send` is a
     /// [`Decode`](ConnectionError::Decode) error (consumed, in sync).
     pub fn recv_bytes(&self) -> Result<Vec<u8>, ConnectionError> {
+        self.recv_bytes_until(Deadline::NEVER)
+    }
+
+    /// [`recv_bytes`](Connection::recv_bytes) with a deadline `t` from now
+    /// for the whole message: [`Timeout`](ConnectionError::Timeout) when it
+    /// has not arrived whole by then (in sync if nothing of it had, broken
+    /// if part had: see [`recv_timeout`](Connection::recv_timeout)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = mp_connection::pipe()?;
+    /// a.send_bytes(b"xy")?;
+    /// assert_eq!(b.recv_bytes_timeout(Duration::from_secs(5))?, b"xy");
+    /// assert!(b.recv_bytes_timeout(Duration::ZERO).is_err());
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    pub fn recv_bytes_timeout(&self, t: Duration) -> Result<Vec<u8>, ConnectionError> {
+        self.recv_bytes_until(Deadline::after(t))
+    }
+
+    fn recv_bytes_until(&self, deadline: Deadline) -> Result<Vec<u8>, ConnectionError> {
         let end = self.reading()?;
         let mut reader = lock(&end.reader);
         loop {
-            match next_message(end, &mut reader)? {
+            match next_message(end, &mut reader, deadline)? {
                 Next::Ring(lane, rec) if rec.kind != FrameKind::Bytes => {
                     if lane.commit(&rec) {
                         return Err(a_value_not_bytes(rec.len));
@@ -517,10 +581,10 @@ impl Connection {
                 }
                 Next::Socket(Incoming { header, fds }) => {
                     if header.kind != FrameKind::Bytes {
-                        return Err(skip_value(end, &mut reader, header.len, fds));
+                        return Err(skip_value(end, &mut reader, header.len, fds, deadline));
                     }
                     let mut out = Vec::new();
-                    let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut out, None);
+                    let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut out, deadline.instant());
                     check_payload(&mut reader, r)?;
                     return Ok(out);
                 }
@@ -555,10 +619,33 @@ impl Connection {
     ///
     /// Python's `offset` argument is a slice: `recv_bytes_into(&mut buf[o..])`.
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        self.recv_bytes_into_until(buf, Deadline::NEVER)
+    }
+
+    /// [`recv_bytes_into`](Connection::recv_bytes_into) with a deadline `t`
+    /// from now for the whole message: [`Timeout`](ConnectionError::Timeout)
+    /// when it has not arrived whole by then (in sync if nothing of it had,
+    /// broken if part had: see [`recv_timeout`](Connection::recv_timeout)).
+    /// After a timeout, what `buf` holds is unspecified.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = mp_connection::pipe()?;
+    /// let mut buf = [0u8; 8];
+    /// assert!(b.recv_bytes_into_timeout(&mut buf, Duration::from_millis(5)).is_err());
+    /// a.send_bytes(b"abc")?;
+    /// assert_eq!(b.recv_bytes_into_timeout(&mut buf, Duration::from_secs(5))?, 3);
+    /// # Ok::<(), mp_connection::ConnectionError>(())
+    /// ```
+    pub fn recv_bytes_into_timeout(&self, buf: &mut [u8], t: Duration) -> Result<usize, ConnectionError> {
+        self.recv_bytes_into_until(buf, Deadline::after(t))
+    }
+
+    fn recv_bytes_into_until(&self, buf: &mut [u8], deadline: Deadline) -> Result<usize, ConnectionError> {
         let end = self.reading()?;
         let mut reader = lock(&end.reader);
         let Incoming { header, fds } = loop {
-            match next_message(end, &mut reader)? {
+            match next_message(end, &mut reader, deadline)? {
                 Next::Ring(lane, rec) if rec.kind != FrameKind::Bytes => {
                     if lane.commit(&rec) {
                         return Err(a_value_not_bytes(rec.len));
@@ -582,15 +669,15 @@ impl Connection {
             }
         };
         if header.kind != FrameKind::Bytes {
-            return Err(skip_value(end, &mut reader, header.len, fds));
+            return Err(skip_value(end, &mut reader, header.len, fds, deadline));
         }
         if let Some(dst) = buf.get_mut(..header.len) {
-            let r = mp_codec::recv_payload_into(end.fd.as_fd(), dst, None);
+            let r = mp_codec::recv_payload_into(end.fd.as_fd(), dst, deadline.instant());
             check_payload(&mut reader, r)?;
             return Ok(header.len);
         }
         let mut whole = Vec::new();
-        let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut whole, None);
+        let r = mp_codec::recv_payload(end.fd.as_fd(), header.len, &mut whole, deadline.instant());
         check_payload(&mut reader, r)?;
         Err(ConnectionError::BufferTooShort(whole))
     }
@@ -634,11 +721,11 @@ impl Connection {
             let mut set = [PollFd::readable(end.fd.as_fd())];
             return Ok(fd::poll(&mut set, Some(t))? > 0);
         };
-        let deadline = Instant::now().checked_add(t);
+        let deadline = Deadline::after(t).instant();
         let far = deadline.is_none();
         loop {
             // A deadline past `Instant`'s range waits in long steps.
-            let until = deadline.or_else(|| Instant::now().checked_add(Duration::from_secs(3600)));
+            let until = Some(Deadline::from(deadline).sleep_until(Duration::from_secs(3600)));
             if wait_ready(end, &lane, until, Drain::Try(&end.reader))?.is_some() {
                 return Ok(true);
             }
@@ -787,6 +874,9 @@ enum Ready {
     Ring,
     /// A frame on the socket (claimed, for a receive).
     Socket,
+    /// Bytes on the socket that no sender counted (a raw peer's frame, or
+    /// wake-ups another thread drops): nothing was claimed.
+    Raw,
     /// The peer is gone and nothing is left.
     Eof,
 }
@@ -798,17 +888,19 @@ enum Drain<'a> {
     Try(&'a Mutex<Reader>),
 }
 
-/// Waits for the next message of a pipe's end, blocking: a record in the
-/// ring, or a frame on the socket whose header it reads.
-fn next_message<'a>(end: &'a End, reader: &mut Reader) -> Result<Next<'a>, ConnectionError> {
+/// Waits for the next message until `deadline`: a record in the ring, or
+/// a frame on the socket whose header it reads. [`ConnectionError::Timeout`]
+/// when the deadline passes; the connection is in sync then if nothing of
+/// the frame was read, broken if part of its header was.
+fn next_message<'a>(end: &'a End, reader: &mut Reader, deadline: Deadline) -> Result<Next<'a>, ConnectionError> {
     if let Some(why) = &reader.broken {
         return Err(ConnectionError::Broken(why.clone()));
     }
     let Some(lane) = end.in_lane() else {
-        return read_header(end, reader).map(Next::Socket);
+        return read_header(end, reader, deadline).map(Next::Socket);
     };
     loop {
-        match wait_ready(end, &lane, None, Drain::Held)? {
+        match wait_ready(end, &lane, deadline.instant(), Drain::Held)? {
             Some(Ready::Ring) => match lane.peek() {
                 Ok(Some(rec)) => return Ok(Next::Ring(lane, rec)),
                 Ok(None) => continue,
@@ -817,8 +909,21 @@ fn next_message<'a>(end: &'a End, reader: &mut Reader) -> Result<Next<'a>, Conne
                     return Err(ConnectionError::Decode(why));
                 }
             },
-            Some(Ready::Socket) => return read_header(end, reader).map(Next::Socket),
+            Some(Ready::Socket) => {
+                return match read_header(end, reader, deadline) {
+                    Err(ConnectionError::Timeout) if reader.broken.is_none() => {
+                        // The sender counted the frame but none of it came
+                        // in time: give the claim back, so that the next
+                        // receive waits for it in its turn.
+                        lane.unclaim_socket();
+                        Err(ConnectionError::Timeout)
+                    }
+                    r => r.map(Next::Socket),
+                };
+            }
+            Some(Ready::Raw) => return read_header(end, reader, deadline).map(Next::Socket),
             Some(Ready::Eof) => return Err(ConnectionError::Eof),
+            None if deadline.has_passed() => return Err(ConnectionError::Timeout),
             None => continue,
         }
     }
@@ -849,9 +954,9 @@ fn look(end: &End, lane: &Lane<'_>, drain: &Drain<'_>) -> Result<Option<Ready>, 
             Front::Empty => None,
             // Wake-ups another thread of this process will drop: maybe
             // ready (a poll may answer true early).
-            Front::Wakes => Some(Ready::Socket),
+            Front::Wakes => Some(Ready::Raw),
             // A frame nobody counted (a raw peer's): read it as it comes.
-            Front::Data if nothing => Some(Ready::Socket),
+            Front::Data if nothing => Some(Ready::Raw),
             Front::Eof if nothing => Some(Ready::Eof),
             Front::Data | Front::Eof => continue,
         });
@@ -913,15 +1018,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Reads the next header, spinning first when that pays; records a broken
-/// stream.
-fn read_header(end: &End, reader: &mut Reader) -> Result<Incoming, ConnectionError> {
+/// Reads the next header before `deadline`, spinning first when that pays;
+/// records a broken stream.
+fn read_header(end: &End, reader: &mut Reader, deadline: Deadline) -> Result<Incoming, ConnectionError> {
     if let Some(why) = &reader.broken {
         return Err(ConnectionError::Broken(why.clone()));
     }
     let wait = Wait {
         spin: spin(),
-        deadline: None,
+        deadline: deadline.instant(),
     };
     loop {
         let incoming = mp_codec::recv_header(end.fd.as_fd(), &LIMITS, wait).map_err(|e| receive_error(reader, e))?;
@@ -932,7 +1037,9 @@ fn read_header(end: &End, reader: &mut Reader) -> Result<Incoming, ConnectionErr
 }
 
 /// Turns a codec error of a receive into the connection's, marking the
-/// stream broken when it is out of step.
+/// stream broken when it is out of step. A deadline that passed in the
+/// middle of a frame is a [`ConnectionError::Timeout`] that leaves the
+/// stream broken.
 fn receive_error(reader: &mut Reader, e: CodecError) -> ConnectionError {
     let out_of_step = matches!(
         e,
@@ -944,23 +1051,29 @@ fn receive_error(reader: &mut Reader, e: CodecError) -> ConnectionError {
     if out_of_step {
         reader.broken = Some(e.to_string());
     }
-    ConnectionError::from(e)
+    match e {
+        CodecError::Stalled { .. } => ConnectionError::Timeout,
+        e => ConnectionError::from(e),
+    }
 }
 
 fn check_payload(reader: &mut Reader, r: Result<(), CodecError>) -> Result<(), ConnectionError> {
     r.map_err(|e| {
         // Any failure inside a payload leaves the stream out of step.
         reader.broken = Some(e.to_string());
-        ConnectionError::from(e)
+        match e {
+            CodecError::Stalled { .. } | CodecError::Timeout => ConnectionError::Timeout,
+            e => ConnectionError::from(e),
+        }
     })
 }
 
 /// Consumes the payload of a value message that a bytes receive met, and
 /// says so.
-fn skip_value(end: &End, reader: &mut Reader, len: usize, fds: Vec<OwnedFd>) -> ConnectionError {
+fn skip_value(end: &End, reader: &mut Reader, len: usize, fds: Vec<OwnedFd>, deadline: Deadline) -> ConnectionError {
     drop(fds);
     reader.buf.clear();
-    let r = mp_codec::recv_payload(end.fd.as_fd(), len, &mut reader.buf, None);
+    let r = mp_codec::recv_payload(end.fd.as_fd(), len, &mut reader.buf, deadline.instant());
     if reader.buf.capacity() > KEEP_BUFFER {
         reader.buf = Vec::new();
     }
@@ -985,6 +1098,8 @@ fn bytes_not_a_value(len: usize) -> ConnectionError {
 fn encode_error(e: CodecError) -> ConnectionError {
     match e {
         CodecError::TooLarge { len, max } => ConnectionError::TooLarge { len, max },
+        // The codec's own text already says "cannot encode the value".
+        CodecError::Encode(why) => ConnectionError::Encode(why),
         other => ConnectionError::Encode(other.to_string()),
     }
 }
@@ -993,6 +1108,7 @@ fn send_error(e: CodecError) -> ConnectionError {
     match e {
         CodecError::Io(e) => ConnectionError::Io(e),
         CodecError::TooLarge { len, max } => ConnectionError::TooLarge { len, max },
+        CodecError::Encode(why) => ConnectionError::Encode(why),
         other => ConnectionError::Encode(other.to_string()),
     }
 }
@@ -1019,15 +1135,6 @@ struct WireRef<'a> {
     writable: bool,
     unix: bool,
     ring: Option<(FdRef<'a>, u32, u8)>,
-}
-
-/// A borrowed descriptor that serializes as a handle.
-struct FdRef<'a>(BorrowedFd<'a>);
-
-impl Serialize for FdRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        mp_codec::handle::serialize_fd(self.0, s)
-    }
 }
 
 fn ser_fd<S: Serializer>(fd: &BorrowedFd<'_>, s: S) -> Result<S::Ok, S::Error> {
@@ -1076,5 +1183,27 @@ impl<'de> Deserialize<'de> for Connection {
             }
         };
         Ok(Connection::new(w.fd.0, w.readable, w.writable, w.unix, ring))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_gives_back_a_counted_socket_frame_so_order_is_kept() {
+        let (a, b) = pipe().unwrap();
+        let end = a.end().unwrap();
+        // A sender counted a socket frame and has not sent it yet.
+        end.out_lane().unwrap().count_socket();
+        let r = b.recv_timeout::<String>(Duration::from_millis(50));
+        assert!(matches!(r, Err(ConnectionError::Timeout)), "{r:?}");
+        // Now it comes, then another message.
+        let frame = mp_codec::encode(&"first").unwrap();
+        mp_codec::send_frame(end.fd.as_fd(), &frame).unwrap();
+        a.send(&"second").unwrap();
+        let t = Duration::from_secs(20);
+        assert_eq!(b.recv_timeout::<String>(t).unwrap(), "first");
+        assert_eq!(b.recv_timeout::<String>(t).unwrap(), "second");
     }
 }

@@ -77,7 +77,11 @@ pub enum ConnectionError {
     /// read from this connection. Close it.
     #[error("the connection cannot be read any more: {0}; close it")]
     Broken(String),
-    /// `accept_timeout` found no client, or a handshake peer went silent.
+    /// A `*_timeout` call ran out of time: `accept_timeout` found no
+    /// client (whose handshake completed), or a receive's message did not
+    /// arrive whole. In sync when nothing of the message had arrived;
+    /// broken when part had (the next receive says
+    /// [`Broken`](ConnectionError::Broken)).
     #[error("timed out")]
     Timeout,
     /// The operating system refused.

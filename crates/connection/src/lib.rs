@@ -16,12 +16,14 @@
 //!
 //! - [`pipe`], [`pipe_simplex`]: Python's `Pipe()` and `Pipe(duplex=False)`.
 //! - [`Connection`]: `send`/`recv` of serde values, `send_bytes`,
-//!   `recv_bytes`, `recv_bytes_into`, `poll`, `close`. A connection is a
+//!   `recv_bytes`, `recv_bytes_into` (each receive also with a deadline for
+//!   the whole message: `recv_timeout`, ...), `poll`, `close`. A connection is a
 //!   handle: it can be a process argument, or be sent over another
 //!   connection.
 //! - [`Listener`], [`Client`]: Unix socket paths and TCP, with an
 //!   HMAC-SHA256 challenge-response in both directions when an authkey is
-//!   given.
+//!   given; [`ListenerBuilder`] sets how many handshakes run at once and
+//!   their deadline, so silent clients cannot lock honest ones out.
 //! - [`wait`], [`Waitable`]: wait for connections, listeners and processes.
 //! - [`ConnectionError`]: what went wrong, and whether the connection can
 //!   still be read afterwards.
@@ -49,5 +51,5 @@ mod wait;
 
 pub use connection::{Connection, pipe, pipe_simplex};
 pub use error::ConnectionError;
-pub use listener::{Client, Listener};
+pub use listener::{Client, Listener, ListenerBuilder};
 pub use wait::{WaitFd, Waitable, wait};

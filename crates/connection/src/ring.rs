@@ -67,6 +67,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mp_codec::{FrameKind, HEADER_LEN};
+use mp_sys::header::{Header, HeaderError};
 use mp_sys::region::Region;
 use mp_sys::socket;
 
@@ -78,13 +79,12 @@ pub(crate) const MAX_INLINE: usize = 8 * 1024;
 const REC: usize = 8;
 /// Slots (pipes) per region.
 pub(crate) const SLOTS: usize = 16;
-/// The region's header: magic, ring size, slot count, next free slot.
+/// The region's first page: the workspace's shared-region
+/// [`Header`] (magic `mpR3`, kind [`KIND`], the layout word [`LAYOUT`]), then
+/// the next free slot.
 const BATCH_HEADER: usize = 4096;
-/// Region words.
-const MAGIC_AT: usize = 0;
-const RING_AT: usize = 4;
-const SLOTS_AT: usize = 8;
-const NEXT_AT: usize = 12;
+/// The next free slot (u32), after the header.
+const NEXT_AT: usize = mp_sys::header::LEN;
 /// A slot: a page of control words, then each lane's bytes.
 const SLOT_LEN: usize = DATA + 2 * RING;
 /// Where lane `d`'s control words start in a slot: `LANES + d * LANE_STRIDE`.
@@ -113,8 +113,13 @@ const SLEEPS: usize = 128;
 const DATA: usize = 4096;
 /// The region's length.
 const REGION_LEN: usize = BATCH_HEADER + SLOTS * SLOT_LEN;
-/// Region word 0.
-const MAGIC: u32 = u32::from_le_bytes(*b"mpR2");
+/// The header's magic word (`mpR2` had its own header).
+const MAGIC: [u8; 4] = *b"mpR3";
+/// The header's kind: a region of pipe slots, the one kind of this format.
+const KIND: u32 = 1;
+/// The header's layout word: the lane size (low half) and slots per region
+/// (high half).
+const LAYOUT: u64 = RING as u64 | ((SLOTS as u64) << 32);
 
 /// Record kinds, as in a frame header.
 const KIND_VALUE: u32 = 0;
@@ -150,9 +155,7 @@ pub(crate) fn allocate() -> io::Result<(Arc<Region>, usize)> {
 /// A region of [`SLOTS`] free slots.
 fn new_region() -> io::Result<Region> {
     let region = Region::create("mp-pipes", REGION_LEN)?;
-    region.atomic_u32(MAGIC_AT)?.store(MAGIC, Ordering::Relaxed);
-    region.atomic_u32(RING_AT)?.store(RING as u32, Ordering::Relaxed);
-    region.atomic_u32(SLOTS_AT)?.store(SLOTS as u32, Ordering::Release);
+    Header::new(MAGIC, KIND, LAYOUT).write_to(&region)?;
     Ok(region)
 }
 
@@ -171,21 +174,15 @@ fn take_slot(region: &Region) -> Option<usize> {
 
 /// Checks a region and slot that arrived with a connection.
 pub(crate) fn check(region: &Region, slot: usize) -> Result<(), String> {
-    if region.len() < REGION_LEN {
+    let not_pipes = |e: HeaderError| format!("the shared region is not a pipe's: {e}");
+    let header = Header::read_from(region, MAGIC, REGION_LEN).map_err(not_pipes)?;
+    if header.kind != KIND {
         return Err(format!(
-            "the pipes' shared region is {} bytes, not {REGION_LEN}",
-            region.len()
+            "the shared region is not a pipe's: its kind is {}, not {KIND}",
+            header.kind
         ));
     }
-    let word = |at| {
-        region
-            .atomic_u32(at)
-            .map(|w| w.load(Ordering::Acquire))
-            .map_err(|e| e.to_string())
-    };
-    if word(MAGIC_AT)? != MAGIC || word(RING_AT)? as usize != RING || word(SLOTS_AT)? as usize != SLOTS {
-        return Err("the shared region is not a pipe's (bad magic number or layout)".into());
-    }
+    header.expect_layout(LAYOUT).map_err(not_pipes)?;
     if slot >= SLOTS {
         return Err(format!("slot {slot} of a region of {SLOTS}"));
     }
@@ -223,7 +220,7 @@ impl Rec {
 /// Ring bytes a record of `len` payload bytes takes: its header, then the
 /// payload padded to 8 bytes.
 fn record_size(len: usize) -> u64 {
-    (REC + len.next_multiple_of(8)) as u64
+    mp_sys::ring::record_size(REC, len)
 }
 
 /// What [`Lane::push`] did.
@@ -278,19 +275,12 @@ impl<'a> Lane<'a> {
 
     /// Copies `bytes` into the ring at byte position `pos`, wrapping.
     fn write_at(&self, pos: u64, bytes: &[u8]) -> io::Result<()> {
-        let off = (pos % RING as u64) as usize;
-        let first = bytes.len().min(RING - off);
-        self.region.write(self.data() + off, &bytes[..first])?;
-        self.region.write(self.data(), &bytes[first..])
+        mp_sys::ring::write_wrapped(self.region, self.data(), RING, pos, bytes)
     }
 
     /// Copies ring bytes at `pos` into `buf`, wrapping.
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
-        let off = (pos % RING as u64) as usize;
-        let first = buf.len().min(RING - off);
-        let (a, b) = buf.split_at_mut(first);
-        self.region.read(self.data() + off, a)?;
-        self.region.read(self.data(), b)
+        mp_sys::ring::read_wrapped(self.region, self.data(), RING, pos, buf)
     }
 
     // ---- The writer's side.
@@ -376,6 +366,15 @@ impl<'a> Lane<'a> {
             && read
                 .compare_exchange(r, r.wrapping_add(1), Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
+    }
+
+    /// Gives back a socket frame [`claim_socket`](Lane::claim_socket)
+    /// claimed when none of it was read (a receive's deadline passed before
+    /// the frame's bytes came): the next receive claims it again, in its
+    /// turn. Only the reader that claimed it, holding its reader lock, calls
+    /// this.
+    pub(crate) fn unclaim_socket(&self) {
+        self.u32(SOCK_READ).fetch_sub(1, Ordering::AcqRel);
     }
 
     /// The record at the front, checked; `None` when the ring is empty.

@@ -8,6 +8,7 @@ use mp_sys::fd::{self, PollFd};
 use crate::connection::Connection;
 use crate::error::ConnectionError;
 use crate::listener::Listener;
+use mp_sys::time::Deadline;
 
 /// The descriptor a [`Waitable`] is waited on through: borrowed from the
 /// object, or a duplicate the object handed out (when its own sits behind
@@ -142,7 +143,7 @@ impl<T: Waitable + ?Sized> Waitable for &T {
 /// Python returns the ready objects; this returns their indexes into
 /// `objects`.
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>, ConnectionError> {
-    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let deadline = Deadline::from_timeout(timeout).instant();
     let fds: Vec<WaitFd<'_>> = objects
         .iter()
         .map(|o| match o.as_connection() {

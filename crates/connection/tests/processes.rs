@@ -1,6 +1,6 @@
 //! Connections between processes, under the fork, spawn and fork-server
 //! start methods, from a single-threaded main (so the fork method is safe
-//! here; see DESIGN.md, fork safety).
+//! here; see docs/ARCHITECTURE.md, fork safety).
 //!
 //! Run with `cargo test -p mp-connection --test processes [filter]`.
 
@@ -227,7 +227,7 @@ fn four_writers_collected_with_wait(m: StartMethod) -> Check {
         readers.push(Some(r));
     }
     let mut got = Vec::new();
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = mp_sys::time::Deadline::nap(PATIENCE);
     while readers.iter().any(Option::is_some) {
         let live: Vec<(usize, &Connection)> = readers
             .iter()

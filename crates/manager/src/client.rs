@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mp_codec::Frame;
+use mp_codec::handle::FdRef;
 use mp_connection::Client;
 use mp_sys::code::Entry;
 use serde::de::DeserializeOwned;
@@ -19,6 +20,10 @@ use crate::ManagerError;
 use crate::error::Fault;
 use crate::link::{Incoming, Link, LocalLink};
 use crate::server::{Cx, Head, Invoke, run_create, run_op, send_parts};
+
+/// How long a remote server has to answer a new line's hello: it answers at
+/// once, so a server that says nothing is not one.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client sleeps between checks that its server still runs.
 const CLIENT_SLICE: Duration = Duration::from_millis(50);
@@ -91,12 +96,13 @@ impl ServerRef {
             incoming: RefCell::new(Incoming::default()),
         });
         if let Route::Remote { .. } = self.route {
-            let r: Result<(), ManagerError> = exchange(
+            let r: Result<(), ManagerError> = exchange_until(
                 &line,
                 &Head::Hello {
                     build: mp_sys::code::build_id(),
                 },
                 &(),
+                mp_sys::time::Deadline::after(HELLO_TIMEOUT),
             );
             r?;
         }
@@ -139,13 +145,24 @@ impl ServerRef {
 }
 
 fn exchange<S: Serialize + ?Sized, R: DeserializeOwned>(line: &Line, head: &Head, args: &S) -> Result<R, ManagerError> {
+    exchange_until(line, head, args, mp_sys::time::Deadline::NEVER)
+}
+
+/// [`exchange`], giving up at `deadline` on a remote server that is alive
+/// but does not answer.
+fn exchange_until<S: Serialize + ?Sized, R: DeserializeOwned>(
+    line: &Line,
+    head: &Head,
+    args: &S,
+    deadline: mp_sys::time::Deadline,
+) -> Result<R, ManagerError> {
     {
         let mut frame = line.frame.borrow_mut();
         mp_codec::encode_into(&(head, args), &mut frame).map_err(|e| ManagerError::Codec(e.to_string()))?;
         line.link.send(&frame)?;
     }
     let mut inc = line.incoming.borrow_mut();
-    line.link.recv(&mut inc, CLIENT_SLICE)?;
+    line.link.recv_until(&mut inc, CLIENT_SLICE, deadline)?;
     let fds = std::mem::take(&mut inc.fds);
     let r: Result<R, Fault> =
         mp_codec::decode_payload(inc.payload(), fds).map_err(|e| ManagerError::Codec(e.to_string()))?;
@@ -235,7 +252,7 @@ impl ObjRef {
     /// Serializes the reference, with `tag` naming the object's type.
     pub(crate) fn serialize_tagged<Ser: Serializer>(&self, tag: u64, s: Ser) -> Result<Ser::Ok, Ser::Error> {
         let route = match &self.server.route {
-            Route::Local(fd) => WireRoute::Local(FdRef(fd)),
+            Route::Local(fd) => WireRoute::Local(FdRef(fd.as_fd())),
             Route::Remote { addr, authkey } => WireRoute::Remote {
                 addr: addr.as_str(),
                 authkey: authkey.as_slice(),
@@ -265,14 +282,6 @@ impl ObjRef {
             server: Arc::new(ServerRef { token, route }),
             id,
         })
-    }
-}
-
-struct FdRef<'a>(&'a OwnedFd);
-
-impl Serialize for FdRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        mp_codec::handle::serialize_fd(self.0.as_fd(), s)
     }
 }
 

@@ -21,16 +21,17 @@ use std::time::Duration;
 use mp_codec::{Frame, HEADER_LEN, Limits};
 use mp_connection::Connection;
 use mp_sys::fd::{PollFd, poll};
-use mp_sys::futex::{self, WaitResult};
+use mp_sys::futex::{self, Spun};
 use mp_sys::region::Region;
 use mp_sys::socket::{SocketKind, socketpair};
+use mp_sys::time::Deadline;
 
 /// The sequence word: odd while a request waits for the server, even while
 /// a reply waits for the client (or nothing is under way).
 const SEQ: usize = 0;
-/// Set while the client sleeps on the futex.
+/// Non-zero while the client sleeps on the futex (its sleeper count).
 const CLIENT_SLEEPS: usize = 64;
-/// Set while the server sleeps on the futex.
+/// Non-zero while the server sleeps on the futex (its sleeper count).
 const SERVER_SLEEPS: usize = 128;
 /// The current message's length, or `ON_SOCKET`.
 const LEN: usize = 192;
@@ -42,6 +43,11 @@ pub(crate) const PAGE_LEN: usize = 64 * 1024;
 const CAPACITY: usize = PAGE_LEN - DATA;
 /// The message is a frame on the socket.
 const ON_SOCKET: u32 = u32::MAX;
+
+/// A message from a remote peer that has begun must arrive whole within
+/// this: a peer that stops in the middle of one ends the line instead of
+/// holding it (and its thread) forever.
+pub(crate) const REMOTE_MESSAGE: Duration = Duration::from_secs(60);
 
 /// How long a waiter yields before it sleeps.
 const YIELD_FOR: Duration = Duration::from_micros(50);
@@ -210,8 +216,7 @@ impl LocalLink {
     pub(crate) fn recv(&self, into: &mut Incoming, slice: Duration) -> Result<(), LinkError> {
         let want = self.seq.get().wrapping_add(1);
         let seq = self.word(SEQ);
-        if seq.load(Ordering::Acquire) != want && !futex::yield_until(YIELD_FOR, || seq.load(Ordering::Acquire) == want)
-        {
+        if seq.load(Ordering::Acquire) != want {
             self.sleep_until(want, slice)?;
         }
         self.seq.set(want);
@@ -243,19 +248,23 @@ impl LocalLink {
             Side::Client => CLIENT_SLEEPS,
             Side::Server => SERVER_SLEEPS,
         });
+        // Spin once, then sleep in slices; the peer wakes this side when its
+        // sleeper count is non-zero (one thread per side: 0 or 1).
+        let mut spin = YIELD_FOR;
         loop {
-            sleeps.store(1, Ordering::SeqCst);
-            let now = seq.load(Ordering::SeqCst);
-            if now == want {
-                sleeps.store(0, Ordering::Relaxed);
+            let r = futex::spin_then_wait(
+                spin,
+                || seq.load(Ordering::Acquire) == want,
+                seq,
+                || seq.load(Ordering::SeqCst),
+                sleeps,
+                Deadline::after(slice),
+            );
+            spin = Duration::ZERO;
+            if r == Spun::Ready || seq.load(Ordering::Acquire) == want {
                 return Ok(());
             }
-            let r = futex::wait(seq, now, Some(slice));
-            sleeps.store(0, Ordering::Relaxed);
-            if seq.load(Ordering::Acquire) == want {
-                return Ok(());
-            }
-            if r == WaitResult::TimedOut && hung_up(self.sock.as_fd()) {
+            if r == Spun::TimedOut && hung_up(self.sock.as_fd()) {
                 return Err(LinkError::Gone(match self.side {
                     Side::Client => "the server hung up".into(),
                     Side::Server => "the client hung up".into(),
@@ -297,12 +306,44 @@ impl Link {
     }
 
     pub(crate) fn recv(&self, into: &mut Incoming, slice: Duration) -> Result<(), LinkError> {
+        self.recv_until(into, slice, Deadline::NEVER)
+    }
+
+    /// [`recv`](Link::recv) that gives up at `deadline` on a remote line
+    /// (the peer is alive but says nothing); a local line's peer is a
+    /// server this program started, and the deadline does not apply.
+    ///
+    /// A remote message may be long in coming (the reply to a call that
+    /// blocks), so its start is awaited in slices until `deadline`; once it
+    /// has begun, the whole of it must come within [`REMOTE_MESSAGE`] (and
+    /// `deadline`), or the line is gone.
+    pub(crate) fn recv_until(&self, into: &mut Incoming, slice: Duration, deadline: Deadline) -> Result<(), LinkError> {
         match self {
             Link::Local(l) => l.recv(into, slice),
             Link::Remote(c) => {
                 into.fds.clear();
                 into.start = 0;
-                into.buf = c.recv_bytes().map_err(LinkError::from)?;
+                loop {
+                    let wait = deadline.remaining().map_or(slice, |left| left.min(slice));
+                    if c.poll_timeout(wait).map_err(LinkError::from)? {
+                        break;
+                    }
+                    if deadline.has_passed() {
+                        return Err(LinkError::Gone(
+                            "the peer is connected but sent nothing in time (is it a manager server of this program?)"
+                                .into(),
+                        ));
+                    }
+                }
+                let whole = deadline
+                    .remaining()
+                    .map_or(REMOTE_MESSAGE, |left| left.min(REMOTE_MESSAGE));
+                into.buf = c.recv_bytes_timeout(whole).map_err(|e| match e {
+                    mp_connection::ConnectionError::Timeout => LinkError::Gone(format!(
+                        "the peer stopped sending in the middle of a message (it had {whole:?})"
+                    )),
+                    e => LinkError::from(e),
+                })?;
                 Ok(())
             }
         }

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Deref;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mp_codec::Fd;
@@ -77,6 +77,27 @@ impl Manager {
             base: BaseManager::builder().start_method(m).start()?,
         })
     }
+
+    /// Starts a server process that runs `f(args)` before it serves
+    /// (Python's `Manager(initializer=f, initargs=args)`); see
+    /// [`BaseManagerBuilder::initializer`].
+    ///
+    /// ```
+    /// fn quiet() {}
+    /// let m = mp_manager::Manager::with_initializer(quiet, ())?;
+    /// assert_eq!(m.list_from(vec![1, 2])?.len()?, 2);
+    /// # Ok::<(), mp_manager::ManagerError>(())
+    /// ```
+    pub fn with_initializer<F, A>(f: F, args: A) -> Result<Manager, ManagerError>
+    where
+        F: mp_process::Function<A>,
+        F::Output: mp_process::Outcome,
+        A: mp_process::Args,
+    {
+        Ok(Manager {
+            base: BaseManager::builder().initializer(f, args).start()?,
+        })
+    }
 }
 
 impl Deref for Manager {
@@ -100,7 +121,10 @@ impl std::ops::DerefMut for Manager {
 /// It has every method of [`Manager`] too (`dict`, `queue`, `lock`...).
 pub struct BaseManager {
     server: Arc<ServerRef>,
-    process: Option<Process>,
+    /// The server process of a started manager, until it is shut down. The
+    /// mutex is held for the whole shutdown, so a second one waits for the
+    /// first.
+    process: Mutex<Option<Process>>,
 }
 
 impl fmt::Debug for BaseManager {
@@ -118,7 +142,13 @@ pub struct BaseManagerBuilder {
     method: Option<StartMethod>,
     registered: HashMap<String, u64>,
     shares: Vec<(String, Box<dyn Share>)>,
+    /// Makes the server process with the initializer inside: see
+    /// [`BaseManagerBuilder::initializer`].
+    init: Option<ServerWithInit>,
 }
+
+/// Builds the server [`Process`] whose target runs an initializer first.
+type ServerWithInit = Box<dyn FnOnce(Fd, Vec<(String, u64)>) -> Process + Send>;
 
 impl fmt::Debug for BaseManagerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -159,6 +189,10 @@ impl<T: Item> Share for Shared<T> {
 /// The server process's body.
 fn server_main(connector: Fd, registered: Vec<(String, u64)>) {
     let _ = mp_sys::process::set_name("mp-manager");
+    // As Python's manager servers do: Ctrl-C in the terminal goes to the
+    // whole process group, and the server must outlive it long enough for
+    // the program to shut it down in order (it still dies with its parent).
+    let _ = mp_sys::signal::ignore(mp_sys::signal::Signal::INT);
     serve_local(connector.0, Arc::new(State::new(registered.into_iter().collect())))
 }
 
@@ -186,15 +220,52 @@ impl BaseManagerBuilder {
         self
     }
 
+    /// Runs `f(args)` in the server process before it serves (Python's
+    /// `Manager(initializer=f, initargs=args)`). `f` is a target as for
+    /// [`Process::new`]: a `fn` item or a closure that captures nothing. If
+    /// it fails (returns `Err` or panics), the server exits and
+    /// [`start`](Self::start) returns the error of a server that is gone.
+    ///
+    /// ```
+    /// use mp_manager::BaseManager;
+    /// fn set_up(code: i32) {
+    ///     assert_eq!(code, 7);
+    /// }
+    /// let m = BaseManager::builder().initializer(set_up, (7,)).start()?;
+    /// m.shutdown()?;
+    /// # Ok::<(), mp_manager::ManagerError>(())
+    /// ```
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
+    where
+        F: mp_process::Function<A>,
+        F::Output: mp_process::Outcome,
+        A: mp_process::Args,
+    {
+        self.init = Some(Box::new(move |connector, registered| {
+            // Captures only `f`, a zero-sized function: still a target.
+            let body = move |connector: Fd, registered: Vec<(String, u64)>, args: A| {
+                if let Err(why) = mp_process::Outcome::into_result(f.call(args)) {
+                    eprintln!("multiprocessing: the manager's initializer failed: {why}");
+                    mp_process::exit(1);
+                }
+                server_main(connector, registered);
+            };
+            Process::new(body, (connector, registered, args))
+        }));
+        self
+    }
+
     /// Starts the server as a process of this program (the current start
     /// method, or the one given), and waits until it answers.
     pub fn start(self) -> Result<BaseManager, ManagerError> {
         let (server_end, client_end) = socketpair(SocketKind::SeqPacket)?;
         let registered: Vec<(String, u64)> = self.registered.into_iter().collect();
         let n = STARTED.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut p = Process::new(server_main, (Fd(server_end), registered))
-            .name(&format!("SyncManager-{n}"))
-            .daemon(true);
+        let p = match self.init {
+            Some(with_init) => with_init(Fd(server_end), registered),
+            None => Process::new(server_main, (Fd(server_end), registered)),
+        };
+        let mut p = p.name(&format!("SyncManager-{n}")).daemon(true);
         if let Some(m) = self.method {
             p = p.start_method(m);
         }
@@ -206,7 +277,7 @@ impl BaseManagerBuilder {
                 token: u64::from_ne_bytes(token),
                 route: Route::Local(client_end),
             }),
-            process: Some(p),
+            process: Mutex::new(Some(p)),
         };
         // The first request opens this thread's line: the server answers.
         m.server.request::<_, ()>(
@@ -275,6 +346,7 @@ impl BaseManager {
             method: None,
             registered: HashMap::new(),
             shares: Vec::new(),
+            init: None,
         }
     }
 
@@ -292,7 +364,7 @@ impl BaseManager {
                     authkey: authkey.to_vec(),
                 },
             }),
-            process: None,
+            process: Mutex::new(None),
         };
         // Fail here, not at the first call, on a wrong key, a wrong address
         // or another binary: opening a remote line says hello.
@@ -302,7 +374,11 @@ impl BaseManager {
 
     /// The server process's id (`None` for a connected manager).
     pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().and_then(Process::pid)
+        self.process
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(Process::pid)
     }
 
     /// Makes a `T::default()` of the type registered as `name`.
@@ -397,32 +473,51 @@ impl BaseManager {
         BarrierProxy::create(&self.server, parties)
     }
 
-    /// Stops the server (a started manager) and waits for its process;
-    /// every proxy call afterwards fails with
-    /// [`ManagerError::ServerGone`]. A connected manager only closes its
-    /// lines: the remote server goes on.
-    pub fn shutdown(&mut self) -> Result<(), ManagerError> {
-        let Some(mut p) = self.process.take() else {
+    /// Python's `shutdown()`: stops the server (a started manager) and
+    /// waits for its process; every proxy call afterwards fails with
+    /// [`ManagerError::ServerGone`]. A second shutdown is `Ok` (a shutdown
+    /// under way in another thread is waited for). A connected manager only
+    /// closes this thread's line: the remote server goes on.
+    ///
+    /// ```
+    /// let m = mp_manager::Manager::new()?;
+    /// let d = m.dict::<u8, u8>()?;
+    /// m.shutdown()?;
+    /// assert!(d.len().unwrap_err().is_server_gone());
+    /// m.shutdown()?; // again: nothing to do
+    /// # Ok::<(), mp_manager::ManagerError>(())
+    /// ```
+    pub fn shutdown(&self) -> Result<(), ManagerError> {
+        let mut process = self.process.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(p) = process.as_mut() else {
             self.server.drop_line();
             return Ok(());
         };
         let r = self.server.request::<_, ()>(&Head::Shutdown, &());
         self.server.drop_line();
-        match r {
-            Ok(()) | Err(ManagerError::ServerGone(_)) => {}
+        let r = match r {
+            Ok(()) | Err(ManagerError::ServerGone(_)) => stop(p),
             Err(e) => {
                 let _ = p.kill();
                 let _ = p.join();
-                return Err(e);
+                Err(e)
             }
-        }
-        p.join_timeout(SHUTDOWN_WAIT)?;
-        if p.exitcode().is_none() {
-            p.kill()?;
-            p.join()?;
-        }
-        Ok(())
+        };
+        // Whatever happened, the server is not this manager's any more: a
+        // second shutdown has nothing to do.
+        *process = None;
+        r
     }
+}
+
+/// Waits for a server that was asked to stop, killing it if it does not.
+fn stop(p: &mut Process) -> Result<(), ManagerError> {
+    p.join_timeout(SHUTDOWN_WAIT)?;
+    if p.exitcode().is_none() {
+        p.kill()?;
+        p.join()?;
+    }
+    Ok(())
 }
 
 impl Drop for BaseManager {

@@ -35,8 +35,10 @@ enum QFail {
 
 /// Python's `Manager().Queue()`: a queue that lives on the manager's
 /// server, with the methods of [`mp_queue::Queue`] and its errors. A call
-/// whose server is gone fails with the `Closed` variant
-/// ([`PutError::Closed`] hands the item back).
+/// whose server is gone (shut down, killed) fails with the `Disconnected`
+/// variant ([`PutError::Disconnected`] hands the item back,
+/// [`GetError::Disconnected`]); `Closed` means that someone
+/// [closed](QueueProxy::close) the queue.
 ///
 /// A [`Queue`](mp_queue::Queue) is many times faster (it lives in shared
 /// memory); a `QueueProxy` is for code written against Python's manager
@@ -130,6 +132,18 @@ fn close<T: Item>(q: &QueueObj<T>, _: (), _: &Cx) -> Result<(), Fault> {
     Ok(())
 }
 
+/// Whether a call failed because the server is out of reach (gone, or its
+/// connection failed), not because of the queue.
+fn unreachable(e: &ManagerError) -> bool {
+    matches!(
+        e,
+        ManagerError::ServerGone(_)
+            | ManagerError::Connection(_)
+            | ManagerError::Io(_)
+            | ManagerError::Authentication(_)
+    )
+}
+
 impl<T: Item> QueueProxy<T> {
     pub(crate) fn create(server: &Arc<ServerRef>, maxsize: usize) -> Result<Self, ManagerError> {
         Ok(QueueProxy {
@@ -145,6 +159,7 @@ impl<T: Item> QueueProxy<T> {
             Ok(Err(QFail::Full | QFail::Empty)) => Err(PutError::Full(item)),
             Ok(Err(QFail::Closed)) => Err(PutError::Closed(item)),
             Err(ManagerError::Codec(m)) => Err(PutError::Encode(item, m)),
+            Err(e) if unreachable(&e) => Err(PutError::Disconnected(item)),
             Err(_) => Err(PutError::Closed(item)),
         }
     }
@@ -156,6 +171,7 @@ impl<T: Item> QueueProxy<T> {
             Ok(Err(QFail::Empty | QFail::Full)) => Err(GetError::Empty),
             Ok(Err(QFail::Closed)) => Err(GetError::Closed),
             Err(ManagerError::Codec(m)) => Err(GetError::Decode(m)),
+            Err(e) if unreachable(&e) => Err(GetError::Disconnected),
             Err(_) => Err(GetError::Closed),
         }
     }

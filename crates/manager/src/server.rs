@@ -10,11 +10,12 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_codec::Frame;
 use mp_connection::Listener;
 use mp_sys::code::Entry;
+use mp_sys::time::Deadline;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -136,10 +137,11 @@ pub(crate) enum Block {
 }
 
 impl Block {
-    pub(crate) fn deadline(self) -> Option<Option<Instant>> {
+    /// When the wait gives up; `None` for no wait at all.
+    pub(crate) fn deadline(self) -> Option<Deadline> {
         match self {
-            Block::Forever => Some(None),
-            Block::For(t) => Some(Instant::now().checked_add(t)),
+            Block::Forever => Some(Deadline::NEVER),
+            Block::For(t) => Some(Deadline::after(t)),
             Block::No => None,
         }
     }
@@ -180,15 +182,10 @@ impl Cx {
             return Err((Fault::Timeout, guard));
         };
         loop {
-            let slice = match deadline {
+            let slice = match deadline.remaining() {
                 None => BLOCK_SLICE,
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err((Fault::Timeout, guard));
-                    }
-                    left.min(BLOCK_SLICE)
-                }
+                Some(left) if left.is_zero() => return Err((Fault::Timeout, guard)),
+                Some(left) => left.min(BLOCK_SLICE),
             };
             let (g, r) = cv.wait_timeout(guard, slice).unwrap_or_else(PoisonError::into_inner);
             guard = g;

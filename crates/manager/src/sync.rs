@@ -8,6 +8,8 @@ use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use mp_sys::time::Deadline;
+
 use crate::ManagerError;
 use crate::client::{ObjRef, ServerRef, proxy_serde};
 use crate::error::Fault;
@@ -713,18 +715,15 @@ impl ConditionProxy {
         mut pred: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool, ManagerError> {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let deadline = Deadline::from_timeout(timeout);
         loop {
             if pred() {
                 return Ok(true);
             }
-            match deadline {
+            match deadline.remaining() {
                 None => self.wait(guard)?,
-                Some(d) => {
-                    let left = d.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Ok(pred());
-                    }
+                Some(left) if left.is_zero() => return Ok(pred()),
+                Some(left) => {
                     self.wait_timeout(guard, left)?;
                 }
             }

@@ -1,6 +1,6 @@
 //! mp-manager's proxies used from child processes under every start method
 //! (the server started with the same method), from a single-threaded main
-//! (the fork method needs one; see DESIGN.md, fork safety).
+//! (the fork method needs one; see docs/ARCHITECTURE.md, fork safety).
 //!
 //! Run with `cargo test -p mp-manager --test manager [filter]`.
 
@@ -240,7 +240,7 @@ fn killed_holder_releases_the_lock(m: StartMethod) -> Check {
 
 /// Killing the server mid-call: the blocked caller gets an error quickly.
 fn server_killed_mid_call(m: StartMethod) -> Check {
-    let mut mgr = ok(Manager::with_start_method(m))?;
+    let mgr = ok(Manager::with_start_method(m))?;
     let q = ok(mgr.queue::<u32>())?;
     let b = ok(mgr.barrier(2))?;
     let mut p = child(m, Process::new(blocked_until_server_dies, (b.clone(),)))?;
@@ -542,7 +542,7 @@ fn wrong_types_are_errors() -> Check {
 }
 
 fn shutdown_then_calls_fail() -> Check {
-    let mut mgr = ok(Manager::new())?;
+    let mgr = ok(Manager::new())?;
     let d = ok(mgr.dict::<u8, u8>())?;
     let pid = mgr.pid().ok_or("no pid")?;
     ok(mgr.shutdown())?;
@@ -556,6 +556,255 @@ fn shutdown_then_calls_fail() -> Check {
         "the server was not reaped",
     )?;
     ok(mgr.shutdown()) // twice is fine
+}
+
+/// `shutdown` takes `&self` (the form `let m = Manager::new()?; ..;
+/// m.shutdown()?`), a second one is Ok, and calls afterwards fail; the same
+/// for a started `BaseManager`, a connected one, and two threads at once.
+fn shutdown_through_a_shared_reference() -> Check {
+    let m = ok(Manager::new())?;
+    let d = ok(m.dict::<u8, u8>())?;
+    ok(d.insert(1, 2))?;
+    ok(m.shutdown())?;
+    ok(m.shutdown())?;
+    let r = d.len();
+    check(
+        matches!(r, Err(ManagerError::ServerGone(_))),
+        format!("after shutdown: {r:?}"),
+    )?;
+    let r = m.dict::<u8, u8>();
+    check(r.is_err(), format!("a new dict after shutdown: {r:?}"))?;
+
+    let b = ok(BaseManager::builder().register::<Counter>("Counter").start())?;
+    let c: ObjectProxy<Counter> = ok(b.create("Counter"))?;
+    ok(b.shutdown())?;
+    ok(b.shutdown())?;
+    let r = c.call(Counter::incr, (1,));
+    check(
+        matches!(r, Err(ManagerError::ServerGone(_))),
+        format!("after shutdown: {r:?}"),
+    )?;
+
+    // Two threads shut one manager down at once: both Ok, the server reaped.
+    let m = std::sync::Arc::new(ok(Manager::new())?);
+    let pid = m.pid().ok_or("no pid")?;
+    let m2 = std::sync::Arc::clone(&m);
+    let other = std::thread::spawn(move || m2.shutdown().map_err(|e| e.to_string()));
+    ok(m.shutdown())?;
+    ok(other.join().map_err(|_| "thread panicked")?)?;
+    check(m.pid().is_none(), "a pid after shutdown")?;
+    check(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the server was not reaped",
+    )
+}
+
+/// A connected (remote) manager's shutdown closes its lines, twice is Ok,
+/// and the remote server goes on.
+fn remote_shutdown_through_a_shared_reference(m: StartMethod) -> Check {
+    let key = b"another key".to_vec();
+    let (rx, tx) = ok(pipe())?;
+    let mut server = child(m, Process::new(serve_remote, (tx, key.clone())))?;
+    let addr: String = ok(rx.recv())?;
+    let result = (|| {
+        let r = ok(BaseManager::connect(&addr, &key))?;
+        let jobs: ObjectProxy<VecDeque<String>> = ok(r.get("jobs"))?;
+        ok(jobs.call(VecDeque::push_back, ("one".to_string(),)))?;
+        ok(r.shutdown())?;
+        ok(r.shutdown())?;
+        let again = ok(BaseManager::connect(&addr, &key))?;
+        let jobs: ObjectProxy<VecDeque<String>> = ok(again.get("jobs"))?;
+        let n = ok(jobs.call(|q: &mut VecDeque<String>| q.len(), ()))?;
+        check(n == 1, format!("the remote server lost its value: {n} items"))
+    })();
+    ok(server.terminate())?;
+    let _ = finish(&mut server);
+    result
+}
+
+/// A queue proxy whose server died reports `Disconnected` (the item handed
+/// back), not `Closed`; an orderly close is still `Closed`.
+fn dead_server_is_disconnected_not_closed(m: StartMethod) -> Check {
+    let mgr = ok(Manager::with_start_method(m))?;
+    let q = ok(mgr.queue::<String>())?;
+    let closed = ok(mgr.queue::<String>())?;
+    ok(q.put("kept".into()).map_err(|e| e.to_string()))?;
+    ok(closed.close())?;
+    check(
+        matches!(closed.put("late".into()), Err(PutError::Closed(s)) if s == "late"),
+        "put after an orderly close is not Closed",
+    )?;
+    check(
+        matches!(closed.get_nowait(), Err(GetError::Closed)),
+        "get after an orderly close",
+    )?;
+    let pid = mgr.pid().ok_or("no server pid")?;
+    ok(kill(pid, Signal::KILL))?;
+    let r = q.put("lost".into());
+    let shown = format!("{r:?}");
+    check(
+        matches!(&r, Err(PutError::Disconnected(s)) if s == "lost"),
+        format!("put to a dead server gave {shown}"),
+    )?;
+    let e = r.unwrap_err();
+    check(e.is_disconnected() && !e.is_closed(), "is_disconnected")?;
+    check(e.to_string().contains("gone"), format!("the message: {e}"))?;
+    check(e.into_inner() == "lost", "into_inner")?;
+    for r in [q.get_nowait(), q.get_timeout(Duration::from_millis(100)), q.get()] {
+        check(
+            r == Err(GetError::Disconnected),
+            format!("get from a dead server gave {r:?}"),
+        )?;
+    }
+    let r = q.put_timeout("x".into(), Duration::MAX);
+    check(
+        matches!(r, Err(PutError::Disconnected(_))),
+        format!("put_timeout: {r:?}"),
+    )?;
+    check(
+        matches!(closed.get_nowait(), Err(GetError::Disconnected)),
+        "a closed queue on a dead server",
+    )?;
+    // Reaps the killed server.
+    ok(mgr.shutdown())?;
+    // Shut down, the proxies know nothing of it: Disconnected as well.
+    let mgr = ok(Manager::with_start_method(m))?;
+    let q = ok(mgr.queue::<u32>())?;
+    ok(mgr.shutdown())?;
+    let r = q.put(3);
+    check(
+        matches!(r, Err(PutError::Disconnected(3))),
+        format!("after shutdown: {r:?}"),
+    )?;
+    check(
+        matches!(q.get_nowait(), Err(GetError::Disconnected)),
+        "get after shutdown",
+    )
+}
+
+/// `Duration::MAX` as a proxy timeout waits as long as it takes (here: not
+/// at all), never panics.
+fn huge_timeouts_do_not_panic() -> Check {
+    let r = std::panic::catch_unwind(|| -> Check {
+        let mgr = ok(Manager::new())?;
+        let q = ok(mgr.queue::<u32>())?;
+        ok(q.put_timeout(5, Duration::MAX).map_err(|e| e.to_string()))?;
+        check(q.get_timeout(Duration::MAX) == Ok(5), "queue get_timeout")?;
+        let l = ok(mgr.lock())?;
+        check(ok(l.acquire_timeout(Duration::MAX))?.is_some(), "lock acquire_timeout")?;
+        let r = ok(mgr.rlock())?;
+        check(ok(r.acquire_timeout(Duration::MAX))?.is_some(), "rlock acquire_timeout")?;
+        let s = ok(mgr.semaphore(1))?;
+        check(ok(s.acquire_timeout(Duration::MAX))?, "semaphore acquire_timeout")?;
+        let e = ok(mgr.event())?;
+        ok(e.set())?;
+        check(ok(e.wait_timeout(Duration::MAX))?, "event wait_timeout")?;
+        let b = ok(mgr.barrier(1))?;
+        check(ok(b.wait_timeout(Duration::MAX))? == 0, "barrier wait_timeout")?;
+        let c = ok(mgr.condition())?;
+        let mut g = ok(c.acquire_timeout(Duration::MAX))?.ok_or("condition acquire_timeout")?;
+        check(
+            ok(c.wait_for(&mut g, || true, Some(Duration::MAX)))?,
+            "condition wait_for",
+        )?;
+        // A predicate that turns true after a notification, with a huge
+        // timeout: the wait ends on the notification.
+        let flag = ok(mgr.value(false))?;
+        let (c2, f2) = (c.clone(), flag.clone());
+        drop(g);
+        let waiter = std::thread::spawn(move || -> Result<bool, ManagerError> {
+            let mut g = c2.acquire()?;
+            c2.wait_for(&mut g, || f2.get().unwrap_or(false), Some(Duration::MAX))
+        });
+        // Set the flag and notify until the waiter has seen it.
+        let done = mp_testkit::until(PATIENCE, || {
+            let Ok(Some(g)) = c.acquire_timeout(PATIENCE) else {
+                return false;
+            };
+            let _ = flag.set(true);
+            let _ = c.notify_all();
+            drop(g);
+            waiter.is_finished()
+        });
+        check(done, "the waiter never woke")?;
+        check(
+            ok(waiter.join().map_err(|_| "thread panicked")?)?,
+            "wait_for with Duration::MAX",
+        )
+    });
+    match r {
+        Ok(r) => r,
+        Err(p) => Err(format!(
+            "panicked: {}",
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// A `Serialize` impl's own error message reaches the proxy's caller.
+fn serde_messages_reach_the_caller() -> Check {
+    let mgr = ok(BaseManager::builder().register::<Counter>("Counter").start())?;
+    let c: ObjectProxy<Counter> = ok(mgr.create("Counter"))?;
+    let r = c.call(|_: &mut Counter, _: Unlucky| 0u8, (Unlucky(13),));
+    check(
+        matches!(&r, Err(ManagerError::Codec(m)) if m.contains("13 is unlucky")),
+        format!("a failing argument gave {r:?}"),
+    )?;
+    let q = ok(mgr.queue::<Unlucky>())?;
+    let r = q.put(Unlucky(13));
+    check(
+        matches!(&r, Err(PutError::Encode(Unlucky(13), m)) if m.contains("13 is unlucky")),
+        format!("a failing put gave {r:?}"),
+    )?;
+    // The server's decode of a value that refuses itself.
+    let r = c.call(|_: &mut Counter, _: Picky| 0u8, (Picky(7),));
+    check(
+        matches!(&r, Err(ManagerError::Codec(m)) if m.contains("7 is not welcome")),
+        format!("a failing decode on the server gave {r:?}"),
+    )?;
+    // The server's encode of a result that refuses itself.
+    let r = c.call(|_: &mut Counter| Unlucky(13), ());
+    check(
+        matches!(&r, Err(ManagerError::Remote(m)) if m.contains("13 is unlucky")),
+        format!("a failing result encode gave {r:?}"),
+    )?;
+    // The client's decode of a result that refuses itself.
+    let r = c.call(|_: &mut Counter| Picky(7), ());
+    check(
+        matches!(&r, Err(ManagerError::Codec(m)) if m.contains("7 is not welcome")),
+        format!("a failing result decode gave {r:?}"),
+    )?;
+    ok(mgr.shutdown())
+}
+
+/// Serializes as a `u32`, but refuses 13.
+#[derive(Debug, PartialEq, serde::Deserialize)]
+struct Unlucky(u32);
+
+impl serde::Serialize for Unlucky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            return Err(serde::ser::Error::custom("13 is unlucky"));
+        }
+        s.serialize_u32(self.0)
+    }
+}
+
+/// Deserializes from a `u32`, but refuses 7.
+#[derive(Debug, serde::Serialize)]
+struct Picky(u32);
+
+impl<'de> serde::Deserialize<'de> for Picky {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if n == 7 {
+            return Err(serde::de::Error::custom("7 is not welcome"));
+        }
+        Ok(Picky(n))
+    }
 }
 
 fn no_leaks() -> Check {
@@ -576,7 +825,7 @@ fn no_leaks() -> Check {
 }
 
 fn main() -> ExitCode {
-    let with_method: [(&str, mp_testkit::Case<StartMethod>); 9] = [
+    let with_method: [(&str, mp_testkit::Case<StartMethod>); 11] = [
         ("eight_writers", eight_writers),
         ("every_proxy_travels", every_proxy_travels),
         ("lock_serializes_children", lock_serializes_children),
@@ -586,14 +835,28 @@ fn main() -> ExitCode {
         ("queue_between_children", queue_between_children),
         ("registered_type_from_children", registered_type_from_children),
         ("remote_manager_over_tcp", remote_manager_over_tcp),
+        (
+            "remote_shutdown_through_a_shared_reference",
+            remote_shutdown_through_a_shared_reference,
+        ),
+        (
+            "dead_server_is_disconnected_not_closed",
+            dead_server_is_disconnected_not_closed,
+        ),
     ];
-    let local: [(&str, Test); 7] = [
+    let local: [(&str, Test); 10] = [
         ("dict_and_list_methods", dict_and_list_methods),
         ("queue_proxy_semantics", queue_proxy_semantics),
         ("sync_proxies_between_threads", sync_proxies_between_threads),
         ("handles_inside_values", handles_inside_values),
         ("wrong_types_are_errors", wrong_types_are_errors),
         ("shutdown_then_calls_fail", shutdown_then_calls_fail),
+        (
+            "shutdown_through_a_shared_reference",
+            shutdown_through_a_shared_reference,
+        ),
+        ("huge_timeouts_do_not_panic", huge_timeouts_do_not_panic),
+        ("serde_messages_reach_the_caller", serde_messages_reach_the_caller),
         ("no_leaks", no_leaks),
     ];
     suite(&local, &with_method, &METHODS)

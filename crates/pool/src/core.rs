@@ -13,13 +13,14 @@ use std::collections::VecDeque;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_codec::Fd;
 use mp_process::{Process, StartMethod};
 use mp_sys::fd::{PollFd, poll};
 use mp_sys::region::Region;
 use mp_sys::socket::{SocketKind, socketpair};
+use mp_sys::time::Deadline;
 
 use crate::error::{PoolError, TaskError};
 use crate::task::{FINISHED, Work, worker_main};
@@ -85,6 +86,9 @@ pub(crate) struct State {
     broken: Option<TaskError>,
     pub(crate) finished: bool,
     pids: Vec<u32>,
+    /// Cancel the queued jobs that can be cancelled, once the workers have
+    /// taken what they can (`shutdown(cancel_futures=True)`).
+    cancel_queued: bool,
 }
 
 /// How the pool was set up.
@@ -109,7 +113,20 @@ pub(crate) struct Shared {
     wake_w: OwnedFd,
     next_id: AtomicU64,
     pub(crate) cfg: Config,
+    /// Buffers of large replies that a map has decoded, for the pool
+    /// thread to read the next replies into: memory that is already mapped
+    /// costs no page faults (a map of 1M items has megabytes of replies).
+    spare: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Replies at least this large get their buffer from [`Shared::spare`].
+const SPARE_MIN: usize = 64 << 10;
+
+/// At most this many spare buffers, of at most [`SPARE_MAX_BYTES`] in all:
+/// enough for every chunk of a map (8 for two workers) to find the buffer
+/// of one before it.
+const SPARE_COUNT: usize = 16;
+const SPARE_MAX_BYTES: usize = 64 << 20;
 
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
@@ -189,34 +206,52 @@ impl Shared {
     }
 
     /// Waits until the pool thread has finished, at most until `deadline`.
-    pub(crate) fn wait_finished(&self, deadline: Option<Instant>) -> bool {
+    pub(crate) fn wait_finished(&self, deadline: Deadline) -> bool {
         let mut st = self.lock();
         while !st.finished {
-            match deadline {
+            match deadline.remaining() {
                 None => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return false;
-                    }
-                    st = self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0;
-                }
+                Some(left) if left.is_zero() => return false,
+                Some(left) => st = self.changed.wait_timeout(st, left).unwrap_or_else(|e| e.into_inner()).0,
             }
         }
         true
     }
 
-    /// Cancels the queued jobs that can be cancelled (executor futures).
+    /// Asks the pool thread to cancel the queued jobs that can be cancelled
+    /// (executor futures) once it has handed the workers what they can
+    /// take now: as Python's executor, which cancels what is left once its
+    /// call queue is full, the jobs already given to a worker run.
     pub(crate) fn cancel_queued(&self) {
-        let jobs: Vec<Job> = self.lock().queue.drain(..).collect();
-        // Cancelling runs done callbacks: not under the lock.
-        let kept: Vec<Job> = jobs.into_iter().filter(|j| !j.sink.cancel()).collect();
-        let mut st = self.lock();
-        for j in kept.into_iter().rev() {
-            st.queue.push_front(j);
-        }
-        drop(st);
+        self.lock().cancel_queued = true;
         self.poke();
+    }
+
+    /// Gives back the buffer of a reply that has been decoded.
+    pub(crate) fn recycle(&self, mut bytes: Vec<u8>) {
+        if bytes.capacity() < SPARE_MIN {
+            return;
+        }
+        bytes.clear();
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = spare.iter().map(Vec::capacity).sum();
+        if spare.len() < SPARE_COUNT && held.saturating_add(bytes.capacity()) <= SPARE_MAX_BYTES {
+            spare.push(bytes);
+        }
+    }
+
+    /// A copy of `data`, in a spare buffer if one is large enough.
+    pub(crate) fn copy_out(&self, data: &[u8]) -> Vec<u8> {
+        if data.len() >= SPARE_MIN {
+            let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = spare.iter().position(|b| b.capacity() >= data.len()) {
+                let mut b = spare.swap_remove(i);
+                drop(spare);
+                b.extend_from_slice(data);
+                return b;
+            }
+        }
+        data.to_vec()
     }
 
     /// The pids of the current workers.
@@ -260,7 +295,17 @@ impl Worker {
         let name = p.get_name().replacen("Process", prefix, 1);
         let mut proc = p.name(&name);
         proc.start()?;
-        let sentinel = proc.sentinel()?;
+        let sentinel = match proc.sentinel() {
+            Ok(s) => s,
+            Err(e) => {
+                // Out of descriptors, say: the worker runs, but the pool
+                // could never watch it. End it and reap it, so a pool that
+                // fails to start leaves no process behind.
+                let _ = proc.kill();
+                let _ = proc.join_timeout(Duration::from_secs(10));
+                return Err(e.into());
+            }
+        };
         let mut w = Worker {
             proc,
             sentinel,
@@ -295,7 +340,8 @@ impl Worker {
 
     fn give(&mut self, job: Job) {
         let head = head_for(job.work.kind, job.id, &job.work, job.lo, job.hi);
-        self.out.push(head, &job.work.payload.bytes, fds_of(&job.work.payload));
+        self.out
+            .push_shared(head, Arc::clone(&job.work.payload), fds_of(&job.work.payload));
         self.inflight.push_back(job);
         self.taken += 1;
     }
@@ -340,6 +386,7 @@ pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, std::thread::JoinHandle
             broken: None,
             finished: false,
             pids: workers.iter().map(Worker::pid).collect(),
+            cancel_queued: false,
         }),
         changed: Condvar::new(),
         events: AtomicU64::new(0),
@@ -347,6 +394,7 @@ pub(crate) fn start(cfg: Config) -> Result<(Arc<Shared>, std::thread::JoinHandle
         wake_r,
         wake_w,
         next_id: AtomicU64::new(1),
+        spare: Mutex::new(Vec::new()),
         cfg,
     });
     let s = Arc::clone(&shared);
@@ -482,6 +530,19 @@ impl Engine {
                 }
             }
         }
+        if std::mem::take(&mut st.cancel_queued) && !st.queue.is_empty() {
+            let jobs: Vec<Job> = st.queue.drain(..).collect();
+            drop(st);
+            // Cancelling runs done callbacks: not under the lock.
+            let kept: Vec<Job> = jobs.into_iter().filter(|j| !j.sink.cancel()).collect();
+            st = self.shared.lock();
+            for j in kept.into_iter().rev() {
+                st.queue.push_front(j);
+            }
+            if st.phase == Phase::Terminating {
+                return false;
+            }
+        }
         let idle = st.queue.is_empty() && st.feeders == 0 && self.workers.iter().all(|w| w.inflight.is_empty());
         if st.phase == Phase::Closed && idle {
             if !self.stopping {
@@ -575,7 +636,7 @@ impl Engine {
                 return Ok(());
             };
             let payload = Payload {
-                bytes: w.inb.payload(&f).to_vec(),
+                bytes: self.shared.copy_out(w.inb.payload(&f)),
                 fds: std::mem::take(&mut f.fds),
             };
             let reply = Reply {
@@ -590,6 +651,11 @@ impl Engine {
                     }
                     self.runtime.add(f.head.a);
                     job.sink.deliver(job.tag, job.lo, job.hi, Ok(reply));
+                    // The arguments' buffer serves again, for a reply or
+                    // the next chunk.
+                    if let Ok(p) = Arc::try_unwrap(job.work.payload) {
+                        self.shared.recycle(p.bytes);
+                    }
                 }
                 Kind::InitDone => {
                     w.initializing = false;

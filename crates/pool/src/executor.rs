@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_process::{Function, Outcome, StartMethod};
+use mp_sys::time::Deadline;
 use serde::de::DeserializeOwned;
 
 use crate::core::{Reply, Sink};
@@ -44,6 +45,10 @@ pub enum ExecutorError {
     /// be encoded; or the executor was shut down before it could run.
     #[error(transparent)]
     Task(TaskError),
+    /// A call's argument is out of range (Python's `ValueError`), such as a
+    /// chunk size of 0.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
 }
 
 impl From<TaskError> for ExecutorError {
@@ -99,40 +104,32 @@ impl Slot {
             w.wake();
         }
         for n in notify {
-            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(n)) {
-                eprintln!(
-                    "multiprocessing: executor: a done callback panicked: {}",
-                    crate::task::panic_message(&*p)
-                );
-            }
+            run_callback(n);
         }
     }
 
-    /// Runs `n` once the future is done (at once if it is).
+    /// Runs `n` once the future is done (at once, on this thread, if it is).
     fn on_done(&self, n: Notify) {
         let mut g = self.lock();
         if self.done(&g) {
             drop(g);
-            n();
+            run_callback(n);
         } else {
             g.notify.push(n);
         }
     }
 
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+    fn wait_until(&self, deadline: Deadline) -> bool {
         let mut g = self.lock();
         while !self.done(&g) {
             g.waiters += 1;
-            g = match deadline {
+            g = match deadline.remaining() {
                 None => self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        g.waiters -= 1;
-                        return false;
-                    }
-                    self.cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0
+                Some(left) if left.is_zero() => {
+                    g.waiters -= 1;
+                    return false;
                 }
+                Some(left) => self.cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0,
             };
             g.waiters -= 1;
         }
@@ -248,7 +245,7 @@ impl<R> TaskFuture<R> {
 
     /// Waits at most `t` for it to be done; whether it is.
     pub fn wait_timeout(&self, t: Duration) -> bool {
-        self.slot.wait_until(Some(Instant::now() + t))
+        self.slot.wait_until(Deadline::after(t))
     }
 
     fn outcome(&self) -> Result<R, ExecutorError>
@@ -270,7 +267,7 @@ impl<R> TaskFuture<R> {
     where
         R: DeserializeOwned,
     {
-        self.slot.wait_until(None);
+        self.slot.wait_until(Deadline::NEVER);
         self.outcome()
     }
 
@@ -280,7 +277,7 @@ impl<R> TaskFuture<R> {
     where
         R: DeserializeOwned,
     {
-        if self.slot.wait_until(Some(Instant::now() + t)) {
+        if self.slot.wait_until(Deadline::after(t)) {
             self.outcome()
         } else {
             Err(ExecutorError::Timeout)
@@ -307,6 +304,94 @@ impl<R> TaskFuture<R> {
     }
 }
 
+/// The completing side of a [`TaskFuture`] run by something other than a
+/// local [`ProcessPoolExecutor`] (the cluster tier's executor), so that its
+/// futures are the same type and [`as_completed`] and [`wait`] take them.
+///
+/// The future starts as running (it cannot be cancelled from its side);
+/// it is done when the promise is fulfilled or cancelled. Dropping a
+/// promise unfulfilled fails its future with `TaskError::Closed`.
+///
+/// ```
+/// use mp_pool::executor::{Promise, as_completed};
+/// let (p, f) = Promise::<u32>::new();
+/// assert!(!f.done() && f.running() && !f.cancel());
+/// p.fulfil(Ok(7));
+/// assert_eq!(as_completed(&[f.clone()]).next().unwrap().result(), Ok(7));
+/// ```
+pub struct Promise<R> {
+    slot: Option<Arc<Slot>>,
+    _r: PhantomData<fn(R)>,
+}
+
+impl<R> std::fmt::Debug for Promise<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Promise").finish_non_exhaustive()
+    }
+}
+
+impl<R: serde::Serialize> Promise<R> {
+    /// A running future and the promise that completes it.
+    pub fn new() -> (Promise<R>, TaskFuture<R>) {
+        let slot = Arc::new(Slot {
+            state: AtomicU8::new(RUNNING),
+            m: Mutex::new(SlotState {
+                value: None,
+                notify: Vec::new(),
+                wakers: Vec::new(),
+                waiters: 0,
+            }),
+            cv: Condvar::new(),
+        });
+        let future = TaskFuture {
+            slot: Arc::clone(&slot),
+            _r: PhantomData,
+        };
+        (
+            Promise {
+                slot: Some(slot),
+                _r: PhantomData,
+            },
+            future,
+        )
+    }
+
+    /// Completes the future with `r` (a value is stored encoded, as a
+    /// worker's reply is; one that cannot be is `TaskError::Encode`).
+    pub fn fulfil(mut self, r: Result<R, TaskError>) {
+        let reply = r.and_then(|v| {
+            mp_codec::encode(&v)
+                .map(|frame| Reply {
+                    status: crate::task::status::OK,
+                    payload: crate::wire::Payload {
+                        bytes: frame.into_payload(),
+                        fds: Vec::new(),
+                    },
+                })
+                .map_err(|e| TaskError::Encode(format!("the task's result: {e}")))
+        });
+        if let Some(slot) = self.slot.take() {
+            slot.deliver(0, 0, 1, reply);
+        }
+    }
+
+    /// Completes the future as cancelled (its task was withdrawn).
+    pub fn cancel(mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.state.store(CANCELLED, Ordering::Release);
+            slot.finish(slot.lock());
+        }
+    }
+}
+
+impl<R> Drop for Promise<R> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.deliver(0, 0, 1, Err(TaskError::Closed));
+        }
+    }
+}
+
 impl<R: DeserializeOwned> Future for TaskFuture<R> {
     type Output = Result<R, ExecutorError>;
 
@@ -320,6 +405,17 @@ impl<R: DeserializeOwned> Future for TaskFuture<R> {
             g.wakers.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+/// Runs a done callback; a panic in it is reported on stderr and goes no
+/// further, wherever it runs (Python logs the exception of a callback).
+fn run_callback(n: Notify) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(n)) {
+        eprintln!(
+            "multiprocessing: executor: a done callback panicked: {}",
+            crate::task::panic_message(&*p)
+        );
     }
 }
 
@@ -446,7 +542,7 @@ impl ProcessPoolExecutor {
     {
         Ok(MapResults {
             futs: self.submit_all(f, items)?.into_iter(),
-            deadline: None,
+            deadline: Deadline::NEVER,
         })
     }
 
@@ -465,10 +561,87 @@ impl ProcessPoolExecutor {
         A: Data,
         R: Data,
     {
-        let deadline = Instant::now() + t;
+        let deadline = Deadline::after(t);
         Ok(MapResults {
             futs: self.submit_all(f, items)?.into_iter(),
-            deadline: Some(deadline),
+            deadline,
+        })
+    }
+
+    /// Python's `map(f, items, chunksize=n)`: the items go to the workers
+    /// `chunksize` at a time, one task per chunk, which costs far less per
+    /// item for short tasks; the results come back one per item, in order.
+    /// Each item of a chunk that failed gets the chunk's error. A
+    /// `chunksize` of 0 is [`ExecutorError::InvalidArgument`].
+    ///
+    /// ```
+    /// fn pow(x: u64) -> u64 { x.pow(2) }
+    /// let ex = mp_pool::ProcessPoolExecutor::new(2)?;
+    /// let v: Vec<u64> = ex.map_chunked(pow, 0..10u64, 4)?.collect::<Result<_, _>>()?;
+    /// assert_eq!(v, (0..10u64).map(pow).collect::<Vec<_>>());
+    /// assert!(ex.map_chunked(pow, 0..10u64, 0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_chunked<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<ChunkedMapResults<R>, ExecutorError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.map_chunks(f, items, chunksize, Deadline::NEVER)
+    }
+
+    /// [`map_chunked`](Self::map_chunked) whose results must all be ready
+    /// within `t` of this call, as [`map_timeout`](Self::map_timeout).
+    pub fn map_chunked_timeout<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+        t: Duration,
+    ) -> Result<ChunkedMapResults<R>, ExecutorError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.map_chunks(f, items, chunksize, Deadline::after(t))
+    }
+
+    fn map_chunks<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+        deadline: Deadline,
+    ) -> Result<ChunkedMapResults<R>, ExecutorError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        if chunksize == 0 {
+            return Err(ExecutorError::InvalidArgument("chunksize must be at least 1".into()));
+        }
+        // Captures only `f`, a zero-sized function: still a task target.
+        let run_chunk = move |chunk: Vec<A>| chunk.into_iter().map(f).collect::<Vec<R>>();
+        let mut chunks = Vec::new();
+        let mut items = items.into_iter().peekable();
+        while items.peek().is_some() {
+            let chunk: Vec<A> = items.by_ref().take(chunksize).collect();
+            let len = chunk.len();
+            chunks.push((self.submit(run_chunk, (chunk,))?, len));
+        }
+        Ok(ChunkedMapResults {
+            chunks: chunks.into_iter(),
+            current: Vec::new().into_iter(),
+            failed: None,
+            deadline,
         })
     }
 
@@ -481,9 +654,27 @@ impl ProcessPoolExecutor {
         items.into_iter().map(|a| self.submit(f, (a,))).collect()
     }
 
-    /// Accepts no more tasks. With `cancel_futures`, cancels the tasks no
-    /// worker has started; with `wait`, waits for the rest to finish and
-    /// the workers to exit.
+    /// Accepts no more tasks. With `cancel_futures`, cancels the tasks not
+    /// yet handed to a worker; with `wait`, waits for the rest to finish
+    /// and the workers to exit.
+    ///
+    /// As in Python, the tasks a worker already has (running, or queued to
+    /// it) are not cancelled: they run and their futures get their results.
+    /// The pool's thread does the cancelling, right after handing the
+    /// workers what they can take; with `wait == false` this returns at
+    /// once, and a future may still read as pending for that moment.
+    ///
+    /// ```
+    /// use mp_pool::ProcessPoolExecutor;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(std::time::Duration::from_millis(ms)); ms }
+    /// let ex = ProcessPoolExecutor::new(2)?;
+    /// let fs: Vec<_> = (0..20).map(|_| ex.submit(nap, (50,))).collect::<Result<_, _>>()?;
+    /// ex.shutdown(true, true);
+    /// let cancelled = fs.iter().filter(|f| f.cancelled()).count();
+    /// assert!(cancelled > 0 && cancelled < 20);
+    /// assert!(fs.iter().filter(|f| !f.cancelled()).all(|f| f.result() == Ok(50)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
         if cancel_futures {
             self.pool.shared().cancel_queued();
@@ -505,7 +696,7 @@ impl Drop for ProcessPoolExecutor {
 #[derive(Debug)]
 pub struct MapResults<R> {
     futs: std::vec::IntoIter<TaskFuture<R>>,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 }
 
 impl<R: DeserializeOwned> Iterator for MapResults<R> {
@@ -513,10 +704,10 @@ impl<R: DeserializeOwned> Iterator for MapResults<R> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let f = self.futs.next()?;
-        Some(match self.deadline {
+        Some(match self.deadline.remaining() {
             None => f.result(),
-            Some(d) => {
-                let r = f.result_timeout(d.saturating_duration_since(Instant::now()));
+            Some(left) => {
+                let r = f.result_timeout(left);
                 if matches!(r, Err(ExecutorError::Timeout)) {
                     f.cancel();
                 }
@@ -530,6 +721,51 @@ impl<R: DeserializeOwned> Iterator for MapResults<R> {
     }
 }
 
+/// The results of [`ProcessPoolExecutor::map_chunked`], one per item, in
+/// order.
+#[derive(Debug)]
+pub struct ChunkedMapResults<R> {
+    chunks: std::vec::IntoIter<(TaskFuture<Vec<R>>, usize)>,
+    current: std::vec::IntoIter<R>,
+    /// The error of a failed chunk, and how many of its items have yet to
+    /// get it.
+    failed: Option<(ExecutorError, usize)>,
+    deadline: Deadline,
+}
+
+impl<R: DeserializeOwned> Iterator for ChunkedMapResults<R> {
+    type Item = Result<R, ExecutorError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(r) = self.current.next() {
+                return Some(Ok(r));
+            }
+            if let Some((e, left)) = self.failed.take() {
+                if left > 0 {
+                    self.failed = Some((e.clone(), left - 1));
+                    return Some(Err(e));
+                }
+            }
+            let (f, len) = self.chunks.next()?;
+            let r = match self.deadline.remaining() {
+                None => f.result(),
+                Some(left) => {
+                    let r = f.result_timeout(left);
+                    if matches!(r, Err(ExecutorError::Timeout)) {
+                        f.cancel();
+                    }
+                    r
+                }
+            };
+            match r {
+                Ok(v) => self.current = v.into_iter(),
+                Err(e) => self.failed = Some((e, len)),
+            }
+        }
+    }
+}
+
 /// Indices of futures, in the order they complete.
 struct Completions {
     m: Mutex<VecDeque<usize>>,
@@ -537,36 +773,38 @@ struct Completions {
 }
 
 impl Completions {
-    fn watch<R>(fs: &[TaskFuture<R>]) -> Arc<Completions> {
+    /// Watches the futures of `fs`, each once however often it is given (as
+    /// Python's `as_completed` takes `set(fs)`); how many that is.
+    fn watch<R>(fs: &[TaskFuture<R>]) -> (Arc<Completions>, usize) {
         let c = Arc::new(Completions {
             m: Mutex::new(VecDeque::new()),
             cv: Condvar::new(),
         });
+        let mut unique = 0;
         for (i, f) in fs.iter().enumerate() {
+            if fs[..i].iter().any(|g| Arc::ptr_eq(&g.slot, &f.slot)) {
+                continue;
+            }
+            unique += 1;
             let c2 = Arc::clone(&c);
             f.slot.on_done(Box::new(move || {
                 c2.m.lock().unwrap_or_else(|e| e.into_inner()).push_back(i);
                 c2.cv.notify_all();
             }));
         }
-        c
+        (c, unique)
     }
 
-    fn next(&self, deadline: Option<Instant>) -> Option<usize> {
+    fn next(&self, deadline: Deadline) -> Option<usize> {
         let mut g = self.m.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(i) = g.pop_front() {
                 return Some(i);
             }
-            g = match deadline {
+            g = match deadline.remaining() {
                 None => self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return None;
-                    }
-                    self.cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0
-                }
+                Some(left) if left.is_zero() => return None,
+                Some(left) => self.cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0,
             };
         }
     }
@@ -591,8 +829,8 @@ impl Completions {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn as_completed<R>(fs: &[TaskFuture<R>]) -> impl Iterator<Item = &TaskFuture<R>> {
-    let c = Completions::watch(fs);
-    (0..fs.len()).filter_map(move |_| c.next(None).map(|i| &fs[i]))
+    let (c, n) = Completions::watch(fs);
+    (0..n).filter_map(move |_| c.next(Deadline::NEVER).map(|i| &fs[i]))
 }
 
 /// [`as_completed`] with a deadline `t` from now: after it, one
@@ -602,14 +840,14 @@ pub fn as_completed_timeout<R>(
     fs: &[TaskFuture<R>],
     t: Duration,
 ) -> impl Iterator<Item = Result<&TaskFuture<R>, ExecutorError>> {
-    let c = Completions::watch(fs);
-    let deadline = Instant::now() + t;
+    let (c, n) = Completions::watch(fs);
+    let deadline = Deadline::after(t);
     let mut timed_out = false;
-    (0..fs.len()).map_while(move |_| {
+    (0..n).map_while(move |_| {
         if timed_out {
             return None;
         }
-        match c.next(Some(deadline)) {
+        match c.next(deadline) {
             Some(i) => Some(Ok(&fs[i])),
             None => {
                 timed_out = true;
@@ -659,15 +897,15 @@ pub struct DoneAndNotDone {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn wait<R: DeserializeOwned>(fs: &[TaskFuture<R>], timeout: Option<Duration>, when: ReturnWhen) -> DoneAndNotDone {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let c = Completions::watch(fs);
+    let deadline = Deadline::from_timeout(timeout);
+    let (c, unique) = Completions::watch(fs);
     let mut done = vec![false; fs.len()];
     let mut ndone = 0;
     let finished = |done: &[bool], ndone: usize| match when {
-        ReturnWhen::AllCompleted => ndone == fs.len(),
+        ReturnWhen::AllCompleted => ndone == unique,
         ReturnWhen::FirstCompleted => ndone > 0 || fs.is_empty(),
         ReturnWhen::FirstException => {
-            ndone == fs.len()
+            ndone == unique
                 || done
                     .iter()
                     .zip(fs)

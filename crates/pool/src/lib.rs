@@ -21,6 +21,12 @@
 //!   a time (more when tasks are short), so a worker never waits on a
 //!   round trip; replies and jobs are batched into few system calls.
 //!   Callbacks run on this thread, in completion order.
+//! - A map's chunk travels as one message: its items encoded together,
+//!   decoded by the worker into one vector, run under one `catch_unwind`
+//!   (a panic fails only its item), and answered with one message of all
+//!   the results. For `map`, the pool thread decodes them straight into
+//!   their places in the output vector, in order, as the chunks complete,
+//!   while the caller is still encoding the last chunks.
 //! - A worker writes the job and item it is running to a shared page. When
 //!   its pidfd says it died, the pool reads what it sent, fails the job (or
 //!   the map item) that was running with [`TaskError::WorkerLost`], hands
@@ -33,7 +39,14 @@
 //!   (it fails with `WorkerLost` instead).
 //! - `imap` pulls its input lazily, from the consuming thread, with a
 //!   bounded number of chunks in flight; Python's reads the whole input.
+//! - `map` and `starmap` read an input that knows its exact length (a
+//!   range, a vector) chunk by chunk, queueing each chunk as it is encoded,
+//!   so the first chunks run while the rest are read; any other input is
+//!   read whole first, as Python reads it.
 //! - Dropping a pool terminates it, as leaving `with Pool() as p:` does.
+//! - A map that fails returns (or its [`AsyncResult`] is ready) once every
+//!   chunk is done, as in Python; its error is that of the first failed
+//!   item in item order, where Python's is the first chunk to fail in time.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -48,7 +61,8 @@ mod wire;
 
 pub use error::{PoolError, TaskError};
 pub use executor::{
-    DoneAndNotDone, ExecutorBuilder, ExecutorError, MapResults, ProcessPoolExecutor, ReturnWhen, TaskFuture,
+    ChunkedMapResults, DoneAndNotDone, ExecutorBuilder, ExecutorError, MapResults, ProcessPoolExecutor, ReturnWhen,
+    TaskFuture,
 };
 pub use pool::{Data, Pool, PoolBuilder, PoolContext};
 pub use result::{AsyncResult, IMap};

@@ -1,10 +1,12 @@
 //! [`Pool`]: Python's `multiprocessing.Pool`.
 
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mp_process::{Function, Outcome, StartMethod};
+use mp_sys::time::Deadline;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -134,7 +136,11 @@ impl PoolBuilder {
         let (shared, thread) = core::start(Config {
             processes,
             maxtasks: self.maxtasks.map_or(0, |n| n as u64),
-            method: self.method.unwrap_or_else(mp_process::get_start_method),
+            method: match self.method {
+                Some(m) => m,
+                // A misspelt MP_START_METHOD is an error here too.
+                None => mp_process::try_get_start_method()?,
+            },
             init,
             break_on_loss: self.break_on_loss,
         })?;
@@ -254,41 +260,116 @@ impl Pool {
         Ok(AsyncResult::one(sink))
     }
 
-    /// Queues `items` in chunks of `chunksize` for `f`; returns the sink and
-    /// the number of chunks.
-    fn submit_chunks<F, A>(&self, f: F, items: Vec<A>, chunksize: usize) -> Result<(Arc<Chunks>, usize), TaskError>
+    /// Queues `items` in chunks of `chunksize` (default: Python's, from
+    /// their count) for `f`; returns the sink and the number of chunks.
+    ///
+    /// An iterator that knows its exact length (a range, a vector) is not
+    /// collected first: each chunk's items are taken from it into one
+    /// buffer, reused from chunk to chunk, encoded and queued, so the
+    /// workers start on the first chunks while the caller encodes the rest,
+    /// and the items never exist all at once as values. Any other is
+    /// collected first, as Python's `list(iterable)`.
+    fn submit_iter<F, A>(
+        &self,
+        f: F,
+        items: impl Iterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<(Arc<Chunks>, usize), TaskError>
     where
         F: Function<A, Output: Data>,
         A: Data,
     {
-        if chunksize == 0 {
+        if chunksize == Some(0) {
             return Err(TaskError::Encode("chunksize must be at least 1".into()));
         }
-        let sink = Chunks::new(false);
-        let mut works = Vec::with_capacity(items.len().div_ceil(chunksize));
-        for (tag, c) in items.chunks(chunksize).enumerate() {
-            sink.register(tag, c.len() as u32);
-            works.push((tag, task::chunk(f, c)?));
+        match items.size_hint() {
+            (lo, Some(hi)) if lo == hi => {
+                let cs = chunksize.unwrap_or_else(|| default_chunksize(lo, self.processes()));
+                self.submit_lazily(f, items, cs)
+            }
+            _ => {
+                let all: Vec<A> = items.collect();
+                let cs = chunksize.unwrap_or_else(|| default_chunksize(all.len(), self.processes()));
+                self.submit_lazily(f, all.into_iter(), cs)
+            }
         }
-        let n = works.len();
+    }
+
+    fn submit_lazily<F, A>(
+        &self,
+        f: F,
+        mut items: impl Iterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<(Arc<Chunks>, usize), TaskError>
+    where
+        F: Function<A, Output: Data>,
+        A: Data,
+    {
+        let sink = Chunks::new(false);
         let dyn_sink: Arc<dyn Sink> = sink.clone();
-        self.shared.submit(works, &dyn_sink, false)?;
-        Ok((sink, n))
+        let mut scratch = mp_codec::Frame::new();
+        let mut chunk: Vec<A> = Vec::new();
+        // Each chunk is queued as soon as it is encoded, so the workers
+        // start on the first ones while the caller encodes the rest.
+        for tag in 0.. {
+            chunk.clear();
+            // The caller's iterator may panic: the chunks queued before run
+            // to their end first, as they do before an error returns.
+            let took = catch_unwind(AssertUnwindSafe(|| chunk.extend(items.by_ref().take(chunksize))));
+            if let Err(p) = took {
+                sink.wait_complete(tag, Deadline::NEVER);
+                resume_unwind(p);
+            }
+            if chunk.is_empty() {
+                return Ok((sink, tag));
+            }
+            sink.register(tag, chunk.len() as u32);
+            if let Err(e) = task::chunk(f, &chunk, &mut scratch, |b| self.shared.copy_out(b))
+                .and_then(|w| self.shared.submit([(tag, w)], &dyn_sink, false))
+            {
+                // The chunks queued before this one run to their end before
+                // the error is returned: no task of a map that has failed
+                // still runs.
+                sink.wait_complete(tag, Deadline::NEVER);
+                return Err(e);
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     /// `f` over every item, in order, in chunks of Python's default size
     /// (the items spread over four chunks per worker). The first failed
     /// item (in order) is the error; see [`imap`](Pool::imap) for each
     /// item's own result.
+    ///
+    /// As Python's, it returns only once every chunk is done, failed or
+    /// not: when it returns, no task of the map still runs.
+    ///
+    /// # Differences from Python
+    /// The error is that of the first failed item in item order; Python's
+    /// is that of the first chunk to fail in time. An input that knows its
+    /// exact length (a range, a vector) is read chunk by chunk, each chunk
+    /// queued as soon as it is encoded; Python reads the whole input first.
+    ///
+    /// ```
+    /// fn check(x: u32) -> u32 {
+    ///     if x == 1 { panic!("bad item {x}") }
+    ///     if x == 5 { std::thread::sleep(std::time::Duration::from_millis(100)) }
+    ///     x
+    /// }
+    /// let pool = mp_pool::Pool::new(2)?;
+    /// let r = pool.map(check, 0..8);
+    /// // Item 5's sleep is over: the map waited for it.
+    /// assert_eq!(r, Err(mp_pool::TaskError::Panicked("bad item 1".into())));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn map<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>, TaskError>
     where
         F: Fn(A) -> R + Copy + Send + 'static,
         A: Data,
         R: Data,
     {
-        let items: Vec<(A,)> = items.into_iter().map(|a| (a,)).collect();
-        let cs = default_chunksize(items.len(), self.processes());
-        self.map_tuples(f, items, cs)
+        self.map_iter(f, items.into_iter().map(|a| (a,)), None)
     }
 
     /// [`map`](Pool::map) with chunks of `chunksize` items.
@@ -310,24 +391,27 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        self.map_tuples(f, items.into_iter().map(|a| (a,)).collect(), chunksize)
+        self.map_iter(f, items.into_iter().map(|a| (a,)), Some(chunksize))
     }
 
-    fn map_tuples<F, A, R>(&self, f: F, items: Vec<A>, chunksize: usize) -> Result<Vec<R>, TaskError>
+    fn map_iter<F, A, R>(
+        &self,
+        f: F,
+        items: impl Iterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>, TaskError>
     where
         F: Function<A, Output = R>,
         A: Data,
         R: Data,
     {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (sink, n) = self.submit_chunks(f, items, chunksize)?;
-        collect_map(&sink, n, None).unwrap_or(Err(TaskError::Timeout))
+        let (sink, n) = self.submit_iter(f, items, chunksize)?;
+        collect_map(&self.shared, &sink, n, Deadline::NEVER).unwrap_or(Err(TaskError::Timeout))
     }
 
     /// [`map`](Pool::map) without waiting: the values arrive in the
-    /// [`AsyncResult`].
+    /// [`AsyncResult`], which is ready once every chunk is done (a failed
+    /// chunk does not make it ready while others still run).
     ///
     /// ```
     /// fn neg(x: i64) -> i64 { -x }
@@ -342,10 +426,50 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        let items: Vec<(A,)> = items.into_iter().map(|a| (a,)).collect();
-        let cs = default_chunksize(items.len(), self.processes());
-        let (sink, n) = self.submit_chunks(f, items, cs)?;
+        let (sink, n) = self.submit_iter(f, items.into_iter().map(|a| (a,)), None)?;
         Ok(AsyncResult::map(sink, n))
+    }
+
+    /// [`map_async`](Pool::map_async) with Python's `callback` and
+    /// `error_callback`: once every chunk is done, `callback` gets the
+    /// results (in order) or `error_callback` the first failed item's error,
+    /// on the pool's result thread, as for
+    /// [`apply_async_with`](Pool::apply_async_with) (at once, on this
+    /// thread, for a map already done when this returns).
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// fn double(x: u32) -> u32 { x * 2 }
+    /// let pool = mp_pool::Pool::new(2)?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.map_async_with(double, 0..4u32, move |v: &Vec<u32>| tx.send(v.clone()).unwrap(), |_| {})?;
+    /// assert_eq!(r.get()?, [0, 2, 4, 6]);
+    /// assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(30))?, [0, 2, 4, 6]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_async_with<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        callback: impl FnOnce(&Vec<R>) + Send + 'static,
+        error_callback: impl FnOnce(&TaskError) + Send + 'static,
+    ) -> Result<AsyncResult<Vec<R>>, TaskError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        let (sink, n) = self.submit_iter(f, items.into_iter().map(|a| (a,)), None)?;
+        let result: AsyncResult<Vec<R>> = AsyncResult::map(Arc::clone(&sink), n);
+        let seen = result.share();
+        sink.on_complete(
+            n,
+            Box::new(move || match seen.get_timeout(std::time::Duration::ZERO) {
+                Ok(v) => callback(&v),
+                Err(e) => error_callback(&e),
+            }),
+        );
+        Ok(result)
     }
 
     /// `f` over tuples of arguments, in order: Python's `starmap`.
@@ -361,9 +485,7 @@ impl Pool {
         F: Function<A, Output: Data>,
         A: Data,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let cs = default_chunksize(items.len(), self.processes());
-        self.map_tuples(f, items, cs)
+        self.map_iter(f, items.into_iter(), None)
     }
 
     /// [`starmap`](Pool::starmap) without waiting.
@@ -376,9 +498,7 @@ impl Pool {
         F: Function<A, Output: Data>,
         A: Data,
     {
-        let items: Vec<A> = items.into_iter().collect();
-        let cs = default_chunksize(items.len(), self.processes());
-        let (sink, n) = self.submit_chunks(f, items, cs)?;
+        let (sink, n) = self.submit_iter(f, items.into_iter(), None)?;
         Ok(AsyncResult::map(sink, n))
     }
 
@@ -398,12 +518,13 @@ impl Pool {
             return Err(TaskError::Encode("chunksize must be at least 1".into()));
         }
         let mut it = items.into_iter();
+        let mut scratch = mp_codec::Frame::new();
         let feed: Feed<'a> = Box::new(move || {
             let chunk: Vec<(A,)> = it.by_ref().take(chunksize).map(|a| (a,)).collect();
             if chunk.is_empty() {
                 return None;
             }
-            Some((chunk.len() as u32, task::chunk(f, &chunk)))
+            Some((chunk.len() as u32, task::chunk(f, &chunk, &mut scratch, <[u8]>::to_vec)))
         });
         IMap::new(Arc::clone(&self.shared), unordered, feed)
     }
@@ -498,15 +619,15 @@ impl Pool {
     /// Waits for the workers to exit after [`close`](Pool::close) or
     /// [`terminate`](Pool::terminate).
     pub fn join(&self) -> Result<(), PoolError> {
-        self.join_until(None)
+        self.join_until(Deadline::NEVER)
     }
 
     /// [`join`](Pool::join), waiting at most `t`.
     pub fn join_timeout(&self, t: Duration) -> Result<(), PoolError> {
-        self.join_until(Some(Instant::now() + t))
+        self.join_until(Deadline::after(t))
     }
 
-    fn join_until(&self, deadline: Option<Instant>) -> Result<(), PoolError> {
+    fn join_until(&self, deadline: Deadline) -> Result<(), PoolError> {
         if self.shared.lock().phase == Phase::Running {
             return Err(PoolError::StillRunning);
         }

@@ -1,12 +1,15 @@
 //! Results: [`AsyncResult`], the lazy maps, and the sinks behind them.
 
+use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
-use serde::de::DeserializeOwned;
+use mp_sys::time::Deadline;
+
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 
 use crate::core::{Reply, Shared, Sink};
 use crate::error::{Failure, TaskError};
@@ -21,6 +24,12 @@ fn decode_err(e: impl std::fmt::Display) -> TaskError {
 fn decode<T: DeserializeOwned>(rep: &Reply) -> Result<T, TaskError> {
     let fds = rep.payload.dup_fds().map_err(decode_err)?;
     mp_codec::decode_payload(&rep.payload.bytes, fds).map_err(decode_err)
+}
+
+/// [`decode`] for a chunk's reply, whose integers are at full width.
+fn decode_fixed<T: DeserializeOwned>(rep: &Reply) -> Result<T, TaskError> {
+    let fds = rep.payload.dup_fds().map_err(decode_err)?;
+    mp_codec::decode_payload_fixed(&rep.payload.bytes, fds).map_err(decode_err)
 }
 
 /// A task's outcome as its value.
@@ -51,21 +60,21 @@ pub(crate) fn decode_part<R: DeserializeOwned>(lo: u32, hi: u32, r: &Outcome) ->
             .ok_or_else(|| TaskError::Decode(format!("a reply of {len} results for {n} items")))
     };
     match rep.status {
-        status::OK => match decode::<Vec<R>>(rep) {
+        status::OK => match decode_fixed::<Vec<R>>(rep) {
             Ok(v) => match checked(v.len()) {
                 Ok(()) => Part::All(v),
                 Err(e) => each_err(e),
             },
             Err(e) => each_err(e),
         },
-        status::MIXED => match decode::<Vec<Result<R, Failure>>>(rep) {
+        status::MIXED => match decode_fixed::<Vec<Result<R, Failure>>>(rep) {
             Ok(v) => match checked(v.len()) {
                 Ok(()) => Part::Each(v.into_iter().map(|r| r.map_err(TaskError::from)).collect()),
                 Err(e) => each_err(e),
             },
             Err(e) => each_err(e),
         },
-        _ => each_err(decode::<Failure>(rep).map_or_else(|e| e, TaskError::from)),
+        _ => each_err(decode_fixed::<Failure>(rep).map_or_else(|e| e, TaskError::from)),
     }
 }
 
@@ -77,22 +86,19 @@ fn relock<'a, T>(r: std::sync::LockResult<MutexGuard<'a, T>>) -> MutexGuard<'a, 
 fn wait_for<'a, T>(
     cv: &Condvar,
     mut g: MutexGuard<'a, T>,
-    deadline: Option<Instant>,
+    deadline: Deadline,
     waiters: fn(&mut T) -> &mut usize,
     done: impl Fn(&T) -> bool,
 ) -> (MutexGuard<'a, T>, bool) {
     while !done(&g) {
         *waiters(&mut g) += 1;
-        g = match deadline {
+        g = match deadline.remaining() {
             None => relock(cv.wait(g)),
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    *waiters(&mut g) -= 1;
-                    return (g, false);
-                }
-                cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0
+            Some(left) if left.is_zero() => {
+                *waiters(&mut g) -= 1;
+                return (g, false);
             }
+            Some(left) => cv.wait_timeout(g, left).unwrap_or_else(|e| e.into_inner()).0,
         };
         *waiters(&mut g) -= 1;
     }
@@ -152,7 +158,7 @@ impl Sink for One {
 
 /// What an [`AsyncResult`] waits on.
 trait Pending<R>: Send + Sync {
-    fn wait_until(&self, deadline: Option<Instant>) -> bool;
+    fn wait_until(&self, deadline: Deadline) -> bool;
     /// The value; only called once `wait_until` returned true.
     fn value(&self) -> Result<R, TaskError>;
     fn successful(&self) -> Option<bool>;
@@ -164,7 +170,7 @@ struct OneResult<R> {
 }
 
 impl<R: DeserializeOwned> Pending<R> for OneResult<R> {
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+    fn wait_until(&self, deadline: Deadline) -> bool {
         let g = relock(self.sink.m.lock());
         wait_for(&self.sink.cv, g, deadline, |s| &mut s.waiters, |s| s.value.is_some()).1
     }
@@ -205,6 +211,68 @@ struct ChunksState {
     complete: usize,
     failed: bool,
     waiters: usize,
+    /// A blocking map's output, filled on the pool thread with the values
+    /// of each chunk, in order, as soon as it and those before it are
+    /// complete (see [`collect_map`]).
+    ahead: Option<Box<dyn Ahead>>,
+    /// The next chunk for `ahead`.
+    ahead_next: usize,
+    /// `ahead` met a chunk it could not take.
+    ahead_stopped: bool,
+    /// The fewest complete chunks a waiter of [`Chunks::wait_complete`]
+    /// waits for; 0: waiters want every delivery (lazy maps).
+    want: usize,
+    /// Runs once this many chunks are complete (`map_async_with`'s
+    /// callbacks), on the pool thread.
+    on_complete: Option<(usize, Box<dyn FnOnce() + Send>)>,
+}
+
+/// Where a map's values are decoded ahead of its caller.
+trait Ahead: Send {
+    /// Appends the values of a complete chunk's parts (sorted); false, with
+    /// nothing appended, if a part failed or cannot be decoded (the caller
+    /// then takes that chunk and the rest as they are).
+    fn take(&mut self, parts: &mut [(u32, u32, Outcome)]) -> bool;
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any>;
+}
+
+/// The output of a map of `R`, and where the decoded replies' buffers go.
+struct AheadVec<R> {
+    out: Vec<R>,
+    shared: Weak<Shared>,
+}
+
+impl<R: DeserializeOwned + Send + 'static> Ahead for AheadVec<R> {
+    fn take(&mut self, parts: &mut [(u32, u32, Outcome)]) -> bool {
+        let before = self.out.len();
+        // A result's Deserialize may panic: this runs on the pool thread,
+        // which must go on. The caller then decodes that chunk itself (and
+        // its panic reaches the caller, as it would have).
+        let ok = catch_unwind(AssertUnwindSafe(|| {
+            parts.iter().all(|(lo, hi, r)| match r {
+                Ok(rep) if rep.status == status::OK => append(&mut self.out, (hi - lo) as usize, rep).is_ok(),
+                _ => false,
+            })
+        }))
+        .unwrap_or(false);
+        if !ok {
+            self.out.truncate(before);
+            return false;
+        }
+        if let Some(shared) = self.shared.upgrade() {
+            for (_, _, r) in parts.iter_mut() {
+                if let Ok(rep) = r {
+                    shared.recycle(std::mem::take(&mut rep.payload.bytes));
+                }
+            }
+        }
+        true
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
 }
 
 impl Chunks {
@@ -216,10 +284,27 @@ impl Chunks {
                 complete: 0,
                 failed: false,
                 waiters: 0,
+                ahead: None,
+                ahead_next: 0,
+                ahead_stopped: false,
+                want: 0,
+                on_complete: None,
             }),
             cv: Condvar::new(),
             unordered,
         })
+    }
+
+    /// Runs `f` once `n` chunks are complete: on the pool thread, or at once
+    /// on this one if they already are. A panic in `f` is reported on stderr.
+    pub(crate) fn on_complete(&self, n: usize, f: Box<dyn FnOnce() + Send>) {
+        let mut g = relock(self.m.lock());
+        if g.complete >= n {
+            drop(g);
+            run_callback(f);
+        } else {
+            g.on_complete = Some((n, f));
+        }
     }
 
     /// Announces chunk `tag` of `len` items, before it is submitted.
@@ -241,7 +326,7 @@ impl Chunks {
     }
 
     /// Waits for chunk `tag` to be complete and takes its parts, in order.
-    fn take_chunk(&self, tag: usize, deadline: Option<Instant>) -> Option<Vec<(u32, u32, Outcome)>> {
+    fn take_chunk(&self, tag: usize, deadline: Deadline) -> Option<Vec<(u32, u32, Outcome)>> {
         let g = relock(self.m.lock());
         let (mut g, ok) = wait_for(
             &self.cv,
@@ -259,23 +344,21 @@ impl Chunks {
     }
 
     /// Waits for the next part to arrive (unordered maps).
-    fn take_arrival(&self, deadline: Option<Instant>) -> Option<(u32, u32, Outcome)> {
+    fn take_arrival(&self, deadline: Deadline) -> Option<(u32, u32, Outcome)> {
         let g = relock(self.m.lock());
         let (mut g, ok) = wait_for(&self.cv, g, deadline, |s| &mut s.waiters, |s| !s.arrivals.is_empty());
         if ok { g.arrivals.pop_front() } else { None }
     }
 
-    /// Waits until `n` chunks are complete, or one failed.
-    fn wait_complete(&self, n: usize, deadline: Option<Instant>) -> bool {
-        let g = relock(self.m.lock());
-        wait_for(
-            &self.cv,
-            g,
-            deadline,
-            |s| &mut s.waiters,
-            |s| s.complete >= n || s.failed,
-        )
-        .1
+    /// Waits until `n` chunks are complete, failed ones included (Python's
+    /// `MapResult` is ready only then, so no task of a map that is ready
+    /// still runs).
+    pub(crate) fn wait_complete(&self, n: usize, deadline: Deadline) -> bool {
+        let mut g = relock(self.m.lock());
+        // The smallest count any waiter wants (each then rechecks its own).
+        // A sink is waited on either this way or chunk by chunk, never both.
+        g.want = if g.want == 0 { n } else { g.want.min(n) };
+        wait_for(&self.cv, g, deadline, |s| &mut s.waiters, |s| s.complete >= n).1
     }
 }
 
@@ -300,9 +383,48 @@ impl Sink for Chunks {
         }
         if complete {
             g.complete += 1;
+            decode_ahead(&mut g);
         }
-        if g.waiters > 0 {
+        // The callbacks of `map_async_with` run before its waiters wake, as
+        // Python's: once `wait` returns, they have run.
+        let done = match g.on_complete {
+            Some((n, _)) if g.complete >= n => g.on_complete.take(),
+            _ => None,
+        };
+        if let Some((_, f)) = done {
+            drop(g);
+            run_callback(f);
+            g = relock(self.m.lock());
+        }
+        // A map's caller waits for all its chunks: it is woken once, not
+        // for each of them.
+        if g.waiters > 0 && (g.want == 0 || g.complete >= g.want) {
             self.cv.notify_all();
+        }
+    }
+}
+
+/// Decodes into `ahead` the chunks complete in order from `ahead_next` on;
+/// stops (for good) at one it cannot take.
+fn decode_ahead(g: &mut ChunksState) {
+    if g.ahead_stopped {
+        return;
+    }
+    loop {
+        let tag = g.ahead_next;
+        if g.chunks.get(&tag).is_none_or(|c| c.covered < c.len) {
+            return;
+        }
+        let Some(ahead) = g.ahead.as_mut() else { return };
+        let Some(mut c) = g.chunks.remove(&tag) else { return };
+        c.parts.sort_by_key(|p| p.0);
+        if ahead.take(&mut c.parts) {
+            g.ahead_next += 1;
+        } else {
+            // The caller takes this chunk and the rest.
+            g.chunks.insert(tag, c);
+            g.ahead_stopped = true;
+            return;
         }
     }
 }
@@ -311,30 +433,123 @@ impl Sink for Chunks {
 /// returns the first failed item's error.
 fn extend_with<R: DeserializeOwned>(out: &mut Vec<R>, parts: &[(u32, u32, Outcome)]) -> Result<(), TaskError> {
     for (lo, hi, r) in parts {
-        match decode_part::<R>(*lo, *hi, r) {
-            Part::All(v) => out.extend(v),
-            Part::Each(v) => {
-                for x in v {
-                    out.push(x?);
+        match r {
+            Ok(rep) if rep.status == status::OK => append(out, (hi - lo) as usize, rep)?,
+            _ => match decode_part::<R>(*lo, *hi, r) {
+                Part::All(v) => out.extend(v),
+                Part::Each(v) => {
+                    for x in v {
+                        out.push(x?);
+                    }
                 }
-            }
+            },
         }
     }
     Ok(())
 }
 
+/// Decodes the `n` values of a successful reply straight onto the end of
+/// `out`, where they stay: no vector of their own, no copy. On an error
+/// `out` is left as it was.
+fn append<R: DeserializeOwned>(out: &mut Vec<R>, n: usize, rep: &Reply) -> Result<(), TaskError> {
+    let before = out.len();
+    let got =
+        rep.payload.dup_fds().map_err(decode_err).and_then(|fds| {
+            mp_codec::decode_payload_seed_fixed(&rep.payload.bytes, fds, Append(out)).map_err(decode_err)
+        });
+    match got {
+        Ok(len) if len == n => Ok(()),
+        Ok(len) => {
+            out.truncate(before);
+            Err(TaskError::Decode(format!("a reply of {len} results for {n} items")))
+        }
+        Err(e) => {
+            out.truncate(before);
+            Err(e)
+        }
+    }
+}
+
+/// A serde seed that appends a sequence to the vector it holds and returns
+/// how many values it appended.
+pub(crate) struct Append<'a, R>(pub(crate) &'a mut Vec<R>);
+
+impl<'de, R: DeserializeOwned> DeserializeSeed<'de> for Append<'_, R> {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, R: DeserializeOwned> Visitor<'de> for Append<'_, R> {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a sequence of results")
+    }
+
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<usize, S::Error> {
+        let mut len = 0;
+        // Room for the sequence at once (the decoder's hint is bounded by
+        // the bytes left); a map's caller has reserved room for all of it.
+        self.0.reserve(seq.size_hint().unwrap_or(0));
+        // The seed itself, not `next_element`: one call less per value.
+        while let Some(v) = seq.next_element_seed(PhantomData::<R>)? {
+            self.0.push(v);
+            len += 1;
+        }
+        Ok(len)
+    }
+}
+
 /// Takes the chunks `0..n` in order as each completes and decodes them into
 /// the map's values, or its first error (in item order); `None` if
-/// `deadline` passes first.
-pub(crate) fn collect_map<R: DeserializeOwned>(
+/// `deadline` passes first. Returns only once every chunk is complete, as
+/// Python's `MapResult`: after an error it waits for the other chunks
+/// still running.
+pub(crate) fn collect_map<R: DeserializeOwned + Send + 'static>(
+    shared: &Arc<Shared>,
     sink: &Chunks,
     n: usize,
-    deadline: Option<Instant>,
+    deadline: Deadline,
 ) -> Option<Result<Vec<R>, TaskError>> {
-    let mut out = Vec::new();
-    for tag in 0..n {
+    // One allocation for the map's values; the pool thread decodes each
+    // chunk into its place as soon as it and those before it are complete,
+    // while this thread may still be encoding the last chunks (the caller
+    // had both jobs, one after the other, and was the slowest of the
+    // map's threads).
+    {
+        let mut g = relock(sink.m.lock());
+        let out: Vec<R> = Vec::with_capacity(g.chunks.values().map(|c| c.len as usize).sum());
+        g.ahead = Some(Box::new(AheadVec {
+            out,
+            shared: Arc::downgrade(shared),
+        }));
+        decode_ahead(&mut g);
+    }
+    if !sink.wait_complete(n, deadline) {
+        return None;
+    }
+    let (ahead, next) = {
+        let mut g = relock(sink.m.lock());
+        (g.ahead.take(), g.ahead_next)
+    };
+    let mut out = ahead
+        .and_then(|a| a.into_any().downcast::<AheadVec<R>>().ok())
+        .map(|a| a.out)
+        .unwrap_or_default();
+    // What the pool thread could not take: a failed chunk and those after
+    // it, decoded here in order, so the error is the first failed item's.
+    for tag in next..n {
         let parts = sink.take_chunk(tag, deadline)?;
-        if let Err(e) = extend_with(&mut out, &parts) {
+        let r = extend_with(&mut out, &parts);
+        for (_, _, part) in parts {
+            if let Ok(rep) = part {
+                shared.recycle(rep.payload.bytes);
+            }
+        }
+        if let Err(e) = r {
             return Some(Err(e));
         }
     }
@@ -348,14 +563,14 @@ struct MapResult<R> {
 }
 
 impl<R: DeserializeOwned> Pending<Vec<R>> for MapResult<R> {
-    fn wait_until(&self, deadline: Option<Instant>) -> bool {
+    fn wait_until(&self, deadline: Deadline) -> bool {
         self.sink.wait_complete(self.n, deadline)
     }
 
     /// Decodes the parts in place: they stay for the next `get`.
     fn value(&self) -> Result<Vec<R>, TaskError> {
         let mut g = relock(self.sink.m.lock());
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(g.chunks.values().map(|c| c.len as usize).sum());
         for tag in 0..self.n {
             let Some(c) = g.chunks.get_mut(&tag) else {
                 return Err(TaskError::Timeout);
@@ -368,11 +583,7 @@ impl<R: DeserializeOwned> Pending<Vec<R>> for MapResult<R> {
 
     fn successful(&self) -> Option<bool> {
         let g = relock(self.sink.m.lock());
-        if g.failed {
-            Some(false)
-        } else {
-            (g.complete >= self.n).then_some(true)
-        }
+        (g.complete >= self.n).then_some(!g.failed)
     }
 }
 
@@ -393,10 +604,19 @@ pub struct AsyncResult<R> {
     inner: Arc<dyn Pending<R>>,
 }
 
+impl<R> AsyncResult<R> {
+    /// Another handle of the same result (for a callback to read it).
+    pub(crate) fn share(&self) -> AsyncResult<R> {
+        AsyncResult {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
 impl<R> std::fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncResult")
-            .field("ready", &self.inner.wait_until(Some(Instant::now())))
+            .field("ready", &self.inner.wait_until(Deadline::after(Duration::ZERO)))
             .finish()
     }
 }
@@ -425,7 +645,7 @@ impl<R> AsyncResult<R> {
     /// Waits for the result and returns it: the task's value, or why there
     /// is none. Can be called again (the value is decoded each time).
     pub fn get(&self) -> Result<R, TaskError> {
-        self.inner.wait_until(None);
+        self.inner.wait_until(Deadline::NEVER);
         self.inner.value()
     }
 
@@ -445,7 +665,7 @@ impl<R> AsyncResult<R> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn get_timeout(&self, t: Duration) -> Result<R, TaskError> {
-        if self.inner.wait_until(Some(Instant::now() + t)) {
+        if self.inner.wait_until(Deadline::after(t)) {
             self.inner.value()
         } else {
             Err(TaskError::Timeout)
@@ -454,17 +674,17 @@ impl<R> AsyncResult<R> {
 
     /// Waits until the result is ready.
     pub fn wait(&self) {
-        self.inner.wait_until(None);
+        self.inner.wait_until(Deadline::NEVER);
     }
 
     /// Waits at most `t`; true if the result is ready.
     pub fn wait_timeout(&self, t: Duration) -> bool {
-        self.inner.wait_until(Some(Instant::now() + t))
+        self.inner.wait_until(Deadline::after(t))
     }
 
     /// Whether the result is ready.
     pub fn ready(&self) -> bool {
-        self.inner.wait_until(Some(Instant::now()))
+        self.inner.wait_until(Deadline::after(Duration::ZERO))
     }
 
     /// `None` until ready; then whether the task succeeded (Python raises
@@ -492,6 +712,11 @@ pub struct IMap<'a, R> {
     exhausted: bool,
     /// Chunks that could not be submitted, with their errors.
     failed: VecDeque<(usize, u32, TaskError)>,
+    /// The input iterator panicked while the chunk with this tag was read:
+    /// the panic goes on where that chunk's results would be, after the
+    /// results of the chunks before it (Python raises the iterator's
+    /// exception at that point of `imap`).
+    input_panic: Option<(usize, Box<dyn std::any::Any + Send>)>,
     buf: VecDeque<Result<R, TaskError>>,
     _r: PhantomData<fn() -> R>,
 }
@@ -518,6 +743,7 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
             consume_tag: 0,
             exhausted: false,
             failed: VecDeque::new(),
+            input_panic: None,
             buf: VecDeque::new(),
             _r: PhantomData,
         })
@@ -534,7 +760,14 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
     /// Submits chunks until the window is full or the input ends.
     fn top_up(&mut self) {
         while !self.exhausted && self.in_flight() < self.window {
-            let Some((len, work)) = (self.feed)() else {
+            let fed = match catch_unwind(AssertUnwindSafe(|| (self.feed)())) {
+                Ok(fed) => fed,
+                Err(p) => {
+                    self.input_panic = Some((self.next_tag, p));
+                    None
+                }
+            };
+            let Some((len, work)) = fed else {
                 self.exhausted = true;
                 self.shared.remove_feeder();
                 break;
@@ -558,13 +791,18 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
     }
 
     /// The next result, waiting at most until `deadline`.
-    fn next_until(&mut self, deadline: Option<Instant>) -> Option<Result<R, TaskError>> {
+    fn next_until(&mut self, deadline: Deadline) -> Option<Result<R, TaskError>> {
         loop {
             if let Some(x) = self.buf.pop_front() {
                 return Some(x);
             }
             self.top_up();
             if self.sink.unordered {
+                if self.input_panic.is_some() && self.in_flight() == 0 {
+                    if let Some((_, p)) = self.input_panic.take() {
+                        std::panic::resume_unwind(p);
+                    }
+                }
                 if let Some((_, len, e)) = self.failed.pop_front() {
                     self.buf.extend((0..len).map(|_| Err(e.clone())));
                     continue;
@@ -577,6 +815,15 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
                     None => return Some(Err(TaskError::Timeout)),
                 }
             } else {
+                if self
+                    .input_panic
+                    .as_ref()
+                    .is_some_and(|(tag, _)| *tag == self.consume_tag)
+                {
+                    if let Some((_, p)) = self.input_panic.take() {
+                        std::panic::resume_unwind(p);
+                    }
+                }
                 if self.consume_tag == self.next_tag {
                     return None;
                 }
@@ -604,7 +851,7 @@ impl<'a, R: DeserializeOwned> IMap<'a, R> {
     /// The next result, waiting at most `t`: `Some(Err(TaskError::Timeout))`
     /// after that (Python's `next(timeout)`); the iteration can go on.
     pub fn next_timeout(&mut self, t: Duration) -> Option<Result<R, TaskError>> {
-        self.next_until(Some(Instant::now() + t))
+        self.next_until(Deadline::after(t))
     }
 }
 
@@ -612,7 +859,7 @@ impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
     type Item = Result<R, TaskError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_until(None)
+        self.next_until(Deadline::NEVER)
     }
 }
 

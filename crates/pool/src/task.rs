@@ -7,7 +7,9 @@
 //! worker runs the same binary, so the entry's offset finds the same
 //! trampoline there (checked against the binary's identity).
 
+use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
@@ -24,6 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Failure, TaskError};
+use crate::result::Append;
 use crate::wire::{Fds, Head, InBuf, InFrame, Kind, OutBuf, Payload, Read};
 
 /// How a reply's payload reads, in its header's `b` field.
@@ -55,6 +58,30 @@ pub(crate) struct Exchange {
     page: Region,
     started: Cell<Option<Instant>>,
     init_failed: RefCell<Option<String>>,
+    /// Vectors kept (empty) from one chunk to the next, by type: a worker
+    /// runs the chunks of a map one after another, and a vector that keeps
+    /// its memory costs no page faults the next time.
+    spare: RefCell<HashMap<TypeId, Box<dyn Any>>>,
+}
+
+/// The largest vector a worker keeps for its next chunk, in bytes.
+const SPARE_MAX: usize = 64 << 20;
+
+/// The progress word of one job: [`Exchange::mark`] without looking up the
+/// job and the word again for each item of a chunk.
+struct Progress<'a> {
+    word: Option<&'a AtomicU64>,
+    /// The job's id in the high half.
+    job: u64,
+}
+
+impl Progress<'_> {
+    #[inline]
+    fn mark(&self, state: u32) {
+        if let Some(w) = self.word {
+            w.store(self.job | u64::from(state), Ordering::Release);
+        }
+    }
 }
 
 /// What an entry is called with in the worker.
@@ -66,14 +93,48 @@ impl Exchange {
     }
 
     fn mark(&self, state: u32) {
-        let word = ((self.id() as u32 as u64) << 32) | u64::from(state);
-        if let Some(w) = self.page.atomics_u64().first() {
-            w.store(word, std::sync::atomic::Ordering::Release);
+        self.progress().mark(state);
+    }
+
+    /// The progress word of the current job, for marks in a loop.
+    fn progress(&self) -> Progress<'_> {
+        Progress {
+            word: self.page.atomics_u64().first(),
+            job: (self.id() as u32 as u64) << 32,
         }
     }
 
     fn range(&self) -> (u32, u32) {
         self.frame.borrow().as_ref().map_or((0, 0), |f| (f.head.lo, f.head.hi))
+    }
+
+    /// An empty vector of `T`, with the memory of the one kept last.
+    fn spare_vec<T: 'static>(&self) -> Vec<T> {
+        self.spare
+            .borrow_mut()
+            .remove(&TypeId::of::<Vec<T>>())
+            .and_then(|b| b.downcast::<Vec<T>>().ok())
+            .map(|b| *b)
+            .unwrap_or_default()
+    }
+
+    /// Keeps `v`'s memory for the next chunk.
+    fn keep_vec<T: 'static>(&self, mut v: Vec<T>) {
+        v.clear();
+        if v.capacity().saturating_mul(size_of::<T>()) <= SPARE_MAX {
+            self.spare.borrow_mut().insert(TypeId::of::<Vec<T>>(), Box::new(v));
+        }
+    }
+
+    /// Decodes the frame's payload, a sequence of `A`, onto the end of
+    /// `out`; how many there were.
+    fn args_into<A: DeserializeOwned>(&self, out: &mut Vec<A>) -> Result<usize, Failure> {
+        let inb = self.inbuf.borrow();
+        let mut fr = self.frame.borrow_mut();
+        let f = fr.as_mut().ok_or_else(|| Failure::Decode("no task frame".into()))?;
+        let fds = std::mem::take(&mut f.fds);
+        mp_codec::decode_payload_seed_fixed(inb.payload(f), fds, Append(out))
+            .map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
     }
 
     /// Decodes the frame's payload as an `A`.
@@ -89,12 +150,25 @@ impl Exchange {
     /// encoding error as a failure.
     fn reply<T: Serialize + ?Sized>(&self, kind: Kind, status: u64, value: &T) {
         let mut scratch = self.scratch.borrow_mut();
-        let (status, r) = match mp_codec::encode_into(value, &mut scratch) {
+        // A chunk's reply, as its items, has its integers at full width
+        // (see `encode_payload_in`).
+        let fixed = self.frame.borrow().as_ref().is_some_and(|f| f.head.kind == Kind::Chunk);
+        let encode = if fixed {
+            mp_codec::encode_into_fixed::<T>
+        } else {
+            mp_codec::encode_into::<T>
+        };
+        let (status, r) = match encode(value, &mut scratch) {
             Ok(()) => (status, Ok(())),
-            Err(e) => (
-                status::FAILED,
-                mp_codec::encode_into(&Failure::Encode(format!("the task's result: {e}")), &mut scratch),
-            ),
+            Err(e) => {
+                let failure = Failure::Encode(format!("the task's result: {e}"));
+                let r = if fixed {
+                    mp_codec::encode_into_fixed(&failure, &mut scratch)
+                } else {
+                    mp_codec::encode_into(&failure, &mut scratch)
+                };
+                (status::FAILED, r)
+            }
         };
         if r.is_err() {
             return; // a Failure of a String always encodes
@@ -108,18 +182,20 @@ impl Exchange {
         let fds = scratch.take_fds();
         let fds = (!fds.is_empty()).then_some(Fds::Owned(fds));
         self.outbox.out().push(head, scratch.payload(), fds);
-        if let Some(t) = &*self.flusher.borrow()
-            && !self.outbox.armed.swap(true, Ordering::AcqRel)
-        {
-            t.unpark();
-        }
     }
 
     /// Before a job starts with replies still unsent: makes sure the
-    /// flusher runs. A worker whose replies always leave between jobs (long
-    /// chunks, or one job at a time) never starts it.
+    /// flusher watches them (it is woken only then, not for every reply).
+    /// A worker whose replies always leave between jobs (long chunks, or
+    /// one job at a time) never starts it.
     fn watch_held_replies(&self) -> Result<(), String> {
-        if self.flusher.borrow().is_some() || self.outbox.out().is_empty() {
+        if self.outbox.out().is_empty() {
+            return Ok(());
+        }
+        if let Some(t) = &*self.flusher.borrow() {
+            if !self.outbox.armed.swap(true, Ordering::AcqRel) {
+                t.unpark();
+            }
             return Ok(());
         }
         self.outbox.armed.store(true, Ordering::Release);
@@ -151,8 +227,9 @@ struct Outbox {
     out: Mutex<OutBuf>,
     /// Incremented when a job starts and when it ends: odd while one runs.
     job: AtomicU64,
-    /// Whether the flusher watches: set by each reply, cleared by the
-    /// flusher (under `out`'s lock) once nothing waits.
+    /// Whether the flusher watches: set when a job starts with replies
+    /// unsent, cleared by the flusher (under `out`'s lock) once nothing
+    /// waits.
     armed: AtomicBool,
 }
 
@@ -231,15 +308,16 @@ where
 fn run_chunk<F, A, R>(call: Call, f: F) -> i32
 where
     F: Function<A, Output = R>,
-    A: DeserializeOwned,
-    R: Serialize,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
 {
     let ex = &*call.0;
     let (lo, hi) = ex.range();
-    let items = match ex.args::<Vec<A>>() {
-        Ok(v) if (hi as usize) <= v.len() && lo <= hi => v,
-        Ok(v) => {
-            let e = Failure::Decode(format!("items {lo}..{hi} of a chunk of {}", v.len()));
+    let mut items = ex.spare_vec::<A>();
+    match ex.args_into(&mut items) {
+        Ok(len) if (hi as usize) <= len && lo <= hi => {}
+        Ok(len) => {
+            let e = Failure::Decode(format!("items {lo}..{hi} of a chunk of {len}"));
             ex.mark(FINISHED);
             ex.reply(Kind::Done, status::FAILED, &e);
             return 0;
@@ -249,26 +327,49 @@ where
             ex.reply(Kind::Done, status::FAILED, &e);
             return 0;
         }
-    };
-    let mut ok: Vec<R> = Vec::with_capacity((hi - lo) as usize);
-    let mut mixed: Option<Vec<Result<R, Failure>>> = None;
-    for (k, a) in items.into_iter().enumerate().take(hi as usize).skip(lo as usize) {
-        ex.mark(k as u32 + 1);
-        let r = catch(|| f.call(a));
-        match (&mut mixed, r) {
-            (None, Ok(v)) => ok.push(v),
-            (None, Err(e)) => {
-                let mut m: Vec<Result<R, Failure>> = ok.drain(..).map(Ok).collect();
-                m.push(Err(e));
-                mixed = Some(m);
-            }
-            (Some(m), r) => m.push(r),
+    }
+    let n = (hi - lo) as usize;
+    let progress = ex.progress();
+    let mut ok: Vec<R> = ex.spare_vec();
+    ok.reserve(n);
+    // Items that panicked: their places among the chunk's results.
+    let mut failed: Vec<(usize, Failure)> = Vec::new();
+    let mut todo = items.drain(lo as usize..hi as usize);
+    // One `catch_unwind` for the whole run of items, not one per item: it
+    // is a call through the unwinding machinery that the loop would pay
+    // for every item. The values go straight into `ok` (an `extend` keeps
+    // its length in a register, and the values written before a panic).
+    // A panic ends the run; the item that panicked is the one after every
+    // item done so far, and the next run starts after it.
+    loop {
+        let base = lo + (ok.len() + failed.len()) as u32;
+        let run = catch_unwind(AssertUnwindSafe(|| {
+            ok.extend(todo.by_ref().enumerate().map(|(i, a)| {
+                progress.mark(base + i as u32 + 1);
+                f.call(a)
+            }));
+        }));
+        match run {
+            Ok(()) => break,
+            Err(p) => failed.push((ok.len() + failed.len(), Failure::Panicked(panic_message(&*p)))),
         }
     }
+    drop(todo);
+    ex.keep_vec(items);
     ex.mark(FINISHED);
-    match &mixed {
-        None => ex.reply(Kind::Done, status::OK, &ok),
-        Some(m) => ex.reply(Kind::Done, status::MIXED, m),
+    if failed.is_empty() {
+        ex.reply(Kind::Done, status::OK, &ok);
+        ex.keep_vec(ok);
+    } else {
+        let mut oks = ok.into_iter();
+        let mut fails = failed.into_iter().peekable();
+        let mixed: Vec<Result<R, Failure>> = (0..n)
+            .filter_map(|i| match fails.next_if(|(at, _)| *at == i) {
+                Some((_, e)) => Some(Err(e)),
+                None => oks.next().map(Ok),
+            })
+            .collect();
+        ex.reply(Kind::Done, status::MIXED, &mixed);
     }
     0
 }
@@ -314,6 +415,25 @@ fn encode_payload<T: Serialize + ?Sized>(v: &T) -> Result<Arc<Payload>, TaskErro
     Ok(Arc::new(Payload { bytes, fds }))
 }
 
+/// A chunk's items, encoded through `scratch`, a frame reused from one
+/// chunk of a map to the next (once its buffer has grown to a chunk's
+/// size, a chunk is encoded in one pass), then copied out. Chunks and their
+/// replies have their integers at full width
+/// ([`mp_codec::encode_into_fixed`]): a map's items and results are mostly
+/// numbers, and a varint costs two to three times the work of a plain
+/// store or load on each side.
+fn encode_payload_in<T: Serialize + ?Sized>(
+    v: &T,
+    scratch: &mut mp_codec::Frame,
+    copy_out: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<Arc<Payload>, TaskError> {
+    mp_codec::encode_into_fixed(v, scratch).map_err(|e| TaskError::Encode(format!("the task's arguments: {e}")))?;
+    Ok(Arc::new(Payload {
+        bytes: copy_out(scratch.payload()),
+        fds: scratch.take_fds(),
+    }))
+}
+
 fn entry_error(e: mp_sys::code::EntryError) -> TaskError {
     TaskError::Encode(format!("the task's function cannot be sent to a worker: {e}"))
 }
@@ -334,19 +454,25 @@ where
     })
 }
 
-/// `f` over `items` as one chunk.
-pub(crate) fn chunk<F, A>(f: F, items: &[A]) -> Result<Work, TaskError>
+/// `f` over `items` as one chunk, encoded through `scratch` and copied out
+/// by `copy_out` (see [`encode_payload_in`]).
+pub(crate) fn chunk<F, A>(
+    f: F,
+    items: &[A],
+    scratch: &mut mp_codec::Frame,
+    copy_out: impl FnOnce(&[u8]) -> Vec<u8>,
+) -> Result<Work, TaskError>
 where
     F: Function<A>,
     A: Serialize + DeserializeOwned + 'static,
-    F::Output: Serialize,
+    F::Output: Serialize + 'static,
 {
     let entry = Entry::new(move |c: Call| run_chunk::<F, A, F::Output>(c, f)).map_err(entry_error)?;
     let n = u32::try_from(items.len()).map_err(|_| TaskError::Encode("a chunk of over 4 billion items".into()))?;
     Ok(Work {
         kind: Kind::Chunk,
         entry: entry.parts(),
-        payload: encode_payload(items)?,
+        payload: encode_payload_in(items, scratch, copy_out)?,
         items: n,
     })
 }
@@ -370,6 +496,11 @@ where
 /// next task starts.
 const FLUSH_AFTER_NS: u64 = 50_000;
 
+/// So are results this large: a map's chunk, which the pool waits for to
+/// hand the worker its next chunks, even when it ran in less than
+/// [`FLUSH_AFTER_NS`] (12,500 squares do).
+const FLUSH_AFTER_BYTES: usize = 16 << 10;
+
 /// The body of a pool worker process: runs the frames that come over
 /// `chan` until told to stop, the pool hangs up, or `limit` tasks are done
 /// (0: no limit).
@@ -392,6 +523,7 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
         page,
         started: Cell::new(None),
         init_failed: RefCell::new(None),
+        spare: RefCell::new(HashMap::new()),
     });
     let sock = outbox.sock.as_fd();
     let flush = |ex: &Exchange| -> Result<(), String> {
@@ -426,7 +558,7 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
                 return Ok(());
             }
             Kind::Task | Kind::Chunk | Kind::Init => {
-                if unflushed_ns >= FLUSH_AFTER_NS {
+                if unflushed_ns >= FLUSH_AFTER_NS || ex.outbox.out().owned_len() >= FLUSH_AFTER_BYTES {
                     flush(&ex)?;
                     unflushed_ns = 0;
                 } else {

@@ -158,66 +158,140 @@ impl Payload {
 }
 
 /// Frames waiting to be written.
+///
+/// A frame's payload is either copied into one buffer that is reused (a
+/// worker's replies, encoded in a scratch frame), or held by reference (a
+/// job's arguments, which the pool keeps anyway until the job is done):
+/// those go to the socket with a gathering write, never copied in user
+/// space (a map of 1M items sends megabytes of them).
 #[derive(Debug, Default)]
 pub(crate) struct OutBuf {
-    buf: Vec<u8>,
+    frames: VecDeque<OutFrame>,
+    /// The bytes of the frames' owned payloads.
+    owned: Vec<u8>,
+    /// Bytes of the front frame already written.
     sent: usize,
-    /// Offsets of frames that carry descriptors, with the descriptors.
-    marks: VecDeque<(usize, Fds)>,
 }
+
+#[derive(Debug)]
+struct OutFrame {
+    head: [u8; HEAD_LEN],
+    body: Body,
+    fds: Option<Fds>,
+}
+
+#[derive(Debug)]
+enum Body {
+    /// `owned[start..end]`.
+    Owned(usize, usize),
+    Shared(Arc<Payload>),
+}
+
+/// Frames written by one `sendmsg` at most.
+const BATCH: usize = 64;
 
 impl OutBuf {
     pub(crate) fn is_empty(&self) -> bool {
-        self.sent == self.buf.len()
+        self.frames.is_empty()
     }
 
-    /// Queues a frame. `head.len` and `head.nfds` are filled in here.
-    pub(crate) fn push(&mut self, mut head: Head, payload: &[u8], fds: Option<Fds>) {
-        head.len = payload.len() as u32;
+    /// Bytes of the copied payloads waiting.
+    pub(crate) fn owned_len(&self) -> usize {
+        self.owned.len()
+    }
+
+    /// Queues a frame, its payload copied. `head.len` and `head.nfds` are
+    /// filled in here.
+    pub(crate) fn push(&mut self, head: Head, payload: &[u8], fds: Option<Fds>) {
+        let start = self.owned.len();
+        self.owned.extend_from_slice(payload);
+        self.queue(head, Body::Owned(start, self.owned.len()), payload.len(), fds);
+    }
+
+    /// Queues a frame whose payload is sent from where it is.
+    pub(crate) fn push_shared(&mut self, head: Head, payload: Arc<Payload>, fds: Option<Fds>) {
+        let len = payload.bytes.len();
+        self.queue(head, Body::Shared(payload), len, fds);
+    }
+
+    fn queue(&mut self, mut head: Head, body: Body, len: usize, fds: Option<Fds>) {
+        head.len = len as u32;
         head.nfds = 0;
-        if let Some(f) = fds.filter(|f| !f.get().is_empty()) {
+        let fds = fds.filter(|f| !f.get().is_empty());
+        if let Some(f) = &fds {
             head.nfds = f.get().len() as u16;
-            self.marks.push_back((self.buf.len(), f));
         }
-        head.write(&mut self.buf);
-        self.buf.extend_from_slice(payload);
+        let mut h = Vec::with_capacity(HEAD_LEN);
+        head.write(&mut h);
+        let mut bytes = [0u8; HEAD_LEN];
+        bytes.copy_from_slice(&h);
+        self.frames.push_back(OutFrame { head: bytes, body, fds });
+    }
+
+    fn body<'a>(&'a self, f: &'a OutFrame) -> &'a [u8] {
+        match &f.body {
+            Body::Owned(a, b) => self.owned.get(*a..*b).unwrap_or_default(),
+            Body::Shared(p) => &p.bytes,
+        }
     }
 
     /// Writes what the socket takes. `Ok(true)` when everything went.
+    ///
+    /// Each `sendmsg` starts with the front frame and takes the frames
+    /// after it up to the next that carries descriptors: a frame's
+    /// descriptors go with the `sendmsg` that starts at its first byte, so
+    /// they arrive no later than that byte.
     pub(crate) fn flush(&mut self, sock: BorrowedFd<'_>, block: bool) -> io::Result<bool> {
-        while self.sent < self.buf.len() {
-            let (end, with_fds) = match self.marks.front() {
-                Some((at, _)) if *at == self.sent => (self.marks.get(1).map_or(self.buf.len(), |m| m.0), true),
-                Some((at, _)) => (*at, false),
-                None => (self.buf.len(), false),
-            };
-            let fds: Vec<BorrowedFd<'_>> = if with_fds {
-                self.marks
-                    .front()
-                    .map_or(Vec::new(), |m| m.1.get().iter().map(|f| f.as_fd()).collect())
-            } else {
-                Vec::new()
-            };
-            let bufs = [IoSlice::new(&self.buf[self.sent..end])];
-            let r = if block {
-                socket::send_with_fds(sock, &bufs, &fds)
-            } else {
-                socket::try_send_with_fds(sock, &bufs, &fds)
+        while !self.frames.is_empty() {
+            let r = {
+                let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(2 * BATCH);
+                for (i, f) in self.frames.iter().enumerate().take(BATCH) {
+                    if i > 0 && f.fds.is_some() {
+                        break;
+                    }
+                    let skip = if i == 0 { self.sent } else { 0 };
+                    let body = self.body(f);
+                    if skip < HEAD_LEN {
+                        bufs.push(IoSlice::new(&f.head[skip..]));
+                        bufs.push(IoSlice::new(body));
+                    } else {
+                        bufs.push(IoSlice::new(body.get(skip - HEAD_LEN..).unwrap_or_default()));
+                    }
+                }
+                let fds: Vec<BorrowedFd<'_>> = match self.frames.front() {
+                    Some(f) if self.sent == 0 => f
+                        .fds
+                        .as_ref()
+                        .map_or(Vec::new(), |d| d.get().iter().map(|x| x.as_fd()).collect()),
+                    _ => Vec::new(),
+                };
+                if block {
+                    socket::send_with_fds(sock, &bufs, &fds)
+                } else {
+                    socket::try_send_with_fds(sock, &bufs, &fds)
+                }
             };
             match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    if with_fds {
-                        self.marks.pop_front();
+                Ok(mut n) => {
+                    while n > 0 {
+                        let Some(f) = self.frames.front() else { break };
+                        let left = HEAD_LEN + self.body(f).len() - self.sent;
+                        if n >= left {
+                            n -= left;
+                            self.frames.pop_front();
+                            self.sent = 0;
+                        } else {
+                            self.sent += n;
+                            n = 0;
+                        }
                     }
-                    self.sent += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
             }
         }
-        self.buf.clear();
-        self.sent = 0;
+        self.owned.clear();
         Ok(true)
     }
 }
@@ -391,6 +465,57 @@ mod tests {
         };
         assert_eq!(inb.payload(&f).len(), 1 << 20);
         t.join().unwrap();
+    }
+
+    #[test]
+    fn shared_payloads_go_whole_and_in_order_with_descriptors() {
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        mp_sys::fd::set_nonblocking(a.as_fd(), true).unwrap();
+        let (r, _w) = mp_sys::fd::pipe().unwrap();
+        let big = Arc::new(Payload {
+            bytes: (0..(3 << 20)).map(|i| (i % 251) as u8).collect(),
+            fds: Vec::new(),
+        });
+        let with_fd = Arc::new(Payload {
+            bytes: b"fd".to_vec(),
+            fds: vec![r.try_clone().unwrap()],
+        });
+        let mut out = OutBuf::default();
+        out.push(Head::new(Kind::Task, 1), b"one", None);
+        out.push_shared(Head::new(Kind::Chunk, 2), Arc::clone(&big), None);
+        out.push_shared(
+            Head::new(Kind::Task, 3),
+            Arc::clone(&with_fd),
+            Some(Fds::Shared(Arc::clone(&with_fd))),
+        );
+        out.push_shared(Head::new(Kind::Chunk, 4), Arc::clone(&big), None);
+        out.push(Head::new(Kind::Stop, 5), b"", None);
+        let reader = std::thread::spawn(move || {
+            let mut inb = InBuf::new();
+            let mut got = Vec::new();
+            while got.len() < 5 {
+                assert_eq!(inb.fill(b.as_fd(), true).unwrap(), Read::Data);
+                while let Some(f) = inb.next().unwrap() {
+                    got.push((f.head.id, inb.payload(&f).to_vec(), f.fds.len()));
+                }
+            }
+            got
+        });
+        // The socket takes a part at a time: a frame is cut between writes.
+        let mut polls = 0;
+        while !out.flush(a.as_fd(), false).unwrap() {
+            polls += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let got = reader.join().unwrap();
+        assert!(polls > 0, "the socket took 6 MiB at once");
+        let ids: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(ids, [1, 2, 3, 4, 5]);
+        assert_eq!(got[1].1, big.bytes);
+        assert_eq!(got[3].1, big.bytes);
+        assert_eq!((got[2].1.as_slice(), got[2].2), (&b"fd"[..], 1));
+        assert_eq!((got[0].2, got[1].2, got[3].2), (0, 0, 0));
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! mp-pool's Pool under every start method, from a single-threaded main
-//! (the fork method needs one; see DESIGN.md, fork safety).
+//! (the fork method needs one; see docs/ARCHITECTURE.md, fork safety).
 //!
 //! Run with `cargo test -p mp-pool --test pool [filter]`.
 
@@ -134,6 +134,85 @@ fn fail(x: u64) -> u64 {
     panic!("failed on {x}");
 }
 
+/// Takes `ms` milliseconds, then returns it: work that lasts a while.
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Item `0` panics at once; any other item sleeps that many milliseconds
+/// and sets `done` as its last act.
+fn sleep_then_panic((ms, done): (u64, Event)) -> u64 {
+    if ms == 0 {
+        panic!("fast failure");
+    }
+    std::thread::sleep(Duration::from_millis(ms));
+    done.set();
+    ms
+}
+
+/// [`sleep_then_panic`] with two arguments, for `starmap`.
+fn sleep_then_panic2(ms: u64, done: Event) -> u64 {
+    sleep_then_panic((ms, done))
+}
+
+/// Item `0` sets `started` and panics; any other item waits for `gate`,
+/// then sets `done`.
+fn fail_or_hold((x, started, gate, done): (u64, Event, Event, Event)) -> u64 {
+    if x == 0 {
+        started.set();
+        panic!("failed at once");
+    }
+    gate.wait_timeout(PATIENCE);
+    done.set();
+    x
+}
+
+/// Sleeps `ms` milliseconds, then panics with it: a late failure.
+fn panic_after(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    panic!("failed after {ms} ms");
+}
+
+/// Panics on every multiple of 3: several failed items in one chunk, at
+/// its first and last places too.
+fn panic_on_thirds(x: u32) -> u32 {
+    if x.is_multiple_of(3) {
+        panic!("third {x}");
+    }
+    x * 2
+}
+
+/// Values of every width and sign, for the chunk codec.
+fn widen(x: i64) -> (i64, u64, String) {
+    let big = (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (
+        x.wrapping_mul(-1_000_003),
+        big,
+        "é".repeat((x.unsigned_abs() % 5) as usize),
+    )
+}
+
+/// An item that cannot be encoded when its number is 99.
+#[derive(serde::Deserialize)]
+struct Picky(u64, Event);
+
+impl serde::Serialize for Picky {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 99 {
+            return Err(serde::ser::Error::custom("item 99 cannot travel"));
+        }
+        (self.0, &self.1).serialize(s)
+    }
+}
+
+/// Sleeps `ms` milliseconds, then sets `done`.
+fn picky_nap(Picky(ms, done): Picky) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    done.set();
+    ms
+}
+
 // ---- scenarios, each under every start method ------------------------------
 
 fn results_come_back(m: StartMethod) -> Check {
@@ -202,6 +281,146 @@ fn panics_are_errors(m: StartMethod) -> Check {
     )?;
     check(a.successful() == Some(false), "successful() after a panic")?;
     check(ok(p.apply(panic_on_13, (1,)))? == 2, "the pool goes on")
+}
+
+/// Python's `MapResult` is ready only once every chunk is done: when `map`
+/// returns, even with an error, no task of it still runs.
+fn map_waits_for_every_chunk(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let done = ok(Event::new())?;
+    let items = vec![(0, done.clone()), (1000, done.clone())];
+    let r = p.map_chunked(sleep_then_panic, items.clone(), 1);
+    check(
+        matches!(&r, Err(TaskError::Panicked(msg)) if msg == "fast failure"),
+        format!("map_chunked: {r:?}"),
+    )?;
+    check(done.is_set(), "map_chunked returned while its slow chunk still ran")?;
+    done.clear();
+    let items = vec![(0, done.clone()), (300, done.clone())];
+    let r = p.map(sleep_then_panic, items);
+    check(matches!(r, Err(TaskError::Panicked(_))), format!("map: {r:?}"))?;
+    check(done.is_set(), "map returned while its slow chunk still ran")?;
+    done.clear();
+    let r = p.starmap(sleep_then_panic2, vec![(0, done.clone()), (300, done.clone())]);
+    check(matches!(r, Err(TaskError::Panicked(_))), format!("starmap: {r:?}"))?;
+    check(done.is_set(), "starmap returned while its slow chunk still ran")?;
+
+    // map_async: not ready while a chunk is held, even after another failed.
+    let (started, gate, done) = (ok(Event::new())?, ok(Event::new())?, ok(Event::new())?);
+    let items: Vec<_> = (0..2u64)
+        .map(|x| (x, started.clone(), gate.clone(), done.clone()))
+        .collect();
+    let a = ok(p.map_async(fail_or_hold, items))?;
+    check(started.wait_timeout(PATIENCE), "the failing item ran")?;
+    let early = a.wait_timeout(Duration::from_millis(500));
+    let early_success = a.successful();
+    gate.set();
+    check(!early, "map_async was ready while a chunk was still running")?;
+    check(
+        early_success.is_none(),
+        format!("successful() before ready: {early_success:?}"),
+    )?;
+    let r = a.get_timeout(PATIENCE);
+    check(
+        matches!(&r, Err(TaskError::Panicked(msg)) if msg == "failed at once"),
+        format!("map_async: {r:?}"),
+    )?;
+    check(done.is_set(), "map_async was ready before its last chunk finished")?;
+    check(a.successful() == Some(false), "successful() once ready")?;
+
+    // starmap_async likewise.
+    let (started, gate, done) = (ok(Event::new())?, ok(Event::new())?, ok(Event::new())?);
+    let items: Vec<_> = (0..2u64)
+        .map(|x| ((x, started.clone(), gate.clone(), done.clone()),))
+        .collect();
+    let a = ok(p.starmap_async(fail_or_hold, items))?;
+    check(started.wait_timeout(PATIENCE), "the failing item ran")?;
+    let early = a.wait_timeout(Duration::from_millis(500));
+    gate.set();
+    check(!early, "starmap_async was ready while a chunk was still running")?;
+    check(
+        matches!(a.get_timeout(PATIENCE), Err(TaskError::Panicked(_))),
+        "starmap_async",
+    )?;
+    check(done.is_set(), "starmap_async was ready before its last chunk finished")?;
+
+    // The error is that of the first failed item in item order, not the
+    // first to fail in time.
+    let r = p.map_chunked(panic_after, [300, 0], 1);
+    check(
+        matches!(&r, Err(TaskError::Panicked(msg)) if msg == "failed after 300 ms"),
+        format!("the error of the first item: {r:?}"),
+    )?;
+    check(ok(p.map(square, 0..10u64))?.len() == 10, "the pool goes on")
+}
+
+/// A chunk's items run under one `catch_unwind` per run of items, its
+/// values are encoded by mp-codec's own writer and decoded straight into
+/// the map's output: every item still gets its own result, in order.
+fn chunks_keep_each_items_result(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let each: Vec<Result<u32, TaskError>> = ok(p.imap_chunked(panic_on_thirds, 0..40u32, 7))?.collect();
+    check(each.len() == 40, format!("{} results for 40 items", each.len()))?;
+    for (i, r) in each.iter().enumerate() {
+        let i = i as u32;
+        if i.is_multiple_of(3) {
+            check(
+                matches!(r, Err(TaskError::Panicked(msg)) if *msg == format!("third {i}")),
+                format!("item {i}: {r:?}"),
+            )?;
+        } else {
+            check(r == &Ok(i * 2), format!("item {i}: {r:?}"))?;
+        }
+    }
+    let r = p.map_chunked(panic_on_thirds, 1..40u32, 5);
+    check(
+        matches!(&r, Err(TaskError::Panicked(msg)) if msg == "third 3"),
+        format!("the first failed item's error: {r:?}"),
+    )?;
+    let items: Vec<i64> = (-3000..3000).chain([i64::MIN, i64::MAX, 0, -1]).collect();
+    let want: Vec<_> = items.iter().map(|&x| widen(x)).collect();
+    check(ok(p.map(widen, items.clone()))? == want, "map of every width")?;
+    let a = ok(p.map_async(widen, items))?;
+    check(ok(a.get_timeout(PATIENCE))? == want, "map_async")?;
+    check(ok(a.get_timeout(PATIENCE))? == want, "map_async, again")?;
+    let big: Vec<u64> = ok(p.map(square, 0..100_000u64))?;
+    check(
+        big.len() == 100_000 && big.iter().enumerate().all(|(i, &y)| y == (i as u64) * (i as u64)),
+        "the 100k map",
+    )
+}
+
+/// Chunks are queued as they are encoded; when a later one cannot be
+/// encoded, `map` returns the error only once the chunks already queued are
+/// done: no task of it still runs after it returns.
+fn encode_error_waits_for_queued_chunks(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let done = ok(Event::new())?;
+    let r = p.map_chunked(picky_nap, vec![Picky(300, done.clone()), Picky(99, done.clone())], 1);
+    let at_return = done.is_set();
+    check(matches!(&r, Err(TaskError::Encode(_))), format!("map_chunked: {r:?}"))?;
+    check(
+        at_return || !done.wait_timeout(Duration::from_millis(600)),
+        "a task of the failed map ran on after it returned",
+    )?;
+    // Likewise when the caller's iterator panics part-way: an exact-size
+    // iterator is read chunk by chunk while the first chunks already run.
+    done.clear();
+    let d = done.clone();
+    let items = (0..3u64).map(move |x| {
+        if x == 2 {
+            panic!("the input failed at {x}");
+        }
+        Picky(300 * (1 - x), d.clone())
+    });
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.map_chunked(picky_nap, items, 1)));
+    let at_return = done.is_set();
+    check(r.is_err(), "the iterator's panic reaches the caller")?;
+    check(
+        at_return || !done.wait_timeout(Duration::from_millis(600)),
+        "a task of the map ran on after the caller's iterator panicked",
+    )?;
+    check(ok(p.map(square, 0..10u64))?.len() == 10, "the pool goes on")
 }
 
 fn killed_worker_mid_map(m: StartMethod) -> Check {
@@ -474,7 +693,7 @@ fn block_on<F: std::future::Future>(f: F, limit: Duration) -> Option<F::Output> 
     let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
     let mut cx = std::task::Context::from_waker(&waker);
     let mut f = std::pin::pin!(f);
-    let deadline = Instant::now() + limit;
+    let deadline = mp_sys::time::Deadline::nap(limit);
     loop {
         if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
             return Some(v);
@@ -601,6 +820,29 @@ fn executor_cancel_and_shutdown(m: StartMethod) -> Check {
     check(ex.pids().is_empty(), "workers gone")
 }
 
+/// Python's `test_cancel_futures`: `shutdown(cancel_futures=True)` cancels
+/// only the tasks no worker has been handed; those finish.
+fn executor_shutdown_cancels_only_pending(m: StartMethod) -> Check {
+    let ex = executor(m, 5)?;
+    let fs: Vec<_> = (0..50)
+        .map(|_| ex.submit(nap, (100,)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    ex.shutdown(true, true);
+    let cancelled = fs.iter().filter(|f| f.cancelled()).count();
+    check(cancelled > 20, format!("{cancelled} of 50 cancelled"))?;
+    let others: Vec<_> = fs.iter().filter(|f| !f.cancelled()).collect();
+    for f in &others {
+        let r = f.result_timeout(Duration::ZERO);
+        check(f.done() && r == Ok(100), format!("a task not cancelled: {r:?}"))?;
+    }
+    check(
+        !others.is_empty(),
+        "all 50 cancelled: none of those handed out finished",
+    )?;
+    check(ex.pids().is_empty(), "workers gone")
+}
+
 fn executor_breaks_when_a_worker_dies(m: StartMethod) -> Check {
     let ex = executor(m, 2)?;
     let pids = ok(Queue::<u32>::new())?;
@@ -631,6 +873,73 @@ fn executor_breaks_when_a_worker_dies(m: StartMethod) -> Check {
     go.set();
     ex.shutdown(true, false);
     check(ex.pids().is_empty(), "workers gone")
+}
+
+/// Runs `f`; a panic in it is a failure named `what`.
+fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("{what} panicked: {msg}")
+    })
+}
+
+/// `Duration::MAX` means "as long as it takes": every timeout form takes it.
+fn huge_timeouts_wait_normally(m: StartMethod) -> Check {
+    let max = Duration::MAX;
+    let p = pool(m, 2)?;
+    let r = ok(p.apply_async(square, (3,)))?;
+    check(
+        no_panic("AsyncResult::get_timeout", || r.get_timeout(max))? == Ok(9),
+        "get_timeout",
+    )?;
+    check(
+        no_panic("AsyncResult::wait_timeout", || r.wait_timeout(max))?,
+        "wait_timeout",
+    )?;
+    let a = ok(p.map_async(square, 0..4u64))?;
+    check(
+        no_panic("map_async get_timeout", || a.get_timeout(max))? == Ok(vec![0, 1, 4, 9]),
+        "map_async get_timeout",
+    )?;
+    check(
+        no_panic("map_async wait_timeout", || a.wait_timeout(max))?,
+        "map_async wait_timeout",
+    )?;
+    let mut it = ok(p.imap(square, 0..3u64))?;
+    let first = no_panic("IMap::next_timeout", || it.next_timeout(max))?;
+    check(first == Some(Ok(0)), format!("imap next_timeout: {first:?}"))?;
+    drop(it);
+    p.close();
+    ok(no_panic("Pool::join_timeout", || p.join_timeout(max))?)?;
+
+    let ex = executor(m, 2)?;
+    let f = ok(ex.submit(square, (5,)))?;
+    check(
+        no_panic("TaskFuture::result_timeout", || f.result_timeout(max))? == Ok(25),
+        "result_timeout",
+    )?;
+    check(
+        no_panic("TaskFuture::wait_timeout", || f.wait_timeout(max))?,
+        "TaskFuture::wait_timeout",
+    )?;
+    let v: Vec<_> = no_panic("map_timeout", || {
+        ex.map_timeout(square, 0..3u64, max).map(|it| it.collect::<Vec<_>>())
+    })?
+    .map_err(|e| e.to_string())?;
+    check(v == vec![Ok(0), Ok(1), Ok(4)], format!("map_timeout: {v:?}"))?;
+    let fs = vec![ok(ex.submit(square, (1,)))?, ok(ex.submit(square, (2,)))?];
+    let r = no_panic("executor::wait", || wait(&fs, Some(max), ReturnWhen::AllCompleted))?;
+    check(r.done == vec![0, 1] && r.not_done.is_empty(), format!("wait: {r:?}"))?;
+    let n = no_panic("as_completed_timeout", || {
+        as_completed_timeout(&fs, max).filter(|f| f.is_ok()).count()
+    })?;
+    check(n == 2, format!("as_completed_timeout: {n} done"))?;
+    ex.shutdown(true, false);
+    Ok(())
 }
 
 // ---- once ------------------------------------------------------------------
@@ -668,9 +977,15 @@ fn bad_settings_are_errors() -> Check {
 }
 
 fn main() -> ExitCode {
-    let with_method: [(&str, mp_testkit::Case<StartMethod>); 15] = [
+    let with_method: [(&str, mp_testkit::Case<StartMethod>); 20] = [
         ("results_come_back", results_come_back),
         ("panics_are_errors", panics_are_errors),
+        ("map_waits_for_every_chunk", map_waits_for_every_chunk),
+        ("chunks_keep_each_items_result", chunks_keep_each_items_result),
+        (
+            "encode_error_waits_for_queued_chunks",
+            encode_error_waits_for_queued_chunks,
+        ),
         ("killed_worker_mid_map", killed_worker_mid_map),
         ("killed_from_outside", killed_from_outside),
         ("exits_and_aborts_are_worker_lost", exits_and_aborts_are_worker_lost),
@@ -682,7 +997,12 @@ fn main() -> ExitCode {
         ("early_results_are_not_held_back", early_results_are_not_held_back),
         ("executor_futures", executor_futures),
         ("executor_cancel_and_shutdown", executor_cancel_and_shutdown),
+        (
+            "executor_shutdown_cancels_only_pending",
+            executor_shutdown_cancels_only_pending,
+        ),
         ("executor_breaks_when_a_worker_dies", executor_breaks_when_a_worker_dies),
+        ("huge_timeouts_wait_normally", huge_timeouts_wait_normally),
         ("no_leaks_after_100_pools", no_leaks_after_100_pools),
     ];
     let local: [(&str, Test); 1] = [("bad_settings_are_errors", bad_settings_are_errors)];

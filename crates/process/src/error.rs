@@ -30,9 +30,25 @@ pub enum ProcessError {
     /// The target cannot be named in another process (it captures data).
     #[error("{0}")]
     Target(#[from] mp_sys::code::EntryError),
-    /// `set_start_method` after a process was started.
+    /// `set_start_method` after a process was started with the
+    /// process-wide method.
     #[error("the start method can only be set before the first process starts (it is {0:?})")]
     StartMethodFixed(crate::StartMethod),
+    /// The environment variable that chooses the process-wide start method
+    /// (`MP_START_METHOD`) names none, and the program set none: no child is
+    /// started with a method nobody asked for.
+    #[error(
+        "{variable}={value:?} is not a start method: use one of {valid} (or unset {variable} for the \
+         default, forkserver), or call set_start_method"
+    )]
+    UnknownStartMethod {
+        /// The variable's name.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+        /// The valid values, comma-separated.
+        valid: &'static str,
+    },
     /// The arguments could not be encoded for the child.
     #[error("cannot send the arguments to the child: {0}")]
     Codec(#[from] mp_codec::CodecError),

@@ -19,7 +19,7 @@
 //! which covers deaths by signal.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Duration;
 
 use mp_codec::{Fd, Frame, Limits};
@@ -45,13 +45,13 @@ fn lock() -> MutexGuard<'static, Option<Server>> {
     SERVER.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// In a forked child: closes the parent's connection to its server (the
-/// child starts its own if it needs one).
+/// In a forked child: closes the parent's connection to its server and its
+/// pidfd (the child starts its own server if it needs one).
 pub(crate) fn forget_inherited() {
     if let Some(server) = lock().take() {
         drop(server.sock);
         // Not our child: never wait for it here.
-        std::mem::forget(server.process);
+        server.process.disown();
     }
 }
 
@@ -61,11 +61,18 @@ pub(crate) fn forget_inherited() {
 type Reply = Result<(u32, Fd), String>;
 
 /// Stops this process's fork server, if it has one, and reaps it: closing
-/// its socket ends its loop (its spare child dies with it).
+/// its socket ends its loop (its unused spare child then reads the end of its
+/// socket and exits).
 pub(crate) fn shutdown() {
-    let Some(mut server) = lock().take() else { return };
+    let Some(server) = lock().take() else { return };
+    stop(server);
+}
+
+/// Closes a server's socket and reaps it (killing it if it does not end
+/// within 2 s); a server inherited from a parent is only let go.
+fn stop(mut server: Server) {
     if server.owner != mp_sys::process::pid() {
-        std::mem::forget(server.process);
+        server.process.disown();
         return;
     }
     drop(server.sock);
@@ -90,7 +97,15 @@ pub(crate) fn start(meta: &Meta, args: &Frame) -> Result<(ChildHandle, u32), Pro
         let mut guard = lock();
         let server = ensure_server(&mut guard)?;
         let sock = server.sock.as_fd();
-        let reply = mp_codec::send(sock, &(meta, Fd(status_w)))
+        let request = mp_codec::send(sock, &(meta, Fd(status_w)));
+        if let Err(e @ mp_codec::CodecError::Encode(_)) = request {
+            // Nothing was sent (a request is encoded whole before it is
+            // written): the server is in step and stays.
+            return Err(ProcessError::Bootstrap(format!(
+                "cannot ask the fork server for a child: {e}"
+            )));
+        }
+        let reply = request
             .and_then(|()| mp_codec::send_frame(sock, args))
             .and_then(|()| mp_codec::recv_frame_timeout(sock, &Limits::default(), spawn::BOOTSTRAP_TIMEOUT))
             .and_then(mp_codec::decode::<Reply>);
@@ -98,8 +113,12 @@ pub(crate) fn start(meta: &Meta, args: &Frame) -> Result<(ChildHandle, u32), Pro
             Ok(Ok((pid, Fd(pidfd)))) => (pid, pidfd),
             Ok(Err(why)) => return Err(ProcessError::Bootstrap(why)),
             Err(e) => {
-                // The server is gone or out of step: start afresh next time.
-                *guard = None;
+                // The server is gone or out of step (or this process ran out
+                // of descriptors for its answer): end and reap it, and start
+                // afresh next time.
+                if let Some(server) = guard.take() {
+                    stop(server);
+                }
                 return Err(ProcessError::Bootstrap(format!("the fork server did not answer: {e}")));
             }
         }
@@ -122,6 +141,14 @@ fn ensure_server(guard: &mut Option<Server>) -> Result<&mut Server, ProcessError
         .as_mut()
         .is_some_and(|s| s.owner == me && s.process.try_wait().ok().flatten().is_none());
     if !alive {
+        // From the first server on, a forked child lets go of the parent's
+        // server, and this process stops its own at exit (the layers below
+        // the start methods run these hooks without naming this module).
+        static HOOKED: Once = Once::new();
+        HOOKED.call_once(|| {
+            crate::hooks::after_fork(forget_inherited);
+            crate::hooks::at_exit(shutdown);
+        });
         *guard = None;
         let (mine, theirs) = socketpair(SocketKind::Stream)?;
         let entry = Entry::<OwnedFd>::new(server_main)?;
@@ -191,13 +218,15 @@ fn server_main(sock: OwnedFd) -> i32 {
             };
             match try_fork() {
                 Ok(Fork::Child) => {
-                    // Keep nothing of the server's: its socket and the other
-                    // children's status pipes.
+                    // Keep nothing of the server's: its socket, and the other
+                    // children's status pipes and pidfds (a sibling's
+                    // descriptor in a child is one the child's program never
+                    // asked for).
                     drop(sock);
                     drop(mine);
                     for c in children {
                         drop(c.status);
-                        std::mem::forget(c.child);
+                        c.child.disown();
                     }
                     spare_main(theirs)
                 }
@@ -291,8 +320,11 @@ fn server_main(sock: OwnedFd) -> i32 {
 
 /// A spare child: waits for its bootstrap from the server, then becomes the
 /// child it describes. The server's end closing (it exited unused) ends it.
+///
+/// It has no parent-death signal: a server that dies before handing it a
+/// request closes the socket, and the read below ends it; a server that dies
+/// after must not take with it a child its parent was told is started.
 fn spare_main(sock: OwnedFd) -> ! {
-    let _ = mp_sys::signal::set_parent_death_signal(Some(mp_sys::signal::Signal::KILL));
     let limits = Limits::default();
     let request = mp_codec::recv_frame(sock.as_fd(), &limits)
         .and_then(mp_codec::decode::<(Meta, Fd)>)
@@ -301,7 +333,6 @@ fn spare_main(sock: OwnedFd) -> ! {
     let Ok((meta, status, args)) = request else {
         mp_sys::process::exit_now(0)
     };
-    let _ = mp_sys::signal::set_parent_death_signal(None);
     let server = mp_sys::process::parent_pid();
     crate::identity::set_status_pipe(status);
     let code = spawn::run_meta(meta, args, server);

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use mp_sys::fd::{self, PollFd};
 use mp_sys::process::{Child, ExitStatus, PidFd};
 use mp_sys::signal::Signal;
+use mp_sys::time::Deadline;
 
 /// How the parent holds a child.
 pub(crate) enum ChildHandle {
@@ -24,6 +25,18 @@ pub(crate) enum ChildHandle {
         gone: bool,
         exit: Option<ExitStatus>,
     },
+    /// A sibling's handle in a forked child, which got it with its parent's
+    /// memory: its descriptors are closed there, since the child is not the
+    /// sibling's parent and must not keep them open.
+    Disowned,
+}
+
+/// The error for a sibling's handle used in a forked child.
+fn not_ours() -> io::Error {
+    io::Error::other(
+        "this process is not the child's parent: it is a forked copy of the parent, and a sibling's \
+         Process can be waited for or signalled only by the process that started it",
+    )
 }
 
 impl ChildHandle {
@@ -53,11 +66,13 @@ impl ChildHandle {
                 }
                 Ok(*exit)
             }
+            ChildHandle::Disowned => Err(not_ours()),
         }
     }
 
-    fn sentinel(&self) -> BorrowedFd<'_> {
-        match self {
+    fn sentinel(&self) -> io::Result<BorrowedFd<'_>> {
+        Ok(match self {
+            ChildHandle::Disowned => return Err(not_ours()),
             ChildHandle::Direct(c) => c.pidfd(),
             // First the end of the process, then its code; once the code is
             // read, the pidfd again (readable for good: the process is gone).
@@ -66,7 +81,7 @@ impl ChildHandle {
                 pidfd, exit: Some(_), ..
             } => pidfd.as_fd(),
             ChildHandle::Served { status, .. } => status.as_fd(),
-        }
+        })
     }
 
     fn signal(&self, sig: Signal) -> io::Result<()> {
@@ -80,6 +95,7 @@ impl ChildHandle {
                     if e.raw_os_error() == Some(3) { Ok(()) } else { Err(e) } // ESRCH: already gone
                 })
             }
+            ChildHandle::Disowned => Err(not_ours()),
         }
     }
 }
@@ -154,7 +170,7 @@ impl ChildState {
 
     /// Waits at most `timeout` for the child to end; `None` if it still runs.
     pub(crate) fn wait_timeout(&self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = Deadline::after(timeout).instant();
         loop {
             // The lock is not held while sleeping, so `terminate` from another
             // thread can reach the child.
@@ -163,7 +179,7 @@ impl ChildState {
                 if let Some(s) = h.try_wait()? {
                     return Ok(Some(s));
                 }
-                h.sentinel().try_clone_to_owned()?
+                h.sentinel()?.try_clone_to_owned()?
             };
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
@@ -184,6 +200,20 @@ impl ChildState {
 
     /// A duplicate of the descriptor that turns readable when the child ends.
     pub(crate) fn sentinel(&self) -> io::Result<OwnedFd> {
-        self.lock().sentinel().try_clone_to_owned()
+        self.lock().sentinel()?.try_clone_to_owned()
+    }
+
+    /// In a forked child, for a sibling it inherited: closes the sibling's
+    /// descriptors. Skipped if another thread of the parent held the lock at
+    /// the fork (it stays locked here for good).
+    pub(crate) fn disown(&self) {
+        let mut h = match self.handle.try_lock() {
+            Ok(h) => h,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if let ChildHandle::Direct(c) = std::mem::replace(&mut *h, ChildHandle::Disowned) {
+            c.disown();
+        }
     }
 }

@@ -102,9 +102,13 @@ fn switch_to(me: Me, watch: Option<Arc<PidFd>>) {
     std::mem::forget(lock(&ME).replace(me));
     COUNTER.store(1, Ordering::Release);
     // A forked child inherits its parent's list of children; they are not
-    // its own.
+    // its own, and their descriptors (pidfds, status pipes) are closed here
+    // so that no child holds a sibling's.
     let mut children = lock(&CHILDREN);
     if !children.is_empty() {
+        for c in children.iter() {
+            c.disown();
+        }
         std::mem::forget(std::mem::take(&mut *children));
     }
 }
@@ -151,7 +155,7 @@ pub(crate) fn finalize_children() {
         }
         let _ = c.wait();
     }
-    crate::forkserver::shutdown();
+    crate::hooks::run_at_exit();
 }
 
 /// A process known to this one: itself, its parent, or a child.

@@ -22,7 +22,7 @@
 //! - [`Process`]: `start`, `join`, `join_timeout`, `is_alive`, `exitcode`,
 //!   `terminate`, `kill`, `close`, `pid`, names and daemons.
 //! - [`StartMethod`], [`set_start_method`], [`get_start_method`],
-//!   [`get_context`]: how children start.
+//!   [`try_get_start_method`], [`get_context`]: how children start.
 //! - [`current_process`], [`parent_process`], [`active_children`],
 //!   [`cpu_count`], [`exit`].
 //!
@@ -39,15 +39,20 @@ mod error;
 mod fork;
 mod forkserver;
 mod handle;
+mod hooks;
 mod identity;
+mod method;
 mod process;
+mod setting;
 mod spawn;
 mod target;
 #[doc(hidden)]
 pub mod testing;
 
-pub use context::{Context, StartMethod, cpu_count, get_context, get_start_method, set_start_method};
+pub use context::{Context, cpu_count, get_context};
 pub use error::ProcessError;
 pub use identity::{ProcessInfo, active_children, current_process, exit, parent_process};
+pub use method::StartMethod;
 pub use process::Process;
+pub use setting::{get_start_method, set_start_method, try_get_start_method};
 pub use target::{Args, Function, Outcome, Run, Target};

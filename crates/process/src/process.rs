@@ -1,19 +1,18 @@
 //! `Process`: Python's `multiprocessing.Process`.
 
 use std::fmt;
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mp_sys::signal::Signal;
 
 use crate::child::{ClosureJob, Job, Meta, RunJob, TargetJob};
-use crate::context::{self, StartMethod};
 use crate::error::ProcessError;
 use crate::handle::{ChildHandle, ChildState};
 use crate::identity;
+use crate::method::StartMethod;
+use crate::setting;
 use crate::target::{Args, Run, Target};
 
 enum State {
@@ -151,7 +150,17 @@ impl Process {
 
     /// Starts the child. The arguments are moved into it and dropped here,
     /// as Python does, so a pipe end passed to the child is no longer held
-    /// by the parent.
+    /// by the parent, and no child started later gets a copy of them. Nor
+    /// does a later child, by any method, get the descriptors this library
+    /// keeps for this one while it runs (its pidfd, a fork server's status
+    /// pipe). A forked child still inherits what its parent holds itself, as
+    /// in Python: the arguments of processes not started yet, say.
+    ///
+    /// Errors: a second start; a daemonic parent; a closure under another
+    /// method than fork; [`ProcessError::UnknownStartMethod`] when the
+    /// process has no method of its own, none was set, and `MP_START_METHOD`
+    /// names none (nothing starts then, and the process can be started again
+    /// once a method is set).
     pub fn start(&mut self) -> Result<(), ProcessError> {
         let job = match std::mem::replace(&mut self.state, State::Closed) {
             State::New(job) => job,
@@ -183,9 +192,22 @@ impl Process {
         if me.daemon {
             return Err((Some(job), ProcessError::DaemonicParent));
         }
-        let method = self.method.unwrap_or_else(context::get_start_method);
-        context::STARTED.store(true, Ordering::Release);
-        let (handle, pid) = if method == StartMethod::Fork {
+        let method = match self.method {
+            Some(m) => m,
+            None => match setting::method_for_start() {
+                Ok(m) => m,
+                Err(e) => return Err((Some(job), e)),
+            },
+        };
+        // A forked copy of a process that runs other threads may only make
+        // async-signal-safe calls, and the job is arbitrary code: such a
+        // child is started through the single-threaded fork server instead.
+        let threads = if method == StartMethod::Fork {
+            crate::fork::other_threads()
+        } else {
+            None
+        };
+        let (handle, pid) = if method == StartMethod::Fork && threads.is_none() {
             let child = crate::fork::start(&self.name, self.identity.clone(), self.daemon, me.name, job)
                 .map_err(|e| (None, e))?;
             let pid = child.pid();
@@ -194,10 +216,17 @@ impl Process {
             let (entry, args) = match job.for_child() {
                 Ok(x) => x,
                 Err(ProcessError::ClosureNeedsFork(_)) => {
-                    return Err((Some(job), ProcessError::ClosureNeedsFork(method)));
+                    let e = match threads {
+                        Some(n) => crate::fork::closure_with_threads(n),
+                        None => ProcessError::ClosureNeedsFork(method),
+                    };
+                    return Err((Some(job), e));
                 }
                 Err(e) => return Err((Some(job), e)),
             };
+            if let Some(n) = threads {
+                crate::fork::warn_threads(n);
+            }
             let meta = Meta {
                 name: self.name.clone(),
                 identity: self.identity.clone(),
@@ -298,12 +327,6 @@ impl Process {
         identity::forget_reaped();
         Ok(())
     }
-}
-
-/// Flushes this process's buffered stdout, so a forked child does not print
-/// the parent's pending output again.
-pub(crate) fn flush_stdout() {
-    let _ = std::io::stdout().flush();
 }
 
 /// A started process is ready for [`mp_connection::wait`] once it has

@@ -122,7 +122,7 @@ pub(crate) fn receive_bootstrap(sock: BorrowedFd<'_>) -> Result<(Meta, Frame), S
 /// Becomes the child `meta` describes and runs its target. `os_parent` is
 /// the process that forked this one (the fork server, or the parent itself).
 pub(crate) fn run_meta(meta: Meta, args: Frame, os_parent: u32) -> i32 {
-    crate::context::set_inherited_method(meta.method);
+    crate::setting::set_inherited_method(meta.method);
     identity::become_child(
         meta.name,
         meta.identity,

@@ -4,8 +4,8 @@
 use mp_codec::Frame;
 
 use crate::child::Meta;
-use crate::context::StartMethod;
 use crate::error::ProcessError;
+use crate::method::StartMethod;
 
 /// How the bootstrap is broken.
 #[derive(Clone, Copy, Debug)]

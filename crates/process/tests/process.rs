@@ -1,5 +1,5 @@
 //! `Process` under every start method, from a single-threaded main (so the
-//! fork method is safe here; see DESIGN.md, fork safety).
+//! fork method is safe here; see docs/ARCHITECTURE.md, fork safety).
 //!
 //! Run with `cargo test -p mp-process --test process [filter]`. Scenarios
 //! that must watch a whole program (its stderr, its exit) re-run this binary
@@ -10,6 +10,7 @@ use std::os::fd::AsFd;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use mp_connection::{Connection, pipe_simplex};
 use mp_process::{
     Process, ProcessError, Run, StartMethod, active_children, current_process, exit, get_context, parent_process,
 };
@@ -31,6 +32,20 @@ fn run(m: StartMethod, p: &mut Process) -> Result<i32, String> {
         None => {
             let _ = p.kill();
             Err(format!("{} under {m:?} did not exit within {PATIENCE:?}", p.get_name()))
+        }
+    }
+}
+
+/// Joins a started child within `PATIENCE` and returns its exit code; kills
+/// and reaps it if it hangs.
+fn finish(p: &mut Process) -> Result<i32, String> {
+    ok(p.join_timeout(PATIENCE))?;
+    match p.exitcode() {
+        Some(c) => Ok(c),
+        None => {
+            let _ = p.kill();
+            let _ = p.join_timeout(PATIENCE);
+            Err(format!("{} did not exit within {PATIENCE:?}", p.get_name()))
         }
     }
 }
@@ -123,8 +138,66 @@ fn daemonic_tries_children() {
     }
 }
 
+/// Exits with 10, 11 or 12 for the start method this child sees as its
+/// process-wide one (fork, spawn, forkserver).
+fn exit_with_method() {
+    exit(match mp_process::get_start_method() {
+        StartMethod::Fork => 10,
+        StartMethod::Spawn => 11,
+        StartMethod::ForkServer => 12,
+    })
+}
+
 fn count_fds() {
     exit(mp_sys::fd::count_open_fds().map_or(-1, |n| n as i32))
+}
+
+/// This process's open descriptors, each as `N -> what /proc/self/fd/N
+/// links to`.
+fn fd_listing() -> Vec<String> {
+    let mut v: Vec<(u32, String)> = std::fs::read_dir("/proc/self/fd")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let n = e.file_name().to_string_lossy().parse().ok()?;
+                    let to = std::fs::read_link(e.path()).ok()?;
+                    Some((n, to.display().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    // The directory listing itself was open while it was read.
+    v.into_iter()
+        .filter(|(n, _)| mp_sys::fd::is_valid(i32::try_from(*n).unwrap_or(-1)))
+        .map(|(n, to)| format!("{n} -> {to}"))
+        .collect()
+}
+
+/// Waits (at most `PATIENCE`) for the parent's go on `go`.
+fn wait_for_go(go: &Connection) -> Check {
+    if !ok(go.poll_timeout(PATIENCE))? {
+        return Err(format!("no go from the parent within {PATIENCE:?}"));
+    }
+    ok(go.recv::<()>())
+}
+
+/// Once told to, sends this process's descriptor list through `out`.
+fn report_fds(out: Connection, go: Connection) -> Check {
+    wait_for_go(&go)?;
+    ok(out.send(&fd_listing()))
+}
+
+/// Holds the write end `w` until told to go, then exits (closing it).
+fn hold_until_go(w: Connection, go: Connection) -> Check {
+    wait_for_go(&go)?;
+    drop(w);
+    Ok(())
+}
+
+/// Blocks until told to go.
+fn block_until_go(go: Connection) -> Check {
+    wait_for_go(&go)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -252,7 +325,7 @@ fn a_hundred_children(m: StartMethod) -> Check {
     // Reaped: no /proc entry (a zombie keeps one). A fork server's child is
     // reaped by the server a moment after it exits; a pidfd reports the reap
     // as a hang-up (Linux 6.9 and later), so wait for those.
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = mp_sys::time::Deadline::nap(Duration::from_secs(2));
     while !watches.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
         let mut set: Vec<PollFd<'_>> = watches.iter().map(|w| PollFd::hangup(w.as_fd())).collect();
@@ -398,11 +471,191 @@ fn fds_do_not_grow(m: StartMethod) -> Check {
     check(after <= before + 1, format!("parent fds {before} -> {after}"))
 }
 
+/// Three children started together hold the same number of descriptors:
+/// their own handles and the runtime's, nothing of a sibling's.
+fn siblings_hold_the_same_descriptors(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let mut kids = Vec::new();
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let (out_r, out_w) = ok(pipe_simplex())?;
+        let (go_r, go_w) = ok(pipe_simplex())?;
+        kids.push(ctx.process(report_fds, (out_w, go_r)));
+        lines.push((out_r, go_w));
+    }
+    let mut started = Vec::new();
+    for k in &mut kids {
+        match k.start() {
+            Ok(()) => started.push(k),
+            Err(e) => {
+                for s in started {
+                    let _ = s.kill();
+                    let _ = finish(s);
+                }
+                return Err(format!("start: {e}"));
+            }
+        }
+    }
+    // Every child is started before any reports; a failed send ends the
+    // children through EOF on their go pipe.
+    let mut lists: Vec<Result<Vec<String>, String>> = Vec::new();
+    for (_, go) in &lines {
+        let _ = go.send(&());
+    }
+    for (out, _) in &lines {
+        lists.push(match out.poll_timeout(PATIENCE) {
+            Ok(true) => ok(out.recv::<Vec<String>>()),
+            Ok(false) => Err(format!("no report within {PATIENCE:?}")),
+            Err(e) => Err(e.to_string()),
+        });
+    }
+    for k in &mut started {
+        check(finish(k)? == 0, format!("{} failed", k.get_name()))?;
+    }
+    let mut lists: Vec<Vec<String>> = lists.into_iter().collect::<Result<_, _>>()?;
+    if m == StartMethod::Fork {
+        // A forked child inherits whatever its parent holds, as in Python:
+        // here the later siblings' pipe ends, still in the parent when the
+        // first child forks. Compare what the runtime makes, the pidfds:
+        // each child has its parent's, and none of a sibling.
+        for l in &mut lists {
+            l.retain(|e| e.ends_with("[pidfd]"));
+        }
+    }
+    let counts: Vec<usize> = lists.iter().map(Vec::len).collect();
+    check(
+        counts.windows(2).all(|w| w[0] == w[1]),
+        format!("open descriptors in three sibling children under {m:?}: {counts:?}\n{lists:#?}"),
+    )
+}
+
+/// The parent sees EOF on a pipe once the one child holding its write end
+/// exits, while that child's siblings, started after it, still run: no
+/// sibling holds a copy of the write end.
+fn eof_when_the_writer_child_exits(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let (r, w) = ok(pipe_simplex())?;
+    let gos: Vec<(Connection, Connection)> = (0..3)
+        .map(|_| pipe_simplex())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut gos = gos.into_iter();
+    let mut go_writers = Vec::new();
+    let mut kids = Vec::new();
+    if let Some((go_r, go_w)) = gos.next() {
+        kids.push(ctx.process(hold_until_go, (w, go_r)));
+        go_writers.push(go_w);
+    }
+    for (go_r, go_w) in gos {
+        kids.push(ctx.process(block_until_go, (go_r,)));
+        go_writers.push(go_w);
+    }
+    let mut started: Vec<&mut Process> = Vec::new();
+    let mut result = Ok(());
+    for k in &mut kids {
+        match k.start() {
+            Ok(()) => started.push(k),
+            Err(e) => {
+                result = Err(format!("start: {e}"));
+                break;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = (|| {
+            ok(go_writers[0].send(&()))?;
+            let first = &mut started[0];
+            check(finish(first)? == 0, "the writer child failed")?;
+            check(
+                ok(r.poll_timeout(PATIENCE))?,
+                format!("no EOF on the pipe within {PATIENCE:?} after its only writer exited under {m:?}"),
+            )?;
+            match r.recv::<()>() {
+                Err(e) if e.is_eof() => {}
+                other => return Err(format!("expected EOF, got {other:?}")),
+            }
+            for k in &mut started[1..] {
+                check(k.is_alive(), format!("{} ended early", k.get_name()))?;
+            }
+            Ok(())
+        })();
+    }
+    // Release the siblings whatever happened, and reap them all.
+    for go in &go_writers[1..] {
+        let _ = go.send(&());
+    }
+    for k in started {
+        let code = finish(k)?;
+        if result.is_ok() {
+            result = check(code == 0, format!("{} exited {code}", k.get_name()));
+        }
+    }
+    result
+}
+
+/// A forked child holds none of the descriptors its parent keeps for the
+/// children it started by the other methods (pidfds, a fork server child's
+/// status pipe) nor the parent's fork server's: the parent's new descriptors
+/// after starting those children appear in no forked child.
+fn a_forked_child_holds_nothing_of_other_children(m: StartMethod) -> Check {
+    let (out_r, out_w) = ok(pipe_simplex())?;
+    let (go_r, go_w) = ok(pipe_simplex())?;
+    let (s_go_r, s_go_w) = ok(pipe_simplex())?;
+    let (f_go_r, f_go_w) = ok(pipe_simplex())?;
+    let before = fd_listing();
+    let mut siblings = [
+        get_context(StartMethod::Spawn).process(block_until_go, (s_go_r,)),
+        get_context(StartMethod::ForkServer).process(block_until_go, (f_go_r,)),
+    ];
+    let mut forked = get_context(m).process(report_fds, (out_w, go_r));
+    let mut started: Vec<&mut Process> = Vec::new();
+    let mut result = Ok(());
+    for k in siblings.iter_mut() {
+        match k.start() {
+            Ok(()) => started.push(k),
+            Err(e) => result = Err(format!("start: {e}")),
+        }
+    }
+    let kept: Vec<String> = fd_listing().into_iter().filter(|l| !before.contains(l)).collect();
+    if result.is_ok() {
+        result = (|| {
+            ok(forked.start())?;
+            let _ = go_w.send(&());
+            check(ok(out_r.poll_timeout(PATIENCE))?, "no report from the forked child")?;
+            let got: Vec<String> = ok(out_r.recv())?;
+            check(finish(&mut forked)? == 0, "the forked child failed")?;
+            let stray: Vec<&String> = got.iter().filter(|l| kept.contains(l)).collect();
+            check(
+                stray.is_empty(),
+                format!("the forked child holds {stray:?}, kept by its parent for other children: {got:#?}"),
+            )
+        })();
+    }
+    let _ = s_go_w.send(&());
+    let _ = f_go_w.send(&());
+    for k in started {
+        let code = finish(k)?;
+        if result.is_ok() {
+            result = check(code == 0, format!("{} exited {code}", k.get_name()));
+        }
+    }
+    result
+}
+
 /// Runs this binary as a driver for `scenario`; returns its stdout and
 /// stderr, or a failure if it exits non-zero or runs past [`PATIENCE`].
 fn drive(scenario: &str, m: StartMethod) -> Result<(String, String), String> {
+    drive_with(scenario, m, None)
+}
+
+/// [`drive`], with `MP_START_METHOD` set to `env_method` in the driver.
+fn drive_with(scenario: &str, m: StartMethod, env_method: Option<&str>) -> Result<(String, String), String> {
     let exe = ok(std::env::current_exe())?;
-    let child = ok(Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if let Some(v) = env_method {
+        cmd.env("MP_START_METHOD", v);
+    }
+    let child = ok(cmd
         .args(["--scenario", scenario, "--method", &format!("{m:?}")])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -429,6 +682,36 @@ fn drive(scenario: &str, m: StartMethod) -> Result<(String, String), String> {
         format!("driver {scenario} ended with {}: {stderr}", out.status),
     )?;
     Ok((stdout, stderr))
+}
+
+/// `MP_START_METHOD` naming no start method: a child started with the
+/// process-wide method is an error that names the variable, its value and
+/// the valid names; an explicit method (a context, `set_start_method`) still
+/// starts children, with that method.
+fn a_misspelt_start_method_is_an_error(m: StartMethod) -> Check {
+    let (out, err) = drive_with("bad_env", m, Some("frok"))?;
+    let default_start = out
+        .lines()
+        .find_map(|l| l.strip_prefix("default: "))
+        .ok_or(format!("no default line: {out:?} {err}"))?;
+    for want in ["MP_START_METHOD", "\"frok\"", "fork", "spawn", "forkserver"] {
+        check(
+            default_start.contains(want),
+            format!("starting with MP_START_METHOD=frok gave {default_start:?}, which does not name {want}"),
+        )?;
+    }
+    check(
+        out.lines().any(|l| l.strip_prefix("checked: ") == Some(default_start)),
+        format!("try_get_start_method does not give the same error: {out:?}"),
+    )?;
+    check(
+        out.lines().any(|l| l == "context: exit 0"),
+        format!("a context's child did not run: {out:?}"),
+    )?;
+    check(
+        out.lines().any(|l| l == format!("set: {m:?}")),
+        format!("after set_start_method({m:?}) the child did not run with it: {out:?} {err}"),
+    )
 }
 
 fn errors_reach_stderr(m: StartMethod) -> Check {
@@ -493,13 +776,20 @@ fn bad_bootstrap(m: StartMethod) -> Check {
     Ok(())
 }
 
+/// With another thread running, a forked copy could block on a lock that
+/// thread holds: fork-method children start through the fork server (one
+/// warning), and a closure, which only a real fork can run, is refused.
 fn fork_with_threads_warns(m: StartMethod) -> Check {
-    let (_, err) = drive("threads", m)?;
+    let (out, err) = drive("threads", m)?;
     let warnings = err
         .lines()
         .filter(|l| l.contains("warning: fork with 2 threads"))
         .count();
-    check(warnings == 1, format!("expected one warning line, stderr: {err:?}"))
+    check(warnings == 1, format!("expected one warning line, stderr: {err:?}"))?;
+    check(
+        out.contains("closure: ") && out.contains("threads") && !out.contains("closure: forked"),
+        format!("a closure was forked from a threaded process: {out:?}"),
+    )
 }
 
 /// Prints once the daemonic child is gone, which happens only when the
@@ -548,6 +838,41 @@ fn driver(scenario: &str, m: StartMethod) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        "bad_env" => {
+            // MP_START_METHOD is misspelt: the default must not start.
+            let mut p = Process::new(nothing, ());
+            match p.start() {
+                Ok(()) => {
+                    let _ = p.join_timeout(PATIENCE);
+                    println!("default: started a child anyway");
+                }
+                Err(e) => println!("default: {e}"),
+            }
+            match mp_process::try_get_start_method() {
+                Ok(m) => println!("checked: {m:?}"),
+                Err(e) => println!("checked: {e}"),
+            }
+            let mut p = ctx.process(nothing, ());
+            match p.start().and_then(|()| p.join_timeout(PATIENCE)) {
+                Ok(()) => println!("context: exit {}", p.exitcode().unwrap_or(-1000)),
+                Err(e) => println!("context: {e}"),
+            }
+            if let Err(e) = mp_process::set_start_method(m) {
+                println!("set: {e}");
+                return ExitCode::SUCCESS;
+            }
+            let mut p = Process::new(exit_with_method, ());
+            match p.start().and_then(|()| p.join_timeout(PATIENCE)) {
+                Ok(()) => match p.exitcode() {
+                    Some(10) => println!("set: Fork"),
+                    Some(11) => println!("set: Spawn"),
+                    Some(12) => println!("set: ForkServer"),
+                    other => println!("set: exit {other:?}"),
+                },
+                Err(e) => println!("set: {e}"),
+            }
+            ExitCode::SUCCESS
+        }
         "threads" => {
             let (tx, rx) = std::sync::mpsc::channel::<()>();
             let helper = std::thread::spawn(move || rx.recv());
@@ -555,6 +880,16 @@ fn driver(scenario: &str, m: StartMethod) -> ExitCode {
                 let mut p = ctx.process(nothing, ());
                 p.start().expect("start");
                 p.join().expect("join");
+            }
+            // A closure only a real fork can run: refused while the helper
+            // thread runs, with the reason.
+            let mut p = Process::from_closure(|| {}).start_method(m);
+            match p.start() {
+                Ok(()) => {
+                    let _ = p.join_timeout(PATIENCE);
+                    println!("closure: forked");
+                }
+                Err(e) => println!("closure: {e}"),
             }
             let _ = tx.send(());
             let _ = helper.join();
@@ -574,7 +909,7 @@ type Scenario = fn(StartMethod) -> Check;
 fn applies(name: &str, m: StartMethod) -> bool {
     match name {
         "bad_bootstrap" => m != StartMethod::Fork,
-        "fork_with_threads_warns" => m == StartMethod::Fork,
+        "fork_with_threads_warns" | "a_forked_child_holds_nothing_of_other_children" => m == StartMethod::Fork,
         _ => true,
     }
 }
@@ -592,7 +927,7 @@ fn main() -> ExitCode {
         };
         return driver(args.get(i + 1).map_or("", String::as_str), m);
     }
-    let scenarios: [(&str, Scenario); 15] = [
+    let scenarios: [(&str, Scenario); 19] = [
         ("bad_bootstrap", bad_bootstrap),
         ("fork_with_threads_warns", fork_with_threads_warns),
         ("exit_codes", exit_codes),
@@ -609,7 +944,17 @@ fn main() -> ExitCode {
         ("daemons_cannot_have_children", daemons_cannot_have_children),
         ("closures_need_fork", closures_need_fork),
         ("fds_do_not_grow", fds_do_not_grow),
+        ("siblings_hold_the_same_descriptors", siblings_hold_the_same_descriptors),
+        ("eof_when_the_writer_child_exits", eof_when_the_writer_child_exits),
+        (
+            "a_forked_child_holds_nothing_of_other_children",
+            a_forked_child_holds_nothing_of_other_children,
+        ),
         ("errors_reach_stderr", errors_reach_stderr),
+        (
+            "a_misspelt_start_method_is_an_error",
+            a_misspelt_start_method_is_an_error,
+        ),
         (
             "main_returning_joins_and_terminates",
             main_returning_joins_and_terminates,

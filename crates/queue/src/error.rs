@@ -21,6 +21,11 @@ pub enum PutError<T> {
     Full(T),
     /// The queue was [closed](crate::Queue::close).
     Closed(T),
+    /// The queue is out of reach: the process that holds it (a manager's
+    /// server, for a `QueueProxy`) was shut down or died. Unlike `Closed`,
+    /// nobody closed the queue; whatever it held is lost with its server.
+    /// A local [`Queue`](crate::Queue) never returns this.
+    Disconnected(T),
     /// The item could not be encoded (a `Serialize` impl failed, a handle
     /// could not be duplicated, too many descriptors in one item) or its
     /// descriptors could not be passed; the message says which.
@@ -38,7 +43,7 @@ impl<T> PutError<T> {
     /// ```
     pub fn into_inner(self) -> T {
         match self {
-            PutError::Full(t) | PutError::Closed(t) | PutError::Encode(t, _) => t,
+            PutError::Full(t) | PutError::Closed(t) | PutError::Disconnected(t) | PutError::Encode(t, _) => t,
         }
     }
 
@@ -51,6 +56,19 @@ impl<T> PutError<T> {
     pub fn is_closed(&self) -> bool {
         matches!(self, PutError::Closed(_))
     }
+
+    /// Whether the queue's server (or peer) is gone: see
+    /// [`Disconnected`](PutError::Disconnected).
+    ///
+    /// ```
+    /// let e = mp_queue::PutError::Disconnected(5u8);
+    /// assert!(e.is_disconnected() && !e.is_closed());
+    /// assert!(e.to_string().contains("gone"));
+    /// assert_eq!(e.into_inner(), 5);
+    /// ```
+    pub fn is_disconnected(&self) -> bool {
+        matches!(self, PutError::Disconnected(_))
+    }
 }
 
 impl<T> fmt::Debug for PutError<T> {
@@ -58,6 +76,7 @@ impl<T> fmt::Debug for PutError<T> {
         match self {
             PutError::Full(_) => f.write_str("Full(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
+            PutError::Disconnected(_) => f.write_str("Disconnected(..)"),
             PutError::Encode(_, msg) => f.debug_tuple("Encode").field(&"..").field(msg).finish(),
         }
     }
@@ -68,6 +87,10 @@ impl<T> fmt::Display for PutError<T> {
         match self {
             PutError::Full(_) => f.write_str("the queue is full; the item was handed back"),
             PutError::Closed(_) => f.write_str("the queue is closed; the item was handed back"),
+            PutError::Disconnected(_) => f.write_str(
+                "the queue's server is gone (it was shut down or died); the item was handed back: \
+                 start a new manager (or reconnect) and a new queue",
+            ),
             PutError::Encode(_, msg) => write!(f, "the item could not be queued: {msg}"),
         }
     }
@@ -92,6 +115,13 @@ pub enum GetError {
     /// The queue is closed and every item in it has been taken.
     #[error("the queue is closed and empty")]
     Closed,
+    /// The queue is out of reach: the process that holds it (a manager's
+    /// server, for a `QueueProxy`) was shut down or died, so no item can
+    /// come. A local [`Queue`](crate::Queue) never returns this.
+    #[error(
+        "the queue's server is gone (it was shut down or died): start a new manager (or reconnect) and a new queue"
+    )]
+    Disconnected,
     /// An item was taken but is not a `T` (another type was put through a
     /// handle of another type, or its handles could not be rebuilt); the item
     /// is consumed, the queue goes on.

@@ -8,8 +8,9 @@
 //! Each group of words has its own cache line, so that producers and
 //! consumers do not pass one line back and forth on every item:
 //!
-//! - header (read-mostly): magic `mpQ1`, [`Kind`], the item type's tag,
-//!   maxsize, the state word (closed bit), `cap` (the ring's size, a power of
+//! - header (read-mostly): the workspace's shared-region
+//!   [`Header`](mp_sys::header::Header) (magic `mpQ1`, [`Kind`], the item
+//!   type's tag as the layout word), then maxsize, the state word (closed bit), `cap` (the ring's size, a power of
 //!   two);
 //! - sleepers: how many getters, putters and joiners sleep on a futex (changed
 //!   by the sleepers themselves);
@@ -66,17 +67,20 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use mp_codec::handle::FdRef;
 use mp_sync::raw::{self, Acquired};
 use mp_sys::fd::{PollFd, poll};
 use mp_sys::futex;
+use mp_sys::header::Header;
 use mp_sys::region::Region;
 use mp_sys::socket::{self, MAX_FDS_PER_MESSAGE, SocketKind};
 use serde::ser::SerializeTuple;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serializer};
 
 use crate::error::QueueError;
+use mp_sys::time::Deadline;
 
-const MAGIC: u32 = u32::from_le_bytes(*b"mpQ1");
+const MAGIC: [u8; 4] = *b"mpQ1";
 
 /// Where the ring's bytes start (one page of header).
 const DATA: usize = 4096;
@@ -110,8 +114,6 @@ const SIDE: u32 = 1 << 31;
 const CLOSED: u32 = 1;
 
 // 32-bit word indexes (byte offset / 4).
-const W_MAGIC: usize = 0;
-const W_KIND: usize = 1;
 const W_STATE: usize = 6;
 const W_GETTERS: usize = 16;
 const W_PUTTERS: usize = 17;
@@ -122,7 +124,6 @@ const W_GET_LOCK: usize = 48;
 const W_GET_SEQ: usize = 49;
 const W_UNFINISHED: usize = 64;
 // 64-bit word indexes (byte offset / 8).
-const D_TAG: usize = 1;
 const D_MAXSIZE: usize = 2;
 const D_CAP: usize = 4;
 const D_HEAD: usize = 17;
@@ -211,17 +212,15 @@ pub(crate) enum Block {
 
 impl Block {
     pub(crate) fn timeout(t: Duration) -> Block {
-        Block::Until(Instant::now().checked_add(t))
+        Block::Until(Deadline::after(t).instant())
     }
 
     /// Whether the caller may still wait, and until when the next sleep may
     /// last.
     fn sleep_until(self) -> Option<Instant> {
-        let nap = Instant::now() + NAP;
         match self {
             Block::No => None,
-            Block::Until(None) => Some(nap),
-            Block::Until(Some(d)) => (Instant::now() < d).then(|| d.min(nap)),
+            Block::Until(d) => (!Deadline::from(d).has_passed()).then(|| Deadline::from(d).sleep_until(NAP)),
         }
     }
 
@@ -232,7 +231,7 @@ impl Block {
     /// dead and replaced.
     #[inline]
     fn lock_deadline(self) -> Option<Instant> {
-        let soon = || Instant::now() + LOCK_PATIENCE;
+        let soon = || Deadline::nap(LOCK_PATIENCE);
         match self {
             Block::No => Some(soon()),
             Block::Until(Some(d)) => Some(d.max(soon())),
@@ -315,11 +314,15 @@ impl Ring {
             kind,
             maxsize,
         };
-        ring.word(W_KIND).store(kind as u32, Ordering::Relaxed);
-        ring.dword(D_TAG).store(tag, Ordering::Relaxed);
         ring.dword(D_MAXSIZE).store(maxsize, Ordering::Relaxed);
         ring.dword(D_CAP).store(INITIAL_CAP, Ordering::Relaxed);
-        ring.word(W_MAGIC).store(MAGIC, Ordering::Release);
+        // Last: the magic word publishes the words above.
+        Header::new(MAGIC, kind as u32, tag)
+            .write_to(&ring.region)
+            .map_err(|source| QueueError::Create {
+                what: "shared memory",
+                source,
+            })?;
         Ok(ring)
     }
 
@@ -328,18 +331,16 @@ impl Ring {
     fn open(wire: Wire, kinds: &[Kind], tag: u64, what: &str) -> Result<Ring, String> {
         let region = Region::from_fd_growable(wire.region, DATA + MAX_CAP as usize)
             .map_err(|e| format!("the {what} handle's memory is not a queue: {e}"))?;
-        let words = region.atomics_u32();
-        if region.len() < DATA || words[W_MAGIC].load(Ordering::Acquire) != MAGIC {
-            return Err(format!("the {what} handle's memory is not a queue"));
-        }
-        let found = words[W_KIND].load(Ordering::Relaxed);
+        let header = Header::read_from(&region, MAGIC, DATA)
+            .map_err(|e| format!("the {what} handle's memory is not a queue of this version: {e}"))?;
+        let found = header.kind;
         let kind = match Kind::from_u32(found) {
             Some(k) if kinds.contains(&k) => k,
             Some(k) => return Err(format!("expected a {what} handle, got a {} handle", k.name())),
             None => return Err(format!("expected a {what} handle, got a queue of unknown kind {found}")),
         };
         let dwords = region.atomics_u64();
-        if dwords[D_TAG].load(Ordering::Relaxed) != tag {
+        if header.expect_layout(tag).is_err() {
             return Err(format!(
                 "expected a {what} handle, got a queue of another item type: the sender and receiver disagree on the type"
             ));
@@ -410,24 +411,12 @@ impl Ring {
 
     /// Copies `data` into the ring at position `p`, wrapping at the end.
     fn write_at(&self, p: u64, cap: u64, data: &[u8]) -> io::Result<()> {
-        let off = (p & (cap - 1)) as usize;
-        let first = data.len().min(cap as usize - off);
-        self.region.write(DATA + off, &data[..first])?;
-        if first < data.len() {
-            self.region.write(DATA, &data[first..])?;
-        }
-        Ok(())
+        mp_sys::ring::write_wrapped(&self.region, DATA, cap as usize, p, data)
     }
 
     /// Copies `buf.len()` bytes out of the ring at position `p`.
     fn read_at(&self, p: u64, cap: u64, buf: &mut [u8]) -> io::Result<()> {
-        let off = (p & (cap - 1)) as usize;
-        let first = buf.len().min(cap as usize - off);
-        self.region.read(DATA + off, &mut buf[..first])?;
-        if first < buf.len() {
-            self.region.read(DATA, &mut buf[first..])?;
-        }
-        Ok(())
+        mp_sys::ring::read_wrapped(&self.region, DATA, cap as usize, p, buf)
     }
 
     /// The record at `p`: (payload length, flags, descriptor sequence, total
@@ -769,17 +758,20 @@ impl Ring {
             return Err(Fail::Timeout);
         };
         drop(held);
-        if futex::yield_until(YIELD_FOR, || ready(self)) {
-            return Ok(());
-        }
-        // Counted as a sleeper only now, so that the other side's puts or
-        // gets pay for a futex wake only when someone may really sleep. The
-        // other side bumps `seq` and then reads the count (both SeqCst): either
-        // it sees this sleeper and wakes it, or the bump happened first and
-        // the futex wait below returns at once, seeing `seq` moved.
-        self.word(sleepers).fetch_add(1, Ordering::SeqCst);
-        futex::wait_until(self.word(seq), seen, Some(until));
-        self.word(sleepers).fetch_sub(1, Ordering::Relaxed);
+        // Counted as a sleeper only after the spin, so that the other side's
+        // puts or gets pay for a futex wake only when someone may really
+        // sleep. The other side bumps `seq` and then reads the count (both
+        // SeqCst): either it sees this sleeper and wakes it, or the bump
+        // happened first and the futex wait returns at once, seeing `seq`
+        // moved from `seen`.
+        futex::spin_then_wait(
+            YIELD_FOR,
+            || ready(self),
+            self.word(seq),
+            || seen,
+            self.word(sleepers),
+            Deadline::at(until),
+        );
         Ok(())
     }
 
@@ -828,8 +820,7 @@ impl Ring {
             self.word(W_JOINERS).fetch_add(1, Ordering::SeqCst);
             let v = w.load(Ordering::SeqCst);
             if v != 0 {
-                let nap = Instant::now() + NAP;
-                let until = deadline.map_or(nap, |d| d.min(nap));
+                let until = Deadline::from(deadline).sleep_until(NAP);
                 futex::wait_until(w, v, Some(until));
             }
             self.word(W_JOINERS).fetch_sub(1, Ordering::SeqCst);
@@ -877,15 +868,7 @@ impl Ring {
 /// for a side-path record).
 #[inline]
 fn record_size(len: usize, side: bool) -> u64 {
-    REC + if side { 0 } else { (len as u64).next_multiple_of(8) }
-}
-
-struct FdRef<'a>(BorrowedFd<'a>);
-
-impl Serialize for FdRef<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        mp_codec::handle::serialize_fd(self.0, s)
-    }
+    mp_sys::ring::record_size(REC as usize, if side { 0 } else { len })
 }
 
 #[derive(Deserialize)]

@@ -1,5 +1,5 @@
 //! mp-queue's queues shared with child processes under every start method,
-//! from a single-threaded main (the fork method needs one; see DESIGN.md,
+//! from a single-threaded main (the fork method needs one; see docs/ARCHITECTURE.md,
 //! fork safety).
 //!
 //! Run with `cargo test -p mp-queue --test queue [filter]`.
@@ -464,12 +464,27 @@ impl<'de> Deserialize<'de> for Picky {
     }
 }
 
+/// A `Connection` keeps the messages of failing `Serialize` and
+/// `Deserialize` impls too.
+fn connection_keeps_serde_messages() -> Check {
+    let (a, b) = ok(mp_connection::pipe())?;
+    let e = a.send(&Picky(13)).err().map(|e| e.to_string()).unwrap_or_default();
+    check(e.contains("13 is unlucky"), format!("send: {e:?}"))?;
+    ok(a.send(&Picky(3)))?;
+    let e = b.recv::<Picky>().err().map(|e| e.to_string()).unwrap_or_default();
+    check(e.contains("3 is odd"), format!("recv: {e:?}"))?;
+    ok(a.send(&Picky(4)))?;
+    check(ok(b.recv::<Picky>())? == Picky(4), "the connection goes on")
+}
+
 fn bad_items_are_errors() -> Check {
     let q = ok(Queue::new())?;
     match q.put(Picky(13)) {
         Err(PutError::Encode(item, msg)) => {
             check(item == Picky(13), "the item came back changed")?;
-            check(msg.contains("cannot encode"), msg)?;
+            check(msg.contains("cannot encode"), msg.clone())?;
+            // The Serialize impl's own words, not postcard's fixed text.
+            check(msg.contains("13 is unlucky"), msg)?;
         }
         other => return Err(format!("expected Encode, got {other:?}")),
     }
@@ -477,7 +492,7 @@ fn bad_items_are_errors() -> Check {
     ok(q.put(Picky(3)))?;
     ok(q.put(Picky(4)))?;
     match q.get() {
-        Err(GetError::Decode(msg)) => check(msg.contains("cannot decode"), msg)?,
+        Err(GetError::Decode(msg)) => check(msg.contains("cannot decode") && msg.contains("3 is odd"), msg)?,
         other => return Err(format!("expected Decode, got {other:?}")),
     }
     check(ok(q.get())? == Picky(4), "the queue goes on after a bad item")?;
@@ -566,9 +581,10 @@ fn main() -> ExitCode {
         ("close_wakes_a_waiting_get", close_wakes_a_waiting_get),
         ("simple_queue_in_a_child", simple_queue_in_a_child),
     ];
-    let local: [(&str, Test); 4] = [
+    let local: [(&str, Test); 5] = [
         ("close_drains_then_reports_closed", close_drains_then_reports_closed),
         ("bad_items_are_errors", bad_items_are_errors),
+        ("connection_keeps_serde_messages", connection_keeps_serde_messages),
         ("no_leaks", no_leaks),
         ("handle_bounds", handle_bounds),
     ];

@@ -1,16 +1,19 @@
 //! `Array` (with its RLock) and `RawArray`: a fixed-length array of
-//! plain-data elements in shared memory.
+//! plain-data elements in shared memory, both the one generic
+//! [`SharedArray`] with a [`Locking`] kind.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use mp_sync::{LockError, RLock, RLockGuard};
+use mp_sync::{LockError, RLock, RLockGuard, SyncError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::SharedError;
-use crate::mem::{Kind, Mem, MemOf, MemRef};
+use crate::locking::{Locking, NoLock, RegionOf, kind};
+use crate::mem::{Mem, MemRef};
+use crate::view::{Held, Spare};
 
 /// Python's `multiprocessing.Array`: a fixed-length array of plain-data
 /// elements (`T: Pod`) in shared memory, with an [`RLock`] that every access
@@ -37,51 +40,89 @@ use crate::mem::{Kind, Mem, MemOf, MemRef};
 ///
 /// - `Array('i', 10)` is `Array::<i32>::new(10)`, `Array('i', range(10))`
 ///   is `Array::from_slice(&[..])`; `arr[i]` is `get(i)` / `set(i, v)`,
-///   `arr[:]` is [`to_vec`](Array::to_vec) / [`set_slice`](Array::set_slice).
-/// - [`lock`](Array::lock) gives the elements as a slice under the lock, in
-///   one copy in and (if changed) one copy out.
-pub struct Array<T> {
+///   `arr[:]` is [`to_vec`](SharedArray::to_vec) /
+///   [`set_slice`](SharedArray::set_slice).
+/// - [`lock`](SharedArray::lock) gives the elements in shared memory as a
+///   slice under the lock, without a copy (Python's `arr.get_obj()` under
+///   `with arr.get_lock():`).
+pub type Array<T> = SharedArray<T, RLock>;
+
+/// Python's `multiprocessing.RawArray`: an [`Array`] without a lock. Each
+/// element is copied in or out on its own; another process's concurrent
+/// writes may be seen part-way. There is no slice view: nothing keeps other
+/// writers out while one would live. To work on the elements in place, use
+/// an [`Array`] and its [`lock`](SharedArray::lock).
+///
+/// ```
+/// let a = mp_shared::RawArray::from_slice(&[1u64, 2])?;
+/// a.set(0, 9)?;
+/// assert_eq!(a.to_vec(), [9, 2]);
+/// # Ok::<(), mp_shared::SharedError>(())
+/// ```
+pub type RawArray<T> = SharedArray<T, NoLock>;
+
+/// A fixed-length array of plain-data elements in shared memory, guarded by
+/// `L`: [`Array`] (`L` = [`RLock`]) and [`RawArray`] (`L` = [`NoLock`]) are
+/// this type, so their shared methods are written once. Name it through
+/// those aliases, or generically to accept both:
+///
+/// ```
+/// use mp_shared::{Array, Locking, RawArray, SharedArray};
+/// fn total<L: Locking>(a: &SharedArray<f64, L>) -> f64 {
+///     a.iter().sum()
+/// }
+/// assert_eq!(total(&Array::from_slice(&[1.0, 2.0])?), 3.0);
+/// assert_eq!(total(&RawArray::from_slice(&[4.0])?), 4.0);
+/// # Ok::<(), mp_shared::SharedError>(())
+/// ```
+pub struct SharedArray<T, L: Locking = RLock> {
     mem: Arc<Mem<T>>,
-    lock: RLock,
+    lock: L,
+    spare: Arc<Spare>,
 }
 
-impl<T> Clone for Array<T> {
+impl<T, L: Locking> Clone for SharedArray<T, L> {
     fn clone(&self) -> Self {
-        Array {
+        SharedArray {
             mem: self.mem.clone(),
             lock: self.lock.clone(),
+            spare: self.spare.clone(),
         }
     }
 }
 
-impl<T: Pod> Array<T> {
-    fn with(mem: Mem<T>) -> Result<Array<T>, SharedError> {
-        Ok(Array {
+impl<T: Pod, L: Locking> SharedArray<T, L> {
+    fn with(mem: Mem<T>) -> Result<Self, SharedError> {
+        Ok(SharedArray {
             mem: Arc::new(mem),
-            lock: RLock::new()?,
+            lock: L::new_lock()?,
+            spare: Arc::default(),
         })
     }
 
-    /// Python's `Array(typecode, n)`: `len` zeroed elements.
+    /// Python's `Array(typecode, n)` or `RawArray(typecode, n)`: `len`
+    /// zeroed elements.
     ///
     /// ```
-    /// let a = mp_shared::Array::<f64>::new(3)?;
-    /// assert_eq!(a.to_vec(), [0.0; 3]);
+    /// assert_eq!(mp_shared::Array::<f64>::new(3)?.to_vec(), [0.0; 3]);
+    /// assert_eq!(mp_shared::RawArray::<i8>::new(2)?.to_vec(), [0, 0]);
     /// # Ok::<(), mp_shared::SharedError>(())
     /// ```
-    pub fn new(len: usize) -> Result<Array<T>, SharedError> {
-        Self::with(Mem::create(Kind::Array, len)?)
+    pub fn new(len: usize) -> Result<Self, SharedError> {
+        Self::with(Mem::create(kind::<L>(true), len)?)
     }
 
-    /// Python's `Array(typecode, sequence)`: a copy of `v`.
+    /// Python's `Array(typecode, sequence)` or `RawArray(typecode,
+    /// sequence)`: a copy of `v`.
     ///
     /// ```
     /// let a = mp_shared::Array::from_slice(&[1u8, 2, 3])?;
     /// assert_eq!(a.len(), 3);
+    /// assert_eq!(mp_shared::RawArray::from_slice(&[5i16])?.get(0), Some(5));
     /// # Ok::<(), mp_shared::SharedError>(())
     /// ```
-    pub fn from_slice(v: &[T]) -> Result<Array<T>, SharedError> {
-        let mem = Mem::create(Kind::Array, v.len())?;
+    pub fn from_slice(v: &[T]) -> Result<Self, SharedError> {
+        let mem = Mem::create(kind::<L>(true), v.len())?;
         mem.write_from(0, v);
         Self::with(mem)
     }
@@ -100,17 +141,15 @@ impl<T: Pod> Array<T> {
     ///
     /// ```
     /// assert!(mp_shared::Array::<u16>::new(0)?.is_empty());
+    /// assert!(!mp_shared::RawArray::<u8>::new(1)?.is_empty());
     /// # Ok::<(), mp_shared::SharedError>(())
     /// ```
     pub fn is_empty(&self) -> bool {
         self.mem.len() == 0
     }
 
-    fn held(&self) -> Option<RLockGuard> {
-        self.lock.acquire().map_or_else(LockError::into_guard, Some)
-    }
-
-    /// Python's `arr[i]`, under the lock; `None` past the end.
+    /// Python's `arr[i]` (under the lock, for an [`Array`]); `None` past the
+    /// end.
     ///
     /// ```
     /// let a = mp_shared::Array::from_slice(&[4i64])?;
@@ -122,12 +161,12 @@ impl<T: Pod> Array<T> {
         if i >= self.len() {
             return None;
         }
-        let _g = self.held();
+        let _g = self.lock.hold();
         Some(self.mem.read(i))
     }
 
-    /// Python's `arr[i] = v`, under the lock; [`SharedError::OutOfRange`]
-    /// past the end.
+    /// Python's `arr[i] = v` (under the lock, for an [`Array`]);
+    /// [`SharedError::OutOfRange`] past the end.
     ///
     /// ```
     /// let a = mp_shared::Array::<i32>::new(2)?;
@@ -137,12 +176,13 @@ impl<T: Pod> Array<T> {
     /// ```
     pub fn set(&self, i: usize, v: T) -> Result<(), SharedError> {
         self.mem.check_range(i, 1)?;
-        let _g = self.held();
+        let _g = self.lock.hold();
         self.mem.write(i, &v);
         Ok(())
     }
 
-    /// Python's `arr[start:start + len(values)] = values`, under the lock.
+    /// Python's `arr[start:start + len(values)] = values` (under the lock,
+    /// for an [`Array`]).
     ///
     /// ```
     /// let a = mp_shared::Array::<u8>::new(4)?;
@@ -153,14 +193,15 @@ impl<T: Pod> Array<T> {
     /// ```
     pub fn set_slice(&self, start: usize, values: &[T]) -> Result<(), SharedError> {
         self.mem.check_range(start, values.len())?;
-        let _g = self.held();
+        let _g = self.lock.hold();
         self.mem.write_from(start, values);
         Ok(())
     }
 
-    /// Copies `out.len()` elements from element `start` into `out`, under the
-    /// lock: Python's `arr[start:start + n]` into a buffer you reuse, so a
-    /// large array can be read in cache-sized chunks without allocating.
+    /// Copies `out.len()` elements from element `start` into `out` (under
+    /// the lock, for an [`Array`]): Python's `arr[start:start + n]` into a
+    /// buffer you reuse, so a large array can be read in cache-sized chunks
+    /// without allocating.
     ///
     /// ```
     /// let a = mp_shared::Array::from_slice(&[1.0f64, 2.0, 3.0, 4.0])?;
@@ -176,16 +217,17 @@ impl<T: Pod> Array<T> {
     /// ```
     pub fn read_into(&self, start: usize, out: &mut [T]) -> Result<(), SharedError> {
         self.mem.check_range(start, out.len())?;
-        let _g = self.held();
+        let _g = self.lock.hold();
         self.mem.read_into(start, out);
         Ok(())
     }
 
-    /// Python's `iter(arr)` under `with arr.get_lock():` — the elements in
-    /// order, the lock held until the iterator is dropped. Elements are
-    /// copied out a few thousand at a time into a small buffer, so iterating
-    /// a large array allocates little and stays in the cache:
-    /// `arr.iter().sum::<f64>()` is the fast way to sum one.
+    /// Python's `iter(arr)` (under `with arr.get_lock():`, for an
+    /// [`Array`]: the lock is held until the iterator is dropped). Elements
+    /// are copied out a few thousand at a time into a small buffer, so
+    /// iterating a large array allocates little and stays in the cache.
+    /// For a [`RawArray`], another process's concurrent writes may be seen
+    /// part-way.
     ///
     /// ```
     /// let a = mp_shared::Array::from_slice(&[1.5f64, 2.5])?;
@@ -194,10 +236,11 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), mp_shared::SharedError>(())
     /// ```
     pub fn iter(&self) -> Iter<T> {
-        Iter::new(self.mem.clone(), self.held())
+        Iter::new(self.mem.clone(), self.lock.hold())
     }
 
-    /// Python's `arr[:]`: a copy of every element, under the lock.
+    /// Python's `arr[:]`: a copy of every element (under the lock, for an
+    /// [`Array`]).
     ///
     /// ```
     /// let a = mp_shared::Array::from_slice(&[1.0f32, 2.0])?;
@@ -205,10 +248,12 @@ impl<T: Pod> Array<T> {
     /// # Ok::<(), mp_shared::SharedError>(())
     /// ```
     pub fn to_vec(&self) -> Vec<T> {
-        let _g = self.held();
+        let _g = self.lock.hold();
         self.mem.to_vec()
     }
+}
 
+impl<T: Pod> SharedArray<T, RLock> {
     /// Python's `arr.get_lock()`.
     ///
     /// ```
@@ -221,61 +266,72 @@ impl<T: Pod> Array<T> {
         &self.lock
     }
 
-    /// Takes the lock and gives the elements as a slice to read and change;
-    /// changes are written back when the guard drops, before the lock is
-    /// released. The guard works on a copy: while it lives, `get` on the same
-    /// thread reads the elements as they were.
+    /// Takes the lock and gives the elements in shared memory as a slice,
+    /// to read and change in place: nothing is copied, so locking a 1 GiB
+    /// array costs what locking a 1-byte one does, and a write through the
+    /// guard is in the shared memory at once (the same thread's
+    /// [`get`](Array::get) sees it; the lock is reentrant). A holder that
+    /// dies leaves what it wrote: the next [`lock`](Array::lock) returns
+    /// [`LockError::OwnerDied`], whose guard shows it.
     ///
     /// ```
     /// let a = mp_shared::Array::from_slice(&[3u32, 1, 2])?;
-    /// a.lock()?.sort();
+    /// let mut g = a.lock()?;
+    /// g.sort();
+    /// assert_eq!(a.get(0), Some(1)); // visible before the guard drops
+    /// drop(g);
     /// assert_eq!(a.to_vec(), [1, 2, 3]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    ///
+    /// A process that writes the array without its lock while a guard lives
+    /// races with the guard, as it does in CPython.
     pub fn lock(&self) -> Result<ArrayGuard<T>, LockError<ArrayGuard<T>>> {
         match self.lock.acquire() {
-            Ok(g) => Ok(self.guard(g)),
-            Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied(self.guard(g))),
+            Ok(g) => self.guard(g).map_err(LockError::Sync),
+            Err(LockError::OwnerDied(g)) => Err(match self.guard(g) {
+                Ok(g) => LockError::OwnerDied(g),
+                Err(e) => LockError::Sync(e),
+            }),
             Err(LockError::Sync(e)) => Err(LockError::Sync(e)),
         }
     }
 
-    fn guard(&self, held: RLockGuard) -> ArrayGuard<T> {
-        ArrayGuard {
-            elems: self.mem.to_vec(),
-            dirty: false,
-            mem: self.mem.clone(),
-            _held: held,
-        }
+    fn guard(&self, held: RLockGuard) -> Result<ArrayGuard<T>, SyncError> {
+        let view = self.spare.view(&self.mem, "view of a shared Array")?;
+        Ok(ArrayGuard(Held::new(view, self.spare.clone(), held)))
     }
 }
 
-impl<T: Pod + fmt::Debug> fmt::Debug for Array<T> {
+impl<T: Pod + fmt::Debug, L: Locking> fmt::Debug for SharedArray<T, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Array")
+        f.debug_struct(if L::RAW { "RawArray" } else { "Array" })
             .field("len", &self.len())
             .finish_non_exhaustive()
     }
 }
 
-impl<T: Pod> Serialize for Array<T> {
+impl<T: Pod, L: Locking> Serialize for SharedArray<T, L> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         (MemRef(&self.mem), &self.lock).serialize(s)
     }
 }
 
-impl<'de, T: Pod> Deserialize<'de> for Array<T> {
+impl<'de, T: Pod, L: Locking> Deserialize<'de> for SharedArray<T, L> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (MemOf(mem), lock) = <(MemOf<T, { Kind::Array as u32 }>, RLock)>::deserialize(d)?;
-        Ok(Array {
+        let (RegionOf(region), lock) = <(RegionOf, L)>::deserialize(d)?;
+        let mem = Mem::open(region, kind::<L>(true)).map_err(mp_codec::handle::invalid)?;
+        Ok(SharedArray {
             mem: Arc::new(mem),
             lock,
+            spare: Arc::default(),
         })
     }
 }
 
-/// The elements of an [`Array`] while its lock is held, as a slice; dropping
-/// the guard writes changes back and releases the lock.
+/// The elements of an [`Array`] in shared memory while its lock is held, as
+/// a slice read and written in place; dropping the guard releases the lock.
+/// Nothing is copied: a holder that dies leaves what it wrote.
 ///
 /// ```
 /// let a = mp_shared::Array::<i32>::new(3)?;
@@ -285,200 +341,26 @@ impl<'de, T: Pod> Deserialize<'de> for Array<T> {
 /// assert_eq!(a.to_vec(), [1, 2, 3]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct ArrayGuard<T: Pod> {
-    elems: Vec<T>,
-    dirty: bool,
-    mem: Arc<Mem<T>>,
-    // Declared last: dropped after `drop` has written the elements back.
-    _held: RLockGuard,
-}
+pub struct ArrayGuard<T: Pod>(Held<T>);
 
 impl<T: Pod> Deref for ArrayGuard<T> {
     type Target = [T];
+    #[inline]
     fn deref(&self) -> &[T] {
-        &self.elems
+        self.0.slice()
     }
 }
 
 impl<T: Pod> DerefMut for ArrayGuard<T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [T] {
-        self.dirty = true;
-        &mut self.elems
-    }
-}
-
-impl<T: Pod> Drop for ArrayGuard<T> {
-    fn drop(&mut self) {
-        if self.dirty {
-            self.mem.write_from(0, &self.elems);
-        }
+        self.0.slice_mut()
     }
 }
 
 impl<T: Pod + fmt::Debug> fmt::Debug for ArrayGuard<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ArrayGuard").field(&self.elems).finish()
-    }
-}
-
-/// Python's `multiprocessing.RawArray`: an [`Array`] without a lock. Each
-/// element is copied in or out on its own; another process's concurrent
-/// writes may be seen part-way.
-///
-/// ```
-/// let a = mp_shared::RawArray::from_slice(&[1u64, 2])?;
-/// a.set(0, 9)?;
-/// assert_eq!(a.to_vec(), [9, 2]);
-/// # Ok::<(), mp_shared::SharedError>(())
-/// ```
-pub struct RawArray<T> {
-    mem: Arc<Mem<T>>,
-}
-
-impl<T> Clone for RawArray<T> {
-    fn clone(&self) -> Self {
-        RawArray { mem: self.mem.clone() }
-    }
-}
-
-impl<T: Pod> RawArray<T> {
-    /// Python's `RawArray(typecode, n)`: `len` zeroed elements.
-    ///
-    /// ```
-    /// assert_eq!(mp_shared::RawArray::<i8>::new(2)?.to_vec(), [0, 0]);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn new(len: usize) -> Result<RawArray<T>, SharedError> {
-        Ok(RawArray {
-            mem: Arc::new(Mem::create(Kind::RawArray, len)?),
-        })
-    }
-
-    /// Python's `RawArray(typecode, sequence)`.
-    ///
-    /// ```
-    /// assert_eq!(mp_shared::RawArray::from_slice(&[5i16])?.get(0), Some(5));
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn from_slice(v: &[T]) -> Result<RawArray<T>, SharedError> {
-        let mem = Mem::create(Kind::RawArray, v.len())?;
-        mem.write_from(0, v);
-        Ok(RawArray { mem: Arc::new(mem) })
-    }
-
-    /// The number of elements.
-    ///
-    /// ```
-    /// assert_eq!(mp_shared::RawArray::<u8>::new(7)?.len(), 7);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn len(&self) -> usize {
-        self.mem.len()
-    }
-
-    /// Whether the array has no elements.
-    ///
-    /// ```
-    /// assert!(!mp_shared::RawArray::<u8>::new(1)?.is_empty());
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.mem.len() == 0
-    }
-
-    /// Element `i`; `None` past the end.
-    ///
-    /// ```
-    /// assert_eq!(mp_shared::RawArray::<u8>::new(1)?.get(1), None);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn get(&self, i: usize) -> Option<T> {
-        (i < self.len()).then(|| self.mem.read(i))
-    }
-
-    /// Writes element `i`; [`SharedError::OutOfRange`] past the end.
-    ///
-    /// ```
-    /// let a = mp_shared::RawArray::<u8>::new(1)?;
-    /// assert!(a.set(1, 0).is_err());
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn set(&self, i: usize, v: T) -> Result<(), SharedError> {
-        self.mem.check_range(i, 1)?;
-        self.mem.write(i, &v);
-        Ok(())
-    }
-
-    /// Writes `values` from element `start` on.
-    ///
-    /// ```
-    /// let a = mp_shared::RawArray::<u8>::new(3)?;
-    /// a.set_slice(0, &[1, 2, 3])?;
-    /// assert_eq!(a.to_vec(), [1, 2, 3]);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn set_slice(&self, start: usize, values: &[T]) -> Result<(), SharedError> {
-        self.mem.check_range(start, values.len())?;
-        self.mem.write_from(start, values);
-        Ok(())
-    }
-
-    /// Copies `out.len()` elements from element `start` into `out`.
-    ///
-    /// ```
-    /// let a = mp_shared::RawArray::from_slice(&[1u8, 2, 3])?;
-    /// let mut buf = [0u8; 2];
-    /// a.read_into(1, &mut buf)?;
-    /// assert_eq!(buf, [2, 3]);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn read_into(&self, start: usize, out: &mut [T]) -> Result<(), SharedError> {
-        self.mem.check_range(start, out.len())?;
-        self.mem.read_into(start, out);
-        Ok(())
-    }
-
-    /// The elements in order, copied out a few thousand at a time (another
-    /// process's concurrent writes may be seen part-way).
-    ///
-    /// ```
-    /// let a = mp_shared::RawArray::from_slice(&[1u32, 2, 3])?;
-    /// assert_eq!(a.iter().max(), Some(3));
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn iter(&self) -> Iter<T> {
-        Iter::new(self.mem.clone(), None)
-    }
-
-    /// A copy of every element.
-    ///
-    /// ```
-    /// assert_eq!(mp_shared::RawArray::from_slice(&[0.5f64])?.to_vec(), [0.5]);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn to_vec(&self) -> Vec<T> {
-        self.mem.to_vec()
-    }
-}
-
-impl<T: Pod + fmt::Debug> fmt::Debug for RawArray<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawArray")
-            .field("len", &self.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<T: Pod> Serialize for RawArray<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.mem.serialize(s)
-    }
-}
-
-impl<'de, T: Pod> Deserialize<'de> for RawArray<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let MemOf(mem) = MemOf::<T, { Kind::RawArray as u32 }>::deserialize(d)?;
-        Ok(RawArray { mem: Arc::new(mem) })
+        f.debug_tuple("ArrayGuard").field(&&**self).finish()
     }
 }
 
@@ -602,15 +484,7 @@ impl<T: Pod + fmt::Debug> fmt::Debug for Iter<T> {
     }
 }
 
-impl<T: Pod> IntoIterator for &Array<T> {
-    type Item = T;
-    type IntoIter = Iter<T>;
-    fn into_iter(self) -> Iter<T> {
-        self.iter()
-    }
-}
-
-impl<T: Pod> IntoIterator for &RawArray<T> {
+impl<T: Pod, L: Locking> IntoIterator for &SharedArray<T, L> {
     type Item = T;
     type IntoIter = Iter<T>;
     fn into_iter(self) -> Iter<T> {

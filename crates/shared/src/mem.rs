@@ -1,27 +1,29 @@
 //! The memfd region behind a Value, Array, RawValue or RawArray: a header
 //! that names the element type, then the elements.
 //!
-//! Layout: bytes 0-3 a magic number, 4-7 the [`Kind`], 8-11 the element size,
-//! 12-15 its alignment, 16-23 the element count, 24-31 a hash of the element
+//! Layout: the workspace's shared-region [`Header`] (bytes 0-3 the magic
+//! word `mpV1`, 4-7 the [`Kind`], 8-15 the layout word: 8-11 the element
+//! size, 12-15 its alignment), then 16-23 the element count, 24-31 a hash of the element
 //! type's name; the elements start at byte [`DATA`]. A handle decoded with
 //! another element type, length or kind is refused with an error that says
 //! which, so a `Value<f64>` sent where a `Value<u32>` is expected cannot
 //! reinterpret the bytes.
 //!
-//! Elements are only ever copied in and out (`Region::read`/`write`); no
-//! reference into the shared bytes is handed out, since other processes may
-//! write them at any time.
+//! The handles' own accesses copy elements in and out (`Region::read` /
+//! `write`); a guard that holds the lock views them in place through another
+//! mapping instead (`crate::view`).
 
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
 use bytemuck::Pod;
+use mp_sys::header::{Header, HeaderError};
 use mp_sys::region::Region;
-use serde::{Deserializer, Serializer};
+use serde::Serializer;
 
 use crate::error::SharedError;
 
-const MAGIC: u32 = u32::from_le_bytes(*b"mpV1");
+const MAGIC: [u8; 4] = *b"mpV1";
 /// Where the elements start: enough for any element alignment up to 64.
 pub(crate) const DATA: usize = 64;
 
@@ -61,6 +63,11 @@ pub(crate) struct Mem<T> {
 }
 
 impl<T: Pod> Mem<T> {
+    /// The layout word: the element size (low half) and alignment (high half).
+    fn layout() -> u64 {
+        size_of::<T>() as u64 | ((align_of::<T>() as u64) << 32)
+    }
+
     fn bytes_for(len: usize) -> Option<usize> {
         size_of::<T>().checked_mul(len)?.checked_add(DATA)
     }
@@ -84,14 +91,16 @@ impl<T: Pod> Mem<T> {
             what: kind.name(),
             source,
         })?;
-        let words = region.atomics_u32();
-        words[1].store(kind as u32, Ordering::Relaxed);
-        words[2].store(size_of::<T>() as u32, Ordering::Relaxed);
-        words[3].store(align_of::<T>() as u32, Ordering::Relaxed);
         let dwords = region.atomics_u64();
         dwords[2].store(len as u64, Ordering::Relaxed);
         dwords[3].store(type_tag::<T>(), Ordering::Relaxed);
-        words[0].store(MAGIC, Ordering::Release);
+        // Last: the header publishes the words above with its magic word.
+        Header::new(MAGIC, kind as u32, Self::layout())
+            .write_to(&region)
+            .map_err(|source| SharedError::Create {
+                what: kind.name(),
+                source,
+            })?;
         Ok(Mem {
             region,
             len,
@@ -105,14 +114,21 @@ impl<T: Pod> Mem<T> {
             expected: format!("{}<{}>", kind.name(), std::any::type_name::<T>()),
             found,
         };
-        if region.len() < DATA || region.atomics_u32()[0].load(Ordering::Acquire) != MAGIC {
-            return Err(wrong("shared memory that is not a shared value".into()));
-        }
-        let words = region.atomics_u32();
+        let header = match Header::read_from(&region, MAGIC, DATA) {
+            Ok(h) => h,
+            Err(e @ HeaderError::Short { .. }) => {
+                return Err(wrong(format!("shared memory that is not a shared value ({e})")));
+            }
+            Err(e) => {
+                return Err(wrong(format!(
+                    "shared memory that is not a shared value of this version ({e})"
+                )));
+            }
+        };
         let dwords = region.atomics_u64();
-        let found_kind = words[1].load(Ordering::Relaxed);
-        let size = words[2].load(Ordering::Relaxed) as usize;
-        let align = words[3].load(Ordering::Relaxed) as usize;
+        let found_kind = header.kind;
+        let size = header.layout as u32 as usize;
+        let align = (header.layout >> 32) as usize;
         let len = usize::try_from(dwords[2].load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         let tag = dwords[3].load(Ordering::Relaxed);
         match Kind::from_u32(found_kind) {
@@ -143,6 +159,11 @@ impl<T: Pod> Mem<T> {
 
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The region, for a guard's in-place view (`crate::view`).
+    pub(crate) fn region(&self) -> &Region {
+        &self.region
     }
 
     /// Element `i`; `i < len` is the caller's check.
@@ -196,11 +217,6 @@ impl<T: Pod> Mem<T> {
     pub(crate) fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         mp_codec::handle::region::serialize(&self.region, s)
     }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D, kind: Kind) -> Result<Mem<T>, D::Error> {
-        let region = mp_codec::handle::region::deserialize(d)?;
-        Mem::open(region, kind).map_err(mp_codec::handle::invalid)
-    }
 }
 
 /// Serializes a `Mem` as a handle inside a tuple.
@@ -209,16 +225,6 @@ pub(crate) struct MemRef<'a, T>(pub(crate) &'a Mem<T>);
 impl<T: Pod> serde::Serialize for MemRef<'_, T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.0.serialize(s)
-    }
-}
-
-/// Deserializes a `Mem` of kind `K` (a [`Kind`] as `u32`) inside a tuple.
-pub(crate) struct MemOf<T, const K: u32>(pub(crate) Mem<T>);
-
-impl<'de, T: Pod, const K: u32> serde::Deserialize<'de> for MemOf<T, K> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let kind = Kind::from_u32(K).unwrap_or(Kind::Value);
-        Mem::deserialize(d, kind).map(MemOf)
     }
 }
 

@@ -1,21 +1,25 @@
 //! `ShareableList`: Python's `shared_memory.ShareableList`, a fixed-length
 //! list of plain-data values in a named segment.
 //!
-//! Layout of the segment: bytes 0-3 a magic number, 8-11 the element size,
-//! 12-15 its alignment, 16-23 the length, 24-31 a hash of the element type's
+//! Layout of the segment: the workspace's shared-region [`Header`] (bytes 0-3
+//! the magic word `mpL1`, 4-7 kind 1, 8-15 the layout word: 8-11 the element
+//! size, 12-15 its alignment), then 16-23 the length, 24-31 a hash of the element type's
 //! name; the elements start at byte 64.
 
 use std::fmt;
 use std::marker::PhantomData;
 
 use bytemuck::Pod;
+use mp_sys::header::Header;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::SharedError;
 use crate::mem::type_tag;
 use crate::shared_memory::SharedMemory;
 
-const MAGIC: u32 = u32::from_le_bytes(*b"mpL1");
+const MAGIC: [u8; 4] = *b"mpL1";
+/// The header's kind: the one kind of segment this format has.
+const KIND: u32 = 1;
 const DATA: usize = 64;
 
 /// Python's `ShareableList`: a list of `T: Pod` values with a fixed length,
@@ -67,12 +71,11 @@ impl<T: Pod> ShareableList<T> {
             .ok_or_else(|| SharedError::InvalidArgument("the list does not fit in memory".into()))?;
         let mut shm = SharedMemory::create(name, bytes)?;
         let buf = shm.as_mut_slice();
-        buf[8..12].copy_from_slice(&(size_of::<T>() as u32).to_le_bytes());
-        buf[12..16].copy_from_slice(&(align_of::<T>() as u32).to_le_bytes());
+        let layout = size_of::<T>() as u64 | ((align_of::<T>() as u64) << 32);
         buf[16..24].copy_from_slice(&(values.len() as u64).to_le_bytes());
         buf[24..32].copy_from_slice(&type_tag::<T>().to_le_bytes());
         buf[DATA..].copy_from_slice(bytemuck::cast_slice(values));
-        buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        buf[..mp_sys::header::LEN].copy_from_slice(&Header::new(MAGIC, KIND, layout).to_bytes());
         Ok(ShareableList {
             shm,
             len: values.len(),
@@ -93,13 +96,21 @@ impl<T: Pod> ShareableList<T> {
             expected: format!("ShareableList<{}>", std::any::type_name::<T>()),
             found,
         };
-        if shm.size() < DATA || bytemuck::pod_read_unaligned::<u32>(&shm.as_slice()[0..4]) != MAGIC {
-            return Err(wrong(format!("the segment {name:?}, which is not a ShareableList")));
-        }
-        let [sizes, len, tag, _] = {
-            let h = header(&shm);
-            [h[1], h[2], h[3], 0]
+        let sizes = match Header::from_bytes(shm.as_slice(), MAGIC, DATA) {
+            Ok(h) if h.kind == KIND => h.layout,
+            Ok(h) => {
+                return Err(wrong(format!(
+                    "the segment {name:?}, a ShareableList of unknown kind {}",
+                    h.kind
+                )));
+            }
+            Err(e) => {
+                return Err(wrong(format!(
+                    "the segment {name:?}, which is not a ShareableList ({e})"
+                )));
+            }
         };
+        let [_, _, len, tag] = header(&shm);
         let (size, align) = (sizes as u32 as usize, (sizes >> 32) as usize);
         if size != size_of::<T>() || align != align_of::<T>() || tag != type_tag::<T>() {
             return Err(wrong(format!("a list of another type ({size}-byte elements)")));

@@ -5,6 +5,7 @@ use std::fmt;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use bytemuck::Pod;
 use mp_sys::shm::{self, Segment};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -46,6 +47,21 @@ fn io_error(name: &str, e: io::Error) -> SharedError {
         io::ErrorKind::InvalidInput => SharedError::InvalidArgument(e.to_string()),
         _ => SharedError::Io(e),
     }
+}
+
+/// Why `bytes` bytes of the segment `name` cannot be viewed as `T`s.
+fn cast_error<T>(name: &str, bytes: usize, e: bytemuck::PodCastError) -> SharedError {
+    let t = std::any::type_name::<T>();
+    SharedError::InvalidArgument(match e {
+        bytemuck::PodCastError::TargetAlignmentGreaterAndInputNotAligned => format!(
+            "the shared memory segment {name:?} is not aligned for {t} ({}-byte alignment)",
+            align_of::<T>()
+        ),
+        _ => format!(
+            "{bytes} bytes of the shared memory segment {name:?} are not a whole number of {t} ({} bytes each)",
+            size_of::<T>()
+        ),
+    })
 }
 
 /// A fresh name, `psm_` and 8 hex digits, as Python makes them.
@@ -200,6 +216,88 @@ impl SharedMemory {
             Some(s) => &mut s.as_mut_slice()[..size],
             None => &mut [],
         }
+    }
+
+    /// The bytes as `[T]` in place, without a copy: Python's
+    /// `shm.buf.cast(format)`. An error, not a panic, when the size is not a
+    /// whole number of `T`s, the segment is not aligned for `T` (a segment
+    /// starts on a page, so only a `T` aligned above 4096 bytes fails), or
+    /// the handle is closed. Other processes' writes race with the view as
+    /// with [`as_slice`](SharedMemory::as_slice).
+    ///
+    /// ```
+    /// let mut shm = mp_shared::SharedMemory::create(None, 32)?;
+    /// shm.as_mut_slice_of::<f64>()?[3] = 2.5;
+    /// assert_eq!(shm.as_slice_of::<f64>()?, [0.0, 0.0, 0.0, 2.5]);
+    /// assert!(shm.as_slice_of::<[u8; 5]>().is_err()); // 32 is not a multiple of 5
+    /// # shm.unlink()?;
+    /// # Ok::<(), mp_shared::SharedError>(())
+    /// ```
+    pub fn as_slice_of<T: Pod>(&self) -> Result<&[T], SharedError> {
+        self.check_open()?;
+        bytemuck::try_cast_slice(self.as_slice()).map_err(|e| self.cast_error::<T>(self.size, e))
+    }
+
+    /// The bytes as `[T]` in place, writable: see
+    /// [`as_slice_of`](SharedMemory::as_slice_of).
+    ///
+    /// ```
+    /// let mut shm = mp_shared::SharedMemory::create(None, 12)?;
+    /// shm.as_mut_slice_of::<u32>()?.copy_from_slice(&[1, 2, 3]);
+    /// assert_eq!(shm.as_slice()[4], 2);
+    /// assert!(shm.as_mut_slice_of::<u64>().is_err()); // 12 bytes
+    /// # shm.unlink()?;
+    /// # Ok::<(), mp_shared::SharedError>(())
+    /// ```
+    pub fn as_mut_slice_of<T: Pod>(&mut self) -> Result<&mut [T], SharedError> {
+        self.check_open()?;
+        let size = self.size;
+        let name = self.name.clone();
+        bytemuck::try_cast_slice_mut(self.as_mut_slice()).map_err(|e| cast_error::<T>(&name, size, e))
+    }
+
+    #[cfg(feature = "ndarray")]
+    /// The first `count` elements of `T` in place, for a view of a given
+    /// shape: Python's `np.ndarray(shape, dtype, buffer=shm.buf)` uses the
+    /// first bytes of a buffer at least that large.
+    pub(crate) fn prefix_of<T: Pod>(&self, count: usize) -> Result<&[T], SharedError> {
+        self.check_open()?;
+        let bytes = self.prefix_len::<T>(count)?;
+        bytemuck::try_cast_slice(&self.as_slice()[..bytes]).map_err(|e| self.cast_error::<T>(bytes, e))
+    }
+
+    #[cfg(feature = "ndarray")]
+    /// [`prefix_of`](SharedMemory::prefix_of), writable.
+    pub(crate) fn prefix_of_mut<T: Pod>(&mut self, count: usize) -> Result<&mut [T], SharedError> {
+        self.check_open()?;
+        let bytes = self.prefix_len::<T>(count)?;
+        let name = self.name.clone();
+        bytemuck::try_cast_slice_mut(&mut self.as_mut_slice()[..bytes]).map_err(|e| cast_error::<T>(&name, bytes, e))
+    }
+
+    #[cfg(feature = "ndarray")]
+    fn prefix_len<T>(&self, count: usize) -> Result<usize, SharedError> {
+        match count.checked_mul(size_of::<T>()) {
+            Some(b) if b <= self.size => Ok(b),
+            _ => Err(SharedError::InvalidArgument(format!(
+                "{count} elements of {} ({} bytes each) do not fit in the shared memory segment {:?} of {} bytes",
+                std::any::type_name::<T>(),
+                size_of::<T>(),
+                self.name,
+                self.size
+            ))),
+        }
+    }
+
+    fn check_open(&self) -> Result<(), SharedError> {
+        if self.is_closed() {
+            return Err(SharedError::Closed(self.name.clone()));
+        }
+        Ok(())
+    }
+
+    fn cast_error<T>(&self, bytes: usize, e: bytemuck::PodCastError) -> SharedError {
+        cast_error::<T>(&self.name, bytes, e)
     }
 
     /// Whether [`close`](SharedMemory::close) was called.

@@ -1,16 +1,18 @@
 //! `Value` (with its RLock) and `RawValue`: one plain-data value in shared
-//! memory.
+//! memory, both the one generic [`SharedValue`] with a [`Locking`] kind.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use bytemuck::Pod;
-use mp_sync::{LockError, RLock, RLockGuard};
+use mp_sync::{LockError, RLock, RLockGuard, SyncError};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::SharedError;
-use crate::mem::{Kind, Mem, MemOf, MemRef};
+use crate::locking::{Locking, NoLock, RegionOf, kind};
+use crate::mem::{Mem, MemRef};
+use crate::view::{Held, Spare};
 
 /// Python's `multiprocessing.Value`: one plain-data value (`T: Pod`) in
 /// shared memory, with an [`RLock`] that `get`, `set` and `lock` take.
@@ -35,63 +37,92 @@ use crate::mem::{Kind, Mem, MemOf, MemRef};
 ///   `Value('d', 0.0)`, `Value::new(0i32)` for `Value('i', 0)`, a
 ///   `#[repr(C)]` struct deriving `Pod` for a `Structure`.
 /// - `v.value += 1` is two locked steps in Python as here (`get`, then `set`);
-///   [`lock`](Value::lock) gives one: `*v.lock()? += 1`.
-pub struct Value<T> {
+///   [`lock`](SharedValue::lock) gives one: `*v.lock()? += 1`.
+pub type Value<T> = SharedValue<T, RLock>;
+
+/// Python's `multiprocessing.RawValue`: a [`Value`] without a lock. Reads and
+/// writes are plain copies; a value wider than 8 bytes may be seen half
+/// written while another process writes it. There is no guard to change it
+/// in place, since nothing keeps other writers out: for that, use a
+/// [`Value`] and its [`lock`](SharedValue::lock).
+///
+/// ```
+/// let v = mp_shared::RawValue::new(5u16)?;
+/// v.set(6);
+/// assert_eq!(v.get(), 6);
+/// # Ok::<(), mp_shared::SharedError>(())
+/// ```
+pub type RawValue<T> = SharedValue<T, NoLock>;
+
+/// One plain-data value in shared memory, guarded by `L`: [`Value`] (`L` =
+/// [`RLock`]) and [`RawValue`] (`L` = [`NoLock`]) are this type, so their
+/// shared methods are written once. Name it through those aliases.
+pub struct SharedValue<T, L: Locking = RLock> {
     mem: Arc<Mem<T>>,
-    lock: RLock,
+    lock: L,
+    spare: Arc<Spare>,
 }
 
-impl<T> Clone for Value<T> {
+impl<T, L: Locking> Clone for SharedValue<T, L> {
     fn clone(&self) -> Self {
-        Value {
+        SharedValue {
             mem: self.mem.clone(),
             lock: self.lock.clone(),
+            spare: self.spare.clone(),
         }
     }
 }
 
-impl<T: Pod> Value<T> {
-    /// Python's `Value(typecode, value)`: a new shared value with its own
-    /// lock.
+impl<T: Pod, L: Locking> SharedValue<T, L> {
+    /// Python's `Value(typecode, value)` (a new shared value with its own
+    /// lock) or `RawValue(typecode, value)`.
     ///
     /// ```
-    /// let v = mp_shared::Value::new(7u64)?;
-    /// assert_eq!(v.get(), 7);
+    /// assert_eq!(mp_shared::Value::new(7u64)?.get(), 7);
+    /// assert_eq!(mp_shared::RawValue::new(1.5f32)?.get(), 1.5);
     /// # Ok::<(), mp_shared::SharedError>(())
     /// ```
-    pub fn new(v: T) -> Result<Value<T>, SharedError> {
-        let mem = Mem::create(Kind::Value, 1)?;
+    pub fn new(v: T) -> Result<Self, SharedError> {
+        let mem = Mem::create(kind::<L>(false), 1)?;
         mem.write(0, &v);
-        Ok(Value {
+        Ok(SharedValue {
             mem: Arc::new(mem),
-            lock: RLock::new()?,
+            lock: L::new_lock()?,
+            spare: Arc::default(),
         })
     }
 
-    /// Python's `v.value`: the value, read under the lock.
+    /// Python's `v.value`: the value (read under the lock, for a [`Value`]).
     ///
     /// ```
     /// assert_eq!(mp_shared::Value::new(-2i32)?.get(), -2);
+    /// assert_eq!(mp_shared::RawValue::new(3u8)?.get(), 3);
     /// # Ok::<(), mp_shared::SharedError>(())
     /// ```
     pub fn get(&self) -> T {
-        let _g = self.lock.acquire().map_or_else(LockError::into_guard, Some);
+        let _g = self.lock.hold();
         self.mem.read(0)
     }
 
-    /// Python's `v.value = x`: writes the value under the lock.
+    /// Python's `v.value = x`: writes the value (under the lock, for a
+    /// [`Value`]).
     ///
     /// ```
     /// let v = mp_shared::Value::new(0u8)?;
     /// v.set(9);
     /// assert_eq!(v.get(), 9);
+    /// let r = mp_shared::RawValue::new(0i64)?;
+    /// r.set(-4);
+    /// assert_eq!(r.get(), -4);
     /// # Ok::<(), mp_shared::SharedError>(())
     /// ```
     pub fn set(&self, v: T) {
-        let _g = self.lock.acquire().map_or_else(LockError::into_guard, Some);
+        let _g = self.lock.hold();
         self.mem.write(0, &v);
     }
+}
 
+impl<T: Pod> SharedValue<T, RLock> {
     /// Python's `v.get_lock()`: the lock that guards the value.
     ///
     /// ```
@@ -104,10 +135,11 @@ impl<T: Pod> Value<T> {
         &self.lock
     }
 
-    /// Takes the lock and gives the value to read and change in place; the
-    /// change is written to shared memory when the guard drops, before the
-    /// lock is released. If the previous holder died, the error holds the
-    /// guard (see [`LockError`]).
+    /// Takes the lock and gives the value in shared memory itself, to read
+    /// and change in place: no copy in or out, and a write through the guard
+    /// is in the shared memory at once. If the previous holder died, the
+    /// error holds the guard (see [`LockError`]), which shows what the dead
+    /// holder wrote.
     ///
     /// ```
     /// let v = mp_shared::Value::new(10u32)?;
@@ -119,51 +151,66 @@ impl<T: Pod> Value<T> {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// The guard works on a copy: while it lives, [`get`](Value::get) on the
-    /// same thread reads the value as it was before the guard's changes.
+    /// While the guard lives, [`get`](SharedValue::get) on the same thread
+    /// (the lock is reentrant) reads what the guard wrote:
+    ///
+    /// ```
+    /// let v = mp_shared::Value::new(1u8)?;
+    /// let mut g = v.lock()?;
+    /// *g = 2;
+    /// assert_eq!(v.get(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A process that writes the value without its lock while a guard lives
+    /// races with the guard, as it does in CPython.
     pub fn lock(&self) -> Result<ValueGuard<T>, LockError<ValueGuard<T>>> {
         match self.lock.acquire() {
-            Ok(g) => Ok(self.guard(g)),
-            Err(LockError::OwnerDied(g)) => Err(LockError::OwnerDied(self.guard(g))),
+            Ok(g) => self.guard(g).map_err(LockError::Sync),
+            Err(LockError::OwnerDied(g)) => Err(match self.guard(g) {
+                Ok(g) => LockError::OwnerDied(g),
+                Err(e) => LockError::Sync(e),
+            }),
             Err(LockError::Sync(e)) => Err(LockError::Sync(e)),
         }
     }
 
-    fn guard(&self, held: RLockGuard) -> ValueGuard<T> {
-        ValueGuard {
-            value: self.mem.read(0),
-            dirty: false,
-            mem: self.mem.clone(),
-            _held: held,
-        }
+    fn guard(&self, held: RLockGuard) -> Result<ValueGuard<T>, SyncError> {
+        let view = self.spare.view(&self.mem, "view of a shared Value")?;
+        Ok(ValueGuard(Held::new(view, self.spare.clone(), held)))
     }
 }
 
-impl<T: Pod + fmt::Debug> fmt::Debug for Value<T> {
+impl<T: Pod + fmt::Debug, L: Locking> fmt::Debug for SharedValue<T, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Value").field("value", &self.mem.read(0)).finish()
+        f.debug_struct(if L::RAW { "RawValue" } else { "Value" })
+            .field("value", &self.mem.read(0))
+            .finish()
     }
 }
 
-impl<T: Pod> Serialize for Value<T> {
+impl<T: Pod, L: Locking> Serialize for SharedValue<T, L> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         (MemRef(&self.mem), &self.lock).serialize(s)
     }
 }
 
-impl<'de, T: Pod> Deserialize<'de> for Value<T> {
+impl<'de, T: Pod, L: Locking> Deserialize<'de> for SharedValue<T, L> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let (MemOf(mem), lock) = <(MemOf<T, { Kind::Value as u32 }>, RLock)>::deserialize(d)?;
-        Ok(Value {
+        let (RegionOf(region), lock) = <(RegionOf, L)>::deserialize(d)?;
+        let mem = Mem::open(region, kind::<L>(false)).map_err(mp_codec::handle::invalid)?;
+        Ok(SharedValue {
             mem: Arc::new(mem),
             lock,
+            spare: Arc::default(),
         })
     }
 }
 
-/// The value of a [`Value`] while its lock is held: read and change it
-/// through `*guard`; dropping the guard writes a change back and releases
-/// the lock.
+/// The value of a [`Value`] in shared memory while its lock is held: read
+/// and change it in place through `*guard`; dropping the guard releases the
+/// lock. Nothing is copied: a holder that dies leaves what it wrote, and the
+/// next holder sees it.
 ///
 /// ```
 /// let v = mp_shared::Value::new(1i32)?;
@@ -173,113 +220,24 @@ impl<'de, T: Pod> Deserialize<'de> for Value<T> {
 /// assert_eq!(v.get(), -1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct ValueGuard<T: Pod> {
-    value: T,
-    dirty: bool,
-    mem: Arc<Mem<T>>,
-    // Declared last: dropped after `drop` has written the value back.
-    _held: RLockGuard,
-}
+pub struct ValueGuard<T: Pod>(Held<T>);
 
 impl<T: Pod> Deref for ValueGuard<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        &self.value
+        // A Value's view holds exactly one element while the guard lives.
+        &self.0.slice()[0]
     }
 }
 
 impl<T: Pod> DerefMut for ValueGuard<T> {
     fn deref_mut(&mut self) -> &mut T {
-        self.dirty = true;
-        &mut self.value
-    }
-}
-
-impl<T: Pod> Drop for ValueGuard<T> {
-    fn drop(&mut self) {
-        if self.dirty {
-            self.mem.write(0, &self.value);
-        }
+        &mut self.0.slice_mut()[0]
     }
 }
 
 impl<T: Pod + fmt::Debug> fmt::Debug for ValueGuard<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ValueGuard").field(&self.value).finish()
-    }
-}
-
-/// Python's `multiprocessing.RawValue`: a [`Value`] without a lock. Reads and
-/// writes are plain copies; a value wider than 8 bytes may be seen half
-/// written while another process writes it.
-///
-/// ```
-/// let v = mp_shared::RawValue::new(5u16)?;
-/// v.set(6);
-/// assert_eq!(v.get(), 6);
-/// # Ok::<(), mp_shared::SharedError>(())
-/// ```
-pub struct RawValue<T> {
-    mem: Arc<Mem<T>>,
-}
-
-impl<T> Clone for RawValue<T> {
-    fn clone(&self) -> Self {
-        RawValue { mem: self.mem.clone() }
-    }
-}
-
-impl<T: Pod> RawValue<T> {
-    /// Python's `RawValue(typecode, value)`.
-    ///
-    /// ```
-    /// assert_eq!(mp_shared::RawValue::new(1.5f32)?.get(), 1.5);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn new(v: T) -> Result<RawValue<T>, SharedError> {
-        let mem = Mem::create(Kind::RawValue, 1)?;
-        mem.write(0, &v);
-        Ok(RawValue { mem: Arc::new(mem) })
-    }
-
-    /// The value.
-    ///
-    /// ```
-    /// assert_eq!(mp_shared::RawValue::new(3u8)?.get(), 3);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn get(&self) -> T {
-        self.mem.read(0)
-    }
-
-    /// Writes the value.
-    ///
-    /// ```
-    /// let v = mp_shared::RawValue::new(0i64)?;
-    /// v.set(-4);
-    /// assert_eq!(v.get(), -4);
-    /// # Ok::<(), mp_shared::SharedError>(())
-    /// ```
-    pub fn set(&self, v: T) {
-        self.mem.write(0, &v);
-    }
-}
-
-impl<T: Pod + fmt::Debug> fmt::Debug for RawValue<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RawValue").field("value", &self.get()).finish()
-    }
-}
-
-impl<T: Pod> Serialize for RawValue<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.mem.serialize(s)
-    }
-}
-
-impl<'de, T: Pod> Deserialize<'de> for RawValue<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let MemOf(mem) = MemOf::<T, { Kind::RawValue as u32 }>::deserialize(d)?;
-        Ok(RawValue { mem: Arc::new(mem) })
+        f.debug_tuple("ValueGuard").field(&**self).finish()
     }
 }

@@ -1,6 +1,6 @@
 //! mp-shared's values, arrays and segments shared with child processes under
 //! every start method, from a single-threaded main (the fork method needs
-//! one; see DESIGN.md, fork safety).
+//! one; see docs/ARCHITECTURE.md, fork safety).
 //!
 //! Run with `cargo test -p mp-shared --test shared [filter]`.
 
@@ -92,6 +92,22 @@ fn hold_value_lock(v: Value<u32>, ready: Event) -> Result<(), String> {
     *g = 99;
     drop(g);
     let _held = ok(v.get_lock().acquire())?;
+    ready.set();
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Writes through both guards and dies holding them (the parent kills it):
+/// no write-back ever runs, so what the next holder sees is what was written
+/// in place.
+fn die_holding_guards(v: Value<u32>, a: Array<u64>, ready: Event) -> Result<(), String> {
+    let mut gv = ok(v.lock())?;
+    *gv = 77;
+    let mut ga = ok(a.lock())?;
+    for (i, x) in ga.iter_mut().enumerate() {
+        *x = i as u64 * 3;
+    }
     ready.set();
     loop {
         std::thread::park();
@@ -242,6 +258,43 @@ fn a_value_whose_holder_died(m: StartMethod) -> Check {
     check(v.get() == 100, "the recovering guard wrote the value back")
 }
 
+/// A holder killed while its guards live leaves what it wrote through them;
+/// the next acquirer sees it through `owner_died()` -> `into_inner()`.
+fn a_holder_killed_mid_guard_leaves_its_writes(m: StartMethod) -> Check {
+    const N: usize = 100_000;
+    let v = ok(Value::new(0u32))?;
+    let a = ok(Array::<u64>::new(N))?;
+    let ready = ok(Event::new())?;
+    let mut p = get_context(m).process(die_holding_guards, (v.clone(), a.clone(), ready.clone()));
+    ok(p.start())?;
+    check(ready.wait_timeout(PATIENCE), "the child did not write under its guards")?;
+    ok(p.kill())?;
+    check(finish(&mut p)? == -9, "the child was not killed")?;
+    let gv = match v.lock() {
+        Err(e) if e.owner_died() => e.into_inner(),
+        Err(e) => return Err(format!("Value: expected owner_died, got {e}")),
+        Ok(_) => return Err("the Value lock of a killed holder came back clean".into()),
+    };
+    check(*gv == 77, format!("the Value under the dead holder's guard: {}", *gv))?;
+    let mut ga = match a.lock() {
+        Err(e) if e.owner_died() => e.into_inner(),
+        Err(e) => return Err(format!("Array: expected owner_died, got {e}")),
+        Ok(_) => return Err("the Array lock of a killed holder came back clean".into()),
+    };
+    let bad = ga.iter().enumerate().position(|(i, &x)| x != i as u64 * 3);
+    check(
+        bad.is_none(),
+        format!("the dead holder's write of element {bad:?} is lost"),
+    )?;
+    ga[0] = 5;
+    drop(ga);
+    drop(gv);
+    check(
+        a.get(0) == Some(5) && v.get() == 77,
+        "the recovered guards work in place",
+    )
+}
+
 fn shared_memory_from_a_child(m: StartMethod) -> Check {
     let mut shm = ok(SharedMemory::create(None, 64))?;
     shm.as_mut_slice()[..12].copy_from_slice(b"from parent!");
@@ -336,22 +389,124 @@ fn bad_input_is_a_clear_error() -> Check {
     check(e.contains("another type"), format!("list of another type: {e:?}"))
 }
 
-fn guards_write_back_only_changes() -> Check {
+/// A guard is the shared memory itself: its writes are seen at once by the
+/// same thread's `get` (the lock is reentrant), a `set` meanwhile is seen
+/// through the guard, and a second guard on the same thread sees both.
+fn guards_are_the_shared_memory() -> Check {
     let a = ok(Array::from_slice(&[1u8, 2, 3]))?;
     {
-        let g = ok(a.lock())?;
+        let mut g = ok(a.lock())?;
         check(g.len() == 3 && g[0] == 1, "the guard reads the elements")?;
-        // Not changed through the guard: a raw write meanwhile survives.
-        a.set(0, 9).map_err(|e| e.to_string())?;
+        g[1] = 20;
+        check(a.get(1) == Some(20), "a write through the guard is not seen by get")?;
+        ok(a.set(0, 9))?;
+        check(g[0] == 9, "a set under the guard is not seen through it")?;
+        let mut again = ok(a.lock())?;
+        again[2] = 30;
+        check(
+            g[2] == 30 && a.to_vec() == [9, 20, 30],
+            "a reentrant guard is not the same memory",
+        )?;
     }
-    check(a.get(0) == Some(9), "an unchanged guard overwrote the array")?;
+    check(a.to_vec() == [9, 20, 30], "the writes stayed")?;
     let v = ok(Value::new(5i32))?;
+    let other = v.clone();
     {
         let mut g = ok(v.lock())?;
         *g += 1;
-        check(v.get() == 5, "the guard works on a copy until it drops")?;
+        check(
+            v.get() == 6 && other.get() == 6,
+            "a Value guard's write is not seen at once",
+        )?;
     }
-    check(v.get() == 6, "the guard's change was written back")
+    check(v.get() == 6, "the Value guard's change stayed")
+}
+
+/// Locking a 64 MiB Array costs what locking a 1-byte one does: no copy.
+/// The times are printed (speed is shown by numbers, never asserted); what
+/// is checked is that the guard of the large one is the shared memory.
+fn lock_of_64_mib_and_of_1_byte() -> Check {
+    fn time_locks<T: mp_shared::Pod>(a: &Array<T>) -> Result<(std::time::Duration, std::time::Duration), String> {
+        let t = std::time::Instant::now();
+        drop(ok(a.lock())?);
+        let first = t.elapsed();
+        const N: u32 = 1000;
+        let t = std::time::Instant::now();
+        for _ in 0..N {
+            drop(ok(a.lock())?);
+        }
+        Ok((first, t.elapsed() / N))
+    }
+    let big = ok(Array::<u8>::new(64 << 20))?;
+    let small = ok(Array::<u8>::new(1))?;
+    let (big_first, big_each) = time_locks(&big)?;
+    let (small_first, small_each) = time_locks(&small)?;
+    println!(
+        "    lock()+drop: 64 MiB first {big_first:?}, then {big_each:?} each; \
+         1 byte first {small_first:?}, then {small_each:?} each"
+    );
+    let mut g = ok(big.lock())?;
+    let last = g.len() - 1;
+    g[last] = 7;
+    check(big.get(last) == Some(7), "the 64 MiB guard is not the shared memory")
+}
+
+#[repr(C, align(1048576))]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Aligned1M([[u8; 4096]; 256]);
+
+/// Views of a wrong size, alignment or shape are errors, not panics.
+fn wrong_views_are_errors() -> Check {
+    let mut shm = ok(SharedMemory::create(None, 1 << 20))?;
+    let e = shm.as_slice_of::<[u8; 3]>().map(|_| ()).map_err(|e| e.to_string());
+    check(
+        matches!(&e, Err(m) if m.contains("whole number")),
+        format!("size: {e:?}"),
+    )?;
+    check(shm.as_mut_slice_of::<[u8; 7]>().is_err(), "a 7-byte element fits 1 MiB")?;
+    check(ok(shm.as_slice_of::<f64>())?.len() == 1 << 17, "f64 view length")?;
+    // A segment starts on a page: a 1 MiB-aligned element fits only when the
+    // kernel happened to map it on a 1 MiB boundary; either way, no panic.
+    let aligned = (shm.as_slice().as_ptr() as usize).is_multiple_of(1 << 20);
+    match shm.as_slice_of::<Aligned1M>() {
+        Ok(v) => check(aligned && v.len() == 1, "a misaligned view was made")?,
+        Err(e) => check(!aligned && e.to_string().contains("aligned"), format!("alignment: {e}"))?,
+    }
+    #[cfg(feature = "ndarray")]
+    {
+        check(shm.ndarray_view::<f64>(&[1024, 128]).is_ok(), "an exact shape")?;
+        check(
+            shm.ndarray_view::<f64>(&[512, 128]).is_ok(),
+            "a smaller shape (NumPy's prefix)",
+        )?;
+        let e = shm
+            .ndarray_view::<f64>(&[1025, 128])
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        check(
+            matches!(&e, Err(m) if m.contains("do not fit")),
+            format!("too large: {e:?}"),
+        )?;
+        check(
+            shm.ndarray_view_mut::<u8>(&[usize::MAX, 2]).is_err(),
+            "an overflowing shape",
+        )?;
+        let a = ok(Array::<f64>::new(12))?;
+        let mut g = ok(a.lock())?;
+        check(
+            g.view_mut(&[3, 4]).is_ok() && g.view(&[2, 2, 3]).is_ok(),
+            "exact shapes",
+        )?;
+        let e = g.view_mut(&[5, 2]).map(|_| ()).map_err(|e| e.to_string());
+        check(
+            matches!(&e, Err(m) if m.contains("holds 10 elements")),
+            format!("shape: {e:?}"),
+        )?;
+        check(g.view(&[13]).is_err() && g.view(&[]).is_err(), "wrong shapes")?;
+    }
+    ok(shm.close())?;
+    check(matches!(shm.as_slice_of::<u8>(), Err(SharedError::Closed(_))), "closed")?;
+    ok(SharedMemory::attach(shm.name()).and_then(|s| s.unlink()))
 }
 
 fn no_leaks() -> Check {
@@ -388,7 +543,7 @@ fn handle_bounds() -> Check {
 type Scenario = fn(StartMethod) -> Check;
 
 fn main() -> ExitCode {
-    let with_method: [(&str, Scenario); 9] = [
+    let with_method: [(&str, Scenario); 10] = [
         ("value_and_array_in_a_child", value_and_array_in_a_child),
         ("repr_c_struct_in_a_value", repr_c_struct_in_a_value),
         ("counter_under_get_lock", counter_under_get_lock),
@@ -399,12 +554,18 @@ fn main() -> ExitCode {
         ("raw_value_and_array_in_a_child", raw_value_and_array_in_a_child),
         ("a_killed_child_leaves_nothing", a_killed_child_leaves_nothing),
         ("a_value_whose_holder_died", a_value_whose_holder_died),
+        (
+            "a_holder_killed_mid_guard_leaves_its_writes",
+            a_holder_killed_mid_guard_leaves_its_writes,
+        ),
         ("shared_memory_from_a_child", shared_memory_from_a_child),
         ("shareable_list_from_a_child", shareable_list_from_a_child),
     ];
-    let local: [(&str, Test); 4] = [
+    let local: [(&str, Test); 6] = [
         ("bad_input_is_a_clear_error", bad_input_is_a_clear_error),
-        ("guards_write_back_only_changes", guards_write_back_only_changes),
+        ("guards_are_the_shared_memory", guards_are_the_shared_memory),
+        ("lock_of_64_mib_and_of_1_byte", lock_of_64_mib_and_of_1_byte),
+        ("wrong_views_are_errors", wrong_views_are_errors),
         ("no_leaks", no_leaks),
         ("handle_bounds", handle_bounds),
     ];

@@ -1,8 +1,8 @@
 //! `Barrier`: a fixed number of parties wait until all have arrived.
 //!
-//! Layout: word 2 is a sequence number (the futex word, bumped on every
-//! change that waiters must see), word 3 the number of parties, and 64-bit
-//! word 2 the state: the generation (bits 0-31), the parties waiting in it
+//! Layout (after the region header, see [`shm`](crate::shm)): word 0 is a
+//! sequence number (the futex word, bumped on every change that waiters must
+//! see), word 1 the number of parties, and 64-bit word 1 the state: the generation (bits 0-31), the parties waiting in it
 //! (bits 32-47), a broken flag (bit 48) and, in bits 49-63, how each of the
 //! last 15 generations ended (1: reset, 0: released), newest in bit 49.
 //!
@@ -24,9 +24,9 @@ use mp_sys::futex;
 use crate::error::{BarrierError, SyncError};
 use crate::shm::{self, Kind, Shm, handle_serde};
 
-const SEQ: usize = 2;
-const PARTIES: usize = 3;
-const STATE: usize = 2;
+const SEQ: usize = 0;
+const PARTIES: usize = 1;
+const STATE: usize = 1;
 
 const COUNT_SHIFT: u32 = 32;
 const COUNT_MASK: u64 = 0xffff << COUNT_SHIFT;

@@ -1,18 +1,36 @@
 //! `Condition`: waiters that release a [`Lock`], sleep until notified, and
 //! take the lock back.
 //!
-//! Layout: word 2 is a sequence number (the futex word: every notify bumps
-//! it, so a waiter that is about to sleep when a notify comes does not
-//! sleep), and 64-bit word 2 counts waiters (high half) and the wake-ups
-//! handed out but not yet taken (low half). `notify(n)` hands out up to `n`
-//! wake-ups, never more than there are waiters without one, so exactly that
-//! many waiters return; a waiter whose timeout passes either takes a pending
-//! wake-up (and reports being notified) or leaves the count, atomically.
+//! Layout (after the region header, see [`shm`](crate::shm)): word 0 is a
+//! sequence number (the futex word: every notify that
+//! hands out wake-ups bumps it, so a waiter that is about to sleep when a
+//! notify comes does not sleep), and 64-bit word 1 counts waiters (high
+//! half) and the wake-ups handed out but not yet taken (low half).
+//! `notify(n)` hands out up to `n` wake-ups, never more than there are
+//! waiters without one.
 //!
-//! A waiter process that dies while waiting stays counted; a later `notify`
-//! may hand it a wake-up that a later waiter then takes without a matching
-//! notify. Waiting code re-checks its predicate ([`Condition::wait_for`]), as
-//! with every condition variable.
+//! A waiter notes the sequence number as it begins to wait (under the lock)
+//! and may take a wake-up only once a later notify has moved the number on:
+//! the wake-ups pending when it arrived belong to the waiters that were
+//! already there, as in Python, where a notify wakes only threads already
+//! waiting. Every waiter that may take one may take any, so the `n` taken are
+//! `n` of the waiters present at the notify. A waiter whose timeout passes
+//! either takes a wake-up it may take (and reports being notified) or leaves
+//! the count, atomically.
+//!
+//! `notify` requires the lock: the lock word names its holder's process, so
+//! checking that the caller's process holds it is one load.
+//!
+//! A waiter process that dies while waiting (killed, say) swallows no
+//! notify: the live waiters that were there may take any pending wake-up,
+//! including one handed out for the dead waiter. The dead waiter stays
+//! counted, though: `n_waiting` includes it until a notify hands it a
+//! wake-up, and that wake-up, which it never takes, goes to one of the
+//! waiters present at a later notify, which then wakes one waiter more than
+//! asked (after which the dead waiter counts again). Telling a dead waiter
+//! from a slow one would take a system call per waiter in `notify`. Waiting
+//! code re-checks its predicate ([`Condition::wait_for`]), as with every
+//! condition variable.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,14 +38,15 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mp_sys::futex;
+use mp_sys::time::Deadline;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{LockError, SyncError};
 use crate::lock::{self, Acquired, Lock};
 use crate::shm::{self, Kind, Shm};
 
-const SEQ: usize = 2;
-const STATE: usize = 2;
+const SEQ: usize = 0;
+const STATE: usize = 1;
 const ONE_WAITER: u64 = 1 << 32;
 
 /// Python's `multiprocessing.Condition`: processes wait on it, holding its
@@ -46,7 +65,7 @@ const ONE_WAITER: u64 = 1 << 32;
 /// });
 /// ready.wait();
 /// let _g = cond.acquire()?; // the waiter released the lock while it waits
-/// cond.notify(1);
+/// cond.notify(1)?;
 /// drop(_g);
 /// assert!(waiter.join().unwrap()?);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -57,8 +76,14 @@ const ONE_WAITER: u64 = 1 << 32;
 /// - The lock is a [`Lock`] (Python's default is an `RLock`), and holding it
 ///   is proven by the [`ConditionGuard`] that `wait` takes, so waiting
 ///   without the lock cannot compile.
-/// - `notify` does not need the lock (Python raises without it); notifying
-///   under the lock is still what avoids missed wake-ups.
+/// - `notify` without the lock fails, as in Python, but the check is by
+///   process: the lock records which process holds it, not which thread, so
+///   a thread may notify while another thread of its process holds the lock.
+/// - After a waiter process was killed while waiting, `n_waiting` may count
+///   it, and now and then a `notify(n)` may wake `n + 1` waiters (Python's
+///   documentation allows waking more than `n`). Python's
+///   `multiprocessing.Condition` instead waits in `notify` for every waiter
+///   it woke to confirm, so a notify that picks the dead waiter can hang.
 #[derive(Clone)]
 pub struct Condition {
     lock: Lock,
@@ -172,7 +197,7 @@ impl Condition {
     /// let mut g = cond.acquire()?;
     /// let c = cond.clone();
     /// // The notifier gets the lock only once `wait` has released it.
-    /// let notifier = std::thread::spawn(move || c.acquire().map(|_held| c.notify(1)).is_ok());
+    /// let notifier = std::thread::spawn(move || c.acquire().map(|_held| c.notify(1).is_ok()).unwrap_or(false));
     /// cond.wait(&mut g)?;
     /// drop(g);
     /// assert!(notifier.join().unwrap());
@@ -198,14 +223,19 @@ impl Condition {
     }
 
     /// Python's `cond.wait_for(predicate, timeout)`: waits until `pred`
-    /// returns true, checking it first and after every wake-up; returns its
-    /// last value (false when `timeout` passed first).
+    /// returns true, checking it (with the lock held) first and after every
+    /// wake-up. A wake-up that finds it false waits again, for what is left
+    /// of `timeout`: the timeout bounds the whole call, not each wait. `None`,
+    /// or a timeout too large for the clock (`Duration::MAX`), waits as long
+    /// as it takes. Returns `pred`'s last value: false when `timeout` passed
+    /// first.
     ///
     /// ```
     /// use std::time::Duration;
     /// let cond = mp_sync::Condition::new(None)?;
     /// let mut g = cond.acquire()?;
     /// assert!(cond.wait_for(&mut g, || true, None)?);
+    /// assert!(cond.wait_for(&mut g, || true, Some(Duration::MAX))?);
     /// assert!(!cond.wait_for(&mut g, || false, Some(Duration::from_millis(10)))?);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -215,7 +245,7 @@ impl Condition {
         mut pred: impl FnMut() -> bool,
         timeout: Option<Duration>,
     ) -> Result<bool, SyncError> {
-        let deadline = timeout.and_then(shm::deadline);
+        let deadline = Deadline::from_timeout(timeout).instant();
         loop {
             if pred() {
                 return Ok(true);
@@ -236,13 +266,18 @@ impl Condition {
             return Err(SyncError::WrongGuard);
         }
         let (seq, state) = (self.seq(), self.state());
+        // The wake-ups pending now belong to the waiters already here: this
+        // one may take one only after a notify that comes later moves `seq`
+        // on. Read before counting in, so a notify that counts this waiter
+        // also moves `seq` past `mine`.
+        let mine = seq.load(Ordering::SeqCst);
         state.fetch_add(ONE_WAITER, Ordering::SeqCst);
         lock::unlock(self.lock.word());
         let mut spun = false;
         let notified = loop {
             let s = seq.load(Ordering::SeqCst);
             let st = state.load(Ordering::SeqCst);
-            if st as u32 > 0 {
+            if s != mine && st as u32 > 0 {
                 // Take a wake-up and leave.
                 if state
                     .compare_exchange(st, st - ONE_WAITER - 1, Ordering::SeqCst, Ordering::Relaxed)
@@ -263,7 +298,7 @@ impl Condition {
             }
             if !spun {
                 spun = true;
-                if shm::spin(|| state.load(Ordering::Relaxed) as u32 > 0) {
+                if shm::spin(|| seq.load(Ordering::Relaxed) != mine && state.load(Ordering::Relaxed) as u32 > 0) {
                     continue;
                 }
             }
@@ -275,14 +310,33 @@ impl Condition {
         }
     }
 
-    /// Python's `cond.notify(n)`: wakes up to `n` waiters.
+    /// Python's `cond.notify(n)`: wakes up to `n` of the processes and
+    /// threads waiting now (a wait that begins later is not woken by this
+    /// notify). Call it holding the lock, so that a waiter cannot check its
+    /// predicate, miss the change, and sleep through the notify.
+    ///
+    /// Fails with [`SyncError::NotifyWithoutLock`], notifying nobody, when
+    /// the calling process does not hold the condition's lock (where
+    /// `threading.Condition` raises `RuntimeError: cannot notify on
+    /// un-acquired lock` and `multiprocessing.Condition` fails an assertion,
+    /// "lock is not owned"): acquire the condition first.
     ///
     /// ```
-    /// let cond = mp_sync::Condition::new(None)?;
-    /// cond.notify(1); // nobody waits: nothing happens
-    /// # Ok::<(), mp_sync::SyncError>(())
+    /// use mp_sync::{Condition, SyncError};
+    /// let cond = Condition::new(None)?;
+    /// assert!(matches!(cond.notify(1), Err(SyncError::NotifyWithoutLock { .. })));
+    /// let g = cond.acquire()?;
+    /// cond.notify(1)?; // nobody waits: nothing happens
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn notify(&self, n: usize) {
+    pub fn notify(&self, n: usize) -> Result<(), SyncError> {
+        let held = self.lock.word().load(Ordering::Relaxed);
+        if held & lock::OWNER != shm::me() {
+            return Err(SyncError::NotifyWithoutLock {
+                holder: lock::describe_holder(held),
+            });
+        }
         let state = self.state();
         let mut st = state.load(Ordering::SeqCst);
         let handed = loop {
@@ -292,7 +346,7 @@ impl Condition {
                 .saturating_sub(pending)
                 .min(u32::try_from(n).unwrap_or(u32::MAX));
             if k == 0 {
-                return;
+                return Ok(());
             }
             match state.compare_exchange(st, st + u64::from(k), Ordering::SeqCst, Ordering::SeqCst) {
                 Ok(_) => break k,
@@ -301,22 +355,27 @@ impl Condition {
         };
         self.seq().fetch_add(1, Ordering::SeqCst);
         futex::wake(self.seq(), handed);
+        Ok(())
     }
 
-    /// Python's `cond.notify_all()`: wakes every waiter.
+    /// Python's `cond.notify_all()`: wakes every process and thread waiting
+    /// now. Fails like [`notify`](Condition::notify) without the lock.
     ///
     /// ```
     /// let cond = mp_sync::Condition::new(None)?;
-    /// cond.notify_all();
-    /// # Ok::<(), mp_sync::SyncError>(())
+    /// assert!(cond.notify_all().is_err()); // the lock is not held
+    /// let g = cond.acquire()?;
+    /// cond.notify_all()?;
+    /// # drop(g);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[doc(alias = "notifyAll")]
-    pub fn notify_all(&self) {
-        self.notify(usize::MAX);
+    pub fn notify_all(&self) -> Result<(), SyncError> {
+        self.notify(usize::MAX)
     }
 
-    /// How many processes and threads wait right now (a dead waiter stays
-    /// counted).
+    /// How many processes and threads wait right now without a wake-up
+    /// handed to them (a waiter process killed while waiting may stay counted).
     ///
     /// ```
     /// assert_eq!(mp_sync::Condition::new(None)?.n_waiting(), 0);

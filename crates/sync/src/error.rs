@@ -66,6 +66,18 @@ pub enum SyncError {
     /// An RLock was acquired again by its owner more times than it can count.
     #[error("RLock acquired {0} times by its owner without a release: the recursion count is full")]
     RecursionLimit(u32),
+    /// A Condition was notified by a process that does not hold its lock
+    /// (Python's `threading.Condition` raises `RuntimeError: cannot notify
+    /// on un-acquired lock`, `multiprocessing.Condition` fails an assertion).
+    /// Nothing was notified.
+    #[error(
+        "cannot notify on un-acquired lock: the Condition's lock is held by {holder}, not by this process; \
+         acquire the condition first and notify while holding its guard (nothing was notified)"
+    )]
+    NotifyWithoutLock {
+        /// Who holds the lock, in words ("nobody", or a process).
+        holder: String,
+    },
     /// A Condition was given a guard of another Condition.
     #[error("this guard belongs to another Condition (or its lock): wait on the Condition that gave it")]
     WrongGuard,

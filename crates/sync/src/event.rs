@@ -1,6 +1,7 @@
 //! `Event`: a flag shared between processes that waiters sleep on.
 //!
-//! Layout: word 2 is the flag (0 or 1; the futex word), word 3 the number of
+//! Layout (after the region header, see [`shm`](crate::shm)): word 0 is the
+//! flag (0 or 1; the futex word), word 1 the number of
 //! sleepers, so `set` calls `futex` wake only when someone may sleep.
 
 use std::fmt;
@@ -13,8 +14,8 @@ use mp_sys::futex;
 use crate::error::SyncError;
 use crate::shm::{self, Kind, Shm, handle_serde};
 
-const FLAG: usize = 2;
-const SLEEPERS: usize = 3;
+const FLAG: usize = 0;
+const SLEEPERS: usize = 1;
 
 /// Python's `multiprocessing.Event`: `set` raises a flag and wakes every
 /// waiter, `clear` lowers it, `wait` sleeps until it is raised.

@@ -22,6 +22,7 @@ use mp_sys::futex::{self, WaitResult};
 
 use crate::error::{LockError, SyncError};
 use crate::shm::{self, Kind, Shm, handle_serde};
+use mp_sys::time::Deadline;
 
 /// Set in a held lock word when a waiter sleeps (or may sleep) on it.
 pub(crate) const WAITERS: u32 = 1 << 31;
@@ -105,8 +106,7 @@ fn lock_contended(word: &AtomicU32, me: u32, deadline: Option<Instant>) -> Optio
         if deadline.is_some_and(|d| now >= d) {
             return None;
         }
-        let wake_at = now + sleep;
-        let until = deadline.map_or(wake_at, |d| d.min(wake_at));
+        let until = Deadline::from(deadline).sleep_until(sleep);
         if futex::wait_until(word, v, Some(until)) == WaitResult::TimedOut && word.load(Ordering::Relaxed) == v {
             // A whole sleep without a change: is the holder still there?
             if holder_is_dead(v, me) {
@@ -179,8 +179,8 @@ pub struct Lock {
 
 handle_serde!(Lock);
 
-/// Word 2 of a Lock's region: the lock word.
-const WORD: usize = 2;
+/// Word 0 after the header of a Lock's region: the lock word.
+const WORD: usize = 0;
 
 impl Lock {
     /// Python's `Lock()`: a new, unlocked lock.
@@ -359,7 +359,11 @@ mod tests {
         let dead = (1 << 30) - 1;
         let w = AtomicU32::new(dead | WAITERS);
         assert_eq!(
-            lock(&w, shm::me(), Some(Instant::now() + Duration::from_secs(5))),
+            lock(
+                &w,
+                shm::me(),
+                mp_sys::time::Deadline::after(Duration::from_secs(5)).instant()
+            ),
             Some(Acquired::OwnerDied)
         );
         assert_eq!(w.load(Ordering::Relaxed) & OWNER, shm::me());

@@ -1,7 +1,8 @@
 //! `RLock`: a lock that its owning thread may acquire again.
 //!
-//! Layout: word 2 is a lock word as in [`lock`](crate::lock) (the owner's
-//! process id), word 3 the recursion count, 64-bit word 2 the owning thread's
+//! Layout (after the region header, see [`shm`](crate::shm)): word 0 is a
+//! lock word as in [`lock`](crate::lock) (the owner's process id), word 1 the
+//! recursion count, 64-bit word 1 the owning thread's
 //! number. Only the owner writes the count and the thread number; it clears
 //! the thread number before it frees the lock word, so a thread that finds its
 //! own process in the lock word and its own number beside it is the owner.
@@ -16,9 +17,9 @@ use crate::error::{LockError, SyncError};
 use crate::lock::{self, Acquired, OWNER};
 use crate::shm::{self, Kind, Shm, handle_serde};
 
-const WORD: usize = 2;
-const COUNT: usize = 3;
-const THREAD: usize = 2;
+const WORD: usize = 0;
+const COUNT: usize = 1;
+const THREAD: usize = 1;
 
 /// Python's `multiprocessing.RLock`: a lock shared between processes that
 /// the thread holding it may acquire again; it is released when every

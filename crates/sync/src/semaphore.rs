@@ -1,8 +1,9 @@
 //! `Semaphore` and `BoundedSemaphore`: a counter shared between processes.
 //!
-//! Layout: word 2 is the value (the futex word), word 3 the number of
+//! Layout (after the region header, see [`shm`](crate::shm)): word 0 is the
+//! value (the futex word), word 1 the number of
 //! sleepers (so a release calls `futex` wake only when someone may sleep),
-//! word 4 a bounded semaphore's limit. A sleeper that dies leaves the sleeper
+//! word 2 a bounded semaphore's limit. A sleeper that dies leaves the sleeper
 //! count one too high, which costs later releases a wake call, nothing more.
 
 use std::fmt;
@@ -15,9 +16,9 @@ use mp_sys::futex;
 use crate::error::SyncError;
 use crate::shm::{self, Kind, Shm, handle_serde};
 
-const VALUE: usize = 2;
-const SLEEPERS: usize = 3;
-const LIMIT: usize = 4;
+const VALUE: usize = 0;
+const SLEEPERS: usize = 1;
+const LIMIT: usize = 2;
 
 /// The largest value a semaphore holds.
 const MAX: u32 = u32::MAX;

@@ -1,25 +1,32 @@
 //! The shared region each primitive lives in, who the caller is, and how a
 //! waiter spins before it sleeps.
 //!
-//! Every primitive owns one small memfd [`Region`]. Its first two words are a
-//! header (a magic number and the primitive's [`Kind`]), so a handle of one
-//! kind received where another was expected is a clear error rather than a
-//! lock that reads a semaphore's counter. The words after the header belong to
-//! the primitive; each module documents its own layout.
+//! Every primitive owns one small memfd [`Region`]. It starts with the
+//! workspace's shared-region [`Header`] (magic `mpS2`, the primitive's
+//! [`Kind`], layout word 0), so a handle of one kind received where another
+//! was expected is a clear error rather than a lock that reads a semaphore's
+//! counter. The words after the header belong to the primitive: [`Shm::word`]
+//! and [`Shm::dword`] index from the end of the header, and each module
+//! documents its own layout.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Instant;
 
+use mp_sys::header::{self, Header, HeaderError};
 use mp_sys::region::Region;
 use serde::{Deserializer, Serializer};
 
 use crate::error::SyncError;
 
-/// `mpS1`: the first word of every primitive's region.
-const MAGIC: u32 = u32::from_le_bytes(*b"mpS1");
+/// The magic word of every primitive's region (`mpS1` had an 8-byte header).
+const MAGIC: [u8; 4] = *b"mpS2";
 /// Bytes asked for each region (the kernel rounds a memfd up to a page).
 const LEN: usize = 64;
+/// The primitives' words start here.
+const BODY: usize = header::LEN;
+/// The layout word: the primitives' words after the header.
+const LAYOUT: u64 = 0;
 
 /// Which primitive a region holds: its second word.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -71,24 +78,28 @@ impl Shm {
             what: kind.name(),
             source,
         })?;
-        let shm = Shm { region };
-        shm.word(1).store(kind as u32, Ordering::Relaxed);
-        shm.word(0).store(MAGIC, Ordering::Release);
-        Ok(shm)
+        Header::new(MAGIC, kind as u32, LAYOUT)
+            .write_to(&region)
+            .map_err(|source| SyncError::Create {
+                what: kind.name(),
+                source,
+            })?;
+        Ok(Shm { region })
     }
 
     /// A region received from another process, checked to hold a `kind`.
     pub(crate) fn open(region: Region, kind: Kind) -> Result<Shm, SyncError> {
-        let words = region.atomics_u32();
-        let found = if words.len() < LEN / 4 || words[0].load(Ordering::Acquire) != MAGIC {
-            "shared memory that is not a synchronization primitive".to_owned()
-        } else {
-            let k = words[1].load(Ordering::Relaxed);
-            match Kind::ALL.iter().find(|c| **c as u32 == k) {
+        let found = match Header::read_from(&region, MAGIC, LEN) {
+            Err(e @ HeaderError::Short { .. }) => {
+                format!("shared memory that is not a synchronization primitive ({e})")
+            }
+            Err(e) => format!("shared memory that is not a synchronization primitive of this version ({e})"),
+            Ok(h) => match Kind::ALL.iter().find(|c| **c as u32 == h.kind) {
+                Some(_) if h.layout != LAYOUT => format!("a primitive of another layout ({:#x})", h.layout),
                 Some(&c) if c == kind => return Ok(Shm { region }),
                 Some(c) => format!("a {}", c.name()),
-                None => format!("a primitive of unknown kind {k}"),
-            }
+                None => format!("a primitive of unknown kind {}", h.kind),
+            },
         };
         Err(SyncError::WrongKind {
             expected: kind.name(),
@@ -96,18 +107,18 @@ impl Shm {
         })
     }
 
-    /// The `i`th 32-bit word (byte offset `4 * i`). `i` is a constant of the
-    /// primitive's layout, below `LEN / 4`, and every region is at least `LEN`
-    /// bytes (checked by `create` and `open`).
+    /// The primitive's `i`th 32-bit word (byte offset `BODY + 4 * i`). `i` is
+    /// a constant of the primitive's layout, below `(LEN - BODY) / 4`, and
+    /// every region is at least `LEN` bytes (checked by `create` and `open`).
     #[inline]
     pub(crate) fn word(&self, i: usize) -> &AtomicU32 {
-        &self.region.atomics_u32()[i]
+        &self.region.atomics_u32()[BODY / 4 + i]
     }
 
-    /// The `i`th 64-bit word (byte offset `8 * i`); index 0 is the header.
+    /// The primitive's `i`th 64-bit word (byte offset `BODY + 8 * i`).
     #[inline]
     pub(crate) fn dword(&self, i: usize) -> &AtomicU64 {
-        &self.region.atomics_u64()[i]
+        &self.region.atomics_u64()[BODY / 8 + i]
     }
 
     /// Whether two handles refer to the same shared memory.
@@ -179,7 +190,7 @@ static SPIN: AtomicU32 = AtomicU32::new(u32::MAX);
 /// The spin limit when neither [`set_spin_limit`] nor `MP_SYNC_SPIN` says
 /// otherwise. At 40 ns or so per pause, about 8 µs: longer than a cross-CPU
 /// wake-up on a busy machine, far shorter than one from an idle CPU (35 µs and
-/// more on the VMs this was measured on; see DESIGN.md, mechanism 5).
+/// more on the VMs this was measured on; see docs/ARCHITECTURE.md, mechanism 5).
 const DEFAULT_SPIN: u32 = 200;
 
 /// Sets how many times a waiter re-checks before it sleeps (0: sleep at
@@ -232,10 +243,10 @@ pub(crate) fn spin(mut ready: impl FnMut() -> bool) -> bool {
 
 /// A deadline `t` from now; `None` (wait forever) when it overflows.
 pub(crate) fn deadline(t: std::time::Duration) -> Option<Instant> {
-    Instant::now().checked_add(t)
+    mp_sys::time::Deadline::after(t).instant()
 }
 
 /// Whether `deadline` has passed.
 pub(crate) fn expired(deadline: Option<Instant>) -> bool {
-    deadline.is_some_and(|d| Instant::now() >= d)
+    mp_sys::time::Deadline::from(deadline).has_passed()
 }

@@ -1,6 +1,6 @@
 //! mp-sync's primitives shared with child processes under every start
 //! method, from a single-threaded main (the fork method needs one; see
-//! DESIGN.md, fork safety).
+//! docs/ARCHITECTURE.md, fork safety).
 //!
 //! Run with `cargo test -p mp-sync --test sync [filter]`.
 
@@ -50,6 +50,10 @@ impl Counter {
         let v = cell.load(Ordering::Relaxed);
         std::hint::spin_loop();
         cell.store(v + 1, Ordering::Relaxed);
+    }
+
+    fn set(&self, v: u64) {
+        self.0.atomics_u64()[0].store(v, Ordering::Relaxed);
     }
 
     fn try_clone(&self) -> Counter {
@@ -139,10 +143,54 @@ fn count_to_five(cond: Condition, counter: Counter) -> Result<(), String> {
     for _ in 0..5 {
         let g = ok(cond.acquire())?;
         counter.racy_increment();
-        cond.notify_all();
+        ok(cond.notify_all())?;
         drop(g);
     }
     Ok(())
+}
+
+/// CPython's `_test_waitfor_f`: under the condition, sets the state to 0,
+/// notifies, and waits (30 s in all) for the parent to raise it to 4.
+fn set_zero_then_wait_for_four(cond: Condition, state: Counter) -> Result<(), String> {
+    let mut g = ok(cond.acquire())?;
+    state.set(0);
+    ok(cond.notify(1))?;
+    let t0 = Instant::now();
+    let reached = ok(cond.wait_for(&mut g, || state.get() == 4, Some(PATIENCE)))?;
+    let (now, took) = (state.get(), t0.elapsed());
+    check(
+        reached && now == 4,
+        format!("wait_for(state == 4, 30 s) returned {reached} with state {now} after {took:?}"),
+    )
+}
+
+/// CPython's `_test_waitfor_timeout_f`: waits for a state of 4 that never
+/// comes, notified on the way; `wait_for` must give up only after its whole
+/// timeout.
+fn wait_for_four_in_vain(cond: Condition, state: Counter, timeout_ms: u64) -> Result<(), String> {
+    let t = Duration::from_millis(timeout_ms);
+    let mut g = ok(cond.acquire())?;
+    let t0 = Instant::now();
+    let reached = ok(cond.wait_for(&mut g, || state.get() == 4, Some(t)))?;
+    let took = t0.elapsed();
+    check(
+        !reached,
+        format!(
+            "state 4 was never set, yet wait_for returned true (state {})",
+            state.get()
+        ),
+    )?;
+    timed("Condition::wait_for notified in between", t, took)
+}
+
+/// Waits with a timeout of `Duration::MAX` (never) for the state to be 1.
+fn wait_for_one_forever(cond: Condition, state: Counter) -> Result<(), String> {
+    let mut g = ok(cond.acquire())?;
+    let reached = ok(cond.wait_for(&mut g, || state.get() == 1, Some(Duration::MAX)))?;
+    check(
+        reached && state.get() == 1,
+        format!("returned {reached} at state {}", state.get()),
+    )
 }
 
 /// Waits at the barrier and exits with 10 + its index, 20 for Broken, 21
@@ -348,7 +396,10 @@ fn condition_notify_across_processes(m: StartMethod) -> Check {
     // lock here means each has released it inside `wait`.
     drop(cond.acquire().map_err(|e| e.to_string())?);
     check(cond.n_waiting() == 3, format!("{} waiting, not 3", cond.n_waiting()))?;
-    cond.notify(1);
+    {
+        let _held = cond.acquire().map_err(|e| e.to_string())?;
+        ok(cond.notify(1))?;
+    }
     // Exactly one waiter ends; the other two are still waiting 300 ms on.
     let all: Vec<&dyn Waitable> = kids.iter().map(|k| k as &dyn Waitable).collect();
     let done = ok(wait(&all, Some(PATIENCE)))?;
@@ -359,7 +410,10 @@ fn condition_notify_across_processes(m: StartMethod) -> Check {
         more.is_empty(),
         format!("{} more waiters ended after notify(1)", more.len()),
     )?;
-    cond.notify_all();
+    {
+        let _held = cond.acquire().map_err(|e| e.to_string())?;
+        ok(cond.notify_all())?;
+    }
     for k in &mut kids {
         check(finish(k)? == 0, format!("{} was not notified", k.get_name()))?;
     }
@@ -385,6 +439,182 @@ fn condition_wait_for_across_processes(m: StartMethod) -> Check {
         "an unreachable predicate held",
     )?;
     timed("Condition::wait_for", t, t0.elapsed())
+}
+
+/// CPython's `test_waitfor`: a notify that finds the predicate still false
+/// sends `wait_for` back to waiting, until it holds.
+fn condition_wait_for_waits_again(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let cond = ok(Condition::new(None))?;
+    let state = Counter::new();
+    state.set(100); // Python's -1: not yet set by the child
+    let mut g = cond.acquire().map_err(|e| e.to_string())?;
+    let mut p = ctx.process(set_zero_then_wait_for_four, (cond.clone(), state.try_clone()));
+    start(&mut p)?;
+    let t0 = Instant::now();
+    let reached = ok(cond.wait_for(&mut g, || state.get() == 0, Some(PATIENCE)))?;
+    let took = t0.elapsed();
+    check(
+        reached && state.get() == 0,
+        format!("parent: wait_for(state == 0) returned {reached} at {}", state.get()),
+    )?;
+    // The child notified right after setting 0: the parent returns at once,
+    // not at its timeout (the bound is generous; the notify takes microseconds).
+    check(
+        took < PATIENCE / 2,
+        format!("the child's notify did not wake the parent: wait_for took {took:?}"),
+    )?;
+    drop(g);
+    for i in 1..=4 {
+        // Raise the state once the child waits again (or has ended), so each
+        // notify finds it waiting with its predicate still false.
+        until(PATIENCE, || cond.n_waiting() == 1 || !p.is_alive());
+        let g = cond.acquire().map_err(|e| e.to_string())?;
+        state.set(i);
+        ok(cond.notify(1))?;
+        drop(g);
+    }
+    check(
+        finish(&mut p)? == 0,
+        "the child's wait_for(state == 4) failed (its stderr says how)",
+    )
+}
+
+/// CPython's `test_waitfor_timeout`: three notifies, the predicate never
+/// true; the waiter returns false after its whole timeout, not at a notify.
+fn condition_wait_for_timeout_notified(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let cond = ok(Condition::new(None))?;
+    let state = Counter::new();
+    let mut p = ctx.process(wait_for_four_in_vain, (cond.clone(), state.try_clone(), 1500));
+    start(&mut p)?;
+    let mut notified = 0;
+    for i in 1..=3 {
+        if !until(PATIENCE, || cond.n_waiting() == 1 || !p.is_alive()) || !p.is_alive() {
+            break;
+        }
+        let g = cond.acquire().map_err(|e| e.to_string())?;
+        state.set(i);
+        ok(cond.notify(1))?;
+        drop(g);
+        notified += 1;
+    }
+    check(
+        finish(&mut p)? == 0,
+        "the child's wait_for failed (its stderr says how)",
+    )?;
+    // Normally all three come within the child's 1.5 s; on a starved machine
+    // fewer may, and the child's own check above still holds.
+    check(notified >= 1, "no notify reached the waiting child")
+}
+
+/// `wait_for` with a timeout of `Duration::MAX` waits (no overflow, no
+/// panic) until a notify comes with the predicate true.
+fn condition_wait_for_duration_max(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let cond = ok(Condition::new(None))?;
+    let state = Counter::new();
+    let mut p = ctx.process(wait_for_one_forever, (cond.clone(), state.try_clone()));
+    start(&mut p)?;
+    check(
+        until(PATIENCE, || cond.n_waiting() == 1 || !p.is_alive()),
+        "the child never waited",
+    )?;
+    let g = cond.acquire().map_err(|e| e.to_string())?;
+    state.set(1);
+    ok(cond.notify(1))?;
+    drop(g);
+    check(finish(&mut p)? == 0, "the child's wait_for(Duration::MAX) failed")
+}
+
+/// A notify needs the lock held by the notifying process (Python raises
+/// `RuntimeError`); held by a child, it is not held by the parent.
+fn condition_notify_needs_the_lock(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let cond = ok(Condition::new(None))?;
+    let (held, release) = (ok(Event::new())?, ok(Event::new())?);
+    let mut p = ctx.process(hold_lock_until, (cond.lock().clone(), held.clone(), release.clone()));
+    start(&mut p)?;
+    check(held.wait_timeout(PATIENCE), "the child took the lock")?;
+    let one = cond.notify(1);
+    let all = cond.notify_all();
+    release.set();
+    check(finish(&mut p)? == 0, "the child exits cleanly")?;
+    check(
+        matches!(one, Err(SyncError::NotifyWithoutLock { .. })),
+        format!("notify(1) while a child holds the lock: {one:?}"),
+    )?;
+    check(
+        matches!(all, Err(SyncError::NotifyWithoutLock { .. })),
+        format!("notify_all() while a child holds the lock: {all:?}"),
+    )?;
+    let msg = one.err().map(|e| e.to_string()).unwrap_or_default();
+    check(
+        msg.contains("process") && msg.contains("acquire the condition first"),
+        format!("the error does not say who holds the lock and what to do: {msg}"),
+    )
+}
+
+/// A waiter killed in `wait` does not swallow a later notify: the live
+/// waiter gets it.
+fn condition_dead_waiter_does_not_swallow_notify(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let cond = ok(Condition::new(None))?;
+    let arrived = ok(Semaphore::new(0))?;
+    let mut a = ctx.process(wait_notified, (cond.clone(), arrived.clone()));
+    start(&mut a)?;
+    check(ok(arrived.acquire_timeout(PATIENCE))?, "waiter A did not arrive")?;
+    let mut b = ctx.process(wait_notified, (cond.clone(), arrived.clone()));
+    start(&mut b)?;
+    check(ok(arrived.acquire_timeout(PATIENCE))?, "waiter B did not arrive")?;
+    // Each counted itself under the lock; taking the lock here means both
+    // released it inside `wait`, so both wait now.
+    drop(cond.acquire().map_err(|e| e.to_string())?);
+    check(cond.n_waiting() == 2, format!("{} waiting, not 2", cond.n_waiting()))?;
+    ok(a.kill())?;
+    check(finish(&mut a)? == -9, "waiter A was killed")?;
+    {
+        let _held = cond.acquire().map_err(|e| e.to_string())?;
+        ok(cond.notify(1))?;
+    }
+    let ended = ok(wait(&[&b as &dyn Waitable], Some(PATIENCE)))?;
+    check(ended == [0], "the live waiter B did not wake after notify(1)")?;
+    check(finish(&mut b)? == 0, "waiter B timed out instead of being notified")
+}
+
+/// A wait that begins after a notify is not woken by it: the wake-up
+/// belongs to the waiters that were there. Here the one it was meant for was
+/// killed first, so it goes to nobody (and a later waiter gets its own).
+fn condition_notify_wakes_only_earlier_waiters(m: StartMethod) -> Check {
+    let ctx = get_context(m);
+    let cond = ok(Condition::new(None))?;
+    let arrived = ok(Semaphore::new(0))?;
+    let mut a = ctx.process(wait_notified, (cond.clone(), arrived.clone()));
+    start(&mut a)?;
+    check(ok(arrived.acquire_timeout(PATIENCE))?, "waiter A did not arrive")?;
+    // A counted itself under the lock: taking the lock means it waits now.
+    drop(cond.acquire().map_err(|e| e.to_string())?);
+    ok(a.kill())?;
+    check(finish(&mut a)? == -9, "waiter A was killed")?;
+    let mut g = cond.acquire().map_err(|e| e.to_string())?;
+    ok(cond.notify(1))?;
+    let t = Duration::from_millis(300);
+    let t0 = Instant::now();
+    let woke = ok(cond.wait_timeout(&mut g, t))?;
+    check(!woke, "a wait that began after notify(1) took that notify's wake-up")?;
+    timed("Condition::wait_timeout after a notify", t, t0.elapsed())?;
+    drop(g);
+    let mut b = ctx.process(wait_notified, (cond.clone(), arrived.clone()));
+    start(&mut b)?;
+    check(ok(arrived.acquire_timeout(PATIENCE))?, "waiter B did not arrive")?;
+    {
+        let _held = cond.acquire().map_err(|e| e.to_string())?;
+        ok(cond.notify(1))?;
+    }
+    check(
+        finish(&mut b)? == 0,
+        "waiter B, notified after it began to wait, timed out",
+    )
 }
 
 fn barrier_across_processes(m: StartMethod) -> Check {
@@ -606,7 +836,9 @@ fn no_leaks() -> Check {
         ok(sem.acquire())?;
         ok(bsem.acquire())?;
         ev.set();
-        cond.notify_all();
+        let cg = cond.acquire().map_err(|e| e.to_string())?;
+        ok(cond.notify_all())?;
+        drop(cg);
         bar.wait().map_err(|e| e.to_string())?;
     }
     let fds_after = ok(mp_sys::fd::count_open_fds())?;
@@ -615,6 +847,37 @@ fn no_leaks() -> Check {
         format!("open fds {fds_before} -> {fds_after} after 1,000 of each primitive"),
     )?;
     check(shm_entries() == shm_before, "/dev/shm changed")
+}
+
+fn condition_notify_without_the_lock() -> Check {
+    let cond = ok(Condition::new(None))?;
+    let r = cond.notify(1);
+    check(
+        matches!(r, Err(SyncError::NotifyWithoutLock { .. })),
+        format!("notify(1) without the lock: {r:?}"),
+    )?;
+    let r = cond.notify_all();
+    check(
+        matches!(r, Err(SyncError::NotifyWithoutLock { .. })),
+        format!("notify_all() without the lock: {r:?}"),
+    )?;
+    let msg = r.err().map(|e| e.to_string()).unwrap_or_default();
+    check(
+        msg.contains("nobody") && msg.contains("acquire the condition first"),
+        format!("the error does not say what happened and what to do: {msg}"),
+    )?;
+    let g = cond.acquire().map_err(|e| e.to_string())?;
+    ok(cond.notify(1))?;
+    ok(cond.notify_all())?;
+    drop(g);
+    check(cond.notify(1).is_err(), "notify after the guard dropped")?;
+    // Holding the lock through the Lock itself counts too (as in Python).
+    let lock = ok(Lock::new())?;
+    let shared = ok(Condition::new(Some(lock.clone())))?;
+    let lg = lock.acquire().map_err(|e| e.to_string())?;
+    ok(shared.notify(1))?;
+    drop(lg);
+    check(shared.notify(1).is_err(), "notify after the lock's guard dropped")
 }
 
 fn lock_error_shapes() -> Check {
@@ -643,7 +906,7 @@ fn lock_error_shapes() -> Check {
 type Scenario = fn(StartMethod) -> Check;
 
 fn main() -> ExitCode {
-    let with_method: [(&str, Scenario); 12] = [
+    let with_method: [(&str, Scenario); 18] = [
         ("lock_stress", lock_stress),
         ("lock_timeout_against_a_child", lock_timeout_against_a_child),
         ("lock_owner_death", lock_owner_death),
@@ -657,15 +920,31 @@ fn main() -> ExitCode {
             "condition_wait_for_across_processes",
             condition_wait_for_across_processes,
         ),
+        ("condition_wait_for_waits_again", condition_wait_for_waits_again),
+        (
+            "condition_wait_for_timeout_notified",
+            condition_wait_for_timeout_notified,
+        ),
+        ("condition_wait_for_duration_max", condition_wait_for_duration_max),
+        ("condition_notify_needs_the_lock", condition_notify_needs_the_lock),
+        (
+            "condition_dead_waiter_does_not_swallow_notify",
+            condition_dead_waiter_does_not_swallow_notify,
+        ),
+        (
+            "condition_notify_wakes_only_earlier_waiters",
+            condition_notify_wakes_only_earlier_waiters,
+        ),
         ("barrier_across_processes", barrier_across_processes),
         ("barrier_breaks_across_processes", barrier_breaks_across_processes),
     ];
-    let local: [(&str, Test); 8] = [
+    let local: [(&str, Test); 9] = [
         ("lock_is_not_reentrant", lock_is_not_reentrant),
         ("rlock_threads", rlock_threads),
         ("bounded_semaphore_over_release", bounded_semaphore_over_release),
         ("timeouts_are_measured", timeouts_are_measured),
         ("condition_rejects_another_guard", condition_rejects_another_guard),
+        ("condition_notify_without_the_lock", condition_notify_without_the_lock),
         ("handles_check_their_kind", handles_check_their_kind),
         ("no_leaks", no_leaks),
         ("lock_error_shapes", lock_error_shapes),

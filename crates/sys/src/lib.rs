@@ -21,6 +21,12 @@
 //! - [`mem`]: huge-page advice for large buffers.
 //! - [`random`]: random bytes from the kernel, for nonces.
 //! - [`fd`]: close-on-exec, non-blocking mode, pipes, `poll`, open-fd counts.
+//! - [`header`]: [`Header`](header::Header), the magic word, kind and layout
+//!   word every shared region of the workspace starts with, checked on open.
+//! - [`ring`]: byte-ring copies that wrap, and record sizes, for the rings
+//!   the queue and the pipes lay out in a region.
+//! - [`time`]: [`Deadline`](time::Deadline), a timeout turned into a point in
+//!   time that saturates (a huge timeout waits forever, never panics).
 //!
 //! Linux (x86-64) is the platform this crate is built and tested on. The
 //! backend sits in `src/unix/` behind one module alias, so another platform can
@@ -59,3 +65,7 @@ compile_error!("mp-sys supports Linux only for now; its backend lives in src/uni
 mod os;
 
 pub use os::{boot, code, fd, futex, mem, process, random, region, shm, signal, socket};
+
+pub mod header;
+pub mod ring;
+pub mod time;

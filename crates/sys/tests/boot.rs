@@ -75,3 +75,58 @@ fn entries_check_size_and_input_type() {
     // The same parts read as an entry for another input type do not match.
     assert_eq!(Entry::<u16>::from_parts(o, t).call(9), Err(EntryError::Mismatch));
 }
+
+/// Runs a copy of this test binary at `path` on `greet`'s entry made here,
+/// with `extra` in its environment; its exit code and what it wrote.
+fn run_copy(path: &std::path::Path, extra: &[(&str, &str)]) -> (Option<i32>, String) {
+    let entry = Entry::<OwnedFd>::new(greet).unwrap();
+    let (offset, tag) = entry.parts();
+    let mut cmd = std::process::Command::new(path);
+    cmd.env(mp_sys::boot::ENTRY_ENV, format!("{offset}:{tag}:1"))
+        .env_remove(mp_sys::code::BUILD_ENV)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A copy of this binary in another file (another inode, as on another
+/// host) of the same bytes.
+fn copy_of_this_binary(name: &str, extra_byte: bool) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("mp-sys-build-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("copy");
+    let mut bytes = std::fs::read("/proc/self/exe").unwrap();
+    if extra_byte {
+        bytes.push(0);
+    }
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+#[test]
+fn a_copy_of_the_binary_elsewhere_is_the_same_build() {
+    let path = copy_of_this_binary("same", false);
+    let (code, out) = run_copy(&path, &[]);
+    // A stale identity from another file's process is ignored: the copy
+    // hashes itself and still takes the entry.
+    let (stale_code, _) = run_copy(&path, &[(mp_sys::code::BUILD_ENV, "0123:4567")]);
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    assert_eq!(code, Some(7), "the copy refused an entry of the same build: {out:?}");
+    assert!(out.starts_with("entry ran in "), "{out:?}");
+    assert_eq!(stale_code, Some(7));
+}
+
+#[test]
+fn a_binary_one_byte_different_is_another_build() {
+    let path = copy_of_this_binary("other", true);
+    let (code, out) = run_copy(&path, &[]);
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    assert_eq!(code, Some(1), "another build took the entry: {out:?}");
+    assert_eq!(out, "");
+}

@@ -40,7 +40,7 @@ fn a_changed_value_does_not_sleep() {
 /// Wakes one waiter on `word` as soon as one sleeps there (`wake` returns 1
 /// only then); false if none did within [`PATIENCE`].
 fn wake_a_sleeper(word: &AtomicU32) -> bool {
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = mp_sys::time::Deadline::nap(PATIENCE);
     while futex::wake(word, 1) == 0 {
         if Instant::now() > deadline {
             return false;
@@ -104,7 +104,7 @@ fn a_child_wakes_its_parent() {
         0
     });
     let word = r.atomic_u32(8).unwrap();
-    let deadline = Instant::now() + PATIENCE;
+    let deadline = mp_sys::time::Deadline::nap(PATIENCE);
     while word.load(Ordering::Acquire) == 0 {
         assert_ne!(futex::wait_until(word, 0, Some(deadline)), WaitResult::TimedOut);
     }

@@ -124,6 +124,36 @@ fn thread_count_sees_new_threads() {
     t.join().unwrap().unwrap();
 }
 
+/// `fork_run` is safe, so it must not fork where `fork`'s contract forbids
+/// the child to run arbitrary code: with another thread running (a libtest
+/// binary always has one, and this test holds a second), it refuses and says
+/// what to do instead, and no child is made.
+#[test]
+fn fork_run_refuses_in_a_threaded_process() {
+    let _g = common::fork_lock();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let helper = std::thread::spawn(move || rx.recv());
+    let before = process::thread_count().unwrap();
+    let got = process::fork_run(|| 0);
+    let _ = tx.send(());
+    let _ = helper.join();
+    assert!(before >= 2, "the test runs {before} threads");
+    match got {
+        Ok(mut child) => {
+            let _ = common::reap(&mut child);
+            panic!("fork_run forked a process that runs {before} threads");
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("threads"), "{msg}");
+            assert!(
+                msg.contains("spawn"),
+                "the error does not say what to use instead: {msg}"
+            );
+        }
+    }
+}
+
 #[test]
 fn parent_pid_in_a_forked_child_is_the_parent() {
     let _g = fork_lock();

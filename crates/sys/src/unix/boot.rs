@@ -74,3 +74,57 @@ extern "C" fn boot() {
     let _ = std::io::stdout().flush();
     exit_now(code)
 }
+
+/// Makes every process of the binary that starts with the environment
+/// variable `$var` set run `$handler` before `main`, and exit with the code
+/// it returns: how a worker host (`MP_CLUSTER_WORKER=url ./app`) is diverted
+/// with no init call. Expands to a load-time constructor named `$name`
+/// (reference it from code that runs, with [`std::hint::black_box`], so the
+/// linker keeps it). A re-executed child of this library ([`ENTRY_ENV`] set)
+/// is never diverted: it belongs to its entry. The variable stays in the
+/// environment (removing it is not safe once threads may run).
+///
+/// `$handler` is a `fn(std::ffi::OsString) -> i32` taking the variable's
+/// value; it runs before `main`, on the only thread, and may start threads
+/// and processes. A panic in it exits with code 101.
+///
+/// ```
+/// fn serve(value: std::ffi::OsString) -> i32 {
+///     println!("would serve {value:?}");
+///     0
+/// }
+/// mp_sys::divert_before_main!(static SERVE_HOOK = ("MP_SYS_DOCTEST_NEVER_SET", serve));
+/// std::hint::black_box(&SERVE_HOOK);
+/// ```
+#[macro_export]
+macro_rules! divert_before_main {
+    (static $name:ident = ($var:expr, $handler:path)) => {
+        #[used]
+        #[unsafe(link_section = ".init_array")]
+        #[doc(hidden)]
+        static $name: extern "C" fn() = {
+            extern "C" fn divert() {
+                $crate::boot::divert($var, $handler)
+            }
+            divert
+        };
+    };
+}
+
+/// What [`divert_before_main!`] runs at load time: if `var` is set (and the
+/// process is not an entry's child), calls `handler` with its value and
+/// exits with the code it returns; otherwise returns at once. Calling it
+/// later, from `main`, is safe and does the same.
+#[doc(hidden)]
+pub fn divert(var: &str, handler: fn(OsString) -> i32) {
+    if std::env::var_os(ENTRY_ENV).is_some() {
+        return;
+    }
+    let Some(value) = std::env::var_os(var) else {
+        return;
+    };
+    let code = std::panic::catch_unwind(move || handler(value)).unwrap_or(101);
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code)
+}

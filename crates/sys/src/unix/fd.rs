@@ -1,12 +1,21 @@
 //! File-descriptor helpers: close-on-exec, non-blocking mode, pipes, raw reads
 //! and writes, `poll`, and counting the descriptors a process holds.
+//!
+//! The system calls go through nix's safe wrappers (`fcntl`, `pipe2`, `read`,
+//! `write`, `poll`); only [`read_spare`], which lets the kernel fill a
+//! vector's uninitialized capacity (nix reads only into initialized bytes),
+//! calls libc itself.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use super::{cvt, cvt_r};
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+use nix::poll::{PollFlags, PollTimeout};
+
+use super::{cvt_r, retry};
+use crate::time::Deadline;
 
 /// Sets or clears `FD_CLOEXEC`: whether `fd` is closed across `exec`.
 ///
@@ -18,7 +27,13 @@ use super::{cvt, cvt_r};
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    update_flag(fd, libc::F_GETFD, libc::F_SETFD, libc::FD_CLOEXEC, on)
+    let flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+    let mut new = flags;
+    new.set(FdFlag::FD_CLOEXEC, on);
+    if new != flags {
+        fcntl(fd, FcntlArg::F_SETFD(new))?;
+    }
+    Ok(())
 }
 
 /// Whether `FD_CLOEXEC` is set on `fd`.
@@ -30,9 +45,8 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // SAFETY: F_GETFD takes no argument and only reads the flags of a live fd.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) })?;
-    Ok(flags & libc::FD_CLOEXEC != 0)
+    let flags = FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD)?);
+    Ok(flags.contains(FdFlag::FD_CLOEXEC))
 }
 
 /// Sets or clears `O_NONBLOCK` on the open file description behind `fd`.
@@ -47,20 +61,11 @@ pub fn is_cloexec(fd: BorrowedFd<'_>) -> io::Result<bool> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    update_flag(fd, libc::F_GETFL, libc::F_SETFL, libc::O_NONBLOCK, on)
-}
-
-/// Sets or clears `bit` in the flags `fcntl` reads with `get` and writes with
-/// `set` (descriptor flags or file status flags), skipping the write when
-/// nothing changes.
-fn update_flag(fd: BorrowedFd<'_>, get: libc::c_int, set: libc::c_int, bit: libc::c_int, on: bool) -> io::Result<()> {
-    // SAFETY: F_GETFD/F_GETFL take no argument and only read the flags of a
-    // live (borrowed) descriptor.
-    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), get) })?;
-    let new = if on { flags | bit } else { flags & !bit };
+    let flags = OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL)?);
+    let mut new = flags;
+    new.set(OFlag::O_NONBLOCK, on);
     if new != flags {
-        // SAFETY: F_SETFD/F_SETFL take an int of flags; the fd is open.
-        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), set, new) })?;
+        fcntl(fd, FcntlArg::F_SETFL(new))?;
     }
     Ok(())
 }
@@ -76,11 +81,7 @@ fn update_flag(fd: BorrowedFd<'_>, get: libc::c_int, set: libc::c_int, bit: libc
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a valid out-array of two ints, as pipe2 requires.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 succeeded, so both fds are open and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix::unistd::pipe2(OFlag::O_CLOEXEC)?)
 }
 
 /// `read(2)`, retried on `EINTR`. Async-signal-safe: usable in a forked child.
@@ -94,9 +95,7 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
-    let n = cvt_r(|| unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) })?;
-    Ok(n.unsigned_abs())
+    retry(|| nix::unistd::read(fd, buf))
 }
 
 /// Reads into the spare capacity of `buf` (at most `max` bytes) and extends
@@ -139,9 +138,7 @@ pub fn read_spare(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, max: usize) -> io::Resu
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call.
-    let n = cvt_r(|| unsafe { libc::write(fd.as_raw_fd(), buf.as_ptr().cast(), buf.len()) })?;
-    Ok(n.unsigned_abs())
+    retry(|| nix::unistd::write(fd, buf))
 }
 
 /// Writes all of `buf`, looping over short writes. Async-signal-safe.
@@ -265,31 +262,31 @@ impl<'fd> PollFd<'fd> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn poll(fds: &mut [PollFd<'_>], timeout: Option<Duration>) -> io::Result<usize> {
-    let mut raw: Vec<libc::pollfd> = fds
+    let mut set: Vec<nix::poll::PollFd<'_>> = fds
         .iter()
-        .map(|p| libc::pollfd {
-            fd: p.fd.as_raw_fd(),
-            events: if p.readable { libc::POLLIN } else { 0 } | if p.writable { libc::POLLOUT } else { 0 },
-            revents: 0,
+        .map(|p| {
+            let mut events = PollFlags::empty();
+            events.set(PollFlags::POLLIN, p.readable);
+            events.set(PollFlags::POLLOUT, p.writable);
+            nix::poll::PollFd::new(p.fd, events)
         })
         .collect();
-    let deadline = timeout.map(|t| Instant::now().checked_add(t));
+    let deadline = timeout.map(|t| Deadline::after(t).instant());
     loop {
-        let ms: libc::c_int = match deadline {
-            None | Some(None) => -1,
-            Some(Some(d)) => timeout_ms(d.saturating_duration_since(Instant::now())),
+        let ms = match deadline {
+            None | Some(None) => PollTimeout::NONE,
+            Some(Some(d)) => PollTimeout::try_from(timeout_ms(d.saturating_duration_since(Instant::now())))
+                .unwrap_or(PollTimeout::MAX),
         };
-        let nfds = libc::nfds_t::try_from(raw.len()).map_err(|_| super::invalid_input("too many fds to poll"))?;
-        // SAFETY: `raw` is a valid array of `nfds` pollfd structs for the call.
-        match cvt(unsafe { libc::poll(raw.as_mut_ptr(), nfds, ms) }) {
+        match nix::poll::poll(&mut set, ms) {
             Ok(n) => {
-                for (p, r) in fds.iter_mut().zip(&raw) {
-                    p.revents = r.revents;
+                for (p, r) in fds.iter_mut().zip(&set) {
+                    p.revents = r.revents().map_or(0, |f| f.bits());
                 }
                 return Ok(n.unsigned_abs() as usize);
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -342,7 +339,8 @@ pub fn count_open_fds() -> io::Result<usize> {
 /// assert!(!mp_sys::fd::is_valid(-1));
 /// ```
 pub fn is_valid(fd: RawFd) -> bool {
-    // SAFETY: F_GETFD on any integer only reads the fd table; an invalid one
-    // fails with EBADF.
-    fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1
+    // procfs lists exactly the open descriptors; asking the kernel about a
+    // bare number with `fcntl` would need a borrowed descriptor that may not
+    // exist.
+    fd >= 0 && std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_ok()
 }

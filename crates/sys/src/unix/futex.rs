@@ -5,11 +5,15 @@
 //! in one process is woken by a waker in another as long as both map the same
 //! memory. Waits take an optional timeout; every wait can return spuriously, so
 //! callers re-check their condition in a loop.
+//!
+//! nix has no futex wrapper, so the two system calls go through
+//! `libc::syscall`, each in one documented `unsafe` block.
 #![allow(unsafe_code)]
 
+use crate::time::Deadline;
 use std::io;
 use std::ptr;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// How a [`wait`] ended.
@@ -34,7 +38,7 @@ pub enum WaitResult {
 /// assert_eq!(wait(&a, 1, Some(Duration::from_millis(5))), WaitResult::TimedOut);
 /// ```
 pub fn wait(atom: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitResult {
-    wait_until(atom, expected, timeout.and_then(|t| Instant::now().checked_add(t)))
+    wait_until(atom, expected, Deadline::from_timeout(timeout).instant())
 }
 
 /// Sleeps while `*atom == expected`, until `deadline` at the latest.
@@ -44,7 +48,7 @@ pub fn wait(atom: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitR
 /// use std::sync::atomic::AtomicU32;
 /// use std::time::{Duration, Instant};
 /// let a = AtomicU32::new(7);
-/// let r = wait_until(&a, 7, Some(Instant::now() + Duration::from_millis(5)));
+/// let r = wait_until(&a, 7, mp_sys::time::Deadline::after(Duration::from_millis(5)).instant());
 /// assert_eq!(r, WaitResult::TimedOut);
 /// ```
 pub fn wait_until(atom: &AtomicU32, expected: u32, deadline: Option<Instant>) -> WaitResult {
@@ -152,4 +156,68 @@ pub fn yield_until(limit: Duration, ready: impl Fn() -> bool) -> bool {
             return false;
         }
     }
+}
+
+/// How [`spin_then_wait`] ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Spun {
+    /// `ready` held, while spinning or just before sleeping.
+    Ready,
+    /// The futex wait returned (woken, spurious, or the word had moved):
+    /// re-check the condition.
+    Woken,
+    /// The deadline passed while asleep.
+    TimedOut,
+}
+
+/// The one waiter of the shared-memory channels (the queue ring, the
+/// manager's link page): yield the CPU for up to `spin` while `ready` does
+/// not hold, then announce a sleeper in `sleepers` and sleep on `word` until
+/// it moves from the value `expected` returns, or until `deadline`.
+///
+/// The protocol with the waker, which changes `word` and then reads
+/// `sleepers` (both `SeqCst`) and wakes when it is non-zero: the sleeper
+/// counts itself in `sleepers` (`SeqCst`) before `expected` is read and
+/// before the last `ready` check, so either the waker sees the sleeper and
+/// wakes it, or its change came first and the wait returns at once.
+/// `expected` is a closure so that a caller can pass a value read before it
+/// last found itself not ready (so a change in between is never missed), or
+/// read it afresh after the announcement.
+///
+/// ```
+/// use mp_sys::futex::{Spun, spin_then_wait};
+/// use mp_sys::time::Deadline;
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::time::Duration;
+/// let (word, sleepers) = (AtomicU32::new(0), AtomicU32::new(0));
+/// let soon = Deadline::after(Duration::from_millis(5));
+/// let r = spin_then_wait(Duration::from_micros(20), || false, &word, || 0, &sleepers, soon);
+/// assert_eq!(r, Spun::TimedOut);
+/// assert_eq!(sleepers.load(Ordering::Relaxed), 0);
+/// let r = spin_then_wait(Duration::ZERO, || true, &word, || 0, &sleepers, Deadline::NEVER);
+/// assert_eq!(r, Spun::Ready);
+/// ```
+pub fn spin_then_wait(
+    spin: Duration,
+    ready: impl Fn() -> bool,
+    word: &AtomicU32,
+    expected: impl FnOnce() -> u32,
+    sleepers: &AtomicU32,
+    deadline: Deadline,
+) -> Spun {
+    if !spin.is_zero() && yield_until(spin, &ready) {
+        return Spun::Ready;
+    }
+    sleepers.fetch_add(1, Ordering::SeqCst);
+    let seen = expected();
+    let r = if ready() {
+        Spun::Ready
+    } else {
+        match wait_until(word, seen, deadline.instant()) {
+            WaitResult::TimedOut => Spun::TimedOut,
+            WaitResult::Woken | WaitResult::ValueChanged => Spun::Woken,
+        }
+    };
+    sleepers.fetch_sub(1, Ordering::Relaxed);
+    r
 }

@@ -4,8 +4,13 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd};
-use std::ptr::{self, NonNull};
+use std::num::NonZeroUsize;
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+
+use nix::sys::mman::{MRemapFlags, MapFlags, ProtFlags, mmap, mremap, munmap};
+
+use super::invalid_input;
 
 /// `len` bytes of a file mapped `MAP_SHARED`, unmapped on drop.
 pub(crate) struct Mapping {
@@ -25,27 +30,15 @@ impl Mapping {
     /// never touches bytes past the file's end).
     pub(crate) fn new(fd: BorrowedFd<'_>, len: usize, reserve: bool) -> io::Result<Mapping> {
         let flags = if reserve {
-            libc::MAP_SHARED | libc::MAP_NORESERVE
+            MapFlags::MAP_SHARED | MapFlags::MAP_NORESERVE
         } else {
-            libc::MAP_SHARED
+            MapFlags::MAP_SHARED
         };
+        let size = NonZeroUsize::new(len).ok_or_else(|| invalid_input("cannot map zero bytes"))?;
         // SAFETY: a fresh shared mapping of `len` bytes of an open file; the
         // kernel picks the address, so no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                flags,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
-        Ok(Mapping { ptr, len })
+        let p = unsafe { mmap(None, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, flags, fd, 0) }?;
+        Ok(Mapping { ptr: p.cast(), len })
     }
 
     #[inline]
@@ -58,6 +51,34 @@ impl Mapping {
         self.len
     }
 
+    /// The first `len` bytes (at most the mapping's) as `&[u8]`, for owners
+    /// that reach their mapping through these borrows alone: a named
+    /// [`Segment`](super::shm::Segment), a
+    /// [`RegionSlice`](super::region::RegionSlice). Never for a mapping whose
+    /// bytes this process also reaches through `&self` by atomics or copies
+    /// (a live `Region`'s), where the slice would alias them; and only over
+    /// bytes the file backs (a growable region reserves more).
+    #[inline]
+    pub(crate) fn bytes(&self, len: usize) -> &[u8] {
+        // Writes through other mappings and processes are outside this
+        // allocation, like a device's memory (the callers' module docs: they
+        // race as with CPython's `shm.buf`).
+        // SAFETY: the first `len.min(self.len)` bytes are mapped, readable,
+        // live while `self` is borrowed (`drop`/`remap` take `&mut self`), and
+        // any bits are a valid u8; by this function's contract this process
+        // changes them only through `bytes_mut`, which needs `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), len.min(self.len)) }
+    }
+
+    /// [`bytes`](Mapping::bytes), writable: the only reference to them in
+    /// this process while it lives.
+    #[inline]
+    pub(crate) fn bytes_mut(&mut self, len: usize) -> &mut [u8] {
+        // SAFETY: as in `bytes`, and `&mut self` makes this the only
+        // reference into the mapping in this process.
+        unsafe { std::slice::from_raw_parts_mut(self.as_ptr(), len.min(self.len)) }
+    }
+
     /// Grows or shrinks the mapping to `new_len` bytes; it may move. `&mut
     /// self` proves no borrow of the old address is alive.
     pub(crate) fn remap(&mut self, new_len: usize) -> io::Result<()> {
@@ -67,11 +88,8 @@ impl Mapping {
         // SAFETY: `ptr`/`len` describe our own live mapping and nothing
         // borrows it (`&mut self`); MREMAP_MAYMOVE lets the kernel move it,
         // and on failure the old mapping stays.
-        let p = unsafe { libc::mremap(self.ptr.as_ptr().cast(), self.len, new_len, libc::MREMAP_MAYMOVE) };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        self.ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mremap returned a null mapping"))?;
+        let p = unsafe { mremap(self.ptr.cast(), self.len, new_len, MRemapFlags::MREMAP_MAYMOVE, None) }?;
+        self.ptr = p.cast();
         self.len = new_len;
         Ok(())
     }
@@ -81,6 +99,6 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the mapping is ours, and its owners hand out no borrow
         // that outlives them.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        let _ = unsafe { munmap(self.ptr.cast(), self.len) };
     }
 }

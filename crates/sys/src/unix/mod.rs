@@ -9,6 +9,7 @@ pub mod mem;
 pub mod process;
 pub mod random;
 pub mod region;
+pub(crate) mod shared_copy;
 pub mod shm;
 pub mod signal;
 pub mod socket;
@@ -30,6 +31,17 @@ pub(crate) fn cvt_r<T: IsMinusOne>(mut f: impl FnMut() -> T) -> io::Result<T> {
         match cvt(f()) {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
+        }
+    }
+}
+
+/// Runs a nix call, retrying it while it fails with `EINTR`, and turns its
+/// error into an `io::Error`.
+pub(crate) fn retry<T>(mut f: impl FnMut() -> nix::Result<T>) -> io::Result<T> {
+    loop {
+        match f() {
+            Err(nix::errno::Errno::EINTR) => {}
+            other => return other.map_err(io::Error::from),
         }
     }
 }

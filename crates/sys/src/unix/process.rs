@@ -1,5 +1,13 @@
 //! Processes: `fork`, re-executing the current binary, reaping children
 //! through their pidfd with timeouts, and immediate exit.
+//!
+//! The system calls go through nix where it wraps them (`fork`, `getppid`,
+//! `prctl`, `pthread_sigmask`, `posix_spawn`). Through libc, each with its
+//! reason: `pidfd_open` and `pidfd_send_signal` (nix has no pidfd calls),
+//! `waitid` (nix's turns a child killed by a real-time signal into an
+//! error after reaping it, losing its status), `execve` and `fcntl` in a
+//! forked child (nix's `execve` allocates, which a child of a threaded
+//! parent must not), `_exit`, `atexit` and `pthread_atfork` (not in nix).
 #![allow(unsafe_code)]
 #![allow(
     clippy::disallowed_methods,
@@ -11,6 +19,9 @@ use std::fmt;
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::signal::{SigSet, SigmaskHow, pthread_sigmask};
+use nix::unistd::ForkResult;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +29,7 @@ use std::time::{Duration, Instant};
 use super::fd::{self, PollFd};
 use super::signal::Signal;
 use super::{cvt, cvt_r, invalid_input};
+use crate::time::Deadline;
 
 /// The result of [`fork`], seen from each side.
 #[derive(Debug)]
@@ -41,26 +53,14 @@ pub enum Fork {
 /// end with [`exit_now`] (or `exec`), never by returning through the caller's
 /// stack into code that expects to run once (a test harness, `main`).
 ///
-/// ```
-/// use mp_sys::process::{exit_now, fork, Fork};
-/// use std::time::Duration;
-/// // SAFETY: the child only calls `exit_now`, which is async-signal-safe.
-/// match unsafe { fork() }? {
-///     Fork::Child => exit_now(7),
-///     Fork::Parent(mut child) => {
-///         let status = child.wait_timeout(Duration::from_secs(10))?.expect("child exited");
-///         assert_eq!(status.code(), Some(7));
-///     }
-/// }
-/// # Ok::<(), std::io::Error>(())
-/// ```
+/// [`try_fork`] is the safe form (it refuses in a threaded process), and
+/// [`fork_run`] runs a closure in the child; their examples show the use.
 pub unsafe fn fork() -> io::Result<Fork> {
     // SAFETY: the caller upholds this function's contract for the child.
-    let pid = cvt(unsafe { libc::fork() })?;
-    if pid == 0 {
-        return Ok(Fork::Child);
+    match unsafe { nix::unistd::fork() }? {
+        ForkResult::Child => Ok(Fork::Child),
+        ForkResult::Parent { child } => adopt(child.as_raw().unsigned_abs()).map(Fork::Parent),
     }
-    Child::from_pid(pid.unsigned_abs()).map(Fork::Parent)
 }
 
 /// Forks the calling process if it has a single thread, and fails otherwise.
@@ -86,10 +86,14 @@ pub unsafe fn fork() -> io::Result<Fork> {
 pub fn try_fork() -> io::Result<Fork> {
     let n = thread_count()?;
     if n != 1 {
-        return Err(io::Error::other(format!(
-            "cannot fork safely: this process has {n} threads, and a forked child could inherit \
-             a lock one of them holds; fork from a single-threaded process or use spawn_self"
-        )));
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "cannot fork safely: this process runs {n} threads, and a forked copy of it may only make \
+                 async-signal-safe calls (it could block forever on a lock another thread held); fork before \
+                 starting threads, or use the spawn or forkserver start method (spawn_self)"
+            ),
+        ));
     }
     // SAFETY: the process has one thread (this one), and no other can start
     // between the check and the fork, so the child inherits no held lock.
@@ -100,13 +104,12 @@ pub fn try_fork() -> io::Result<Fork> {
 /// panics), and returns the child to the parent. This is the `fork` start
 /// method's primitive.
 ///
-/// In a single-threaded process this is plainly safe. In a process with more
-/// threads the child holds a copy of every lock another thread held at the
-/// fork: `f` may deadlock on one (the allocator's are reset by glibc at fork,
-/// Rust's stdout lock and the test harness's capture are not). That is
-/// Python's `fork` start method's hazard too; like Python 3.12, callers warn
-/// on stderr when [`thread_count`] is above one, and the spawn and fork-server
-/// methods avoid it.
+/// Like [`try_fork`], it refuses (an error of kind `Unsupported` that says
+/// why) when the process runs more than one thread: the child of such a fork
+/// may only make async-signal-safe calls until it execs, and `f` is arbitrary
+/// code. Python forks anyway and warns (3.12); the `fork` start method of
+/// `mp-process` warns and starts such a child through its single-threaded
+/// fork server instead.
 ///
 /// ```
 /// let mut c = mp_sys::process::fork_run(|| 3)?;
@@ -114,12 +117,7 @@ pub fn try_fork() -> io::Result<Fork> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn fork_run(f: impl FnOnce() -> i32) -> io::Result<Child> {
-    // SAFETY: the child runs `f` and ends with `exit_now`, never returning
-    // into the caller's stack. With one thread, nothing else can hold a lock.
-    // With several, a lock held elsewhere can deadlock the child (not corrupt
-    // memory: glibc's fork handlers make malloc usable in the child); the
-    // contract above tells callers to warn, as Python does.
-    match unsafe { fork() }? {
+    match try_fork()? {
         Fork::Child => {
             let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
             exit_now(code)
@@ -302,8 +300,7 @@ pub fn is_alive(pid: u32) -> io::Result<bool> {
 /// assert!(mp_sys::process::parent_pid() > 0);
 /// ```
 pub fn parent_pid() -> u32 {
-    // SAFETY: getppid has no preconditions and cannot fail.
-    unsafe { libc::getppid() }.unsigned_abs()
+    nix::unistd::getppid().as_raw().unsigned_abs()
 }
 
 /// How many threads the calling process has (from procfs). `fork`
@@ -341,13 +338,15 @@ pub fn thread_count() -> io::Result<usize> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn set_name(name: &str) -> io::Result<()> {
-    let mut buf = [0u8; 16];
+    // The kernel keeps 15 bytes; a NUL ends the name as C would.
     let bytes = name.as_bytes();
-    let n = bytes.len().min(15);
-    buf[..n].copy_from_slice(&bytes[..n]);
-    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
-    cvt(unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr(), 0, 0, 0) })?;
-    Ok(())
+    let n = bytes
+        .iter()
+        .take(15)
+        .position(|&b| b == 0)
+        .unwrap_or(bytes.len().min(15));
+    let name = CString::new(&bytes[..n]).map_err(|_| invalid_input("a process name must not contain NUL bytes"))?;
+    Ok(nix::sys::prctl::set_name(&name)?)
 }
 
 /// How a child ended.
@@ -436,6 +435,8 @@ pub struct Child {
     pid: u32,
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
+    /// Set by [`Child::disown`]: drop closes the pidfd and reaps nothing.
+    disowned: bool,
 }
 
 impl fmt::Debug for Child {
@@ -462,6 +463,7 @@ impl Child {
             pid,
             pidfd: fd,
             status: None,
+            disowned: false,
         })
     }
 
@@ -475,6 +477,34 @@ impl Child {
         self.pidfd.as_fd()
     }
 
+    /// Closes the pidfd without reaping or waiting: for a forked copy of the
+    /// parent, which holds a copy of this `Child` but is not the child's
+    /// parent, so the descriptor does not linger there. The parent's own
+    /// `Child` is untouched.
+    ///
+    /// ```
+    /// use mp_sys::process::fork_run;
+    /// use std::time::Duration;
+    /// let mut first = Some(fork_run(|| 0)?);
+    /// // The second child starts with a copy of `first`, not its own child.
+    /// let mut second = fork_run(|| {
+    ///     if let Some(c) = first.take() {
+    ///         c.disown();
+    ///     }
+    ///     0
+    /// })?;
+    /// let code = |s: Option<mp_sys::process::ExitStatus>| s.and_then(|s| s.code());
+    /// assert_eq!(code(second.wait_timeout(Duration::from_secs(10))?), Some(0));
+    /// if let Some(c) = first.as_mut() {
+    ///     assert_eq!(code(c.wait_timeout(Duration::from_secs(10))?), Some(0));
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn disown(mut self) {
+        // Dropping `self` closes the pidfd; the flag skips the reap.
+        self.disowned = true;
+    }
+
     /// How it ended, if it has been reaped.
     pub fn status(&self) -> Option<ExitStatus> {
         self.status
@@ -483,14 +513,9 @@ impl Child {
     /// Reaps the child if it has exited, without blocking.
     ///
     /// ```
-    /// use mp_sys::process::{exit_now, fork, Fork};
-    /// // SAFETY: the child only calls the async-signal-safe `exit_now`.
-    /// if let Fork::Parent(mut c) = unsafe { fork() }? {
-    ///     c.wait_timeout(std::time::Duration::from_secs(10))?;
-    ///     assert_eq!(c.try_wait()?.and_then(|s| s.code()), Some(0));
-    /// } else {
-    ///     exit_now(0)
-    /// }
+    /// let mut c = mp_sys::process::fork_run(|| 0)?;
+    /// c.wait_timeout(std::time::Duration::from_secs(10))?;
+    /// assert_eq!(c.try_wait()?.and_then(|s| s.code()), Some(0));
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
@@ -500,13 +525,8 @@ impl Child {
     /// Blocks until the child exits, and reaps it.
     ///
     /// ```
-    /// use mp_sys::process::{exit_now, fork, Fork};
-    /// // SAFETY: the child only calls the async-signal-safe `exit_now`.
-    /// if let Fork::Parent(mut c) = unsafe { fork() }? {
-    ///     assert_eq!(c.wait()?.code(), Some(4));
-    /// } else {
-    ///     exit_now(4)
-    /// }
+    /// let mut c = mp_sys::process::fork_run(|| 4)?;
+    /// assert_eq!(c.wait()?.code(), Some(4));
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn wait(&mut self) -> io::Result<ExitStatus> {
@@ -521,22 +541,17 @@ impl Child {
     /// running then.
     ///
     /// ```
-    /// use mp_sys::process::{exit_now, fork, Fork};
     /// use std::time::Duration;
-    /// // SAFETY: the child only calls async-signal-safe functions.
-    /// if let Fork::Parent(mut c) = unsafe { fork() }? {
-    ///     assert_eq!(c.wait_timeout(Duration::from_millis(20))?, None);
-    ///     c.signal(mp_sys::signal::Signal::KILL)?;
-    ///     let s = c.wait_timeout(Duration::from_secs(10))?.unwrap();
-    ///     assert_eq!(s.exitcode(), -9);
-    /// } else {
-    ///     // Sleep until the parent's SIGKILL ends this process.
-    ///     loop { std::thread::park() }
-    /// }
+    /// // The child sleeps until the parent's SIGKILL ends it.
+    /// let mut c = mp_sys::process::fork_run(|| loop { std::thread::park() })?;
+    /// assert_eq!(c.wait_timeout(Duration::from_millis(20))?, None);
+    /// c.signal(mp_sys::signal::Signal::KILL)?;
+    /// let s = c.wait_timeout(Duration::from_secs(10))?.unwrap();
+    /// assert_eq!(s.exitcode(), -9);
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> io::Result<Option<ExitStatus>> {
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = Deadline::after(timeout).instant();
         loop {
             if let Some(s) = self.try_wait()? {
                 return Ok(Some(s));
@@ -557,13 +572,10 @@ impl Child {
     /// the child has been reaped this is an error of kind `NotFound`.
     ///
     /// ```
-    /// # use mp_sys::process::{exit_now, fork, Fork};
     /// # use std::time::Duration;
-    /// # // SAFETY: the child only calls the async-signal-safe `exit_now`.
-    /// # if let Fork::Parent(mut c) = unsafe { fork() }? {
+    /// let mut c = mp_sys::process::fork_run(|| 0)?;
     /// c.wait_timeout(Duration::from_secs(10))?;
     /// assert!(c.signal(mp_sys::signal::Signal::TERM).is_err()); // already reaped
-    /// # } else { exit_now(0) }
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn signal(&self, sig: Signal) -> io::Result<()> {
@@ -601,16 +613,17 @@ impl Child {
         // SAFETY: `info` is a valid out-pointer to a siginfo_t; P_PIDFD with
         // our own pidfd names only this child.
         cvt_r(|| unsafe { libc::waitid(libc::P_PIDFD, id, info.as_mut_ptr(), libc::WEXITED | flags) })?;
-        // SAFETY: waitid succeeded; the struct was zeroed, so with WNOHANG and
-        // no exited child si_pid reads 0, as waitid(2) documents.
-        let info = unsafe { info.assume_init() };
-        // SAFETY: for a SIGCHLD siginfo from waitid, si_pid and si_status are
-        // the valid union members.
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        // SAFETY: waitid succeeded on the zeroed struct (so with WNOHANG and
+        // no exited child si_pid reads 0, as waitid(2) documents); for its
+        // SIGCHLD siginfo, si_pid and si_status are the valid union members.
+        let (pid, status, code) = unsafe {
+            let info = info.assume_init();
+            (info.si_pid(), info.si_status(), info.si_code)
+        };
         if pid == 0 {
             return Ok(None);
         }
-        let s = match info.si_code {
+        let s = match code {
             libc::CLD_EXITED => ExitStatus::Exited(status),
             _ => ExitStatus::Signaled(Signal::from_raw(status).unwrap_or(Signal::KILL)),
         };
@@ -627,7 +640,9 @@ impl AsFd for Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        let _ = self.try_wait();
+        if !self.disowned {
+            let _ = self.try_wait();
+        }
     }
 }
 
@@ -727,7 +742,15 @@ pub fn spawn_self(opts: &SpawnOptions) -> io::Result<Child> {
         .filter(|(k, _)| !opts.env.iter().any(|(k2, _)| k2 == k))
         .collect();
     env.extend(opts.env.iter().cloned());
-    let envp_owned: Vec<CString> = env
+    // The child runs this executable: it takes the build id from here
+    // instead of hashing the file again (unless the caller set it).
+    if let Some((k, v)) = crate::code::build_env() {
+        if !opts.env.iter().any(|(k2, _)| k2 == k) {
+            env.retain(|(k2, _)| k2 != k);
+            env.push((k.into(), v.into()));
+        }
+    }
+    let envp: Vec<CString> = env
         .iter()
         .map(|(k, v)| {
             let mut kv = k.as_bytes().to_vec();
@@ -736,56 +759,64 @@ pub fn spawn_self(opts: &SpawnOptions) -> io::Result<Child> {
             CString::new(kv).map_err(|_| invalid_input("an environment entry contains a NUL byte"))
         })
         .collect::<io::Result<_>>()?;
+    match opts.parent_death_signal {
+        None => posix_spawn(exe, &argv, &envp, &opts.inherit),
+        Some(sig) => fork_exec(exe, &argv, &envp, &opts.inherit, sig),
+    }
+}
+
+/// `fork` + `execve` with the parent death signal set in between (which
+/// `posix_spawn` cannot do). The child makes only async-signal-safe calls on
+/// memory prepared before the fork, so this is sound in a threaded parent.
+fn fork_exec(
+    exe: &std::ffi::CStr,
+    argv: &[CString],
+    envp: &[CString],
+    inherit: &[RawFd],
+    sig: Signal,
+) -> io::Result<Child> {
+    let pdeathsig = sig.to_nix()?;
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|c| c.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp_owned.iter().map(|c| c.as_ptr()).collect();
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|c| c.as_ptr()).collect();
     envp_ptrs.push(std::ptr::null());
-    if opts.parent_death_signal.is_none() {
-        return posix_spawn(exe, &argv_ptrs, &envp_ptrs, &opts.inherit);
-    }
-    let pdeathsig = opts.parent_death_signal.map_or(0, Signal::as_raw);
+    let no_signals = SigSet::empty();
     let parent = pid();
     let (err_r, err_w) = fd::pipe()?;
 
     // SAFETY: the child below runs only async-signal-safe calls (fcntl,
-    // sigprocmask, prctl, getppid, execve, write, _exit) on memory prepared
-    // before the fork, then execs or exits.
-    let pid = cvt(unsafe { libc::fork() })?;
-    if pid == 0 {
-        let fail = |err: i32| -> ! {
-            let _ = fd::write_all(err_w.as_fd(), &err.to_ne_bytes());
-            exit_now(127)
-        };
-        for &raw in &opts.inherit {
-            // SAFETY: fcntl on a descriptor number; an invalid one fails.
-            if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } == -1 {
-                fail(errno());
+    // pthread_sigmask, prctl, getppid, execve, write, _exit) on memory
+    // prepared before the fork, then execs or exits.
+    let mut child = match unsafe { fork() }? {
+        Fork::Parent(child) => child,
+        Fork::Child => {
+            let fail = |err: nix::errno::Errno| -> ! {
+                let _ = fd::write_all(err_w.as_fd(), &(err as i32).to_ne_bytes());
+                exit_now(127)
+            };
+            for &raw in inherit {
+                // SAFETY: fcntl on a descriptor number; an invalid one fails.
+                if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } == -1 {
+                    fail(nix::errno::Errno::last());
+                }
             }
-        }
-        // SAFETY: an empty signal set, built on the stack, unblocks everything.
-        unsafe {
-            let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(set.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_SETMASK, set.as_ptr(), std::ptr::null_mut());
-        }
-        if pdeathsig != 0 {
-            let sig = libc::c_ulong::try_from(pdeathsig).unwrap_or(0);
-            // SAFETY: PR_SET_PDEATHSIG takes a signal number.
-            if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0) } == -1 {
-                fail(errno());
+            if let Err(e) = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&no_signals), None) {
+                fail(e);
+            }
+            if let Err(e) = nix::sys::prctl::set_pdeathsig(pdeathsig) {
+                fail(e);
             }
             if parent_pid() != parent {
                 // The parent died before the setting took effect.
                 exit_now(1);
             }
+            // SAFETY: exe, argv and envp are NUL-terminated and live (they
+            // were built before the fork and this address space is a copy).
+            unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
+            fail(nix::errno::Errno::last())
         }
-        // SAFETY: exe, argv and envp are NUL-terminated and live (they were
-        // built before the fork and this address space is a copy).
-        unsafe { libc::execve(exe.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-        fail(errno());
-    }
+    };
     drop(err_w);
-    let child = Child::from_pid(pid.unsigned_abs());
     let mut buf = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -794,7 +825,6 @@ pub fn spawn_self(opts: &SpawnOptions) -> io::Result<Child> {
             n => got += n,
         }
     }
-    let mut child = child?;
     if got == 0 {
         return Ok(child);
     }
@@ -809,75 +839,34 @@ pub fn spawn_self(opts: &SpawnOptions) -> io::Result<Child> {
 /// `posix_spawn`: glibc starts the child with `clone(CLONE_VM | CLONE_VFORK)`,
 /// so the parent's page tables are not copied (a fork of a large parent
 /// costs more than the exec itself), and reports a failed exec as an error.
-fn posix_spawn(
-    exe: &std::ffi::CStr,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-    inherit: &[RawFd],
-) -> io::Result<Child> {
-    /// Frees the spawn attributes and file actions on every path out.
-    struct Spawn {
-        attr: libc::posix_spawnattr_t,
-        actions: libc::posix_spawn_file_actions_t,
-    }
-    impl Drop for Spawn {
-        fn drop(&mut self) {
-            // SAFETY: both were initialized in `posix_spawn` below before a
-            // `Spawn` was built, and are destroyed once, here.
-            unsafe {
-                libc::posix_spawnattr_destroy(&raw mut self.attr);
-                libc::posix_spawn_file_actions_destroy(&raw mut self.actions);
-            }
-        }
-    }
-    fn check(rc: libc::c_int) -> io::Result<()> {
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::from_raw_os_error(rc))
-        }
-    }
-    // SAFETY: plain C structs that the init functions below fill in before
-    // any other use; zeroed memory is never read as initialized state.
-    let mut sp: Spawn = unsafe { std::mem::zeroed() };
-    // SAFETY: init takes pointers to the (uninitialized) structs.
-    check(unsafe { libc::posix_spawnattr_init(&raw mut sp.attr) })?;
-    // SAFETY: as above.
-    check(unsafe { libc::posix_spawn_file_actions_init(&raw mut sp.actions) })?;
-    // SAFETY: `set` is an out-parameter that sigemptyset initializes; the
-    // attribute calls take initialized structs and copy what they need.
-    unsafe {
-        let mut set = MaybeUninit::<libc::sigset_t>::uninit();
-        libc::sigemptyset(set.as_mut_ptr());
-        check(libc::posix_spawnattr_setsigmask(&raw mut sp.attr, set.as_ptr()))?;
-        let flags = libc::c_short::try_from(libc::POSIX_SPAWN_SETSIGMASK).unwrap_or(0);
-        check(libc::posix_spawnattr_setflags(&raw mut sp.attr, flags))?;
-    }
+fn posix_spawn(exe: &std::ffi::CStr, argv: &[CString], envp: &[CString], inherit: &[RawFd]) -> io::Result<Child> {
+    use nix::spawn::{PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+    let mut attr = PosixSpawnAttr::init()?;
+    attr.set_sigmask(&SigSet::empty())?;
+    attr.set_flags(PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK)?;
+    let mut actions = PosixSpawnFileActions::init()?;
     for &fd in inherit {
-        // SAFETY: the file actions are initialized. dup2 of a descriptor onto
-        // itself clears its close-on-exec flag in the child (glibc >= 2.29).
-        check(unsafe { libc::posix_spawn_file_actions_adddup2(&raw mut sp.actions, fd, fd) })?;
+        // dup2 of a descriptor onto itself clears its close-on-exec flag in
+        // the child (glibc >= 2.29).
+        actions.add_dup2(fd, fd)?;
     }
-    let mut pid: libc::pid_t = 0;
-    // SAFETY: `exe`, `argv` and `envp` are NUL-terminated arrays of
-    // NUL-terminated strings that outlive the call; the attributes and file
-    // actions are initialized.
-    check(unsafe {
-        libc::posix_spawn(
-            &raw mut pid,
-            exe.as_ptr(),
-            &raw const sp.actions,
-            &raw const sp.attr,
-            argv.as_ptr().cast_mut().cast(),
-            envp.as_ptr().cast_mut().cast(),
-        )
-    })
-    .map_err(|e| io::Error::new(e.kind(), format!("cannot re-execute the current program: {e}")))?;
-    Child::from_pid(pid.unsigned_abs())
+    let pid = nix::spawn::posix_spawn(exe, &actions, &attr, argv, envp).map_err(|e| {
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("cannot re-execute the current program: {e}"))
+    })?;
+    adopt(pid.as_raw().unsigned_abs())
 }
 
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EINVAL)
+/// A [`Child`] for a process this one just started. When that fails (no
+/// descriptor left for its pidfd, say), the process is killed and reaped
+/// before the error is returned, so a failed start leaves nothing running.
+fn adopt(pid: u32) -> io::Result<Child> {
+    Child::from_pid(pid).inspect_err(|_| {
+        let Ok(raw) = i32::try_from(pid) else { return };
+        let pid = nix::unistd::Pid::from_raw(raw);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+    })
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {

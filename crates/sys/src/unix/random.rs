@@ -1,14 +1,12 @@
-//! Random bytes from the kernel (`getrandom(2)`), for nonces such as the
+//! Random bytes from the kernel (`/dev/urandom`), for nonces such as the
 //! challenges of an authenticated connection handshake.
-#![allow(unsafe_code)]
 
-use std::io;
-
-use super::cvt_r;
+use std::io::{self, Read};
 
 /// Fills `buf` with cryptographically secure random bytes from the kernel's
-/// pool (`getrandom(2)`, blocking only until the pool is first initialized at
-/// boot), retried on `EINTR` and short reads.
+/// pool (`/dev/urandom`, the same pool as `getrandom(2)`, read through std so
+/// no `unsafe` is needed; `EINTR` and short reads are retried by
+/// `read_exact`).
 ///
 /// ```
 /// let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
@@ -18,12 +16,5 @@ use super::cvt_r;
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn fill(buf: &mut [u8]) -> io::Result<()> {
-    let mut at = 0;
-    while at < buf.len() {
-        let rest = &mut buf[at..];
-        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
-        let n = cvt_r(|| unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) })?;
-        at += n.unsigned_abs();
-    }
-    Ok(())
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)
 }

@@ -7,25 +7,82 @@
 //! shrinking (`F_SEAL_SHRINK`), and [`Region::from_fd`] refuses a descriptor
 //! without that seal, so no peer can truncate the file under another process's
 //! mapping (which would turn its next access into `SIGBUS`).
+//!
+//! # Memory model
+//!
+//! Other processes, and other threads of this one, read and write a region's
+//! bytes at any time, so every access this module makes to them is atomic:
+//! [`atomic_u32`](Region::atomic_u32) and friends hand out atomics, and the
+//! copies ([`read`](Region::read), [`write`](Region::write),
+//! [`copy_within`](Region::copy_within)) are relaxed atomic loads and
+//! stores: one access for an aligned 8- or 4-byte value (an array element),
+//! and a byte-wise atomic copy for anything else (`rep movsb` on x86-64,
+//! whose byte accesses the hardware makes single-copy atomic; 8-byte atomic
+//! words with bytes at the edges elsewhere). A copy that overlaps bytes
+//! another side is changing therefore reads or leaves a mix of old and new
+//! bytes, never undefined behaviour; no reference to the bytes (`&[u8]`) is
+//! handed out. Miri checks the word-loop copies against concurrent atomic
+//! users (the unit tests of `shared_copy`); it cannot run the assembly.
+//!
+//! Rust's memory model (C++'s) adds one rule this module cannot enforce for
+//! its callers: atomic accesses of *different sizes* to the same bytes must
+//! not race unless all of them are reads. The layers above keep it by
+//! layout: each header word is used at one width only, and bytes that are
+//! copied (a ring's data area) are never used as atomics. Mixing widths on
+//! one word while another thread writes it is a race these layouts avoid.
+//!
+//! # Views: `&mut [T]` over a region, for the holder of a lock
+//!
+//! [`Region::into_slice_of`] turns a region (one mapping of the memfd) into
+//! a [`RegionSlice`], which derefs to `[T]` and `[T]` mutably: this is the one
+//! place in the workspace that makes a reference into shared bytes, for
+//! `Value`/`Array` guards that work on the shared memory itself instead of a
+//! copy. Why it is sound:
+//!
+//! - The `RegionSlice` owns its mapping, so in this process the bytes at that
+//!   address are reached only through it, under Rust's borrow rules (`&self`
+//!   for `&[T]`, `&mut self` for `&mut [T]`); the region's copies and
+//!   atomics cannot be called on a mapping that is moved into a view.
+//! - `T: bytemuck::Pod`: every bit pattern is a valid `T`, so whatever the
+//!   bytes hold, reading them as `T` is defined; the range and its alignment
+//!   are checked.
+//! - Other mappings of the same memfd (another handle, here or in another
+//!   process) are other memory to this process, like another process's. The
+//!   caller keeps them out while a view lives by holding a lock that every
+//!   writer takes (`Array`'s `RLock`). A process that writes the bytes without
+//!   the lock while a view lives races, as it does in CPython when it writes
+//!   a `multiprocessing.Array` without its lock: the view may see old or
+//!   torn values, and writes through the view may reach the memory late
+//!   (at the latest when the lock is released, which is a release store).
+//!
+//! On x86-64 the copies cost what `memcpy` costs (`rep movsb` is what glibc's
+//! `memcpy` uses for large copies on CPUs with fast strings); the portable
+//! word loop costs up to twice as much for large copies that stay in cache.
 #![allow(unsafe_code)]
 
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::ptr;
+use std::marker::PhantomData;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::mapping::Mapping;
-use super::{cvt, cvt_r, invalid_input};
+use super::shared_copy::{Atom, SharedBytes};
+use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::stat::fstat;
+use nix::unistd::ftruncate;
+
+use super::{invalid_input, retry};
 
 /// A memfd mapped read-write and shared. See the [module docs](self).
 ///
 /// The bytes may be changed by other processes at any time, so the region
 /// hands out copies ([`read`](Region::read), [`write`](Region::write)),
-/// atomics ([`atomic_u32`](Region::atomic_u32)), and raw pointers for the
-/// layers that build their own synchronization on top.
+/// atomics ([`atomic_u32`](Region::atomic_u32)), and a raw pointer; every
+/// access is atomic (see the [module docs](self#memory-model)).
 pub struct Region {
     fd: OwnedFd,
     map: Mapping,
@@ -46,7 +103,7 @@ impl fmt::Debug for Region {
 }
 
 /// The seals every region carries.
-const SEALS: libc::c_int = libc::F_SEAL_SHRINK;
+const SEALS: SealFlag = SealFlag::F_SEAL_SHRINK;
 
 impl Region {
     /// Creates a zero-filled region of `len` bytes. `name` shows in
@@ -69,13 +126,9 @@ fn new_memfd(name: &str, len: usize) -> io::Result<OwnedFd> {
         return Err(invalid_input("a shared region must be at least one byte long"));
     }
     let cname = CString::new(name).map_err(|_| invalid_input("a region name must not contain NUL bytes"))?;
-    // SAFETY: `cname` is a valid NUL-terminated string for the call.
-    let raw = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
-    // SAFETY: memfd_create returned a new descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = memfd_create(cname.as_c_str(), MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
     set_file_len(fd.as_fd(), len)?;
-    // SAFETY: F_ADD_SEALS takes an int of seal flags; the fd is open.
-    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS) })?;
+    fcntl(&fd, FcntlArg::F_ADD_SEALS(SEALS))?;
     Ok(fd)
 }
 
@@ -98,10 +151,9 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn from_fd(fd: OwnedFd) -> io::Result<Region> {
-        // SAFETY: F_GET_SEALS takes no argument; a descriptor that is not a
-        // memfd fails with EINVAL.
-        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-        if seals == -1 || seals & SEALS != SEALS {
+        // A descriptor that is not a memfd fails with EINVAL.
+        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map(SealFlag::from_bits_truncate);
+        if !seals.is_ok_and(|s| s.contains(SEALS)) {
             return Err(invalid_input(
                 "the descriptor is not a shared region (a memfd sealed against shrinking)",
             ));
@@ -259,7 +311,8 @@ impl Region {
 
     /// The first byte of the mapping. Valid for [`len`](Region::len) bytes
     /// while `self` lives and is not [grown](Region::grow); other processes may
-    /// write through their own mappings at any time.
+    /// write through their own mappings at any time, so reach the bytes only
+    /// with atomic operations (see the [module docs](self#memory-model)).
     ///
     /// ```
     /// let r = mp_sys::region::Region::create("p", 8)?;
@@ -321,15 +374,21 @@ impl Region {
             )
     }
 
+    /// The backed bytes, for copies.
+    #[inline]
+    fn bytes(&self) -> SharedBytes<'_> {
+        // SAFETY: the first `len` bytes of the mapping are backed by the file
+        // and stay mapped while `self` is borrowed (only `grow`/`refresh`,
+        // which take `&mut self`, move the mapping).
+        unsafe { SharedBytes::new(self.map.as_ptr(), self.len()) }
+    }
+
     #[inline]
     fn check(&self, offset: usize, len: usize) -> io::Result<()> {
         let avail = self.len();
         match offset.checked_add(len) {
             Some(end) if end <= avail => Ok(()),
-            _ => Err(invalid_input(format!(
-                "bytes {offset}..{} are outside the shared region of {avail} bytes",
-                offset.saturating_add(len),
-            ))),
+            _ => Err(outside(offset, len, avail)),
         }
     }
 
@@ -346,15 +405,16 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn copy_within(&self, src: usize, dst: usize, len: usize) -> io::Result<()> {
-        self.check(src, len)?;
-        self.check(dst, len)?;
-        // SAFETY: both ranges were checked to lie in the mapping; `ptr::copy`
-        // allows them to overlap.
-        unsafe { ptr::copy(self.map.as_ptr().add(src), self.map.as_ptr().add(dst), len) };
-        Ok(())
+        let bytes = self.bytes();
+        if bytes.copy_within(src, dst, len) {
+            Ok(())
+        } else {
+            Err(outside(src.max(dst), len, bytes.len()))
+        }
     }
 
-    /// Copies `buf.len()` bytes at `offset` out of the region.
+    /// Copies `buf.len()` bytes at `offset` out of the region, with relaxed
+    /// atomic loads (see the [module docs](self#memory-model)).
     ///
     /// ```
     /// let r = mp_sys::region::Region::create("r", 4)?;
@@ -366,14 +426,16 @@ impl Region {
     /// ```
     #[inline]
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
-        self.check(offset, buf.len())?;
-        // SAFETY: the range was checked to lie in the mapping, which lives as
-        // long as `self`; `buf` is a distinct local buffer.
-        unsafe { ptr::copy_nonoverlapping(self.map.as_ptr().add(offset), buf.as_mut_ptr(), buf.len()) };
-        Ok(())
+        // One bounds check, in `load`: this is an array element's path.
+        let bytes = self.bytes();
+        if bytes.load(offset, buf) {
+            Ok(())
+        } else {
+            Err(outside(offset, buf.len(), bytes.len()))
+        }
     }
 
-    /// Copies `data` into the region at `offset`.
+    /// Copies `data` into the region at `offset`, with relaxed atomic stores.
     ///
     /// ```
     /// let r = mp_sys::region::Region::create("w", 4)?;
@@ -383,12 +445,12 @@ impl Region {
     /// ```
     #[inline]
     pub fn write(&self, offset: usize, data: &[u8]) -> io::Result<()> {
-        self.check(offset, data.len())?;
-        // SAFETY: the range was checked to lie in the writable mapping;
-        // `data` cannot overlap it (it is a shared borrow of other memory or
-        // of this mapping, which `copy` below tolerates).
-        unsafe { ptr::copy(data.as_ptr(), self.map.as_ptr().add(offset), data.len()) };
-        Ok(())
+        let bytes = self.bytes();
+        if bytes.store(offset, data) {
+            Ok(())
+        } else {
+            Err(outside(offset, data.len(), bytes.len()))
+        }
     }
 
     /// The `AtomicU32` at `offset` (a multiple of 4), shared with every
@@ -403,11 +465,7 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn atomic_u32(&self, offset: usize) -> io::Result<&AtomicU32> {
-        let p = self.aligned::<AtomicU32>(offset)?;
-        // SAFETY: `aligned` checked that 4 bytes at `p` lie in the mapping and
-        // are aligned; the memory is valid for the lifetime of `&self`, every
-        // bit pattern is a valid u32, and other processes access it atomically.
-        Ok(unsafe { AtomicU32::from_ptr(p.cast()) })
+        self.atom(offset)
     }
 
     /// The `AtomicU64` at `offset` (a multiple of 8).
@@ -420,9 +478,7 @@ impl Region {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn atomic_u64(&self, offset: usize) -> io::Result<&AtomicU64> {
-        let p = self.aligned::<AtomicU64>(offset)?;
-        // SAFETY: as in `atomic_u32`, for 8 aligned bytes.
-        Ok(unsafe { AtomicU64::from_ptr(p.cast()) })
+        self.atom(offset)
     }
 
     /// The whole region as `AtomicU32`s (its length rounded down to a
@@ -440,10 +496,9 @@ impl Region {
     /// ```
     #[inline]
     pub fn atomics_u32(&self) -> &[AtomicU32] {
-        // SAFETY: the mapping is page-aligned and `len / 4` words lie inside
-        // it; it lives as long as `&self`; every bit pattern is a valid u32,
-        // and all processes access the words atomically.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU32>(), self.len() / 4) }
+        // The mapping is page-aligned and `len / 4` words lie inside it.
+        let bytes = self.bytes();
+        bytes.atoms(0, bytes.len() / 4).unwrap_or_default()
     }
 
     /// The whole region as `AtomicU64`s (its length rounded down to a
@@ -458,23 +513,25 @@ impl Region {
     /// ```
     #[inline]
     pub fn atomics_u64(&self) -> &[AtomicU64] {
-        // SAFETY: as in `atomics_u32`, for `len / 8` aligned words.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().cast::<AtomicU64>(), self.len() / 8) }
+        let bytes = self.bytes();
+        bytes.atoms(0, bytes.len() / 8).unwrap_or_default()
     }
 
-    /// A pointer to a `T` at `offset`, checked to lie in the mapping and to
-    /// be aligned for `T`.
-    fn aligned<T>(&self, offset: usize) -> io::Result<*mut u8> {
-        self.check(offset, size_of::<T>())?;
-        if !offset.is_multiple_of(align_of::<T>()) {
-            return Err(invalid_input(format!(
+    /// The atomic `A` at `offset`, checked to lie in the region and to be
+    /// aligned (the mapping is page-aligned, so an aligned offset is an
+    /// aligned address).
+    fn atom<A: Atom>(&self, offset: usize) -> io::Result<&A> {
+        self.check(offset, size_of::<A>())?;
+        let misaligned = || {
+            invalid_input(format!(
                 "offset {offset} is not aligned for a {}",
-                std::any::type_name::<T>().rsplit("::").next().unwrap_or("value")
-            )));
+                std::any::type_name::<A>().rsplit("::").next().unwrap_or("value")
+            ))
+        };
+        match self.bytes().atoms::<A>(offset, 1) {
+            Some([a]) => Ok(a),
+            _ => Err(misaligned()),
         }
-        // The mapping is page-aligned, so an aligned offset is an aligned
-        // address; `wrapping_add` stays in bounds by the check above.
-        Ok(self.map.as_ptr().wrapping_add(offset))
     }
 
     /// Grows the region to `new_len` bytes (new bytes are zero). Other
@@ -529,18 +586,140 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Turns this mapping into a view of `count` elements of `T` from byte
+    /// `offset`: a `[T]` over the shared bytes themselves, read and written
+    /// in place (no copy). See the [module docs](self#views-mut-t-over-a-region-for-the-holder-of-a-lock)
+    /// for why this is sound and what it asks of the caller: hold a lock that
+    /// every process writing these bytes takes, for as long as the view is
+    /// used. [`RegionSlice::into_region`] gives the mapping back.
+    ///
+    /// Fails with `InvalidInput` when the elements do not lie in the region
+    /// or `offset` is not aligned for `T`.
+    ///
+    /// ```
+    /// use mp_sys::region::Region;
+    /// let r = Region::create("v", 64)?;
+    /// let other = r.try_clone()?; // another handle: "another process"
+    /// let mut v = r.into_slice_of::<u64>(8, 7)?;
+    /// v[0] = 5;
+    /// v[6] += 1;
+    /// assert_eq!(v.len(), 7);
+    /// let r = v.into_region();
+    /// let mut b = [0u8; 8];
+    /// other.read(8, &mut b)?;
+    /// assert_eq!(u64::from_ne_bytes(b), 5);
+    /// assert!(r.try_clone()?.into_slice_of::<u64>(4, 1).is_err()); // misaligned
+    /// assert!(r.into_slice_of::<u64>(8, 8).is_err()); // past the end
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_slice_of<T: bytemuck::Pod>(self, offset: usize, count: usize) -> io::Result<RegionSlice<T>> {
+        let bytes = count.checked_mul(size_of::<T>());
+        let fits = bytes
+            .and_then(|b| b.checked_add(offset))
+            .is_some_and(|end| end <= self.len());
+        if !fits {
+            return Err(invalid_input(format!(
+                "{count} elements of {} bytes from byte {offset} do not fit in a region of {} bytes",
+                size_of::<T>(),
+                self.len()
+            )));
+        }
+        if !(self.as_ptr() as usize)
+            .wrapping_add(offset)
+            .is_multiple_of(align_of::<T>())
+        {
+            return Err(invalid_input(format!(
+                "byte {offset} of a region is not aligned for {} ({}-byte alignment)",
+                std::any::type_name::<T>(),
+                align_of::<T>()
+            )));
+        }
+        Ok(RegionSlice {
+            region: self,
+            offset,
+            count,
+            _elem: PhantomData,
+        })
+    }
+}
+
+/// `count` elements of `T` in place in a [`Region`] whose mapping this view
+/// owns: made by [`Region::into_slice_of`], it derefs to `[T]`. See the
+/// [module docs](self#views-mut-t-over-a-region-for-the-holder-of-a-lock):
+/// hold the lock that guards the bytes while the view is used.
+pub struct RegionSlice<T> {
+    region: Region,
+    offset: usize,
+    count: usize,
+    _elem: PhantomData<T>,
+}
+
+impl<T> RegionSlice<T> {
+    /// The region back, its mapping no longer borrowed.
+    ///
+    /// ```
+    /// let r = mp_sys::region::Region::create("b", 8)?.into_slice_of::<u8>(0, 8)?.into_region();
+    /// assert_eq!(r.len(), 8);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_region(self) -> Region {
+        self.region
+    }
+}
+
+// The mapping's bytes are lent by `Mapping::bytes`, whose contract holds
+// here: the region is owned by the view, so its copies and atomics cannot
+// reach the mapping while the view lives; the elements lie in the backed part
+// (the region is sealed against shrinking, and `grow`/`extend`, which could
+// only add bytes, are unreachable). `into_slice_of` checked the range and the
+// alignment, so the casts cannot fail. Writes through other mappings (other
+// handles, other processes) are kept out by the lock the caller holds
+// (module docs).
+impl<T: bytemuck::Pod> Deref for RegionSlice<T> {
+    type Target = [T];
+    #[inline]
+    fn deref(&self) -> &[T] {
+        let end = self.offset + self.count * size_of::<T>();
+        bytemuck::cast_slice(&self.region.map.bytes(end)[self.offset..])
+    }
+}
+
+impl<T: bytemuck::Pod> DerefMut for RegionSlice<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [T] {
+        let end = self.offset + self.count * size_of::<T>();
+        bytemuck::cast_slice_mut(&mut self.region.map.bytes_mut(end)[self.offset..])
+    }
+}
+
+impl<T> fmt::Debug for RegionSlice<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegionSlice")
+            .field("region", &self.region)
+            .field("offset", &self.offset)
+            .field("count", &self.count)
+            .finish()
+    }
+}
+
 impl AsFd for Region {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
 
+/// The error for bytes `offset..offset + len` of a region of `avail` bytes.
+#[cold]
+fn outside(offset: usize, len: usize, avail: usize) -> io::Error {
+    invalid_input(format!(
+        "bytes {offset}..{} are outside the shared region of {avail} bytes",
+        offset.saturating_add(len),
+    ))
+}
+
 fn stat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is a valid out-pointer to a stat struct.
-    cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-    // SAFETY: fstat succeeded and filled `st`.
-    Ok(unsafe { st.assume_init() })
+    Ok(fstat(fd)?)
 }
 
 fn file_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
@@ -550,7 +729,5 @@ fn file_len(fd: BorrowedFd<'_>) -> io::Result<usize> {
 fn set_file_len(fd: BorrowedFd<'_>, len: usize) -> io::Result<()> {
     let len =
         libc::off_t::try_from(len).map_err(|_| invalid_input(format!("{len} bytes is too large for a region")))?;
-    // SAFETY: ftruncate on an open descriptor with a non-negative length.
-    cvt_r(|| unsafe { libc::ftruncate(fd.as_raw_fd(), len) })?;
-    Ok(())
+    retry(|| ftruncate(fd, len))
 }

@@ -6,16 +6,35 @@
 //! process that maps it until [`unlink`] removes its name, so its owner must
 //! unlink it. Names follow Python's: given without the leading slash
 //! (`"psm_1234"`), at most [`MAX_NAME_LEN`] bytes, without `/` or NUL.
-#![allow(unsafe_code)]
+//!
+//! # Views of the bytes, and other handles
+//!
+//! [`Segment::as_slice`] and [`Segment::as_mut_slice`] lend the mapping's
+//! bytes under the borrow rules of the `Segment` (`&mut self` for writing),
+//! as Python's `shm.buf` lends a memoryview. Each `Segment` is its own
+//! mapping: another `Segment` of the same name, in this process
+//! ([`Segment::open`] again, [`Segment::try_clone`]) or in another one,
+//! reaches the same memory at another address, and its writes race with
+//! this handle's views exactly as another process's writes do in CPython:
+//! a view may see old, new or torn bytes. Nothing else can happen (every
+//! bit pattern is a valid `u8`), and processes that need consistent values
+//! agree on a lock. An earlier design lent one mapping to every handle of a
+//! process and refused writes while other handles lived; it made
+//! `SharedMemory` and `ShareableList` unusable the way Python uses them, so
+//! the handles stay independent and this race is documented instead.
 
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::fcntl::OFlag;
+use nix::sys::mman::{shm_open, shm_unlink};
+use nix::sys::stat::{Mode, fstat};
+use nix::unistd::ftruncate;
 
 use super::mapping::Mapping;
-use super::{cvt, cvt_r, invalid_input};
+use super::{invalid_input, retry};
 
 /// The longest segment name accepted, without the leading slash (the file
 /// name limit of `/dev/shm`, less the slash).
@@ -80,19 +99,14 @@ impl Segment {
         let p = path(name)?;
         let size =
             libc::off_t::try_from(len).map_err(|_| invalid_input(format!("{len} bytes is too large a segment")))?;
-        // SAFETY: `p` is a valid NUL-terminated string; shm_open returns a new
-        // descriptor or -1.
-        let raw = cvt_r(|| unsafe {
-            libc::shm_open(
-                p.as_ptr(),
-                libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC,
-                0o600,
+        let fd = retry(|| {
+            shm_open(
+                p.as_c_str(),
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_CLOEXEC,
+                Mode::S_IRUSR | Mode::S_IWUSR,
             )
         })?;
-        // SAFETY: the descriptor is new and ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: ftruncate on an open descriptor with a non-negative length.
-        if let Err(e) = cvt_r(|| unsafe { libc::ftruncate(fd.as_raw_fd(), size) }) {
+        if let Err(e) = retry(|| ftruncate(&fd, size)) {
             let _ = unlink(name);
             return Err(e);
         }
@@ -110,16 +124,8 @@ impl Segment {
     /// ```
     pub fn open(name: &str) -> io::Result<Segment> {
         let p = path(name)?;
-        // SAFETY: as in `create`.
-        let raw = cvt_r(|| unsafe { libc::shm_open(p.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC, 0) })?;
-        // SAFETY: the descriptor is new and ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut st = MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: `st` is a valid out-pointer.
-        cvt(unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) })?;
-        // SAFETY: fstat succeeded and filled `st`.
-        let len = usize::try_from(unsafe { st.assume_init() }.st_size)
-            .map_err(|_| invalid_input("the segment has a negative size"))?;
+        let fd = retry(|| shm_open(p.as_c_str(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()))?;
+        let len = usize::try_from(fstat(&fd)?.st_size).map_err(|_| invalid_input("the segment has a negative size"))?;
         if len == 0 {
             return Err(invalid_input(format!("the shared memory segment {name:?} is empty")));
         }
@@ -188,9 +194,11 @@ impl Segment {
         self.map.len() == 0
     }
 
-    /// The bytes. Other processes that map the segment may change them at
-    /// any time, as with Python's `shm.buf` or a file mapped with `mmap`:
-    /// synchronize with a lock, or read values once and check them.
+    /// The bytes. Other processes that map the segment, and other
+    /// `Segment`s of it in this process, may change them at any time, as
+    /// with Python's `shm.buf` or a file mapped with `mmap`: synchronize
+    /// with a lock, or read values once and check them (see the
+    /// [module docs](self#views-of-the-bytes-and-other-handles)).
     ///
     /// ```
     /// # let name = format!("mp_sys_doc_slice_{}", std::process::id());
@@ -202,15 +210,13 @@ impl Segment {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: the mapping is `len` readable bytes that live as long as
-        // `self`, and every bit pattern is a valid u8. In this process the
-        // bytes change only through `as_mut_slice`, which needs `&mut self`;
-        // writes by other processes are outside the program, like a device's
-        // memory, and leave valid bytes.
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr(), self.map.len()) }
+        // A segment reaches its mapping only through these borrows.
+        self.map.bytes(self.map.len())
     }
 
-    /// The bytes, writable. See [`as_slice`](Segment::as_slice).
+    /// The bytes, writable, while `self` is borrowed mutably. Writes by
+    /// other handles and processes race with this view as they do with
+    /// CPython's `shm.buf`; see [`as_slice`](Segment::as_slice).
     ///
     /// ```
     /// # let name = format!("mp_sys_doc_mut_{}", std::process::id());
@@ -221,9 +227,8 @@ impl Segment {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and `&mut self` makes this the only
-        // reference into the mapping in this process.
-        unsafe { std::slice::from_raw_parts_mut(self.map.as_ptr(), self.map.len()) }
+        let len = self.map.len();
+        self.map.bytes_mut(len)
     }
 }
 
@@ -236,9 +241,7 @@ impl Segment {
 /// ```
 pub fn unlink(name: &str) -> io::Result<()> {
     let p = path(name)?;
-    // SAFETY: `p` is a valid NUL-terminated string.
-    cvt(unsafe { libc::shm_unlink(p.as_ptr()) })?;
-    Ok(())
+    Ok(shm_unlink(p.as_c_str())?)
 }
 
 /// Checks a name as [`Segment::create`] would, without creating anything.

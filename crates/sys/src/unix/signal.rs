@@ -9,7 +9,11 @@
 use std::fmt;
 use std::io;
 
-use super::{cvt, invalid_input};
+use nix::sys::prctl;
+use nix::sys::signal::{self as nix_signal, SaFlags, SigAction, SigHandler, SigSet};
+use nix::unistd::Pid;
+
+use super::invalid_input;
 
 /// A signal number.
 ///
@@ -99,6 +103,14 @@ impl Signal {
     }
 }
 
+impl Signal {
+    /// nix's name for this signal; real-time signals have none.
+    pub(crate) fn to_nix(self) -> io::Result<nix_signal::Signal> {
+        nix_signal::Signal::try_from(self.0)
+            .map_err(|_| invalid_input(format!("signal {} has no fixed name and cannot be sent here", self.0)))
+    }
+}
+
 impl fmt::Debug for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}({})", self.name(), self.0)
@@ -127,8 +139,7 @@ pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
         .ok()
         .filter(|&p| p > 0)
         .ok_or_else(|| invalid_input(format!("{pid} is not the pid of a single process")))?;
-    // SAFETY: kill takes plain integers; a positive pid names one process.
-    cvt(unsafe { libc::kill(pid, sig.0) })?;
+    nix_signal::kill(Pid::from_raw(pid), sig.to_nix()?)?;
     Ok(())
 }
 
@@ -147,9 +158,7 @@ pub fn kill(pid: u32, sig: Signal) -> io::Result<()> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn set_parent_death_signal(sig: Option<Signal>) -> io::Result<()> {
-    let n = libc::c_ulong::try_from(sig.map_or(0, Signal::as_raw)).unwrap_or(0);
-    // SAFETY: PR_SET_PDEATHSIG takes a signal number (or 0) as its argument.
-    cvt(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, n, 0, 0, 0) })?;
+    prctl::set_pdeathsig(sig.map(Signal::to_nix).transpose()?)?;
     Ok(())
 }
 
@@ -160,10 +169,7 @@ pub fn set_parent_death_signal(sig: Option<Signal>) -> io::Result<()> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn parent_death_signal() -> io::Result<Option<Signal>> {
-    let mut n: libc::c_int = 0;
-    // SAFETY: PR_GET_PDEATHSIG writes one int through the pointer.
-    cvt(unsafe { libc::prctl(libc::PR_GET_PDEATHSIG, &raw mut n, 0, 0, 0) })?;
-    Ok(Signal::from_raw(n))
+    Ok(prctl::get_pdeathsig()?.map(|s| Signal(s as i32)))
 }
 
 /// Sets `sig`'s disposition to the default action (undoing an inherited
@@ -174,10 +180,30 @@ pub fn parent_death_signal() -> io::Result<Option<Signal>> {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn set_default(sig: Signal) -> io::Result<()> {
-    // SAFETY: installing SIG_DFL runs no code of ours in signal context.
-    if unsafe { libc::signal(sig.0, libc::SIG_DFL) } == libc::SIG_ERR {
-        return Err(io::Error::last_os_error());
-    }
+    set_disposition(sig, SigHandler::SigDfl)
+}
+
+/// Ignores `sig` (`SIG_IGN`): it no longer ends or interrupts the process.
+/// Python's manager servers ignore `SIGINT` this way.
+///
+/// ```
+/// use mp_sys::signal::{ignore, kill, set_default, Signal};
+/// ignore(Signal::USR1)?;
+/// kill(std::process::id(), Signal::USR1)?; // ignored: the process lives on
+/// set_default(Signal::USR1)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn ignore(sig: Signal) -> io::Result<()> {
+    set_disposition(sig, SigHandler::SigIgn)
+}
+
+/// Sets `sig` to the default action or to ignored: dispositions that run no
+/// code of ours.
+fn set_disposition(sig: Signal, how: SigHandler) -> io::Result<()> {
+    debug_assert!(matches!(how, SigHandler::SigDfl | SigHandler::SigIgn));
+    // SAFETY: `how` is SIG_DFL or SIG_IGN (the only callers), so no handler
+    // of ours ever runs in signal context.
+    unsafe { nix_signal::signal(sig.to_nix()?, how) }?;
     Ok(())
 }
 
@@ -196,12 +222,9 @@ extern "C" fn do_nothing(_: libc::c_int) {}
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn interrupt_on(sig: Signal) -> io::Result<()> {
-    // SAFETY: sigaction is plain data; all-zero is an empty mask, no flags.
-    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
-    act.sa_sigaction = do_nothing as extern "C" fn(libc::c_int) as libc::sighandler_t;
-    act.sa_flags = 0;
-    // SAFETY: `act` is a valid sigaction whose handler is async-signal-safe
-    // (it does nothing); the old action is not asked for.
-    cvt(unsafe { libc::sigaction(sig.0, &raw const act, std::ptr::null_mut()) })?;
+    let act = SigAction::new(SigHandler::Handler(do_nothing), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler is async-signal-safe (it does nothing); the old
+    // action is not needed.
+    unsafe { nix_signal::sigaction(sig.to_nix()?, &act) }?;
     Ok(())
 }

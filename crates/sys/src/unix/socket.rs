@@ -7,12 +7,15 @@
 //! own therefore gets exactly that message's descriptors (see `mp-codec`).
 #![allow(unsafe_code)]
 
-use std::io::{self, IoSlice};
-use std::mem::{self, MaybeUninit};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr;
 
-use super::{cvt, cvt_r, invalid_input};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self as nix_socket, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, sockopt,
+};
+
+use super::{invalid_input, retry};
 
 /// The most descriptors one message can carry (the kernel's `SCM_MAX_FD`).
 pub const MAX_FDS_PER_MESSAGE: usize = 253;
@@ -38,27 +41,24 @@ pub enum SocketKind {
 /// ```
 pub fn socketpair(kind: SocketKind) -> io::Result<(OwnedFd, OwnedFd)> {
     let ty = match kind {
-        SocketKind::Stream => libc::SOCK_STREAM,
-        SocketKind::SeqPacket => libc::SOCK_SEQPACKET,
+        SocketKind::Stream => SockType::Stream,
+        SocketKind::SeqPacket => SockType::SeqPacket,
     };
-    let mut fds = [0 as RawFd; 2];
-    // SAFETY: `fds` is a valid out-array of two ints.
-    cvt(unsafe { libc::socketpair(libc::AF_UNIX, ty | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) })?;
-    // SAFETY: socketpair succeeded: both descriptors are new and ours.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(nix_socket::socketpair(
+        AddressFamily::Unix,
+        ty,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
 }
 
-/// Space for the control message of [`MAX_FDS_PER_MESSAGE`] descriptors,
-/// aligned for `cmsghdr`.
-#[repr(C, align(8))]
-struct CmsgBuf([u8; cmsg_space(MAX_FDS_PER_MESSAGE)]);
-
-const fn cmsg_space(nfds: usize) -> usize {
-    // CMSG_SPACE for `nfds` ints: header, then data, each padded to 8 bytes.
-    let align = mem::size_of::<usize>();
-    let hdr = mem::size_of::<libc::cmsghdr>().div_ceil(align) * align;
-    hdr + (nfds * mem::size_of::<RawFd>()).div_ceil(align) * align
-}
+/// Space for the control message of [`MAX_FDS_PER_MESSAGE`] descriptors
+/// (`CMSG_SPACE`: the header, then the data, each padded to 8 bytes).
+const CMSG_SPACE: usize = {
+    let align = size_of::<usize>();
+    let hdr = size_of::<libc::cmsghdr>().div_ceil(align) * align;
+    hdr + (MAX_FDS_PER_MESSAGE * size_of::<RawFd>()).div_ceil(align) * align
+};
 
 /// Sends the bytes of `bufs` with `fds` attached (`sendmsg` with
 /// `SCM_RIGHTS`), retried on `EINTR`. Returns how many bytes were sent: a
@@ -78,7 +78,7 @@ const fn cmsg_space(nfds: usize) -> usize {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn send_with_fds(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-    send_with_flags(sock, bufs, fds, libc::MSG_NOSIGNAL)
+    send_with_flags(sock, bufs, fds, MsgFlags::MSG_NOSIGNAL)
 }
 
 /// [`send_with_fds`] that never blocks (`MSG_DONTWAIT`): when the socket's
@@ -101,14 +101,14 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[Borrowed
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn try_send_with_fds(sock: BorrowedFd<'_>, bufs: &[IoSlice<'_>], fds: &[BorrowedFd<'_>]) -> io::Result<usize> {
-    send_with_flags(sock, bufs, fds, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+    send_with_flags(sock, bufs, fds, MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT)
 }
 
 fn send_with_flags(
     sock: BorrowedFd<'_>,
     bufs: &[IoSlice<'_>],
     fds: &[BorrowedFd<'_>],
-    flags: libc::c_int,
+    flags: MsgFlags,
 ) -> io::Result<usize> {
     if fds.len() > MAX_FDS_PER_MESSAGE {
         return Err(invalid_input(format!(
@@ -116,35 +116,14 @@ fn send_with_flags(
             fds.len()
         )));
     }
-    let mut cmsg = CmsgBuf([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = bufs.as_ptr().cast_mut().cast();
-    msg.msg_iovlen = bufs.len();
-    if !fds.is_empty() {
-        let data_len = fds.len() * mem::size_of::<RawFd>();
-        msg.msg_control = cmsg.0.as_mut_ptr().cast();
-        msg.msg_controllen = cmsg_space(fds.len());
-        // SAFETY: msg_control points at a buffer of msg_controllen bytes that
-        // is aligned for cmsghdr, so the first header is inside it.
-        let hdr = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-        // SAFETY: `hdr` is non-null (controllen >= one header) and points into
-        // `cmsg`; CMSG_LEN/CMSG_DATA only compute offsets inside that buffer,
-        // which has room for `fds.len()` descriptors.
-        unsafe {
-            (*hdr).cmsg_level = libc::SOL_SOCKET;
-            (*hdr).cmsg_type = libc::SCM_RIGHTS;
-            (*hdr).cmsg_len = libc::CMSG_LEN(u32::try_from(data_len).unwrap_or(u32::MAX)) as usize;
-            let data = libc::CMSG_DATA(hdr).cast::<RawFd>();
-            for (i, fd) in fds.iter().enumerate() {
-                ptr::write_unaligned(data.add(i), fd.as_raw_fd());
-            }
-        }
+    let mut raw = [0 as RawFd; MAX_FDS_PER_MESSAGE];
+    for (slot, fd) in raw.iter_mut().zip(fds) {
+        *slot = fd.as_raw_fd();
     }
-    // SAFETY: `msg` points at live iovecs (IoSlice is ABI-compatible with
-    // iovec) and a control buffer, both valid for the call.
-    let n = cvt_r(|| unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, flags) })?;
-    Ok(n.unsigned_abs())
+    let rights = [ControlMessage::ScmRights(&raw[..fds.len()])];
+    // With no descriptors, no control message: nix then allocates nothing.
+    let cmsgs: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
+    retry(|| nix_socket::sendmsg::<()>(sock.as_raw_fd(), bufs, cmsgs, flags, None))
 }
 
 /// What [`recv_with_fds`] received.
@@ -170,7 +149,7 @@ pub struct Received {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
-    recv_with_flags(sock, buf, fds, libc::MSG_CMSG_CLOEXEC)
+    recv_with_flags(sock, buf, fds, MsgFlags::MSG_CMSG_CLOEXEC)
 }
 
 /// [`recv_with_fds`] that never blocks (`MSG_DONTWAIT`): when nothing is
@@ -189,7 +168,7 @@ pub fn recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn try_recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<Received> {
-    recv_with_flags(sock, buf, fds, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT)
+    recv_with_flags(sock, buf, fds, MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT)
 }
 
 /// Copies the bytes at the front of `sock`'s queue into `buf` without
@@ -213,64 +192,42 @@ pub fn try_recv_with_fds(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<Own
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn try_peek(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the call.
-    let n = cvt_r(|| unsafe {
-        libc::recv(
-            sock.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    })?;
-    Ok(n.unsigned_abs())
+    retry(|| nix_socket::recv(sock.as_raw_fd(), buf, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT))
 }
 
 fn recv_with_flags(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
-    flags: libc::c_int,
+    flags: MsgFlags,
 ) -> io::Result<Received> {
-    let mut cmsg = CmsgBuf([0; cmsg_space(MAX_FDS_PER_MESSAGE)]);
-    let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+    // Room for the most descriptors a message can carry, so the kernel never
+    // truncates an `SCM_RIGHTS` message and every descriptor it installed
+    // reaches `fds` (and is closed if the caller drops it).
+    let mut cmsg = [0u8; CMSG_SPACE];
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = loop {
+        match nix_socket::recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg[..]), flags) {
+            Err(Errno::EINTR) => {}
+            other => break other?,
+        }
     };
-    // SAFETY: msghdr is plain data; all-zero is a valid empty header.
-    let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-    msg.msg_iov = &raw mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = cmsg.0.as_mut_ptr().cast();
-    msg.msg_controllen = cmsg.0.len();
-    // SAFETY: `msg` points at one iovec over `buf` and at `cmsg`, both valid
-    // for writes for the call.
-    let n = cvt_r(|| unsafe { libc::recvmsg(sock.as_raw_fd(), &raw mut msg, flags) })?;
-    // SAFETY: after recvmsg, msg_control/msg_controllen describe the control
-    // messages the kernel wrote into `cmsg`; CMSG_FIRSTHDR/CMSG_NXTHDR walk
-    // them without leaving that buffer.
-    let mut hdr = unsafe { libc::CMSG_FIRSTHDR(&msg) };
-    while !hdr.is_null() {
-        // SAFETY: `hdr` is a header inside `cmsg` (checked non-null above).
-        let (level, ty, len) = unsafe { ((*hdr).cmsg_level, (*hdr).cmsg_type, (*hdr).cmsg_len) };
-        if level == libc::SOL_SOCKET && ty == libc::SCM_RIGHTS {
-            // SAFETY: CMSG_LEN(0) is a constant computation.
-            let base = unsafe { libc::CMSG_LEN(0) } as usize;
-            let count = len.saturating_sub(base) / mem::size_of::<RawFd>();
-            // SAFETY: the kernel wrote `count` descriptors after the header;
-            // each is a new descriptor installed for us that nothing else owns.
-            unsafe {
-                let data = libc::CMSG_DATA(hdr).cast::<RawFd>();
-                for i in 0..count {
-                    fds.push(OwnedFd::from_raw_fd(ptr::read_unaligned(data.add(i))));
-                }
+    let fds_truncated = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                fds.extend(raw.into_iter().map(|fd| {
+                    // SAFETY: the kernel installed each descriptor of an
+                    // `SCM_RIGHTS` message in this process for this
+                    // receive; nothing else knows of it, so it is ours.
+                    unsafe { OwnedFd::from_raw_fd(fd) }
+                }));
             }
         }
-        // SAFETY: as for CMSG_FIRSTHDR above.
-        hdr = unsafe { libc::CMSG_NXTHDR(&msg, hdr) };
     }
     Ok(Received {
-        bytes: n.unsigned_abs(),
-        fds_truncated: msg.msg_flags & libc::MSG_CTRUNC != 0,
+        bytes: msg.bytes,
+        fds_truncated,
     })
 }
 
@@ -285,19 +242,6 @@ fn recv_with_flags(
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn peer_pid(sock: BorrowedFd<'_>) -> io::Result<u32> {
-    let mut cred = MaybeUninit::<libc::ucred>::zeroed();
-    let mut len = libc::socklen_t::try_from(mem::size_of::<libc::ucred>()).unwrap_or(0);
-    // SAFETY: `cred` is a valid out-buffer of `len` bytes for SO_PEERCRED.
-    cvt(unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            cred.as_mut_ptr().cast(),
-            &raw mut len,
-        )
-    })?;
-    // SAFETY: getsockopt filled the struct (it was zeroed before in any case).
-    let cred = unsafe { cred.assume_init() };
-    Ok(cred.pid.unsigned_abs())
+    let cred = nix_socket::getsockopt(&sock, sockopt::PeerCredentials)?;
+    Ok(cred.pid().unsigned_abs())
 }

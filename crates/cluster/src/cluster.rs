@@ -1,0 +1,336 @@
+//! A connection to the cluster: its settings, its Redis keys, and the
+//! registry of live workers.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::conn::{self, Conn, IO_TIMEOUT};
+use crate::{ClusterError, wire};
+
+/// The consumer group of the worker hosts on a task stream.
+pub(crate) const GROUP: &str = "workers";
+
+/// How long a worker's registration lives without a heartbeat.
+pub(crate) const REGISTRATION_TTL: Duration = Duration::from_secs(3);
+
+/// How often a worker renews its registration.
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(750);
+
+/// A connection to a cluster: a Redis server (6.2 or later) that worker
+/// hosts serve. Cheap to clone; a handle that travels (serde) to local
+/// children and to cluster tasks, where it connects again.
+///
+/// ```no_run
+/// use mp_cluster::Cluster;
+/// let c = Cluster::builder("redis://10.0.0.5:6379/0").namespace("jobs").connect()?;
+/// for w in c.workers()? {
+///     println!("{} pid {} with {} processes", w.host, w.pid, w.processes);
+/// }
+/// # Ok::<(), mp_cluster::ClusterError>(())
+/// ```
+#[derive(Clone)]
+pub struct Cluster {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) settings: Settings,
+    pub(crate) client: redis::Client,
+    pub(crate) addr: String,
+    pub(crate) build: u64,
+    conn: Mutex<Conn>,
+}
+
+/// What a [`Cluster`] is made of, and what travels when it does.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Settings {
+    pub(crate) url: String,
+    pub(crate) namespace: String,
+    pub(crate) lease: Duration,
+    pub(crate) max_deliveries: u32,
+    pub(crate) worker_wait: Duration,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("addr", &self.inner.addr)
+            .field("namespace", &self.inner.settings.namespace)
+            .field("build", &format_args!("{:016x}", self.inner.build))
+            .finish()
+    }
+}
+
+/// Settings of a [`Cluster`] before it connects
+/// ([`Cluster::builder`]).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// let c = mp_cluster::Cluster::builder("redis://127.0.0.1:6379/0")
+///     .namespace("jobs")
+///     .lease(Duration::from_secs(30))
+///     .max_deliveries(1)
+///     .worker_wait(Duration::from_secs(2))
+///     .connect()?;
+/// # Ok::<(), mp_cluster::ClusterError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClusterBuilder {
+    settings: Settings,
+}
+
+impl ClusterBuilder {
+    /// The prefix of every key this cluster uses (default `mp`): clusters
+    /// with different namespaces share a server without seeing each other.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.settings.namespace = ns.into();
+        self
+    }
+
+    /// How long a worker host may hold a task without renewing it before
+    /// another takes it over (default 10 s).
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.settings.lease = lease;
+        self
+    }
+
+    /// How many times a task is handed out before it fails with
+    /// `TaskError::WorkerLost` (default 3; 1 is at-most-once).
+    pub fn max_deliveries(mut self, n: u32) -> Self {
+        self.settings.max_deliveries = n.max(1);
+        self
+    }
+
+    /// How long a call waits for a live worker host of this build before it
+    /// fails with [`ClusterError::NoWorkers`] (or
+    /// [`ClusterError::BuildMismatch`]); default 10 s.
+    pub fn worker_wait(mut self, wait: Duration) -> Self {
+        self.settings.worker_wait = wait;
+        self
+    }
+
+    /// Connects (and checks the server answers).
+    pub fn connect(self) -> Result<Cluster, ClusterError> {
+        let c = Cluster::from_settings(self.settings)?;
+        c.conn()
+            .query::<String>(&redis::cmd("PING"), IO_TIMEOUT, "checking the server (PING)")?;
+        Ok(c)
+    }
+}
+
+impl Cluster {
+    /// Connects to the cluster whose Redis is at `url`
+    /// (`redis://[:password@]host:port/db`), with the default settings.
+    ///
+    /// ```
+    /// // Nothing listens on port 1: the error names the address it tried.
+    /// let e = mp_cluster::Cluster::connect("redis://127.0.0.1:1/0").unwrap_err();
+    /// assert!(e.to_string().contains("127.0.0.1:1"), "{e}");
+    /// ```
+    pub fn connect(url: &str) -> Result<Cluster, ClusterError> {
+        Cluster::builder(url).connect()
+    }
+
+    /// Settings before connecting: namespace, lease, max deliveries.
+    pub fn builder(url: &str) -> ClusterBuilder {
+        crate::keep_worker_hook();
+        ClusterBuilder {
+            settings: Settings {
+                url: url.to_string(),
+                namespace: "mp".into(),
+                lease: Duration::from_secs(10),
+                max_deliveries: 3,
+                worker_wait: Duration::from_secs(10),
+            },
+        }
+    }
+
+    pub(crate) fn from_settings(settings: Settings) -> Result<Cluster, ClusterError> {
+        let (client, addr) = conn::client(&settings.url)?;
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                conn: Mutex::new(Conn::new(client.clone(), addr.clone())),
+                client,
+                addr,
+                settings,
+                build: build_id(),
+            }),
+        })
+    }
+
+    /// The URL this cluster connects to.
+    pub fn url(&self) -> &str {
+        &self.inner.settings.url
+    }
+
+    /// The key namespace.
+    pub fn namespace(&self) -> &str {
+        &self.inner.settings.namespace
+    }
+
+    /// This program's build id: a worker host runs tasks of its own build
+    /// only.
+    pub fn build_id(&self) -> u64 {
+        self.inner.build
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Conn> {
+        self.inner.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new connection of its own (for a thread that blocks on Redis).
+    pub(crate) fn new_conn(&self) -> Conn {
+        Conn::new(self.inner.client.clone(), self.inner.addr.clone())
+    }
+
+    pub(crate) fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.inner.settings.namespace)
+    }
+
+    pub(crate) fn workers_key(&self) -> String {
+        self.key("workers")
+    }
+
+    pub(crate) fn worker_key(&self, id: &str) -> String {
+        self.key(&format!("worker:{id}"))
+    }
+
+    /// The task stream of a build.
+    pub(crate) fn tasks_key(&self, build: u64) -> String {
+        self.key(&format!("tasks:{build:016x}"))
+    }
+
+    /// The live worker hosts, of every build (those whose heartbeat is
+    /// recent). Entries that cannot be decoded (written by another program)
+    /// are left out.
+    ///
+    /// ```no_run
+    /// let c = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?;
+    /// let mine = c.workers()?.into_iter().filter(|w| w.build == c.build_id()).count();
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn workers(&self) -> Result<Vec<WorkerInfo>, ClusterError> {
+        let set = self.workers_key();
+        let mut conn = self.conn();
+        let ids: Vec<String> = conn.query(redis::cmd("SMEMBERS").arg(&set), IO_TIMEOUT, "listing the workers")?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.worker_key(id)).collect();
+        let values: Vec<Option<Vec<u8>>> =
+            conn.query(redis::cmd("MGET").arg(&keys), IO_TIMEOUT, "reading the workers")?;
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (id, v) in ids.iter().zip(values) {
+            match v {
+                None => gone.push(id.clone()),
+                Some(bytes) => {
+                    if let Ok(info) = wire::decode::<WorkerInfo>(&bytes) {
+                        live.push(info);
+                    }
+                }
+            }
+        }
+        if !gone.is_empty() {
+            conn.query::<()>(
+                redis::cmd("SREM").arg(&set).arg(&gone),
+                IO_TIMEOUT,
+                "forgetting dead workers",
+            )?;
+        }
+        live.sort_by(|a, b| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
+        Ok(live)
+    }
+
+    /// Waits (up to the builder's `worker_wait`) for a live worker of this
+    /// build; the number of processes they have between them.
+    pub(crate) fn wait_for_workers(&self) -> Result<usize, ClusterError> {
+        let wait = self.inner.settings.worker_wait;
+        let start = Instant::now();
+        loop {
+            let workers = self.workers()?;
+            let processes: usize = workers
+                .iter()
+                .filter(|w| w.build == self.inner.build)
+                .map(|w| w.processes.max(1))
+                .sum();
+            if processes > 0 {
+                return Ok(processes);
+            }
+            if start.elapsed() >= wait {
+                let mut theirs: Vec<u64> = workers.iter().map(|w| w.build).collect();
+                theirs.sort_unstable();
+                theirs.dedup();
+                return Err(if theirs.is_empty() {
+                    ClusterError::NoWorkers { waited: wait }
+                } else {
+                    ClusterError::BuildMismatch {
+                        ours: self.inner.build,
+                        theirs,
+                    }
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50).min(wait.saturating_sub(start.elapsed())));
+        }
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+}
+
+impl Serialize for Cluster {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.inner.settings.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cluster {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cluster, D::Error> {
+        let settings = Settings::deserialize(d)?;
+        Cluster::from_settings(settings).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The identity of this program's build, which every worker host must
+/// share: the binary's identity that function entries are checked against.
+pub(crate) fn build_id() -> u64 {
+    mp_sys::code::build_id()
+}
+
+/// A live worker host, as [`Cluster::workers`] lists it.
+///
+/// ```
+/// fn show(w: &mp_cluster::WorkerInfo) -> String {
+///     format!("{}:{} ({} processes, build {:016x})", w.host, w.pid, w.processes, w.build)
+/// }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// Its unique id (host, pid and a random part).
+    pub id: String,
+    /// Its host name (or the label it was given).
+    pub host: String,
+    /// Its process id on that host.
+    pub pid: u32,
+    /// How many local worker processes run its tasks.
+    pub processes: usize,
+    /// The build it runs.
+    pub build: u64,
+    /// When it last reported, as time since the Unix epoch.
+    pub last_heartbeat: Duration,
+}
+
+impl WorkerInfo {
+    /// How long ago it last reported (zero if the clocks disagree).
+    pub fn since_heartbeat(&self) -> Duration {
+        now().saturating_sub(self.last_heartbeat)
+    }
+}
+
+pub(crate) fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}

@@ -1,0 +1,887 @@
+//! `cluster::Pool`: the local pool's methods, with the work spread over the
+//! worker hosts of a cluster.
+
+use std::collections::{HashMap, VecDeque};
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mp_pool::{Data, TaskError};
+use mp_process::Function;
+use mp_sys::code::Entry;
+use mp_sys::time::Deadline;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::conn::{Conn, IO_TIMEOUT, stream_entries};
+use crate::wire::{self, Call, Fail, ResultMsg, TaskMsg};
+use crate::{Cluster, ClusterError};
+
+/// How long the result reader blocks on its stream before it looks around.
+const READ_BLOCK: Duration = Duration::from_millis(250);
+/// How often a waiting caller checks that a worker host of its build lives.
+const ALIVE_CHECK: Duration = Duration::from_secs(1);
+/// Tasks per `XADD` pipeline.
+const SUBMIT_BATCH: usize = 512;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub(crate) type Outcome = Result<Vec<u8>, Fail>;
+
+/// How a collector's wait ended, for its [`OnDone`].
+pub(crate) enum End<'a> {
+    /// Every result is in.
+    Complete(&'a CState),
+    /// Its tasks were withdrawn (`shutdown` with `cancel_futures`).
+    Withdrawn,
+    /// Its tasks were withdrawn because no worker host of this build is
+    /// left.
+    Abandoned,
+}
+
+/// What a collector runs once its wait ends: how the executor completes
+/// its futures.
+pub(crate) type OnDone = Box<dyn FnOnce(End<'_>) + Send>;
+
+/// Results of one submission (a task, or the chunks of a map), as they
+/// arrive.
+pub(crate) struct Collector {
+    state: Mutex<CState>,
+    cv: Condvar,
+    on_done: Mutex<Option<OnDone>>,
+}
+
+#[derive(Default)]
+pub(crate) struct CState {
+    pub(crate) got: HashMap<usize, Outcome>,
+    arrived: VecDeque<usize>,
+    expected: usize,
+}
+
+impl Collector {
+    pub(crate) fn new(expected: usize) -> Arc<Collector> {
+        Arc::new(Collector {
+            state: Mutex::new(CState {
+                expected,
+                ..CState::default()
+            }),
+            cv: Condvar::new(),
+            on_done: Mutex::new(None),
+        })
+    }
+
+    /// Runs `f` once every result is in (or the tasks are withdrawn); set
+    /// before the tasks are submitted.
+    pub(crate) fn on_done(&self, f: OnDone) {
+        *lock(&self.on_done) = Some(f);
+    }
+
+    fn put(&self, index: usize, outcome: Outcome) {
+        let mut s = lock(&self.state);
+        if s.got.insert(index, outcome).is_none() {
+            s.arrived.push_back(index);
+        }
+        self.cv.notify_all();
+        if s.got.len() >= s.expected {
+            if let Some(f) = lock(&self.on_done).take() {
+                f(End::Complete(&s));
+            }
+        }
+    }
+
+    /// Its tasks were withdrawn: no result will come.
+    fn withdrawn(&self, how: End<'_>) {
+        if let Some(f) = lock(&self.on_done).take() {
+            f(how);
+        }
+    }
+
+    fn complete(&self) -> bool {
+        let s = lock(&self.state);
+        s.got.len() >= s.expected
+    }
+}
+
+type Waiter = (Arc<Collector>, usize);
+
+pub(crate) struct Shared {
+    pub(crate) cluster: Cluster,
+    /// This pool's result stream.
+    reply: String,
+    /// The task stream of this build.
+    tasks: String,
+    next_id: AtomicU64,
+    /// Task id -> where its result goes, and the task's stream entry.
+    waiters: Mutex<HashMap<u64, (Waiter, String)>>,
+    conn: Mutex<Conn>,
+    closed: AtomicBool,
+    terminated: AtomicBool,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    /// Queues `chunks` (encoded argument vectors) of the function `entry`;
+    /// their results go to `collector` at `first + i`.
+    pub(crate) fn submit(
+        &self,
+        entry: Entry<Call>,
+        chunks: Vec<Vec<u8>>,
+        collector: &Arc<Collector>,
+        first: usize,
+    ) -> Result<(), ClusterError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ClusterError::Closed);
+        }
+        let build = format!("{:016x}", self.cluster.build_id());
+        let n = chunks.len();
+        let base = self.next_id.fetch_add(n as u64, Ordering::Relaxed);
+        let mut chunks = chunks.into_iter().enumerate().peekable();
+        let mut conn = lock(&self.conn);
+        while chunks.peek().is_some() {
+            let mut p = redis::pipe();
+            let mut ids = Vec::new();
+            for (i, args) in chunks.by_ref().take(SUBMIT_BATCH) {
+                let id = base + i as u64;
+                let msg = TaskMsg {
+                    id,
+                    reply: self.reply.clone(),
+                    entry: entry.parts(),
+                    max_deliveries: self.cluster.settings().max_deliveries,
+                    args,
+                };
+                let bytes = wire::encode(&msg).map_err(ClusterError::Encode)?;
+                p.cmd("XADD")
+                    .arg(&self.tasks)
+                    .arg("*")
+                    .arg("b")
+                    .arg(&build)
+                    .arg("t")
+                    .arg(bytes);
+                ids.push((id, first + i));
+            }
+            {
+                let mut w = lock(&self.waiters);
+                for &(id, index) in &ids {
+                    w.insert(id, ((Arc::clone(collector), index), String::new()));
+                }
+            }
+            match conn.pipe::<Vec<String>>(&p, "queueing tasks") {
+                Ok(entries) => {
+                    let mut w = lock(&self.waiters);
+                    for ((id, _), e) in ids.iter().zip(entries) {
+                        if let Some(slot) = w.get_mut(id) {
+                            slot.1 = e;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let mut w = lock(&self.waiters);
+                    for (id, _) in &ids {
+                        w.remove(id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until `pred` gives a value, `deadline` passes (`Timeout`), the
+    /// pool is terminated (`Closed`), or no worker of this build is left
+    /// for the cluster's `worker_wait` (`NoWorkers`/`BuildMismatch`).
+    fn wait<T>(
+        &self,
+        c: &Collector,
+        deadline: Deadline,
+        mut pred: impl FnMut(&mut CState) -> Option<T>,
+    ) -> Result<T, ClusterError> {
+        let mut s = lock(&c.state);
+        let mut checked = Instant::now();
+        loop {
+            if let Some(v) = pred(&mut s) {
+                return Ok(v);
+            }
+            if self.terminated.load(Ordering::Acquire) {
+                return Err(ClusterError::Closed);
+            }
+            if deadline.has_passed() {
+                return Err(ClusterError::Task(TaskError::Timeout));
+            }
+            let slice = deadline.remaining().map_or(ALIVE_CHECK, |r| r.min(ALIVE_CHECK));
+            let before = s.got.len();
+            s = c.cv.wait_timeout(s, slice).unwrap_or_else(|e| e.into_inner()).0;
+            if s.got.len() != before {
+                checked = Instant::now();
+            } else if checked.elapsed() >= ALIVE_CHECK {
+                drop(s);
+                self.cluster.wait_for_workers()?;
+                checked = Instant::now();
+                s = lock(&c.state);
+            }
+        }
+    }
+
+    /// Whether some task of this pool waits for its result.
+    pub(crate) fn outstanding(&self) -> bool {
+        !lock(&self.waiters).is_empty()
+    }
+
+    /// Takes the queued (unclaimed) tasks off the stream and forgets every
+    /// waiter.
+    pub(crate) fn withdraw(&self) {
+        self.withdraw_as(|| End::Withdrawn);
+    }
+
+    /// [`withdraw`](Shared::withdraw), telling each collector `how`.
+    pub(crate) fn withdraw_as(&self, how: fn() -> End<'static>) {
+        let drained: Vec<(Waiter, String)> = lock(&self.waiters).drain().map(|(_, w)| w).collect();
+        let mut entries = Vec::with_capacity(drained.len());
+        for ((c, _), e) in drained {
+            c.withdrawn(how());
+            if !e.is_empty() {
+                entries.push(e);
+            }
+        }
+        let mut conn = lock(&self.conn);
+        for batch in entries.chunks(SUBMIT_BATCH) {
+            let _ = conn.query::<()>(
+                redis::cmd("XDEL").arg(&self.tasks).arg(batch),
+                IO_TIMEOUT,
+                "withdrawing tasks",
+            );
+        }
+    }
+}
+
+/// The result reader: hands each result to its waiter, once per task id (a
+/// second result for the same task, from a redelivery, finds no waiter and
+/// is dropped), and trims the stream.
+fn read_results(shared: Arc<Shared>, mut conn: Conn) {
+    let mut last = "0-0".to_string();
+    while !shared.stop.load(Ordering::Acquire) {
+        let reply = conn.query::<redis::Value>(
+            redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1024)
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&shared.reply)
+                .arg(&last),
+            READ_BLOCK + IO_TIMEOUT,
+            "reading results",
+        );
+        let Ok(reply) = reply else {
+            // Redis away: waiting callers find out (their liveness check
+            // fails); this thread tries again.
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        };
+        let entries = stream_entries(&reply);
+        if entries.is_empty() {
+            continue;
+        }
+        let mut ids = Vec::with_capacity(entries.len());
+        for e in entries {
+            match e
+                .field("r")
+                .ok_or_else(|| "no result field".to_string())
+                .and_then(wire::decode::<ResultMsg>)
+            {
+                Ok(msg) => {
+                    let waiter = lock(&shared.waiters).remove(&msg.id);
+                    if let Some(((c, index), _)) = waiter {
+                        c.put(index, msg.outcome.map(serde_bytes::ByteBuf::into_vec));
+                    }
+                }
+                Err(err) => eprintln!("mp-cluster: a damaged result entry {} in {}: {err}", e.id, shared.reply),
+            }
+            last = e.id.clone();
+            ids.push(e.id);
+        }
+        let _ = conn.query::<()>(
+            redis::cmd("XDEL").arg(&shared.reply).arg(&ids),
+            IO_TIMEOUT,
+            "trimming results",
+        );
+    }
+}
+
+/// A pool of the cluster's worker hosts: Python's `multiprocessing.Pool`,
+/// across machines. Made by [`Cluster::pool`].
+///
+/// Functions are named as for local pools (fn items or closures capturing
+/// nothing) and run on whichever worker host of the same build takes them;
+/// arguments and results are serde values. Dropping the pool withdraws
+/// its tasks not yet taken.
+///
+/// ```no_run
+/// fn square(x: u64) -> u64 { x * x }
+/// let c = mp_cluster::Cluster::connect("redis://10.0.0.5:6379/0")?;
+/// let pool = c.pool()?;
+/// assert_eq!(pool.map(square, 0..4u64)?, vec![0, 1, 4, 9]);
+/// assert_eq!(pool.apply(square, (12,))?, 144);
+/// # Ok::<(), mp_cluster::ClusterError>(())
+/// ```
+pub struct Pool {
+    pub(crate) shared: Arc<Shared>,
+    reader: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("reply", &self.shared.reply).finish()
+    }
+}
+
+impl Cluster {
+    /// A pool whose tasks run on the cluster's worker hosts.
+    pub fn pool(&self) -> Result<Pool, ClusterError> {
+        let mut rand = [0u8; 8];
+        mp_sys::random::fill(&mut rand).map_err(|e| ClusterError::Encode(format!("no randomness for an id: {e}")))?;
+        let shared = Arc::new(Shared {
+            cluster: self.clone(),
+            reply: self.key(&format!("results:{:016x}", u64::from_le_bytes(rand))),
+            tasks: self.tasks_key(self.build_id()),
+            next_id: AtomicU64::new(0),
+            waiters: Mutex::new(HashMap::new()),
+            conn: Mutex::new(self.new_conn()),
+            closed: AtomicBool::new(false),
+            terminated: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        });
+        lock(&shared.conn).open()?;
+        let reader = {
+            let shared = Arc::clone(&shared);
+            let conn = self.new_conn();
+            std::thread::Builder::new()
+                .name("mp-cluster-results".into())
+                .spawn(move || read_results(shared, conn))
+                .map_err(|e| ClusterError::Encode(format!("cannot start the result reader thread: {e}")))?
+        };
+        Ok(Pool {
+            shared,
+            reader: Mutex::new(Some(reader)),
+        })
+    }
+}
+
+fn encode_chunks<A: Serialize>(items: &[A], chunksize: usize) -> Result<Vec<Vec<u8>>, ClusterError> {
+    items
+        .chunks(chunksize.max(1))
+        .map(|c| wire::encode(c).map_err(ClusterError::Encode))
+        .collect()
+}
+
+pub(crate) fn decode_items<R: DeserializeOwned>(outcome: &Outcome) -> Result<Vec<Result<R, Fail>>, ClusterError> {
+    match outcome {
+        Ok(bytes) => wire::decode::<Vec<Result<R, Fail>>>(bytes)
+            .map_err(|e| ClusterError::Task(TaskError::Decode(format!("a task's results: {e}")))),
+        Err(f) => Err(f.clone().into()),
+    }
+}
+
+pub(crate) fn finish_one<R: DeserializeOwned>(s: &CState) -> Result<R, ClusterError> {
+    let outcome = s.got.get(&0).ok_or(ClusterError::Closed)?;
+    let mut items = decode_items::<R>(outcome)?;
+    match (items.pop(), items.is_empty()) {
+        (Some(r), true) => r.map_err(ClusterError::from),
+        _ => Err(ClusterError::Task(TaskError::Decode(
+            "a task answered with a number of results other than one".into(),
+        ))),
+    }
+}
+
+fn finish_map<R: DeserializeOwned>(s: &CState) -> Result<Vec<R>, ClusterError> {
+    let mut out = Vec::new();
+    for i in 0..s.expected {
+        let outcome = s.got.get(&i).ok_or(ClusterError::Closed)?;
+        for r in decode_items::<R>(outcome)? {
+            out.push(r.map_err(ClusterError::from)?);
+        }
+    }
+    Ok(out)
+}
+
+impl Pool {
+    pub(crate) fn entry<F, A>(f: F) -> Result<Entry<Call>, ClusterError>
+    where
+        F: Function<A, Output: Serialize>,
+        A: DeserializeOwned,
+    {
+        wire::entry_of::<F, A>(f)
+    }
+
+    /// Python's `apply(f, args)`: runs `f(args)` on a worker host and
+    /// returns its value.
+    ///
+    /// ```no_run
+    /// fn add(a: i32, b: i32) -> i32 { a + b }
+    /// # let pool = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?.pool()?;
+    /// assert_eq!(pool.apply(add, (2, 3))?, 5);
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn apply<F, A>(&self, f: F, args: A) -> Result<F::Output, ClusterError>
+    where
+        F: Function<A, Output: Data>,
+        A: Data,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Queues `f(args)`; its result arrives in the [`AsyncResult`].
+    pub fn apply_async<F, A>(&self, f: F, args: A) -> Result<AsyncResult<F::Output>, ClusterError>
+    where
+        F: Function<A, Output: Data>,
+        A: Data,
+    {
+        let entry = Self::entry::<F, A>(f)?;
+        self.shared.cluster.wait_for_workers()?;
+        // A slice (a sequence), not an array (which serde writes as a tuple).
+        let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
+        let c = Collector::new(1);
+        self.shared.submit(entry, vec![chunk], &c, 0)?;
+        Ok(AsyncResult::new(&self.shared, c, finish_one::<F::Output>))
+    }
+
+    /// Python's `map(f, items)`: the results in item order. Chunks as the
+    /// local pool (and Python) do: about four chunks per worker process of
+    /// the live worker hosts. The first failed item's error, once every
+    /// chunk is done.
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 { x * x }
+    /// # let pool = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?.pool()?;
+    /// assert_eq!(pool.map(square, 1..=3u64)?, vec![1, 4, 9]);
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn map<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`map`](Pool::map) with chunks of `chunksize` items.
+    pub fn map_chunked<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<Vec<R>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.map_async_inner::<F, (A,), R, A>(f, items.into_iter().collect(), Some(chunksize))?
+            .get()
+    }
+
+    /// [`map`](Pool::map) without waiting: ready once every chunk is done.
+    pub fn map_async<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<AsyncResult<Vec<R>>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.map_async_inner::<F, (A,), R, A>(f, items.into_iter().collect(), None)
+    }
+
+    /// Python's `starmap(f, [(a, b), ...])`: each item is the argument
+    /// tuple.
+    ///
+    /// ```no_run
+    /// fn add(a: i32, b: i32) -> i32 { a + b }
+    /// # let pool = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?.pool()?;
+    /// assert_eq!(pool.starmap(add, vec![(1, 2), (3, 4)])?, vec![3, 7]);
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn starmap<F, A>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<F::Output>, ClusterError>
+    where
+        F: Function<A, Output: Data>,
+        A: Data,
+    {
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// [`starmap`](Pool::starmap) without waiting.
+    pub fn starmap_async<F, A>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<AsyncResult<Vec<F::Output>>, ClusterError>
+    where
+        F: Function<A, Output: Data>,
+        A: Data,
+    {
+        self.map_async_inner::<F, A, F::Output, A>(f, items.into_iter().collect(), None)
+    }
+
+    /// `F` takes tuples `T`; the items are `I`, encoded as `T` (a 1-tuple
+    /// encodes as its element).
+    fn map_async_inner<F, T, R, I>(
+        &self,
+        f: F,
+        items: Vec<I>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>, ClusterError>
+    where
+        F: Function<T, Output = R>,
+        R: Data,
+        T: Data,
+        I: Data,
+    {
+        let entry = Self::entry::<F, T>(f)?;
+        let processes = self.shared.cluster.wait_for_workers()?;
+        let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), processes));
+        let chunks = if items.is_empty() {
+            Vec::new()
+        } else {
+            encode_chunks(&items, chunksize)?
+        };
+        let c = Collector::new(chunks.len());
+        self.shared.submit(entry, chunks, &c, 0)?;
+        Ok(AsyncResult::new(&self.shared, c, finish_map::<R>))
+    }
+
+    /// Python's `imap(f, items)`: results in item order, as they come,
+    /// with at most a few chunks per worker process in flight (the input is
+    /// read lazily).
+    ///
+    /// ```no_run
+    /// fn inc(x: u32) -> u32 { x + 1 }
+    /// # let pool = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?.pool()?;
+    /// let v: Result<Vec<u32>, _> = pool.imap(inc, 0..5u32)?.collect();
+    /// assert_eq!(v?, vec![1, 2, 3, 4, 5]);
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn imap<'a, F, A, R>(&self, f: F, items: impl IntoIterator<Item = A> + 'a) -> Result<IMap<'a, R>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.imap_inner(f, items, 1, true)
+    }
+
+    /// [`imap`](Pool::imap) with chunks of `chunksize` items.
+    pub fn imap_chunked<'a, F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A> + 'a,
+        chunksize: usize,
+    ) -> Result<IMap<'a, R>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.imap_inner(f, items, chunksize, true)
+    }
+
+    /// Python's `imap_unordered`: results in completion order.
+    pub fn imap_unordered<'a, F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A> + 'a,
+    ) -> Result<IMap<'a, R>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.imap_inner(f, items, 1, false)
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with chunks of `chunksize`
+    /// items.
+    pub fn imap_unordered_chunked<'a, F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A> + 'a,
+        chunksize: usize,
+    ) -> Result<IMap<'a, R>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        self.imap_inner(f, items, chunksize, false)
+    }
+
+    fn imap_inner<'a, F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A> + 'a,
+        chunksize: usize,
+        ordered: bool,
+    ) -> Result<IMap<'a, R>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        let entry = Self::entry::<F, (A,)>(f)?;
+        let processes = self.shared.cluster.wait_for_workers()?;
+        let chunksize = chunksize.max(1);
+        let mut items = items.into_iter();
+        let next_chunk = move || -> Option<Result<Vec<u8>, ClusterError>> {
+            let chunk: Vec<A> = items.by_ref().take(chunksize).collect();
+            (!chunk.is_empty()).then(|| wire::encode(&chunk).map_err(ClusterError::Encode))
+        };
+        Ok(IMap {
+            shared: Arc::clone(&self.shared),
+            collector: Collector::new(usize::MAX),
+            entry,
+            next_chunk: Box::new(next_chunk),
+            window: processes * 2,
+            submitted: 0,
+            yielded_chunks: 0,
+            exhausted: false,
+            ordered,
+            ready: VecDeque::new(),
+            _r: PhantomData,
+        })
+    }
+
+    /// Python's `close()`: no new tasks; those queued still run.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+    }
+
+    /// Python's `terminate()`: no new tasks, the queued ones not yet taken
+    /// by a worker host are withdrawn, and waiting callers get
+    /// [`ClusterError::Closed`].
+    pub fn terminate(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.terminated.store(true, Ordering::Release);
+        self.shared.withdraw();
+    }
+
+    /// Python's `join()`: waits until every task has its result (after
+    /// [`close`](Pool::close) or [`terminate`](Pool::terminate)).
+    pub fn join(&self) -> Result<(), ClusterError> {
+        self.join_deadline(Deadline::NEVER)
+    }
+
+    /// [`join`](Pool::join) for at most `t` (`Err(Task(Timeout))` after).
+    pub fn join_timeout(&self, t: Duration) -> Result<(), ClusterError> {
+        self.join_deadline(Deadline::after(t))
+    }
+
+    fn join_deadline(&self, deadline: Deadline) -> Result<(), ClusterError> {
+        if !self.shared.closed.load(Ordering::Acquire) {
+            return Err(ClusterError::Encode(
+                "join() needs close() or terminate() first: the pool still accepts tasks".into(),
+            ));
+        }
+        let mut checked = Instant::now();
+        while !lock(&self.shared.waiters).is_empty() {
+            if deadline.has_passed() {
+                return Err(ClusterError::Task(TaskError::Timeout));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+            if checked.elapsed() >= ALIVE_CHECK {
+                self.shared.cluster.wait_for_workers()?;
+                checked = Instant::now();
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.terminated.store(true, Ordering::Release);
+        self.shared.withdraw();
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(r) = lock(&self.reader).take() {
+            let _ = r.join();
+        }
+        let _ = lock(&self.shared.conn).query::<()>(
+            redis::cmd("DEL").arg(&self.shared.reply),
+            IO_TIMEOUT,
+            "removing the result stream",
+        );
+    }
+}
+
+/// Python's chunk size for `map`: four chunks per process, rounded up.
+pub(crate) fn default_chunksize(n: usize, processes: usize) -> usize {
+    let per = processes.max(1) * 4;
+    n.div_ceil(per).max(1)
+}
+
+/// The result of a submission: Python's `AsyncResult`.
+pub struct AsyncResult<R> {
+    shared: Arc<Shared>,
+    collector: Arc<Collector>,
+    finish: fn(&CState) -> Result<R, ClusterError>,
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResult").field("ready", &self.ready()).finish()
+    }
+}
+
+impl<R> AsyncResult<R> {
+    fn new(shared: &Arc<Shared>, collector: Arc<Collector>, finish: fn(&CState) -> Result<R, ClusterError>) -> Self {
+        AsyncResult {
+            shared: Arc::clone(shared),
+            collector,
+            finish,
+        }
+    }
+
+    /// The value, waiting for it (while a worker host of this build lives).
+    pub fn get(&self) -> Result<R, ClusterError> {
+        self.get_deadline(Deadline::NEVER)
+    }
+
+    /// [`get`](AsyncResult::get) for at most `t`; `Task(Timeout)` after,
+    /// and the task goes on.
+    pub fn get_timeout(&self, t: Duration) -> Result<R, ClusterError> {
+        self.get_deadline(Deadline::after(t))
+    }
+
+    fn get_deadline(&self, deadline: Deadline) -> Result<R, ClusterError> {
+        let finish = self.finish;
+        self.shared.wait(&self.collector, deadline, |s| {
+            (s.got.len() >= s.expected).then(|| finish(s))
+        })?
+    }
+
+    /// Waits until the result is ready (or a cluster error ends the wait).
+    pub fn wait(&self) {
+        let _ = self.shared.wait(&self.collector, Deadline::NEVER, |s| {
+            (s.got.len() >= s.expected).then_some(())
+        });
+    }
+
+    /// Waits at most `t`; whether the result is ready.
+    pub fn wait_timeout(&self, t: Duration) -> bool {
+        let _ = self.shared.wait(&self.collector, Deadline::after(t), |s| {
+            (s.got.len() >= s.expected).then_some(())
+        });
+        self.ready()
+    }
+
+    /// Whether the result has arrived.
+    pub fn ready(&self) -> bool {
+        self.collector.complete()
+    }
+
+    /// Whether it succeeded; `None` while not ready.
+    pub fn successful(&self) -> Option<bool> {
+        if !self.ready() {
+            return None;
+        }
+        Some((self.finish)(&lock(&self.collector.state)).is_ok())
+    }
+}
+
+/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`].
+pub struct IMap<'a, R> {
+    shared: Arc<Shared>,
+    collector: Arc<Collector>,
+    entry: Entry<Call>,
+    next_chunk: Box<dyn FnMut() -> Option<Result<Vec<u8>, ClusterError>> + 'a>,
+    window: usize,
+    submitted: usize,
+    yielded_chunks: usize,
+    exhausted: bool,
+    ordered: bool,
+    ready: VecDeque<Result<R, ClusterError>>,
+    _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for IMap<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IMap")
+            .field("submitted", &self.submitted)
+            .field("ordered", &self.ordered)
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned> IMap<'_, R> {
+    /// The next result, waiting at most `t` (`Some(Err(Task(Timeout)))`
+    /// after, and the next call waits again); `None` at the end.
+    pub fn next_timeout(&mut self, t: Duration) -> Option<Result<R, ClusterError>> {
+        self.next_deadline(Deadline::after(t))
+    }
+
+    fn fill(&mut self) -> Result<(), ClusterError> {
+        while !self.exhausted && self.submitted - self.yielded_chunks < self.window {
+            match (self.next_chunk)() {
+                None => self.exhausted = true,
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    self.shared
+                        .submit(self.entry, vec![chunk], &self.collector, self.submitted)?;
+                    self.submitted += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn next_deadline(&mut self, deadline: Deadline) -> Option<Result<R, ClusterError>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(r);
+            }
+            if let Err(e) = self.fill() {
+                self.exhausted = true;
+                return Some(Err(e));
+            }
+            if self.yielded_chunks == self.submitted {
+                return None;
+            }
+            let want = self.yielded_chunks;
+            let ordered = self.ordered;
+            let got = self.shared.wait(&self.collector, deadline, |s| {
+                let index = if ordered {
+                    s.arrived.clear();
+                    s.got.contains_key(&want).then_some(want)
+                } else {
+                    s.arrived.pop_front()
+                }?;
+                s.got.remove(&index)
+            });
+            match got {
+                Err(e) => return Some(Err(e)),
+                Ok(outcome) => {
+                    self.yielded_chunks += 1;
+                    match decode_items::<R>(&outcome) {
+                        Ok(items) => self
+                            .ready
+                            .extend(items.into_iter().map(|r| r.map_err(ClusterError::from))),
+                        Err(e) => self.ready.push_back(Err(e)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
+    type Item = Result<R, ClusterError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_deadline(Deadline::NEVER)
+    }
+}

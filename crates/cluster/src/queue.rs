@@ -1,0 +1,267 @@
+//! `cluster::Queue<T>`: the local `Queue`'s methods on a Redis list, shared
+//! by every host of the cluster.
+
+use std::marker::PhantomData;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use mp_queue::{GetError, PutError};
+use mp_sys::time::Deadline;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::conn::{Conn, IO_TIMEOUT};
+use crate::{Cluster, ClusterError, wire};
+
+/// The longest one blocking Redis call waits; longer waits loop.
+const SLICE: Duration = Duration::from_secs(1);
+
+/// Pushes only while the list is shorter than the bound: `maxsize` holds
+/// whatever many hosts put at once.
+const PUT_BOUNDED: &str = "if redis.call('LLEN', KEYS[1]) < tonumber(ARGV[1]) then \
+     return redis.call('RPUSH', KEYS[1], ARGV[2]) else return -1 end";
+
+/// A FIFO queue on a Redis list that any host of the cluster (and any
+/// local child or cluster task it travels to) can use: Python's `Queue`
+/// across machines. Made by [`Cluster::queue`].
+///
+/// `get` moves the item (`BLMOVE`) to a list of this handle's own before
+/// decoding it, and removes it from there once decoded, so an item is never
+/// half-taken; an item that does not decode is a
+/// [`GetError::Decode`] for that item alone.
+///
+/// ```no_run
+/// let c = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?;
+/// let q: mp_cluster::Queue<String> = c.queue("jobs")?;
+/// q.put("hello".to_string()).unwrap();
+/// assert_eq!(q.get().unwrap(), "hello");
+/// # Ok::<(), mp_cluster::ClusterError>(())
+/// ```
+pub struct Queue<T> {
+    cluster: Cluster,
+    name: String,
+    maxsize: usize,
+    key: String,
+    taking: String,
+    conn: Mutex<Conn>,
+    _t: PhantomData<fn(T) -> T>,
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("key", &self.key)
+            .field("maxsize", &self.maxsize)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// The queue `name` of this cluster (unbounded), created on first put.
+    pub fn queue<T: Serialize + DeserializeOwned>(&self, name: &str) -> Result<Queue<T>, ClusterError> {
+        self.queue_with_maxsize(name, 0)
+    }
+
+    /// The queue `name`, holding at most `maxsize` items (0: no bound).
+    /// Every handle of one queue must use the same bound.
+    pub fn queue_with_maxsize<T: Serialize + DeserializeOwned>(
+        &self,
+        name: &str,
+        maxsize: usize,
+    ) -> Result<Queue<T>, ClusterError> {
+        let mut rand = [0u8; 8];
+        mp_sys::random::fill(&mut rand).map_err(|e| ClusterError::Encode(format!("no randomness for an id: {e}")))?;
+        let key = self.key(&format!("queue:{name}"));
+        Ok(Queue {
+            taking: format!("{key}:taking:{:016x}", u64::from_le_bytes(rand)),
+            key,
+            cluster: self.clone(),
+            name: name.to_string(),
+            maxsize,
+            conn: Mutex::new(self.new_conn()),
+            _t: PhantomData,
+        })
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    fn conn(&self) -> std::sync::MutexGuard<'_, Conn> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Python's `put(item)`: waits while the queue is full.
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_deadline(item, Deadline::NEVER)
+    }
+
+    /// `put(item, timeout=t)`: `Full` (with the item) after `t`.
+    pub fn put_timeout(&self, item: T, t: Duration) -> Result<(), PutError<T>> {
+        self.put_deadline(item, Deadline::after(t))
+    }
+
+    /// `put_nowait(item)`: `Full` at once when full.
+    pub fn put_nowait(&self, item: T) -> Result<(), PutError<T>> {
+        self.put_deadline(item, Deadline::after(Duration::ZERO))
+    }
+
+    fn put_deadline(&self, item: T, deadline: Deadline) -> Result<(), PutError<T>> {
+        let bytes = match wire::encode(&item) {
+            Ok(b) => b,
+            Err(e) => return Err(PutError::Encode(item, e)),
+        };
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let r = if self.maxsize == 0 {
+                self.conn()
+                    .query::<i64>(redis::cmd("RPUSH").arg(&self.key).arg(&bytes), IO_TIMEOUT, "putting")
+            } else {
+                self.conn().query::<i64>(
+                    redis::cmd("EVAL")
+                        .arg(PUT_BOUNDED)
+                        .arg(1)
+                        .arg(&self.key)
+                        .arg(self.maxsize)
+                        .arg(&bytes),
+                    IO_TIMEOUT,
+                    "putting",
+                )
+            };
+            match r {
+                Ok(n) if n >= 0 => return Ok(()),
+                Ok(_) => {}
+                Err(_) => return Err(PutError::Disconnected(item)),
+            }
+            if deadline.has_passed() {
+                return Err(PutError::Full(item));
+            }
+            // Full: Redis has no wake-up for "not full"; poll, backing off.
+            std::thread::sleep(pause.min(deadline.remaining().unwrap_or(Duration::MAX)));
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Python's `get()`: waits for an item.
+    pub fn get(&self) -> Result<T, GetError> {
+        self.get_deadline(Deadline::NEVER)
+    }
+
+    /// `get(timeout=t)`: `Empty` after `t`.
+    pub fn get_timeout(&self, t: Duration) -> Result<T, GetError> {
+        self.get_deadline(Deadline::after(t))
+    }
+
+    /// `get_nowait()`: `Empty` at once when empty.
+    pub fn get_nowait(&self) -> Result<T, GetError> {
+        let moved = self.conn().query::<Option<Vec<u8>>>(
+            redis::cmd("LMOVE")
+                .arg(&self.key)
+                .arg(&self.taking)
+                .arg("LEFT")
+                .arg("RIGHT"),
+            IO_TIMEOUT,
+            "getting",
+        );
+        match moved {
+            Ok(Some(bytes)) => self.finish_get(bytes),
+            Ok(None) => Err(GetError::Empty),
+            Err(_) => Err(GetError::Disconnected),
+        }
+    }
+
+    fn get_deadline(&self, deadline: Deadline) -> Result<T, GetError> {
+        loop {
+            let slice = deadline.remaining().map_or(SLICE, |r| r.min(SLICE));
+            if slice.is_zero() {
+                return self.get_nowait();
+            }
+            // BLMOVE's timeout is in seconds, with millisecond precision.
+            let secs = (slice.as_millis().max(1) as f64) / 1000.0;
+            let moved = self.conn().query::<Option<Vec<u8>>>(
+                redis::cmd("BLMOVE")
+                    .arg(&self.key)
+                    .arg(&self.taking)
+                    .arg("LEFT")
+                    .arg("RIGHT")
+                    .arg(secs),
+                slice + IO_TIMEOUT,
+                "getting",
+            );
+            match moved {
+                Ok(Some(bytes)) => return self.finish_get(bytes),
+                Ok(None) => {
+                    if deadline.has_passed() {
+                        return Err(GetError::Empty);
+                    }
+                }
+                Err(_) => return Err(GetError::Disconnected),
+            }
+        }
+    }
+
+    /// Decodes an item taken to this handle's list, and drops it from there.
+    fn finish_get(&self, bytes: Vec<u8>) -> Result<T, GetError> {
+        let _ = self.conn().query::<i64>(
+            redis::cmd("LREM").arg(&self.taking).arg(1).arg(&bytes),
+            IO_TIMEOUT,
+            "finishing a get",
+        );
+        wire::decode::<T>(&bytes).map_err(GetError::Decode)
+    }
+
+    /// Python's `qsize()`: the number of items queued.
+    pub fn qsize(&self) -> Result<usize, ClusterError> {
+        let n: i64 = self
+            .conn()
+            .query(redis::cmd("LLEN").arg(&self.key), IO_TIMEOUT, "sizing a queue")?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// Python's `empty()`.
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> Result<bool, ClusterError> {
+        Ok(self.qsize()? == 0)
+    }
+
+    /// Python's `full()`.
+    #[doc(alias = "full")]
+    pub fn is_full(&self) -> Result<bool, ClusterError> {
+        Ok(self.maxsize > 0 && self.qsize()? >= self.maxsize)
+    }
+
+    /// The bound (0: none).
+    pub fn maxsize(&self) -> usize {
+        self.maxsize
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct QueueWire {
+    cluster: Cluster,
+    name: String,
+    maxsize: usize,
+}
+
+impl<T> Serialize for Queue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        QueueWire {
+            cluster: self.cluster.clone(),
+            name: self.name.clone(),
+            maxsize: self.maxsize,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Queue<T>, D::Error> {
+        let w = QueueWire::deserialize(d)?;
+        w.cluster
+            .queue_with_maxsize(&w.name, w.maxsize)
+            .map_err(serde::de::Error::custom)
+    }
+}
