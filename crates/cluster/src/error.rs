@@ -61,6 +61,10 @@ pub enum ClusterError {
     /// Bytes from Redis could not be decoded (a damaged or foreign entry).
     #[error("cannot decode an entry from Redis: {0}")]
     Decode(String),
+    /// The task was cancelled before a worker host claimed it
+    /// ([`AsyncResult::cancel`](crate::AsyncResult::cancel)): it never ran.
+    #[error("the task was cancelled before a worker host took it: it did not run")]
+    Cancelled,
     /// The pool was closed or terminated.
     #[error("the cluster pool is closed or was terminated: submit to a new pool")]
     Closed,

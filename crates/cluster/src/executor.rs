@@ -28,10 +28,11 @@ fn task_error(e: ClusterError) -> TaskError {
 ///
 /// Its futures are [`mp_pool::TaskFuture`]s, so
 /// `mp_pool::executor::as_completed` and `wait` take them, as they take a
-/// local executor's. A future is running from its submission (a queued
-/// task may already be on a host), so `cancel()` on it returns false;
-/// `shutdown(_, true)` withdraws every unfinished task and cancels its
-/// future.
+/// local executor's. `cancel()` on a future succeeds while no worker host
+/// has claimed its task (a host claims the tasks it reads, atomically,
+/// before it runs them): the task then never runs. Once claimed, `cancel()`
+/// returns false and the result arrives. `shutdown(_, true)` cancels every
+/// unclaimed task, as Python's does.
 ///
 /// ```no_run
 /// use mp_pool::executor::as_completed;
@@ -124,8 +125,14 @@ impl Executor {
         let shared = &self.pool.shared;
         shared.cluster.wait_for_workers()?;
         let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
-        let (promise, future) = Promise::<F::Output>::new();
         let c = Collector::new(1);
+        let (weak_shared, weak_c) = (Arc::downgrade(shared), Arc::downgrade(&c));
+        let (promise, future) = Promise::<F::Output>::cancellable(move || {
+            match (weak_shared.upgrade(), weak_c.upgrade()) {
+                (Some(s), Some(c)) => s.cancel(&c).unwrap_or(false),
+                _ => false,
+            }
+        });
         c.on_done(Box::new(move |end: End<'_>| match end {
             End::Complete(s) => promise.fulfil(finish_one::<F::Output>(s).map_err(task_error)),
             End::Withdrawn => promise.cancel(),
@@ -170,16 +177,16 @@ impl Executor {
     }
 
     /// Python's `shutdown(wait, cancel_futures)`: no new tasks; with
-    /// `cancel_futures`, the unfinished tasks are withdrawn and their
-    /// futures cancelled (a task a host already runs still runs there; its
-    /// result is dropped); with `wait`, waits until every task not
-    /// withdrawn has its result (or no worker host of this build is left,
-    /// after the cluster's `worker_wait`).
+    /// `cancel_futures`, the tasks no worker host has claimed are cancelled
+    /// (they never run; their futures are cancelled), and those claimed
+    /// run on and complete their futures; with `wait`, waits until every
+    /// task not cancelled has its result (or no worker host of this build
+    /// is left, after the cluster's `worker_wait`). When Redis cannot be
+    /// reached to cancel, every unfinished future is cancelled here.
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        if cancel_futures {
+        self.pool.close();
+        if cancel_futures && self.pool.shared.cancel_unclaimed().is_err() {
             self.pool.terminate();
-        } else {
-            self.pool.close();
         }
         if wait {
             let _ = self.pool.join();

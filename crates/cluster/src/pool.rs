@@ -15,6 +15,7 @@ use mp_sys::time::Deadline;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::claim;
 use crate::conn::{Conn, IO_TIMEOUT, stream_entries};
 use crate::wire::{self, Call, Fail, ResultMsg, TaskMsg};
 use crate::{Cluster, ClusterError};
@@ -25,6 +26,8 @@ const READ_BLOCK: Duration = Duration::from_millis(250);
 const ALIVE_CHECK: Duration = Duration::from_secs(1);
 /// Tasks per `XADD` pipeline.
 const SUBMIT_BATCH: usize = 512;
+/// How long the claims hash of a terminated pool stays.
+const CLAIMS_TTL: Duration = Duration::from_secs(600);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -53,6 +56,10 @@ pub(crate) struct Collector {
     state: Mutex<CState>,
     cv: Condvar,
     on_done: Mutex<Option<OnDone>>,
+    /// The ids of its tasks.
+    tasks: Mutex<Vec<u64>>,
+    /// Its tasks were cancelled before any host claimed them.
+    cancelled: AtomicBool,
 }
 
 #[derive(Default)]
@@ -71,6 +78,8 @@ impl Collector {
             }),
             cv: Condvar::new(),
             on_done: Mutex::new(None),
+            tasks: Mutex::new(Vec::new()),
+            cancelled: AtomicBool::new(false),
         })
     }
 
@@ -102,7 +111,16 @@ impl Collector {
 
     fn complete(&self) -> bool {
         let s = lock(&self.state);
-        s.got.len() >= s.expected
+        s.got.len() >= s.expected || self.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Marks it cancelled and wakes its waiters.
+    fn cancel(&self) {
+        let s = lock(&self.state);
+        self.cancelled.store(true, Ordering::Release);
+        self.cv.notify_all();
+        drop(s);
+        self.withdrawn(End::Withdrawn);
     }
 }
 
@@ -112,6 +130,8 @@ pub(crate) struct Shared {
     pub(crate) cluster: Cluster,
     /// This pool's result stream.
     reply: String,
+    /// Its claims hash (see `claim`).
+    claims: String,
     /// The task stream of this build.
     tasks: String,
     next_id: AtomicU64,
@@ -163,6 +183,7 @@ impl Shared {
                     .arg(bytes);
                 ids.push((id, first + i));
             }
+            lock(&collector.tasks).extend(ids.iter().map(|&(id, _)| id));
             {
                 let mut w = lock(&self.waiters);
                 for &(id, index) in &ids {
@@ -205,6 +226,9 @@ impl Shared {
             if let Some(v) = pred(&mut s) {
                 return Ok(v);
             }
+            if c.cancelled.load(Ordering::Acquire) {
+                return Err(ClusterError::Cancelled);
+            }
             if self.terminated.load(Ordering::Acquire) {
                 return Err(ClusterError::Closed);
             }
@@ -230,10 +254,104 @@ impl Shared {
         !lock(&self.waiters).is_empty()
     }
 
+    /// Cancels the tasks of `c` not yet answered if no worker host has
+    /// claimed any of them: they never run, and its waiters get
+    /// [`ClusterError::Cancelled`]. Whether they are cancelled.
+    pub(crate) fn cancel(&self, c: &Arc<Collector>) -> Result<bool, ClusterError> {
+        if c.cancelled.load(Ordering::Acquire) {
+            return Ok(true);
+        }
+        let ids: Vec<u64> = {
+            let w = lock(&self.waiters);
+            lock(&c.tasks).iter().copied().filter(|id| w.contains_key(id)).collect()
+        };
+        if ids.is_empty() {
+            // Every result is in (or it was withdrawn).
+            return Ok(false);
+        }
+        let done: i64 = lock(&self.conn).query(
+            redis::cmd("EVAL")
+                .arg(claim::CANCEL_ALL)
+                .arg(1)
+                .arg(&self.claims)
+                .arg(&ids),
+            IO_TIMEOUT,
+            "cancelling a task",
+        )?;
+        if done != 1 {
+            return Ok(false);
+        }
+        self.forget(&ids);
+        c.cancel();
+        Ok(true)
+    }
+
+    /// Python's `shutdown(cancel_futures=True)`: cancels every task that no
+    /// worker host has claimed (those claimed run on and answer).
+    pub(crate) fn cancel_unclaimed(&self) -> Result<(), ClusterError> {
+        let ids: Vec<u64> = lock(&self.waiters).keys().copied().collect();
+        let mut cancelled = Vec::new();
+        for batch in ids.chunks(SUBMIT_BATCH) {
+            let marks: Vec<i64> = lock(&self.conn).query(
+                redis::cmd("EVAL")
+                    .arg(claim::CANCEL_EACH)
+                    .arg(1)
+                    .arg(&self.claims)
+                    .arg(batch),
+                IO_TIMEOUT,
+                "cancelling tasks",
+            )?;
+            cancelled.extend(batch.iter().zip(marks).filter(|&(_, m)| m == 1).map(|(&id, _)| id));
+        }
+        for c in self.forget(&cancelled) {
+            c.cancel();
+        }
+        Ok(())
+    }
+
+    /// Forgets the waiters of `ids` and takes their entries off the task
+    /// stream; their collectors (once each).
+    fn forget(&self, ids: &[u64]) -> Vec<Arc<Collector>> {
+        let mut entries = Vec::with_capacity(ids.len());
+        let mut collectors: Vec<Arc<Collector>> = Vec::new();
+        {
+            let mut w = lock(&self.waiters);
+            for id in ids {
+                if let Some(((c, _), e)) = w.remove(id) {
+                    if !e.is_empty() {
+                        entries.push(e);
+                    }
+                    if !collectors.iter().any(|k| Arc::ptr_eq(k, &c)) {
+                        collectors.push(c);
+                    }
+                }
+            }
+        }
+        let mut conn = lock(&self.conn);
+        for batch in entries.chunks(SUBMIT_BATCH) {
+            let _ = conn.query::<()>(
+                redis::cmd("XDEL").arg(&self.tasks).arg(batch),
+                IO_TIMEOUT,
+                "withdrawing cancelled tasks",
+            );
+        }
+        collectors
+    }
+
     /// Takes the queued (unclaimed) tasks off the stream and forgets every
     /// waiter.
     pub(crate) fn withdraw(&self) {
         self.withdraw_as(|| End::Withdrawn);
+    }
+
+    /// Marks the pool terminated in its claims hash: no host claims its
+    /// tasks any more. The hash expires after a while (it outlives the
+    /// pool so that a task read just before stays unclaimed).
+    pub(crate) fn mark_terminated(&self) {
+        let mut p = redis::pipe();
+        p.cmd("HSET").arg(&self.claims).arg(claim::TERMINATED).arg(1).ignore();
+        p.cmd("PEXPIRE").arg(&self.claims).arg(CLAIMS_TTL.as_millis() as u64).ignore();
+        let _ = lock(&self.conn).pipe::<()>(&p, "marking the pool terminated");
     }
 
     /// [`withdraw`](Shared::withdraw), telling each collector `how`.
@@ -286,6 +404,7 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             continue;
         }
         let mut ids = Vec::with_capacity(entries.len());
+        let mut answered = Vec::with_capacity(entries.len());
         for e in entries {
             match e
                 .field("r")
@@ -293,6 +412,7 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
                 .and_then(wire::decode::<ResultMsg>)
             {
                 Ok(msg) => {
+                    answered.push(msg.id);
                     let waiter = lock(&shared.waiters).remove(&msg.id);
                     if let Some(((c, index), _)) = waiter {
                         c.put(index, msg.outcome.map(serde_bytes::ByteBuf::into_vec));
@@ -303,11 +423,13 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             last = e.id.clone();
             ids.push(e.id);
         }
-        let _ = conn.query::<()>(
-            redis::cmd("XDEL").arg(&shared.reply).arg(&ids),
-            IO_TIMEOUT,
-            "trimming results",
-        );
+        // The claims of answered tasks are no longer needed.
+        let mut p = redis::pipe();
+        p.cmd("XDEL").arg(&shared.reply).arg(&ids).ignore();
+        if !answered.is_empty() {
+            p.cmd("HDEL").arg(&shared.claims).arg(&answered).ignore();
+        }
+        let _ = conn.pipe::<()>(&p, "trimming results");
     }
 }
 
@@ -343,9 +465,11 @@ impl Cluster {
     pub fn pool(&self) -> Result<Pool, ClusterError> {
         let mut rand = [0u8; 8];
         mp_sys::random::fill(&mut rand).map_err(|e| ClusterError::Encode(format!("no randomness for an id: {e}")))?;
+        let reply = self.key(&format!("results:{:016x}", u64::from_le_bytes(rand)));
         let shared = Arc::new(Shared {
             cluster: self.clone(),
-            reply: self.key(&format!("results:{:016x}", u64::from_le_bytes(rand))),
+            claims: claim::claims_key(&reply),
+            reply,
             tasks: self.tasks_key(self.build_id()),
             next_id: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
@@ -666,6 +790,7 @@ impl Pool {
     pub fn terminate(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.terminated.store(true, Ordering::Release);
+        self.shared.mark_terminated();
         self.shared.withdraw();
     }
 
@@ -705,6 +830,7 @@ impl Drop for Pool {
     fn drop(&mut self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.terminated.store(true, Ordering::Release);
+        self.shared.mark_terminated();
         self.shared.withdraw();
         self.shared.stop.store(true, Ordering::Release);
         if let Some(r) = lock(&self.reader).take() {
@@ -784,10 +910,40 @@ impl<R> AsyncResult<R> {
         self.collector.complete()
     }
 
+    /// Cancels the submission if no worker host has claimed any of its
+    /// tasks yet: then none of them ever runs, `get` fails with
+    /// [`ClusterError::Cancelled`], and this returns `Ok(true)`. Once a
+    /// host has claimed one, nothing changes (`Ok(false)`): its results
+    /// arrive as usual. (Python's `AsyncResult` has no `cancel`; this is
+    /// `Future.cancel` for the cluster.)
+    ///
+    /// ```no_run
+    /// fn square(x: u64) -> u64 { x * x }
+    /// # let pool = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?.pool()?;
+    /// let r = pool.apply_async(square, (3,))?;
+    /// if r.cancel()? {
+    ///     assert!(matches!(r.get(), Err(mp_cluster::ClusterError::Cancelled)));
+    /// } else {
+    ///     assert_eq!(r.get()?, 9);
+    /// }
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn cancel(&self) -> Result<bool, ClusterError> {
+        self.shared.cancel(&self.collector)
+    }
+
+    /// Whether it was cancelled ([`cancel`](AsyncResult::cancel)).
+    pub fn cancelled(&self) -> bool {
+        self.collector.cancelled.load(Ordering::Acquire)
+    }
+
     /// Whether it succeeded; `None` while not ready.
     pub fn successful(&self) -> Option<bool> {
         if !self.ready() {
             return None;
+        }
+        if self.cancelled() {
+            return Some(false);
         }
         Some((self.finish)(&lock(&self.collector.state)).is_ok())
     }

@@ -69,11 +69,9 @@ impl Cluster {
         name: &str,
         maxsize: usize,
     ) -> Result<Queue<T>, ClusterError> {
-        let mut rand = [0u8; 8];
-        mp_sys::random::fill(&mut rand).map_err(|e| ClusterError::Encode(format!("no randomness for an id: {e}")))?;
         let key = self.key(&format!("queue:{name}"));
         Ok(Queue {
-            taking: format!("{key}:taking:{:016x}", u64::from_le_bytes(rand)),
+            taking: taking_key(&key),
             key,
             cluster: self.clone(),
             name: name.to_string(),
@@ -237,6 +235,31 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+impl<T: Serialize + DeserializeOwned> Clone for Queue<T> {
+    /// Another handle of the same queue (with its own connection).
+    fn clone(&self) -> Self {
+        Queue {
+            cluster: self.cluster.clone(),
+            name: self.name.clone(),
+            maxsize: self.maxsize,
+            key: self.key.clone(),
+            taking: taking_key(&self.key),
+            conn: Mutex::new(self.cluster.new_conn()),
+            _t: PhantomData,
+        }
+    }
+}
+
+/// A new handle's own list of items being taken.
+fn taking_key(key: &str) -> String {
+    let mut rand = [0u8; 8];
+    // Without randomness (never on Linux), the time makes it unique enough.
+    if mp_sys::random::fill(&mut rand).is_err() {
+        rand = (crate::cluster::now().as_nanos() as u64).to_le_bytes();
+    }
+    format!("{key}:taking:{:016x}", u64::from_le_bytes(rand))
 }
 
 #[derive(Serialize, Deserialize)]

@@ -14,6 +14,7 @@ use mp_sys::time::Deadline;
 
 use crate::cluster::{GROUP, HEARTBEAT, REGISTRATION_TTL, now};
 use crate::conn::{Conn, IO_TIMEOUT, StreamEntry, range_entries, stream_entries};
+use crate::claim;
 use crate::wire::{self, Fail, ResultMsg, TaskMsg};
 use crate::{Cluster, ClusterError, WorkerInfo};
 
@@ -316,9 +317,8 @@ impl Host {
                     continue;
                 }
             };
-            for entry in stream_entries(&reply) {
-                self.take(entry, 1);
-            }
+            let entries: Vec<(StreamEntry, u64)> = stream_entries(&reply).into_iter().map(|e| (e, 1)).collect();
+            self.take(&mut conn, entries);
         }
         Ok(())
     }
@@ -357,6 +357,7 @@ impl Host {
                 }
             }
         }
+        let mut taken = Vec::with_capacity(entries.len());
         for entry in entries {
             let pending: redis::Value = conn.query(
                 redis::cmd("XPENDING")
@@ -378,14 +379,85 @@ impl Host {
                 },
                 _ => 1,
             };
-            self.take(entry, deliveries);
+            taken.push((entry, deliveries));
         }
+        self.take(conn, taken);
         Ok(())
     }
 
-    /// Hands one entry, handed out `deliveries` times so far, to the local
-    /// pool, or answers it at once when it cannot run here.
-    fn take(&self, entry: StreamEntry, deliveries: u64) {
+    /// Takes the entries of one read (each handed out `deliveries` times so
+    /// far): claims those that can run here, in one script, and runs the
+    /// ones claimed; drops those cancelled or of a terminated pool.
+    /// Unclaimed ones (Redis failed) stay pending, taken over after the
+    /// lease.
+    fn take(&self, conn: &mut Conn, entries: Vec<(StreamEntry, u64)>) {
+        let ready: Vec<(String, TaskMsg)> = entries
+            .into_iter()
+            .filter_map(|(e, deliveries)| self.check(e, deliveries))
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let mut keys: Vec<String> = Vec::new();
+        let mut pairs: Vec<(usize, u64)> = Vec::with_capacity(ready.len());
+        for (_, task) in &ready {
+            let key = claim::claims_key(&task.reply);
+            let index = match keys.iter().position(|k| *k == key) {
+                Some(i) => i,
+                None => {
+                    keys.push(key);
+                    keys.len() - 1
+                }
+            };
+            pairs.push((index + 1, task.id));
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(claim::CLAIM).arg(keys.len()).arg(&keys).arg(&self.info.id);
+        for (k, id) in &pairs {
+            cmd.arg(k).arg(id);
+        }
+        let marks = match conn.query::<Vec<i64>>(&cmd, IO_TIMEOUT, "claiming tasks") {
+            Ok(m) if m.len() == ready.len() => m,
+            Ok(m) => {
+                eprintln!(
+                    "mp-cluster worker {}: {} claim answers for {} tasks; leaving them to be taken over",
+                    self.info.id,
+                    m.len(),
+                    ready.len()
+                );
+                return;
+            }
+            Err(e) => {
+                eprintln!(
+                    "mp-cluster worker {}: {e}; the tasks are taken over after the lease",
+                    self.info.id
+                );
+                return;
+            }
+        };
+        for ((entry, task), mark) in ready.into_iter().zip(marks) {
+            if mark == 0 {
+                self.run(entry, task);
+            } else {
+                // Cancelled, or its pool was terminated: never run, no
+                // answer, off the stream.
+                self.in_flight.add(1);
+                let _ = self.done_tx.send(Done {
+                    entry,
+                    reply: String::new(),
+                    msg: ResultMsg {
+                        id: task.id,
+                        worker: String::new(),
+                        outcome: Err(Fail::Refused("cancelled".into())),
+                    },
+                });
+            }
+        }
+    }
+
+    /// Decodes one entry, handed out `deliveries` times so far: the task to
+    /// claim, or `None` when it was answered at once (it cannot run here).
+    fn check(&self, entry: StreamEntry, deliveries: u64) -> Option<(String, TaskMsg)> {
         let build_ok = entry
             .field("b")
             .and_then(|b| std::str::from_utf8(b).ok())
@@ -413,32 +485,39 @@ impl Host {
                         outcome: Err(Fail::Decode(e)),
                     },
                 });
-                return;
+                return None;
             }
         };
-        self.in_flight.add(1);
-        lock(&self.held).insert(entry.id.clone());
-        let (id, reply) = (task.id, task.reply);
         if deliveries > u64::from(task.max_deliveries.max(1)) {
             // The hosts it was handed to died (or lost Redis) while they
             // held it: not run again.
-            self.fail(entry.id, reply, id, Fail::WorkerLost(LOST_HOST));
-            return;
+            self.in_flight.add(1);
+            self.fail(entry.id, task.reply, task.id, Fail::WorkerLost(LOST_HOST));
+            return None;
         }
         if !build_ok {
             let why = format!(
                 "the worker host {} runs build {:016x}, not the task's: run the same binary everywhere",
                 self.info.id, self.info.build
             );
-            self.fail(entry.id, reply, id, Fail::Refused(why));
-            return;
+            self.in_flight.add(1);
+            self.fail(entry.id, task.reply, task.id, Fail::Refused(why));
+            return None;
         }
+        Some((entry.id, task))
+    }
+
+    /// Runs a claimed task (stream entry `entry`) in the local pool.
+    fn run(&self, entry: String, task: TaskMsg) {
+        self.in_flight.add(1);
+        lock(&self.held).insert(entry.clone());
+        let (id, reply) = (task.id, task.reply);
         let tx_ok = self.done_tx.clone();
         let tx_err = self.done_tx.clone();
         let worker = self.info.id.clone();
         let (entry_ok, entry_err, reply_ok, reply_err, worker_err) = (
-            entry.id.clone(),
-            entry.id.clone(),
+            entry.clone(),
+            entry.clone(),
             reply.clone(),
             reply.clone(),
             worker.clone(),
@@ -470,7 +549,7 @@ impl Host {
             },
         );
         if let Err(e) = submitted {
-            self.fail(entry.id, reply, id, fail_of(&e));
+            self.fail(entry, reply, id, fail_of(&e));
         }
     }
 

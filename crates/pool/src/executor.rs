@@ -67,11 +67,16 @@ const CANCELLED: u8 = 2;
 
 type Notify = Box<dyn FnOnce() + Send>;
 
+/// Asks whoever runs a [`Promise`]'s task to drop it; whether it did.
+type Canceller = Box<dyn Fn() -> bool + Send + Sync>;
+
 /// The sink of one submitted task.
 struct Slot {
     state: AtomicU8,
     m: Mutex<SlotState>,
     cv: Condvar,
+    /// For a promise's future: asked first by `cancel`.
+    canceller: Option<Canceller>,
 }
 
 struct SlotState {
@@ -154,6 +159,11 @@ impl Sink for Slot {
     }
 
     fn cancel(&self) -> bool {
+        if let Some(c) = &self.canceller {
+            if self.state.load(Ordering::Acquire) == PENDING && !c() {
+                return false;
+            }
+        }
         match self
             .state
             .compare_exchange(PENDING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
@@ -333,8 +343,30 @@ impl<R> std::fmt::Debug for Promise<R> {
 impl<R: serde::Serialize> Promise<R> {
     /// A running future and the promise that completes it.
     pub fn new() -> (Promise<R>, TaskFuture<R>) {
+        Promise::make(RUNNING, None)
+    }
+
+    /// A pending future that [`TaskFuture::cancel`] can cancel: it asks
+    /// `canceller` (which drops the task where it waits, if nothing runs
+    /// it yet) and is cancelled when that returns true.
+    ///
+    /// ```
+    /// use mp_pool::executor::Promise;
+    /// let (p, f) = Promise::<u32>::cancellable(|| true);
+    /// assert!(!f.running() && f.cancel() && f.cancelled());
+    /// p.fulfil(Ok(7));
+    /// assert!(f.cancelled());
+    /// let (_p, g) = Promise::<u32>::cancellable(|| false);
+    /// assert!(!g.cancel() && !g.done());
+    /// ```
+    pub fn cancellable(canceller: impl Fn() -> bool + Send + Sync + 'static) -> (Promise<R>, TaskFuture<R>) {
+        Promise::make(PENDING, Some(Box::new(canceller)))
+    }
+
+    fn make(state: u8, canceller: Option<Canceller>) -> (Promise<R>, TaskFuture<R>) {
         let slot = Arc::new(Slot {
-            state: AtomicU8::new(RUNNING),
+            canceller,
+            state: AtomicU8::new(state),
             m: Mutex::new(SlotState {
                 value: None,
                 notify: Vec::new(),
@@ -518,6 +550,7 @@ impl ProcessPoolExecutor {
     {
         let work = task::task(f, &args)?;
         let slot = Arc::new(Slot {
+            canceller: None,
             state: AtomicU8::new(PENDING),
             m: Mutex::new(SlotState {
                 value: None,

@@ -1,0 +1,378 @@
+//! The cluster tier's task control and hostile input against a real
+//! `redis-server` (testkit starts one for this binary): cancelling tasks,
+//! terminating pools, callbacks, closing queues, the queue's hand-off, and
+//! entries written by hand. Worker hosts are copies of this binary started
+//! as child processes with `MP_CLUSTER_WORKER`, killed and reaped at the
+//! end of each test.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use mp_cluster::{Cluster, ClusterError, WorkerInfo};
+use mp_testkit::{Harness, check};
+
+fn main() -> ExitCode {
+    let tests: &[(&str, mp_testkit::Test)] = &[
+        ("cancel_succeeds_before_a_claim", cancel_succeeds_before_a_claim),
+        ("cancel_races_claims", cancel_races_claims),
+        (
+            "executor_shutdown_cancels_only_unclaimed",
+            executor_shutdown_cancels_only_unclaimed,
+        ),
+    ];
+    let mut h = Harness::new(tests.len() + 1);
+    for &(name, f) in tests {
+        h.run(name, f);
+    }
+    h.run("nothing_left_behind", nothing_left_behind);
+    h.finish()
+}
+
+fn redis() -> Result<&'static mp_testkit::redis::RedisServer, String> {
+    mp_testkit::redis::server()
+}
+
+/// A worker host: a copy of this executable run with `MP_CLUSTER_WORKER`,
+/// killed and reaped when dropped.
+struct Host {
+    child: Child,
+}
+
+impl Host {
+    fn start(ns: &str, processes: usize, label: &str) -> Result<Host, String> {
+        Host::start_with_lease(ns, processes, label, Duration::from_secs(10))
+    }
+
+    fn start_with_lease(ns: &str, processes: usize, label: &str, lease: Duration) -> Result<Host, String> {
+        // Under `setpriv --pdeathsig KILL` when present, so a host does not
+        // outlive a test binary that was killed outright.
+        let exe = me();
+        let mut cmd = if setpriv() {
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let child = cmd
+            .env("MP_CLUSTER_LEASE_MS", lease.as_millis().to_string())
+            .env("MP_CLUSTER_WORKER", redis()?.url())
+            .env("MP_CLUSTER_PROCESSES", processes.to_string())
+            .env("MP_CLUSTER_NAMESPACE", ns)
+            .env("MP_CLUSTER_HOST", label)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start a worker host: {e}"))?;
+        Ok(Host { child })
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn setpriv() -> bool {
+    Command::new("setpriv")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn me() -> PathBuf {
+    std::env::current_exe().expect("current_exe")
+}
+
+fn cluster(ns: &str, wait: Duration) -> Result<Cluster, String> {
+    Cluster::builder(&redis()?.url())
+        .namespace(ns)
+        .worker_wait(wait)
+        .connect()
+        .map_err(|e| e.to_string())
+}
+
+/// Waits (at most 20 s) until `n` workers are listed.
+fn wait_workers(c: &Cluster, n: usize) -> Result<Vec<WorkerInfo>, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = c.workers().map_err(|e| e.to_string())?;
+        if w.len() >= n {
+            return Ok(w);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{} of {n} workers registered within 20 s", w.len()));
+        }
+        // Polling remote state with a deadline.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A raw connection, as redis-cli would use.
+fn raw() -> Result<redis::Connection, String> {
+    let client = redis::Client::open(redis()?.url()).map_err(|e| e.to_string())?;
+    let con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    con.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    con.set_write_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    Ok(con)
+}
+
+fn xlen(key: &str) -> Result<i64, String> {
+    redis::cmd("XLEN")
+        .arg(key)
+        .query(&mut raw()?)
+        .map_err(|e| e.to_string())
+}
+
+fn e(e: ClusterError) -> String {
+    e.to_string()
+}
+
+fn sleepy(ms: u64) -> u64 {
+    // The task's simulated work.
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Records that task `i` ran (in a cluster queue), after `ms` of work.
+fn record(runs: mp_cluster::Queue<u64>, i: u64, ms: u64) -> u64 {
+    // The task's simulated work.
+    std::thread::sleep(Duration::from_millis(ms));
+    runs.put(i).expect("recording a run");
+    i
+}
+
+/// Every item of `q` (without waiting for more).
+fn drain(q: &mp_cluster::Queue<u64>) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    loop {
+        match q.get_nowait() {
+            Ok(v) => out.push(v),
+            Err(mp_queue::GetError::Empty) => return Ok(out),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+fn cancel_succeeds_before_a_claim() -> Result<(), String> {
+    let ns = redis()?.namespace("cancel");
+    let _host = Host::start(&ns, 1, "host-cancel")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    wait_workers(&c, 1)?;
+    let pool = c.pool().map_err(e)?;
+    let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
+    // One process holds two chunks at most: the first two are claimed, the
+    // third waits in the stream.
+    let first = pool.apply_async(record, (runs.clone(), 1, 600)).map_err(e)?;
+    let second = pool.apply_async(record, (runs.clone(), 2, 0)).map_err(e)?;
+    let third = pool.apply_async(record, (runs.clone(), 3, 0)).map_err(e)?;
+    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    check(
+        mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 2)),
+        "the host holds two tasks",
+    )?;
+    check(third.cancel().map_err(e)?, "the unclaimed task is cancelled")?;
+    check(third.cancelled() && third.ready(), "cancelled and ready")?;
+    check(third.successful() == Some(false), "not successful")?;
+    check(
+        matches!(third.get(), Err(ClusterError::Cancelled)),
+        format!("get after cancel: {:?}", third.get()),
+    )?;
+    check(third.cancel().map_err(e)?, "cancel again: still cancelled")?;
+    check(!first.cancel().map_err(e)?, "a claimed task is not cancelled")?;
+    check(first.get_timeout(Duration::from_secs(20)).map_err(e)? == 1, "its result")?;
+    check(second.get_timeout(Duration::from_secs(20)).map_err(e)? == 2, "the second")?;
+    check(!second.cancel().map_err(e)?, "a finished task is not cancelled")?;
+    // A task queued after it runs: the cancelled one, ahead of it, did not.
+    check(
+        pool.apply(record, (runs.clone(), 4, 0)).map_err(e)? == 4,
+        "a later task",
+    )?;
+    let mut ran = drain(&runs)?;
+    ran.sort_unstable();
+    check(ran == vec![1, 2, 4], format!("runs {ran:?}"))?;
+    // The executor's futures: cancel() while the host is busy.
+    let ex = c.executor().map_err(e)?;
+    let busy = ex.submit(sleepy, (600,)).map_err(e)?;
+    let behind = ex.submit(sleepy, (0,)).map_err(e)?;
+    let queued = ex.submit(record, (runs.clone(), 5, 0)).map_err(e)?;
+    check(!queued.running(), "a queued future is pending")?;
+    check(
+        mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 2)),
+        "the host holds the first two",
+    )?;
+    check(!busy.cancel() && !behind.cancel(), "claimed futures are not cancelled")?;
+    check(queued.cancel(), "the executor's queued future is cancelled")?;
+    check(
+        queued.cancelled() && queued.result() == Err(mp_pool::ExecutorError::Cancelled),
+        format!("{queued:?}"),
+    )?;
+    check(busy.result_timeout(Duration::from_secs(20)) == Ok(600), "the busy one")?;
+    check(behind.result_timeout(Duration::from_secs(20)) == Ok(0), "the one behind")?;
+    ex.shutdown(true, false);
+    check(drain(&runs)?.is_empty(), "the cancelled future's task never ran")
+}
+
+fn cancel_races_claims() -> Result<(), String> {
+    let ns = redis()?.namespace("cancel_race");
+    let _a = Host::start(&ns, 1, "race-a")?;
+    let _b = Host::start(&ns, 1, "race-b")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    wait_workers(&c, 2)?;
+    let pool = c.pool().map_err(e)?;
+    let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
+    let n = 200u64;
+    let results = (0..n)
+        .map(|i| pool.apply_async(record, (runs.clone(), i, 2)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    // Cancel every task, from the first, while both hosts claim them.
+    let t0 = Instant::now();
+    let mut cancelled = HashSet::new();
+    for (i, r) in results.iter().enumerate() {
+        if r.cancel().map_err(e)? {
+            cancelled.insert(i as u64);
+        }
+    }
+    let cancelling = t0.elapsed();
+    for (i, r) in results.iter().enumerate() {
+        let i = i as u64;
+        let got = r.get_timeout(Duration::from_secs(30));
+        if cancelled.contains(&i) {
+            check(
+                matches!(got, Err(ClusterError::Cancelled)),
+                format!("task {i} was cancelled: {got:?}"),
+            )?;
+        } else {
+            check(got.as_ref().ok() == Some(&i), format!("task {i}: {got:?}"))?;
+        }
+    }
+    pool.close();
+    pool.join_timeout(Duration::from_secs(20)).map_err(e)?;
+    // Nothing is left to run: every entry is answered or withdrawn.
+    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    check(
+        mp_testkit::until(Duration::from_secs(10), || xlen(&stream).is_ok_and(|n| n == 0)),
+        "the task stream is empty",
+    )?;
+    let mut count: HashMap<u64, usize> = HashMap::new();
+    for i in drain(&runs)? {
+        *count.entry(i).or_default() += 1;
+    }
+    println!(
+        "    {n} tasks over 2 hosts: {} cancelled, {} ran (cancelling took {:.1} ms)",
+        cancelled.len(),
+        count.len(),
+        cancelling.as_secs_f64() * 1e3
+    );
+    for i in 0..n {
+        let ran = count.get(&i).copied().unwrap_or(0);
+        if cancelled.contains(&i) {
+            check(ran == 0, format!("cancelled task {i} ran {ran} times"))?;
+        } else {
+            check(ran == 1, format!("task {i} ran {ran} times"))?;
+        }
+    }
+    check(
+        !cancelled.is_empty() && cancelled.len() < n as usize,
+        format!("a race needs both outcomes: {} of {n} cancelled", cancelled.len()),
+    )
+}
+
+fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
+    use mp_pool::ExecutorError;
+    let ns = redis()?.namespace("shutdown_cancel");
+    let _host = Host::start(&ns, 2, "host-shutdown")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    wait_workers(&c, 1)?;
+    let ex = c.executor().map_err(e)?;
+    let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
+    let fs = (0..10u64)
+        .map(|i| ex.submit(record, (runs.clone(), i, 400)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    // Two processes hold four chunks: wait until the host has claimed them.
+    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    check(
+        mp_testkit::until(Duration::from_secs(10), || {
+            pending(&stream).is_ok_and(|n| n == 4)
+        }),
+        "the host holds four tasks",
+    )?;
+    let t0 = Instant::now();
+    ex.shutdown(true, true);
+    let took = t0.elapsed();
+    let ran: Vec<usize> = (0..fs.len()).filter(|&i| !fs[i].cancelled()).collect();
+    println!(
+        "    shutdown(wait, cancel_futures): {} ran, {} cancelled, {:.0} ms",
+        ran.len(),
+        fs.len() - ran.len(),
+        took.as_secs_f64() * 1e3
+    );
+    check(ran.len() == 4, format!("the claimed tasks finish: {ran:?}"))?;
+    for (i, f) in fs.iter().enumerate() {
+        if ran.contains(&i) {
+            check(f.result() == Ok(i as u64), format!("future {i}: {f:?}"))?;
+        } else {
+            check(f.result() == Err(ExecutorError::Cancelled), format!("future {i}: {f:?}"))?;
+        }
+    }
+    let mut recorded = drain(&runs)?;
+    recorded.sort_unstable();
+    check(
+        recorded == ran.iter().map(|&i| i as u64).collect::<Vec<_>>(),
+        format!("runs {recorded:?} vs {ran:?}"),
+    )
+}
+
+/// How many entries of `stream` some host holds.
+fn pending(stream: &str) -> Result<i64, String> {
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("workers")
+        .query(&mut raw()?)
+        .map_err(|e| e.to_string())?;
+    match v {
+        redis::Value::Array(parts) => match parts.first() {
+            Some(redis::Value::Int(n)) => Ok(*n),
+            other => Err(format!("XPENDING: {other:?}")),
+        },
+        other => Err(format!("XPENDING: {other:?}")),
+    }
+}
+
+/// No worker host (nor any of its processes) outlives its test.
+fn nothing_left_behind() -> Result<(), String> {
+    let me = std::process::id();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let server = redis()?.pid();
+    let left = || -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|&pid| {
+                        pid != me
+                            && pid != server
+                            && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let ok = mp_testkit::until(Duration::from_secs(10), || left().is_empty());
+    check(ok, format!("processes left behind: {:?}", left()))?;
+    check(mp_testkit::zombie_children() == 0, "no zombies")
+}
