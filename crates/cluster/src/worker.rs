@@ -2,9 +2,9 @@
 //! and runs each in its own local worker processes (mp-pool), so a task
 //! that panics or crashes costs a process, never the host.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -195,7 +195,13 @@ struct Host {
     cluster: Cluster,
     info: WorkerInfo,
     stream: String,
-    pool: mp_pool::Pool,
+    pool: Arc<mp_pool::Pool>,
+    /// The number of the last chunk handed to the local pool.
+    seq: AtomicU64,
+    /// The chunks the local processes run or will run: number -> the
+    /// result stream of their pool.
+    running: Arc<Mutex<HashMap<u64, String>>>,
+    watcher: Option<std::thread::JoinHandle<()>>,
     conn: Conn,
     done_tx: mpsc::Sender<Done>,
     in_flight: Arc<InFlight>,
@@ -223,9 +229,18 @@ impl Host {
             Err(ClusterError::Redis { source, .. }) if source.code() == Some("BUSYGROUP") => {}
             other => other?,
         }
-        let pool = mp_pool::Pool::new(info.processes).map_err(|e| {
-            ClusterError::Encode(format!("the worker host cannot start its local worker processes: {e}"))
-        })?;
+        let reports = wire::Reports::new()
+            .map_err(|e| ClusterError::Encode(format!("the worker host cannot make its report queue: {e}")))?;
+        let pool = mp_pool::Pool::builder()
+            .processes(info.processes)
+            .initializer(wire::report_to, (reports.clone(),))
+            .build()
+            .map_err(|e| {
+                ClusterError::Encode(format!("the worker host cannot start its local worker processes: {e}"))
+            })?;
+        let pool = Arc::new(pool);
+        let running = Arc::new(Mutex::new(HashMap::new()));
+        let terminated = Arc::new(Mutex::new(HashSet::new()));
         let mut writer_conn = cluster.new_conn();
         register(&cluster, &mut writer_conn, &info)?;
         let (done_tx, done_rx) = mpsc::channel();
@@ -244,17 +259,35 @@ impl Host {
                 in_flight: Arc::clone(&in_flight),
                 held: Arc::clone(&held),
                 stop: Arc::clone(&stop),
+                terminated: Arc::clone(&terminated),
             };
             std::thread::Builder::new()
                 .name("mp-cluster-writer".into())
                 .spawn(move || w.run(done_rx))
                 .map_err(|e| ClusterError::Encode(format!("cannot start the worker's writer thread: {e}")))?
         };
+        let watcher = {
+            let w = Watcher {
+                conn: cluster.new_conn(),
+                pool: Arc::clone(&pool),
+                reports,
+                running: Arc::clone(&running),
+                terminated,
+                stop: Arc::clone(&stop),
+            };
+            std::thread::Builder::new()
+                .name("mp-cluster-watch".into())
+                .spawn(move || w.run())
+                .map_err(|e| ClusterError::Encode(format!("cannot start the worker's watch thread: {e}")))?
+        };
         Ok(Host {
             cluster,
             info,
             stream,
             pool,
+            seq: AtomicU64::new(0),
+            running,
+            watcher: Some(watcher),
             conn,
             done_tx,
             in_flight,
@@ -512,6 +545,9 @@ impl Host {
         self.in_flight.add(1);
         lock(&self.held).insert(entry.clone());
         let (id, reply) = (task.id, task.reply);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        lock(&self.running).insert(seq, reply.clone());
+        let (running_ok, running_err) = (Arc::clone(&self.running), Arc::clone(&self.running));
         let tx_ok = self.done_tx.clone();
         let tx_err = self.done_tx.clone();
         let worker = self.info.id.clone();
@@ -524,8 +560,9 @@ impl Host {
         );
         let submitted = self.pool.apply_async_with(
             wire::run_chunk,
-            (task.entry.0, task.entry.1, serde_bytes::ByteBuf::from(task.args)),
+            (task.entry.0, task.entry.1, serde_bytes::ByteBuf::from(task.args), seq),
             move |r: &Result<serde_bytes::ByteBuf, Fail>| {
+                lock(&running_ok).remove(&seq);
                 let _ = tx_ok.send(Done {
                     entry: entry_ok,
                     reply: reply_ok,
@@ -537,6 +574,7 @@ impl Host {
                 });
             },
             move |e: &TaskError| {
+                lock(&running_err).remove(&seq);
                 let _ = tx_err.send(Done {
                     entry: entry_err,
                     reply: reply_err,
@@ -549,6 +587,7 @@ impl Host {
             },
         );
         if let Err(e) = submitted {
+            lock(&self.running).remove(&seq);
             self.fail(entry, reply, id, fail_of(&e));
         }
     }
@@ -575,6 +614,9 @@ impl Host {
         }
         self.stop.store(true, Ordering::Release);
         if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        if let Some(w) = self.watcher.take() {
             let _ = w.join();
         }
         let _ = self.conn.query::<()>(
@@ -635,6 +677,8 @@ struct Writer {
     in_flight: Arc<InFlight>,
     held: Arc<Mutex<HashSet<String>>>,
     stop: Arc<AtomicBool>,
+    /// The result streams of terminated pools: no result goes there.
+    terminated: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Writer {
@@ -680,8 +724,9 @@ impl Writer {
 
     fn send(&mut self, batch: &mut VecDeque<Done>) {
         let mut p = redis::pipe();
+        let terminated = lock(&self.terminated).clone();
         for d in batch.iter() {
-            if !d.reply.is_empty() {
+            if !d.reply.is_empty() && !terminated.contains(&d.reply) {
                 match wire::encode(&d.msg) {
                     Ok(bytes) => {
                         p.cmd("XADD").arg(&d.reply).arg("*").arg("r").arg(bytes).ignore();
@@ -730,6 +775,85 @@ impl Writer {
             if let Err(e) = r {
                 eprintln!("mp-cluster worker {}: {e}", self.info.id);
                 return;
+            }
+        }
+    }
+}
+
+/// How often the watch thread looks for terminated pools while chunks
+/// run.
+const WATCH: Duration = Duration::from_millis(50);
+
+/// The watch thread: while the local processes run chunks, checks every
+/// [`WATCH`] whether their pools were terminated (one pipeline of
+/// `HEXISTS`), and kills the local process that runs a chunk of a
+/// terminated pool (the local pool replaces it, and the chunk's answer is
+/// not sent).
+struct Watcher {
+    conn: Conn,
+    pool: Arc<mp_pool::Pool>,
+    reports: wire::Reports,
+    running: Arc<Mutex<HashMap<u64, String>>>,
+    terminated: Arc<Mutex<HashSet<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Watcher {
+    fn run(mut self) {
+        // Local pid -> the chunk it runs (0: none).
+        let mut on: HashMap<u32, u64> = HashMap::new();
+        let mut killed: HashSet<u64> = HashSet::new();
+        let mut polled = Instant::now();
+        while !self.stop.load(Ordering::Acquire) {
+            let wait = WATCH.saturating_sub(polled.elapsed());
+            if let Ok((seq, pid)) = self.reports.get_timeout(wait) {
+                on.insert(pid, seq);
+                while let Ok((seq, pid)) = self.reports.get_timeout(Duration::ZERO) {
+                    on.insert(pid, seq);
+                }
+            }
+            if polled.elapsed() < WATCH {
+                continue;
+            }
+            polled = Instant::now();
+            let running: Vec<(u64, String)> = lock(&self.running).iter().map(|(s, r)| (*s, r.clone())).collect();
+            killed.retain(|s| running.iter().any(|(r, _)| r == s));
+            if running.is_empty() {
+                continue;
+            }
+            let mut replies: Vec<String> = running.iter().map(|(_, r)| r.clone()).collect();
+            replies.sort_unstable();
+            replies.dedup();
+            let mut p = redis::pipe();
+            for r in &replies {
+                p.cmd("HEXISTS").arg(claim::claims_key(r)).arg(claim::TERMINATED);
+            }
+            let Ok(flags) = self.conn.pipe::<Vec<bool>>(&p, "checking for terminated pools") else {
+                continue;
+            };
+            let ended: HashSet<String> = replies
+                .into_iter()
+                .zip(flags)
+                .filter(|(_, t)| *t)
+                .map(|(r, _)| r)
+                .collect();
+            if ended.is_empty() {
+                continue;
+            }
+            lock(&self.terminated).extend(ended.iter().cloned());
+            let pids = self.pool.pids();
+            for (seq, reply) in running {
+                if !ended.contains(&reply) || killed.contains(&seq) {
+                    continue;
+                }
+                let Some((&pid, _)) = on.iter().find(|&(_, s)| *s == seq) else {
+                    // Not started yet: stopped once it reports.
+                    continue;
+                };
+                if pids.contains(&pid) {
+                    killed.insert(seq);
+                    let _ = mp_sys::signal::kill(pid, mp_sys::signal::Signal::KILL);
+                }
             }
         }
     }

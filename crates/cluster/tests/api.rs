@@ -21,6 +21,10 @@ fn main() -> ExitCode {
             "executor_shutdown_cancels_only_unclaimed",
             executor_shutdown_cancels_only_unclaimed,
         ),
+        (
+            "terminate_stops_running_tasks_everywhere",
+            terminate_stops_running_tasks_everywhere,
+        ),
     ];
     let mut h = Harness::new(tests.len() + 1);
     for &(name, f) in tests {
@@ -375,4 +379,112 @@ fn nothing_left_behind() -> Result<(), String> {
     let ok = mp_testkit::until(Duration::from_secs(10), || left().is_empty());
     check(ok, format!("processes left behind: {:?}", left()))?;
     check(mp_testkit::zombie_children() == 0, "no zombies")
+}
+
+/// Records the local process it runs in, then works for `ms`.
+fn long(started: mp_cluster::Queue<u32>, ms: u64) -> u64 {
+    started.put(std::process::id()).expect("recording a start");
+    // The task's simulated work.
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Whether `pid` has ended (gone, or a zombie not yet reaped).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Starts long tasks of `pool` until two run at once on two hosts of one
+/// process each; their local pids.
+fn two_running(
+    pool: &mp_cluster::Pool,
+    started: &mp_cluster::Queue<u32>,
+) -> Result<(Vec<mp_cluster::AsyncResult<u64>>, Vec<u32>), String> {
+    let mut results = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..6 {
+        results.push(pool.apply_async(long, (started.clone(), 30_000)).map_err(e)?);
+        if let Ok(pid) = started.get_timeout(Duration::from_secs(3)) {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        if pids.len() == 2 {
+            return Ok((results, pids));
+        }
+    }
+    Err(format!("two long tasks did not start on two hosts: {pids:?}"))
+}
+
+/// Waits (at most 10 s) until every pid has ended; how long that took.
+fn until_ended(pids: &[u32]) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    check(
+        mp_testkit::until(Duration::from_secs(10), || pids.iter().all(|&p| ended(p))),
+        format!("the local processes {pids:?} still run 10 s later"),
+    )?;
+    Ok(t0.elapsed())
+}
+
+fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
+    let ns = redis()?.namespace("terminate");
+    let _a = Host::start(&ns, 1, "term-a")?;
+    let _b = Host::start(&ns, 1, "term-b")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    let hosts: Vec<u32> = wait_workers(&c, 2)?.iter().map(|w| w.pid).collect();
+    let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
+    let pool = c.pool().map_err(e)?;
+    let (results, pids) = two_running(&pool, &started)?;
+    let t0 = Instant::now();
+    pool.terminate();
+    let call = t0.elapsed();
+    until_ended(&pids)?;
+    let stopped = t0.elapsed();
+    println!(
+        "    terminate: the 2 running tasks (one per host) stopped {:.0} ms after terminate() was called \
+         (the call took {:.1} ms)",
+        stopped.as_secs_f64() * 1e3,
+        call.as_secs_f64() * 1e3
+    );
+    check(stopped < Duration::from_secs(2), format!("took {stopped:?}"))?;
+    for r in &results {
+        check(
+            matches!(r.get_timeout(Duration::from_secs(5)), Err(ClusterError::Closed)),
+            "a terminated pool's result is Closed",
+        )?;
+    }
+    // The hosts live on and serve other pools.
+    let other = c.pool().map_err(e)?;
+    check(
+        other.map(sleepy, vec![50; 8]).map_err(e)? == vec![50; 8],
+        "another pool runs on the same hosts",
+    )?;
+    let now: Vec<u32> = c.workers().map_err(e)?.iter().map(|w| w.pid).collect();
+    check(now == hosts, format!("the same hosts serve: {hosts:?} then {now:?}"))?;
+    check(
+        started.qsize().map_err(e)? == 0,
+        "no withdrawn task of the terminated pool started",
+    )?;
+    // Dropping a pool without close and join terminates it too.
+    let dropped = c.pool().map_err(e)?;
+    let (_results, pids) = two_running(&dropped, &started)?;
+    let t0 = Instant::now();
+    drop(dropped);
+    until_ended(&pids)?;
+    let stopped = t0.elapsed();
+    println!(
+        "    drop without close/join: the 2 running tasks stopped {:.0} ms after the drop began",
+        stopped.as_secs_f64() * 1e3
+    );
+    check(stopped < Duration::from_secs(2), format!("took {stopped:?}"))?;
+    check(
+        other.apply(sleepy, (1,)).map_err(e)? == 1,
+        "the hosts still serve",
+    )
 }
