@@ -135,7 +135,7 @@ impl Executor {
         });
         c.on_done(Box::new(move |end: End<'_>| match end {
             End::Complete(s) => promise.fulfil(finish_one::<F::Output>(s).map_err(task_error)),
-            End::Withdrawn => promise.cancel(),
+            End::Withdrawn | End::Cancelled => promise.cancel(),
             End::Abandoned => promise.fulfil(Err(abandoned())),
         }));
         shared.submit(entry, vec![chunk], &c, 0)?;
@@ -163,7 +163,7 @@ impl Executor {
             let c = Collector::new(1);
             c.on_done(Box::new(move |end: End<'_>| match end {
                 End::Complete(s) => promise.fulfil(decode_chunk::<R>(s)),
-                End::Withdrawn => promise.cancel(),
+                End::Withdrawn | End::Cancelled => promise.cancel(),
                 End::Abandoned => promise.fulfil(Err(abandoned())),
             }));
             shared.submit(entry, vec![bytes], &c, 0)?;

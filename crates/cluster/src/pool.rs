@@ -39,8 +39,10 @@ pub(crate) type Outcome = Result<Vec<u8>, Fail>;
 pub(crate) enum End<'a> {
     /// Every result is in.
     Complete(&'a CState),
-    /// Its tasks were withdrawn (`shutdown` with `cancel_futures`).
+    /// Its tasks were withdrawn (the pool was terminated).
     Withdrawn,
+    /// Its tasks were cancelled before a host claimed them.
+    Cancelled,
     /// Its tasks were withdrawn because no worker host of this build is
     /// left.
     Abandoned,
@@ -120,7 +122,7 @@ impl Collector {
         self.cancelled.store(true, Ordering::Release);
         self.cv.notify_all();
         drop(s);
-        self.withdrawn(End::Withdrawn);
+        self.withdrawn(End::Cancelled);
     }
 }
 
@@ -572,6 +574,46 @@ impl Pool {
         Ok(AsyncResult::new(&self.shared, c, finish_one::<F::Output>))
     }
 
+    /// Python's `apply_async(f, args, callback, error_callback)`:
+    /// [`apply_async`](Pool::apply_async) with callbacks, as the local
+    /// pool's `apply_async_with`: `callback` gets the value, or
+    /// `error_callback` the error (the task's failure, or
+    /// [`ClusterError::Closed`] when the pool is terminated first,
+    /// [`ClusterError::Cancelled`] when it is cancelled). They run once, on
+    /// the pool's result thread, before `get` returns; they must not wait
+    /// for results of this pool. A callback that panics is reported on
+    /// stderr and goes no further.
+    ///
+    /// ```no_run
+    /// use std::sync::mpsc;
+    /// fn double(x: u32) -> u32 { x * 2 }
+    /// # let pool = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?.pool()?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.apply_async_with(double, (21,), move |v: &u32| tx.send(*v).unwrap(), |e| eprintln!("{e}"))?;
+    /// assert_eq!(r.get()?, 42);
+    /// assert_eq!(rx.try_recv().ok(), Some(42));
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn apply_async_with<F, A>(
+        &self,
+        f: F,
+        args: A,
+        callback: impl FnOnce(&F::Output) + Send + 'static,
+        error_callback: impl FnOnce(&ClusterError) + Send + 'static,
+    ) -> Result<AsyncResult<F::Output>, ClusterError>
+    where
+        F: Function<A, Output: Data>,
+        A: Data,
+    {
+        let entry = Self::entry::<F, A>(f)?;
+        self.shared.cluster.wait_for_workers()?;
+        let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
+        let c = Collector::new(1);
+        c.on_done(with_callbacks(finish_one::<F::Output>, callback, error_callback));
+        self.shared.submit(entry, vec![chunk], &c, 0)?;
+        Ok(AsyncResult::new(&self.shared, c, finish_one::<F::Output>))
+    }
+
     /// Python's `map(f, items)`: the results in item order. Chunks as the
     /// local pool (and Python) do: about four chunks per worker process of
     /// the live worker hosts. The first failed item's error, once every
@@ -622,6 +664,37 @@ impl Pool {
         self.map_async_inner::<F, (A,), R, A>(f, items.into_iter().collect(), None)
     }
 
+    /// Python's `map_async(f, items, callback=..., error_callback=...)`:
+    /// [`map_async`](Pool::map_async) with callbacks, as
+    /// [`apply_async_with`](Pool::apply_async_with): `callback` gets every
+    /// result in order, or `error_callback` the first failure.
+    ///
+    /// ```no_run
+    /// use std::sync::mpsc;
+    /// fn double(x: u32) -> u32 { x * 2 }
+    /// # let pool = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?.pool()?;
+    /// let (tx, rx) = mpsc::channel();
+    /// let r = pool.map_async_with(double, 0..4u32, move |v: &Vec<u32>| tx.send(v.clone()).unwrap(), |_| {})?;
+    /// assert_eq!(r.get()?, [0, 2, 4, 6]);
+    /// assert_eq!(rx.try_recv().ok(), Some(vec![0, 2, 4, 6]));
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn map_async_with<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        callback: impl FnOnce(&Vec<R>) + Send + 'static,
+        error_callback: impl FnOnce(&ClusterError) + Send + 'static,
+    ) -> Result<AsyncResult<Vec<R>>, ClusterError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
+        let cb = with_callbacks(finish_map::<R>, callback, error_callback);
+        self.map_async_cb::<F, (A,), R, A>(f, items.into_iter().collect(), None, Some(cb))
+    }
+
     /// Python's `starmap(f, [(a, b), ...])`: each item is the argument
     /// tuple.
     ///
@@ -652,13 +725,29 @@ impl Pool {
         self.map_async_inner::<F, A, F::Output, A>(f, items.into_iter().collect(), None)
     }
 
-    /// `F` takes tuples `T`; the items are `I`, encoded as `T` (a 1-tuple
-    /// encodes as its element).
     fn map_async_inner<F, T, R, I>(
         &self,
         f: F,
         items: Vec<I>,
         chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>, ClusterError>
+    where
+        F: Function<T, Output = R>,
+        R: Data,
+        T: Data,
+        I: Data,
+    {
+        self.map_async_cb(f, items, chunksize, None)
+    }
+
+    /// `F` takes tuples `T`; the items are `I`, encoded as `T` (a 1-tuple
+    /// encodes as its element). `on_done` runs as the submission ends.
+    fn map_async_cb<F, T, R, I>(
+        &self,
+        f: F,
+        items: Vec<I>,
+        chunksize: Option<usize>,
+        on_done: Option<OnDone>,
     ) -> Result<AsyncResult<Vec<R>>, ClusterError>
     where
         F: Function<T, Output = R>,
@@ -675,6 +764,14 @@ impl Pool {
             encode_chunks(&items, chunksize)?
         };
         let c = Collector::new(chunks.len());
+        if let Some(f) = on_done {
+            if chunks.is_empty() {
+                // Nothing to wait for: complete at once.
+                f(End::Complete(&lock(&c.state)));
+            } else {
+                c.on_done(f);
+            }
+        }
         self.shared.submit(entry, chunks, &c, 0)?;
         Ok(AsyncResult::new(&self.shared, c, finish_map::<R>))
     }
@@ -842,6 +939,31 @@ impl Drop for Pool {
             "removing the result stream",
         );
     }
+}
+
+/// The [`OnDone`] that calls `callback` with the value `finish` makes, or
+/// `error_callback` with its error (or with `Closed` or `Cancelled` when
+/// the tasks were withdrawn). A panic in either is reported and stops
+/// there.
+fn with_callbacks<R: 'static>(
+    finish: fn(&CState) -> Result<R, ClusterError>,
+    callback: impl FnOnce(&R) + Send + 'static,
+    error_callback: impl FnOnce(&ClusterError) + Send + 'static,
+) -> OnDone {
+    Box::new(move |end: End<'_>| {
+        let outcome = match end {
+            End::Complete(s) => finish(s),
+            End::Cancelled => Err(ClusterError::Cancelled),
+            End::Withdrawn | End::Abandoned => Err(ClusterError::Closed),
+        };
+        let run = std::panic::AssertUnwindSafe(move || match outcome {
+            Ok(v) => callback(&v),
+            Err(e) => error_callback(&e),
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            eprintln!("mp-cluster: a pool callback panicked (ignored, as Python logs it)");
+        }
+    })
 }
 
 /// Python's chunk size for `map`: four chunks per process, rounded up.

@@ -25,6 +25,7 @@ fn main() -> ExitCode {
             "terminate_stops_running_tasks_everywhere",
             terminate_stops_running_tasks_everywhere,
         ),
+        ("callbacks_as_python_s", callbacks_as_python_s),
     ];
     let mut h = Harness::new(tests.len() + 1);
     for &(name, f) in tests {
@@ -486,5 +487,113 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
     check(
         other.apply(sleepy, (1,)).map_err(e)? == 1,
         "the hosts still serve",
+    )
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn boom(x: u32) -> u32 {
+    if x == 3 {
+        panic!("item {x} is cursed");
+    }
+    x
+}
+
+fn callbacks_as_python_s() -> Result<(), String> {
+    use std::sync::mpsc;
+    let ns = redis()?.namespace("callbacks");
+    let _host = Host::start(&ns, 1, "host-callbacks")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    wait_workers(&c, 1)?;
+    let pool = c.pool().map_err(e)?;
+    let wait = Duration::from_secs(20);
+    // The value goes to the callback before get returns.
+    let (tx, rx) = mpsc::channel::<Result<u64, String>>();
+    let tx2 = tx.clone();
+    let r = pool
+        .apply_async_with(
+            square,
+            (7,),
+            move |v: &u64| tx.send(Ok(*v)).expect("send"),
+            move |err: &ClusterError| tx2.send(Err(err.to_string())).expect("send"),
+        )
+        .map_err(e)?;
+    check(r.get_timeout(wait).map_err(e)? == 49, "apply_async_with's value")?;
+    check(rx.try_recv() == Ok(Ok(49)), "the callback ran before get returned")?;
+    check(rx.try_recv().is_err(), "once")?;
+    // A failure goes to the error callback.
+    let (tx, rx) = mpsc::channel::<String>();
+    let r = pool
+        .apply_async_with(
+            boom,
+            (3,),
+            |_: &u32| panic!("no value expected"),
+            move |err: &ClusterError| tx.send(err.to_string()).expect("send"),
+        )
+        .map_err(e)?;
+    check(r.get_timeout(wait).is_err(), "the task failed")?;
+    let got = rx.try_recv().map_err(|e| e.to_string())?;
+    check(got.contains("cursed"), format!("error_callback got {got}"))?;
+    // map_async_with: every result, in order; or the first failure.
+    let (tx, rx) = mpsc::channel::<Vec<u64>>();
+    let m = pool
+        .map_async_with(
+            square,
+            0..50u64,
+            move |v: &Vec<u64>| tx.send(v.clone()).expect("send"),
+            |err: &ClusterError| panic!("unexpected {err}"),
+        )
+        .map_err(e)?;
+    let v = m.get_timeout(wait).map_err(e)?;
+    check(v == (0..50u64).map(square).collect::<Vec<_>>(), "map_async_with's value")?;
+    check(rx.try_recv().ok() == Some(v), "map's callback")?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let m = pool
+        .map_async_with(
+            boom,
+            0..6u32,
+            |_: &Vec<u32>| panic!("no value expected"),
+            move |err: &ClusterError| tx.send(err.to_string()).expect("send"),
+        )
+        .map_err(e)?;
+    check(m.get_timeout(wait).is_err(), "the map failed")?;
+    let got = rx.try_recv().map_err(|e| e.to_string())?;
+    check(got.contains("item 3"), format!("map's error_callback got {got}"))?;
+    // An empty map calls back at once.
+    let (tx, rx) = mpsc::channel::<usize>();
+    let m = pool
+        .map_async_with(square, Vec::<u64>::new(), move |v: &Vec<u64>| tx.send(v.len()).expect("send"), |_| {})
+        .map_err(e)?;
+    check(m.get().map_err(e)?.is_empty() && rx.try_recv() == Ok(0), "empty map")?;
+    // A cancelled task and a terminated pool reach the error callback.
+    let busy = pool.apply_async(sleepy, (5000,)).map_err(e)?;
+    let behind = pool.apply_async(sleepy, (0,)).map_err(e)?;
+    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    check(
+        mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 2)),
+        "the host holds two tasks",
+    )?;
+    let (tx, rx) = mpsc::channel::<String>();
+    let tx2 = tx.clone();
+    let queued = pool
+        .apply_async_with(square, (2,), |_: &u64| {}, move |err: &ClusterError| {
+            tx2.send(format!("{err:?}")).expect("send")
+        })
+        .map_err(e)?;
+    check(queued.cancel().map_err(e)?, "cancelled")?;
+    check(rx.try_recv().as_deref() == Ok("Cancelled"), "error_callback(Cancelled)")?;
+    let last = pool
+        .apply_async_with(square, (3,), |_: &u64| {}, move |err: &ClusterError| {
+            tx.send(format!("{err:?}")).expect("send")
+        })
+        .map_err(e)?;
+    pool.terminate();
+    check(rx.try_recv().as_deref() == Ok("Closed"), "error_callback(Closed) on terminate")?;
+    check(matches!(last.get(), Err(ClusterError::Closed)), "get: Closed")?;
+    check(
+        matches!(busy.get(), Err(ClusterError::Closed)) && matches!(behind.get(), Err(ClusterError::Closed)),
+        "pending results: Closed",
     )
 }
