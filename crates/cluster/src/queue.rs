@@ -13,13 +13,24 @@ use serde::{Deserialize, Serialize};
 use crate::conn::{Conn, IO_TIMEOUT};
 use crate::{Cluster, ClusterError, wire};
 
-/// The longest one blocking Redis call waits; longer waits loop.
-const SLICE: Duration = Duration::from_secs(1);
+/// The longest one blocking Redis call waits; longer waits loop (and a
+/// getter blocked on an empty queue sees it closed within this).
+const SLICE: Duration = Duration::from_millis(250);
 
-/// Pushes only while the list is shorter than the bound: `maxsize` holds
-/// whatever many hosts put at once.
-const PUT_BOUNDED: &str = "if redis.call('LLEN', KEYS[1]) < tonumber(ARGV[1]) then \
-     return redis.call('RPUSH', KEYS[1], ARGV[2]) else return -1 end";
+/// Pushes unless the queue is closed (-2) or holds `maxsize` items already
+/// (-1; 0 is no bound), in one step: the bound and the close hold whatever
+/// many hosts put at once. KEYS: the list, its closed flag.
+const PUT: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end \
+     local max = tonumber(ARGV[1]) \
+     if max > 0 and redis.call('LLEN', KEYS[1]) >= max then return -1 end \
+     return redis.call('RPUSH', KEYS[1], ARGV[2])";
+
+/// Takes the head to the taking list if there is one; else 1 when the
+/// queue is closed, 0 when not. KEYS: the list, the taking list, the
+/// closed flag.
+const TAKE: &str = "local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') \
+     if v then return {v} end \
+     return redis.call('EXISTS', KEYS[3])";
 
 /// A FIFO queue on a Redis list that any host of the cluster (and any
 /// local child or cluster task it travels to) can use: Python's `Queue`
@@ -109,23 +120,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         let mut pause = Duration::from_millis(1);
         loop {
-            let r = if self.maxsize == 0 {
-                self.conn()
-                    .query::<i64>(redis::cmd("RPUSH").arg(&self.key).arg(&bytes), IO_TIMEOUT, "putting")
-            } else {
-                self.conn().query::<i64>(
-                    redis::cmd("EVAL")
-                        .arg(PUT_BOUNDED)
-                        .arg(1)
-                        .arg(&self.key)
-                        .arg(self.maxsize)
-                        .arg(&bytes),
-                    IO_TIMEOUT,
-                    "putting",
-                )
-            };
+            let r = self.conn().query::<i64>(
+                redis::cmd("EVAL")
+                    .arg(PUT)
+                    .arg(2)
+                    .arg(&self.key)
+                    .arg(self.closed_key())
+                    .arg(self.maxsize)
+                    .arg(&bytes),
+                IO_TIMEOUT,
+                "putting",
+            );
             match r {
                 Ok(n) if n >= 0 => return Ok(()),
+                Ok(-2) => return Err(PutError::Closed(item)),
                 Ok(_) => {}
                 Err(_) => return Err(PutError::Disconnected(item)),
             }
@@ -148,29 +156,41 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.get_deadline(Deadline::after(t))
     }
 
-    /// `get_nowait()`: `Empty` at once when empty.
+    /// `get_nowait()`: `Empty` at once when empty (`Closed` when empty
+    /// and closed).
     pub fn get_nowait(&self) -> Result<T, GetError> {
-        let moved = self.conn().query::<Option<Vec<u8>>>(
-            redis::cmd("LMOVE")
+        let taken = self.conn().query::<redis::Value>(
+            redis::cmd("EVAL")
+                .arg(TAKE)
+                .arg(3)
                 .arg(&self.key)
                 .arg(&self.taking)
-                .arg("LEFT")
-                .arg("RIGHT"),
+                .arg(self.closed_key()),
             IO_TIMEOUT,
             "getting",
         );
-        match moved {
-            Ok(Some(bytes)) => self.finish_get(bytes),
-            Ok(None) => Err(GetError::Empty),
+        match taken {
+            Ok(redis::Value::Array(v)) => match v.into_iter().next() {
+                Some(redis::Value::BulkString(bytes)) => self.finish_get(bytes),
+                _ => Err(GetError::Decode("an item of an unexpected type in Redis".into())),
+            },
+            Ok(redis::Value::Int(1)) => Err(GetError::Closed),
+            Ok(_) => Err(GetError::Empty),
             Err(_) => Err(GetError::Disconnected),
         }
     }
 
     fn get_deadline(&self, deadline: Deadline) -> Result<T, GetError> {
         loop {
+            // An item at once, or the end of a closed queue, without
+            // blocking.
+            match self.get_nowait() {
+                Err(GetError::Empty) => {}
+                other => return other,
+            }
             let slice = deadline.remaining().map_or(SLICE, |r| r.min(SLICE));
             if slice.is_zero() {
-                return self.get_nowait();
+                return Err(GetError::Empty);
             }
             // BLMOVE's timeout is in seconds, with millisecond precision.
             let secs = (slice.as_millis().max(1) as f64) / 1000.0;
@@ -204,6 +224,37 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             "finishing a get",
         );
         wire::decode::<T>(&bytes).map_err(GetError::Decode)
+    }
+
+    /// Closes the queue for every handle on every host, as the local
+    /// `Queue::close`: a `put` after it fails with `PutError::Closed`
+    /// (checked in the same step as the bound); `get`s take the items left,
+    /// then fail with `GetError::Closed` (a `get` blocked on the empty
+    /// queue within a quarter of a second).
+    ///
+    /// ```no_run
+    /// let c = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?;
+    /// let q: mp_cluster::Queue<u32> = c.queue("jobs")?;
+    /// q.put(1).unwrap();
+    /// q.close()?;
+    /// assert!(q.put(2).unwrap_err().is_closed());
+    /// assert_eq!(q.get(), Ok(1));
+    /// assert_eq!(q.get(), Err(mp_queue::GetError::Closed));
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn close(&self) -> Result<(), ClusterError> {
+        self.conn()
+            .query::<()>(redis::cmd("SET").arg(self.closed_key()).arg(1), IO_TIMEOUT, "closing a queue")
+    }
+
+    /// Whether the queue was closed (by any handle).
+    pub fn is_closed(&self) -> Result<bool, ClusterError> {
+        self.conn()
+            .query(redis::cmd("EXISTS").arg(self.closed_key()), IO_TIMEOUT, "looking up a queue's close")
+    }
+
+    fn closed_key(&self) -> String {
+        format!("{}:closed", self.key)
     }
 
     /// Python's `qsize()`: the number of items queued.

@@ -26,6 +26,7 @@ fn main() -> ExitCode {
             terminate_stops_running_tasks_everywhere,
         ),
         ("callbacks_as_python_s", callbacks_as_python_s),
+        ("queue_close_holds_everywhere", queue_close_holds_everywhere),
     ];
     let mut h = Harness::new(tests.len() + 1);
     for &(name, f) in tests {
@@ -596,4 +597,88 @@ fn callbacks_as_python_s() -> Result<(), String> {
         matches!(busy.get(), Err(ClusterError::Closed)) && matches!(behind.get(), Err(ClusterError::Closed)),
         "pending results: Closed",
     )
+}
+
+/// On a worker host: puts `x`; what came of it.
+fn put_there(q: mp_cluster::Queue<u64>, x: u64) -> String {
+    match q.put(x) {
+        Ok(()) => "put".into(),
+        Err(e) if e.is_closed() => "closed".into(),
+        Err(e) => format!("{e}"),
+    }
+}
+
+/// On a worker host: gets one item; what came of it.
+fn get_there(q: mp_cluster::Queue<u64>) -> String {
+    match q.get_timeout(Duration::from_secs(5)) {
+        Ok(v) => format!("got {v}"),
+        Err(mp_queue::GetError::Closed) => "closed".into(),
+        Err(e) => format!("{e}"),
+    }
+}
+
+fn queue_close_holds_everywhere() -> Result<(), String> {
+    use mp_queue::GetError;
+    let ns = redis()?.namespace("queue_close");
+    let _host = Host::start(&ns, 1, "host-close")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    wait_workers(&c, 1)?;
+    let pool = c.pool().map_err(e)?;
+    let q: mp_cluster::Queue<u64> = c.queue("closing").map_err(e)?;
+    check(pool.apply(put_there, (q.clone(), 1)).map_err(e)? == "put", "a host puts")?;
+    q.put(2).map_err(|e| e.to_string())?;
+    q.put(3).map_err(|e| e.to_string())?;
+    check(!q.is_closed().map_err(e)?, "open")?;
+    // A getter blocked on another queue that closes while it waits.
+    let idle: mp_cluster::Queue<u64> = c.queue("idle").map_err(e)?;
+    let idle2 = idle.clone();
+    let blocked = std::thread::spawn(move || {
+        let r = idle2.get_timeout(Duration::from_secs(10));
+        (r, Instant::now())
+    });
+    // A putter waiting on a full bounded queue that closes while it waits.
+    let full: mp_cluster::Queue<u64> = c.queue_with_maxsize("full", 1).map_err(e)?;
+    full.put(1).map_err(|e| e.to_string())?;
+    let full2 = full.clone();
+    let waiting = std::thread::spawn(move || full2.put_timeout(2, Duration::from_secs(10)));
+    // Both are waiting by now (polling remote state is not possible for a
+    // thread's wait: a deliberate pause, not a wait for an event).
+    std::thread::sleep(Duration::from_millis(300));
+    q.close().map_err(e)?;
+    idle.close().map_err(e)?;
+    let idle_closed = Instant::now();
+    full.close().map_err(e)?;
+    check(q.is_closed().map_err(e)?, "closed")?;
+    // Every handle, here and on the host, sees it.
+    match q.put(4) {
+        Err(err) if err.is_closed() => check(err.into_inner() == 4, "the item comes back")?,
+        other => return Err(format!("put after close: {other:?}")),
+    }
+    let other: mp_cluster::Queue<u64> = c.queue("closing").map_err(e)?;
+    check(other.put_nowait(5).is_err_and(|e| e.is_closed()), "another handle")?;
+    check(
+        pool.apply(put_there, (q.clone(), 6)).map_err(e)? == "closed",
+        "a handle on the worker host",
+    )?;
+    // Gets drain what is left, then Closed, on every handle.
+    check(q.get_timeout(Duration::from_secs(5)) == Ok(1), "first left")?;
+    check(pool.apply(get_there, (q.clone(),)).map_err(e)? == "got 2", "the host drains")?;
+    check(other.get_nowait() == Ok(3), "third left")?;
+    check(q.get_timeout(Duration::from_secs(5)) == Err(GetError::Closed), "then Closed")?;
+    check(q.get_nowait() == Err(GetError::Closed), "get_nowait: Closed")?;
+    check(pool.apply(get_there, (q.clone(),)).map_err(e)? == "closed", "Closed on the host")?;
+    let (r, returned) = blocked.join().map_err(|_| "the getter thread panicked".to_string())?;
+    let woke = returned.saturating_duration_since(idle_closed);
+    check(r == Err(GetError::Closed), format!("the blocked get: {r:?}"))?;
+    println!(
+        "    a get blocked on an empty queue ended with Closed within {:.0} ms of close()",
+        woke.as_secs_f64() * 1e3
+    );
+    check(woke < Duration::from_secs(2), format!("took {woke:?}"))?;
+    match waiting.join().map_err(|_| "the putter thread panicked".to_string())? {
+        Err(err) if err.is_closed() => {}
+        other => return Err(format!("the waiting put: {other:?}")),
+    }
+    check(full.get_nowait() == Ok(1), "a full queue drains after close")?;
+    check(full.get_nowait() == Err(GetError::Closed), "then Closed")
 }
