@@ -3,7 +3,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mp_queue::{GetError, PutError};
 use mp_sys::time::Deadline;
@@ -25,12 +25,28 @@ const PUT: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return -2 end \
      if max > 0 and redis.call('LLEN', KEYS[1]) >= max then return -1 end \
      return redis.call('RPUSH', KEYS[1], ARGV[2])";
 
-/// Takes the head to the taking list if there is one; else 1 when the
-/// queue is closed, 0 when not. KEYS: the list, the taking list, the
-/// closed flag.
-const TAKE: &str = "local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') \
+/// Renews this handle's taking lease (ARGV[1] ms) and lists its taking
+/// list among the queue's takers, then takes the head to the taking list
+/// if there is one; else 1 when the queue is closed, 0 when not. KEYS: the
+/// list, the taking list, the closed flag, the lease, the takers.
+const TAKE: &str = "redis.call('SET', KEYS[4], 1, 'PX', ARGV[1]) \
+     redis.call('SADD', KEYS[5], KEYS[2]) \
+     local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') \
      if v then return {v} end \
      return redis.call('EXISTS', KEYS[3])";
+
+/// Gives the items of takers whose lease lapsed (they died between taking
+/// and acknowledging) back to the head of the queue, in their order, and
+/// forgets those takers. KEYS: the list, the takers, then pairs (taking
+/// list, its lease). The number of items given back.
+const RECOVER: &str = "local n = 0 \
+     for i = 3, #KEYS, 2 do \
+       if redis.call('EXISTS', KEYS[i + 1]) == 0 then \
+         while redis.call('LMOVE', KEYS[i], KEYS[1], 'RIGHT', 'LEFT') do n = n + 1 end \
+         redis.call('SREM', KEYS[2], KEYS[i]) \
+       end \
+     end \
+     return n";
 
 /// A FIFO queue on a Redis list that any host of the cluster (and any
 /// local child or cluster task it travels to) can use: Python's `Queue`
@@ -39,7 +55,10 @@ const TAKE: &str = "local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIG
 /// `get` moves the item (`BLMOVE`) to a list of this handle's own before
 /// decoding it, and removes it from there once decoded, so an item is never
 /// half-taken; an item that does not decode is a
-/// [`GetError::Decode`] for that item alone.
+/// [`GetError::Decode`] for that item alone. A handle takes under a lease
+/// (the cluster's `lease`): when a consumer dies holding an item between
+/// the two steps, the next `get` after its lease lapsed gives the item
+/// back to the head of the queue.
 ///
 /// ```no_run
 /// let c = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?;
@@ -55,6 +74,8 @@ pub struct Queue<T> {
     key: String,
     taking: String,
     conn: Mutex<Conn>,
+    /// When this handle last looked for lapsed takers.
+    recovered: Mutex<Option<Instant>>,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -88,6 +109,7 @@ impl Cluster {
             name: name.to_string(),
             maxsize,
             conn: Mutex::new(self.new_conn()),
+            recovered: Mutex::new(None),
             _t: PhantomData,
         })
     }
@@ -159,13 +181,19 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// `get_nowait()`: `Empty` at once when empty (`Closed` when empty
     /// and closed).
     pub fn get_nowait(&self) -> Result<T, GetError> {
+        self.recover_due();
+        // The lease covers a blocking take that may follow.
+        let lease = self.cluster.settings().lease + SLICE;
         let taken = self.conn().query::<redis::Value>(
             redis::cmd("EVAL")
                 .arg(TAKE)
-                .arg(3)
+                .arg(5)
                 .arg(&self.key)
                 .arg(&self.taking)
-                .arg(self.closed_key()),
+                .arg(self.closed_key())
+                .arg(lease_key(&self.taking))
+                .arg(self.takers_key())
+                .arg(lease.as_millis() as u64),
             IO_TIMEOUT,
             "getting",
         );
@@ -257,6 +285,81 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         format!("{}:closed", self.key)
     }
 
+    fn takers_key(&self) -> String {
+        format!("{}:takers", self.key)
+    }
+
+    /// Every quarter of the lease, at most: gives the items of takers that
+    /// died holding them back to the head of the queue.
+    fn recover_due(&self) {
+        let quarter = self.cluster.settings().lease / 4;
+        {
+            let mut last = self.recovered.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < quarter) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        // A failure here is retried at the next get.
+        let _ = self.recover();
+    }
+
+    /// Gives the items of takers whose lease lapsed back to the head of
+    /// the queue; how many.
+    fn recover(&self) -> Result<usize, ClusterError> {
+        let mut conn = self.conn();
+        let takers: Vec<String> =
+            conn.query(redis::cmd("SMEMBERS").arg(self.takers_key()), IO_TIMEOUT, "listing a queue's takers")?;
+        let others: Vec<&String> = takers.iter().filter(|t| **t != self.taking).collect();
+        if others.is_empty() {
+            return Ok(0);
+        }
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RECOVER)
+            .arg(2 + 2 * others.len())
+            .arg(&self.key)
+            .arg(self.takers_key());
+        for t in others {
+            cmd.arg(t).arg(lease_key(t));
+        }
+        let n: i64 = conn.query(&cmd, IO_TIMEOUT, "giving back the items of lapsed takers")?;
+        Ok(n.max(0) as usize)
+    }
+
+    /// A test hook: takes an item to this handle's taking list and does not
+    /// acknowledge it, as a consumer killed between the two steps would
+    /// leave it. Whether an item was taken.
+    #[doc(hidden)]
+    pub fn take_without_ack(&self, t: Duration) -> Result<bool, ClusterError> {
+        let lease = self.cluster.settings().lease;
+        let mut conn = self.conn();
+        conn.query::<()>(
+            redis::cmd("SET")
+                .arg(lease_key(&self.taking))
+                .arg(1)
+                .arg("PX")
+                .arg(lease.as_millis() as u64),
+            IO_TIMEOUT,
+            "taking a lease",
+        )?;
+        conn.query::<()>(
+            redis::cmd("SADD").arg(self.takers_key()).arg(&self.taking),
+            IO_TIMEOUT,
+            "listing a taker",
+        )?;
+        let moved: Option<Vec<u8>> = conn.query(
+            redis::cmd("BLMOVE")
+                .arg(&self.key)
+                .arg(&self.taking)
+                .arg("LEFT")
+                .arg("RIGHT")
+                .arg(t.as_secs_f64().max(0.001)),
+            t + IO_TIMEOUT,
+            "taking an item",
+        )?;
+        Ok(moved.is_some())
+    }
+
     /// Python's `qsize()`: the number of items queued.
     pub fn qsize(&self) -> Result<usize, ClusterError> {
         let n: i64 = self
@@ -298,9 +401,15 @@ impl<T: Serialize + DeserializeOwned> Clone for Queue<T> {
             key: self.key.clone(),
             taking: taking_key(&self.key),
             conn: Mutex::new(self.cluster.new_conn()),
+            recovered: Mutex::new(None),
             _t: PhantomData,
         }
     }
+}
+
+/// The lease of a taking list: while it lives, the taker is alive.
+fn lease_key(taking: &str) -> String {
+    format!("{taking}:lease")
 }
 
 /// A new handle's own list of items being taken.

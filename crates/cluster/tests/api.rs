@@ -27,6 +27,10 @@ fn main() -> ExitCode {
         ),
         ("callbacks_as_python_s", callbacks_as_python_s),
         ("queue_close_holds_everywhere", queue_close_holds_everywhere),
+        (
+            "a_consumer_killed_holding_an_item_gives_it_back",
+            a_consumer_killed_holding_an_item_gives_it_back,
+        ),
     ];
     let mut h = Harness::new(tests.len() + 1);
     for &(name, f) in tests {
@@ -681,4 +685,73 @@ fn queue_close_holds_everywhere() -> Result<(), String> {
     }
     check(full.get_nowait() == Ok(1), "a full queue drains after close")?;
     check(full.get_nowait() == Err(GetError::Closed), "then Closed")
+}
+
+/// A consumer in a child process: takes an item and, before it can
+/// acknowledge it, says so and waits to be killed.
+fn take_and_hold(url: String, ns: String) -> Result<(), String> {
+    let c = Cluster::builder(&url)
+        .namespace(ns)
+        .lease(Duration::from_secs(1))
+        .connect()
+        .map_err(|e| e.to_string())?;
+    let q: mp_cluster::Queue<String> = c.queue("handoff").map_err(|e| e.to_string())?;
+    let said: mp_cluster::Queue<bool> = c.queue("took").map_err(|e| e.to_string())?;
+    let took = q.take_without_ack(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    said.put(took).map_err(|e| e.to_string())?;
+    // Held until the parent kills this process (a bound, never reached).
+    std::thread::sleep(Duration::from_secs(60));
+    Ok(())
+}
+
+/// Starts a consumer child that takes the head of the queue "handoff" and
+/// kills it once it says it took it (before it could acknowledge); when.
+fn kill_a_holder(ns: &str, said: &mp_cluster::Queue<bool>) -> Result<Instant, String> {
+    let mut p =
+        mp_process::get_context(mp_process::StartMethod::Spawn).process(take_and_hold, (redis()?.url(), ns.to_string()));
+    p.start().map_err(|e| e.to_string())?;
+    let took = said.get_timeout(Duration::from_secs(20));
+    p.kill().map_err(|e| e.to_string())?;
+    let killed = Instant::now();
+    p.join_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    check(took == Ok(true), format!("the consumer took an item: {took:?}"))?;
+    Ok(killed)
+}
+
+fn a_consumer_killed_holding_an_item_gives_it_back() -> Result<(), String> {
+    let ns = redis()?.namespace("handoff");
+    let lease = Duration::from_secs(1);
+    let c = Cluster::builder(&redis()?.url())
+        .namespace(&ns)
+        .lease(lease)
+        .connect()
+        .map_err(e)?;
+    let q: mp_cluster::Queue<String> = c.queue("handoff").map_err(e)?;
+    let said: mp_cluster::Queue<bool> = c.queue("took").map_err(e)?;
+    // A getter waiting on the queue gets the item once the lease lapses.
+    q.put("a".to_string()).map_err(|e| e.to_string())?;
+    let killed = kill_a_holder(&ns, &said)?;
+    check(q.qsize().map_err(e)? == 0, "the item is held")?;
+    let got = q.get_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
+    let back = killed.elapsed();
+    println!(
+        "    an item held by a consumer killed before its ack came back {:.0} ms after the kill (lease {} ms)",
+        back.as_secs_f64() * 1e3,
+        lease.as_millis()
+    );
+    check(got == "a", format!("the held item, got {got:?}"))?;
+    check(back < lease + Duration::from_secs(1), format!("took {back:?}"))?;
+    // It goes back to the head: before the items queued behind it.
+    for s in ["x", "y", "z"] {
+        q.put(s.to_string()).map_err(|e| e.to_string())?;
+    }
+    kill_a_holder(&ns, &said)?;
+    // A deliberate wait past the dead consumer's lease.
+    std::thread::sleep(lease + Duration::from_millis(300));
+    let order: Vec<String> = (0..3)
+        .map(|_| q.get_timeout(Duration::from_secs(5)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    check(order == ["x", "y", "z"], format!("order {order:?}"))?;
+    check(q.get_nowait() == Err(mp_queue::GetError::Empty), "nothing twice")
 }
