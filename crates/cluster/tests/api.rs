@@ -31,6 +31,10 @@ fn main() -> ExitCode {
             "a_consumer_killed_holding_an_item_gives_it_back",
             a_consumer_killed_holding_an_item_gives_it_back,
         ),
+        (
+            "oversized_and_lying_entries_fail_alone",
+            oversized_and_lying_entries_fail_alone,
+        ),
     ];
     let mut h = Harness::new(tests.len() + 1);
     for &(name, f) in tests {
@@ -754,4 +758,187 @@ fn a_consumer_killed_holding_an_item_gives_it_back() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     check(order == ["x", "y", "z"], format!("order {order:?}"))?;
     check(q.get_nowait() == Err(mp_queue::GetError::Empty), "nothing twice")
+}
+
+/// 16 MiB of garbage (a fixed pseudo-random sequence).
+fn garbage_16mib() -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..16 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// The LEB128 varint of `v`, as the codec writes lengths.
+fn varint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return out;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// A few bytes that declare a sequence of 2^40 elements.
+fn lying() -> Vec<u8> {
+    let mut b = varint(1 << 40);
+    b.extend_from_slice(&[1, 2, 3]);
+    b
+}
+
+/// The peak resident size of a process, in MiB (VmHWM).
+fn peak_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
+    use mp_queue::GetError;
+    let ns = redis()?.namespace("hostile");
+    let host = Host::start(&ns, 1, "host-hostile")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    let before = wait_workers(&c, 1)?[0].pid;
+    let big = garbage_16mib();
+    let mut con = raw()?;
+    let q_err = |e: redis::RedisError| e.to_string();
+    // The task stream: two entries the host cannot decode, then real work.
+    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    let build = format!("{:016x}", c.build_id());
+    let t0 = Instant::now();
+    for t in [&big, &lying()] {
+        redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg("b")
+            .arg(&build)
+            .arg("t")
+            .arg(t.as_slice())
+            .query::<String>(&mut con)
+            .map_err(q_err)?;
+    }
+    let pool = c.pool().map_err(e)?;
+    check(
+        pool.map(square, 0..20u64).map_err(e)? == (0..20u64).map(square).collect::<Vec<_>>(),
+        "the work behind the garbage tasks",
+    )?;
+    check(
+        mp_testkit::until(Duration::from_secs(10), || xlen(&stream).is_ok_and(|n| n == 0)),
+        "the garbage tasks were dropped",
+    )?;
+    let tasks_took = t0.elapsed();
+    // A result stream: garbage, and a result for a waiting task whose value
+    // declares 2^40 items. That task fails with a decode error; the others
+    // come through.
+    let fresh = c.pool().map_err(e)?;
+    let waiting = fresh.apply_async(sleepy, (1500,)).map_err(e)?; // task id 0
+    // Its result stream is named in its claims hash, once the host claimed
+    // the task.
+    check(
+        mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 1)),
+        "the host holds the task",
+    )?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{ns}:results:*"))
+        .query(&mut con)
+        .map_err(q_err)?;
+    let mut replies: Vec<String> = keys
+        .iter()
+        .map(|k| k.strip_suffix(":claims").unwrap_or(k).to_string())
+        .collect();
+    replies.sort();
+    replies.dedup();
+    let t0 = Instant::now();
+    // A result message by hand: id 0, worker "", Ok(bytes) whose bytes
+    // declare 2^40 results.
+    let mut msg = vec![0u8, 0, 0];
+    let inner = lying();
+    msg.extend(varint(inner.len() as u64));
+    msg.extend(&inner);
+    let mut sent = 0;
+    for reply in &replies {
+        for r in [&big, &msg] {
+            redis::cmd("XADD")
+                .arg(reply)
+                .arg("*")
+                .arg("r")
+                .arg(r.as_slice())
+                .query::<String>(&mut con)
+                .map_err(q_err)?;
+            sent += 1;
+        }
+    }
+    check(sent >= 2, format!("no result stream among {keys:?}"))?;
+    match waiting.get_timeout(Duration::from_secs(20)) {
+        Err(ClusterError::Task(mp_pool::TaskError::Decode(m))) => check(!m.is_empty(), "a message")?,
+        other => return Err(format!("the lying result: expected a decode error, got {other:?}")),
+    }
+    check(fresh.apply(square, (3,)).map_err(e)? == 9, "the next result")?;
+    check(pool.apply(square, (4,)).map_err(e)? == 16, "the other pool's")?;
+    let results_took = t0.elapsed();
+    // A queue: each garbage item is a decode error, its neighbours arrive.
+    let q: mp_cluster::Queue<Vec<u64>> = c.queue("hostile").map_err(e)?;
+    q.put(vec![1]).map_err(|e| e.to_string())?;
+    for item in [&big, &lying()] {
+        redis::cmd("RPUSH")
+            .arg(format!("{ns}:queue:hostile"))
+            .arg(item.as_slice())
+            .query::<i64>(&mut con)
+            .map_err(q_err)?;
+    }
+    q.put(vec![2]).map_err(|e| e.to_string())?;
+    let t0 = Instant::now();
+    let wait = Duration::from_secs(5);
+    check(q.get_timeout(wait) == Ok(vec![1]), "the item before")?;
+    check(matches!(q.get_timeout(wait), Err(GetError::Decode(_))), "16 MiB of garbage")?;
+    check(matches!(q.get_timeout(wait), Err(GetError::Decode(_))), "2^40 declared items")?;
+    check(q.get_timeout(wait) == Ok(vec![2]), "the item after")?;
+    let queue_took = t0.elapsed();
+    // A dict: each garbage value is a decode error for its key alone.
+    let d: mp_cluster::Dict<String, Vec<u64>> = c.dict("hostile").map_err(e)?;
+    d.insert("a".into(), vec![1]).map_err(e)?;
+    let field = |k: &str| mp_codec::encode(&k.to_string()).map(|f| f.into_payload());
+    for (k, v) in [("b", &big), ("c", &lying())] {
+        redis::cmd("HSET")
+            .arg(format!("{ns}:dict:hostile"))
+            .arg(field(k).map_err(|e| e.to_string())?)
+            .arg(v.as_slice())
+            .query::<i64>(&mut con)
+            .map_err(q_err)?;
+    }
+    let t0 = Instant::now();
+    check(d.get(&"a".into()).map_err(e)? == Some(vec![1]), "a")?;
+    check(matches!(d.get(&"b".into()), Err(ClusterError::Decode(_))), "b: 16 MiB")?;
+    check(matches!(d.get(&"c".into()), Err(ClusterError::Decode(_))), "c: 2^40 items")?;
+    check(matches!(d.items(), Err(ClusterError::Decode(_))), "items() names the damage")?;
+    d.insert("d".into(), vec![4]).map_err(e)?;
+    check(d.get(&"d".into()).map_err(e)? == Some(vec![4]), "d")?;
+    check(d.remove(&"b".into()).is_err(), "removing b gives its decode error")?;
+    check(!d.contains_key(&"b".into()).map_err(e)?, "and removes it")?;
+    let dict_took = t0.elapsed();
+    let after = c.workers().map_err(e)?;
+    check(
+        after.len() == 1 && after[0].pid == before,
+        "the same host serves after the garbage",
+    )?;
+    let host_peak = peak_mib(host.child.id()).unwrap_or(0);
+    let my_peak = peak_mib(std::process::id()).unwrap_or(0);
+    println!(
+        "    garbage (16 MiB, and 2^40 declared items): tasks {:.0} ms, results {:.0} ms, queue {:.0} ms, \
+         dict {:.0} ms; peak RSS host {host_peak} MiB, client {my_peak} MiB",
+        tasks_took.as_secs_f64() * 1e3,
+        results_took.as_secs_f64() * 1e3,
+        queue_took.as_secs_f64() * 1e3,
+        dict_took.as_secs_f64() * 1e3
+    );
+    check(host_peak < 512 && my_peak < 1024, "no huge allocation")
 }
