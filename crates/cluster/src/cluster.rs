@@ -89,8 +89,10 @@ impl ClusterBuilder {
         self
     }
 
-    /// How long a worker host may hold a task without renewing it before
-    /// another takes it over (default 10 s).
+    /// How long a worker host may hold a task of this client without
+    /// renewing it before another takes it over (default 10 s). The lease
+    /// travels with each task: the host that runs it renews it every third
+    /// of it, whatever the host's own setting.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.settings.lease = lease;
         self

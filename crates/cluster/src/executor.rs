@@ -127,12 +127,11 @@ impl Executor {
         let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
         let c = Collector::new(1);
         let (weak_shared, weak_c) = (Arc::downgrade(shared), Arc::downgrade(&c));
-        let (promise, future) = Promise::<F::Output>::cancellable(move || {
-            match (weak_shared.upgrade(), weak_c.upgrade()) {
+        let (promise, future) =
+            Promise::<F::Output>::cancellable(move || match (weak_shared.upgrade(), weak_c.upgrade()) {
                 (Some(s), Some(c)) => s.cancel(&c).unwrap_or(false),
                 _ => false,
-            }
-        });
+            });
         c.on_done(Box::new(move |end: End<'_>| match end {
             End::Complete(s) => promise.fulfil(finish_one::<F::Output>(s).map_err(task_error)),
             End::Withdrawn | End::Cancelled => promise.cancel(),

@@ -47,10 +47,19 @@
 //! work, and fails with [`ClusterError::NoWorkers`] or
 //! [`ClusterError::BuildMismatch`] after a bounded wait.
 //!
-//! Delivery is at-least-once with a lease: a worker host renews the tasks
-//! it holds; a task held past the lease without renewal (its host died) is
-//! taken over by another host (`XAUTOCLAIM`), and after `max_deliveries`
-//! it fails with `TaskError::WorkerLost`. A task id gives one result.
+//! Delivery is at-least-once with a lease, the client's, carried by each
+//! task: a worker host renews the tasks it holds every third of their
+//! lease; a task held past its lease without renewal (its host died) is
+//! taken over by another host (`XPENDING`, then `XCLAIM` with the task's
+//! lease as the minimum idle time), and after `max_deliveries` it fails
+//! with `TaskError::WorkerLost`. A task id gives one result.
+//!
+//! Before it runs the tasks of one read, a host claims them in one script
+//! on each pool's claims hash: a task is cancelled
+//! ([`AsyncResult::cancel`], an executor future's `cancel`) only while
+//! unclaimed, so a cancelled task never runs and a claimed one answers.
+//! A terminated (or dropped) pool is marked there too: hosts claim none of
+//! its tasks, and kill the local process that runs one (within 50 ms).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -159,6 +159,9 @@ impl Shared {
             return Err(ClusterError::Closed);
         }
         let build = format!("{:016x}", self.cluster.build_id());
+        // The lease travels with each task: hosts renew it every third of
+        // it and take over a task held past it.
+        let lease_ms = self.cluster.settings().lease.as_millis().to_string();
         let n = chunks.len();
         let base = self.next_id.fetch_add(n as u64, Ordering::Relaxed);
         let mut chunks = chunks.into_iter().enumerate().peekable();
@@ -181,6 +184,8 @@ impl Shared {
                     .arg("*")
                     .arg("b")
                     .arg(&build)
+                    .arg("l")
+                    .arg(&lease_ms)
                     .arg("t")
                     .arg(bytes);
                 ids.push((id, first + i));
@@ -352,7 +357,10 @@ impl Shared {
     pub(crate) fn mark_terminated(&self) {
         let mut p = redis::pipe();
         p.cmd("HSET").arg(&self.claims).arg(claim::TERMINATED).arg(1).ignore();
-        p.cmd("PEXPIRE").arg(&self.claims).arg(CLAIMS_TTL.as_millis() as u64).ignore();
+        p.cmd("PEXPIRE")
+            .arg(&self.claims)
+            .arg(CLAIMS_TTL.as_millis() as u64)
+            .ignore();
         let _ = lock(&self.conn).pipe::<()>(&p, "marking the pool terminated");
     }
 

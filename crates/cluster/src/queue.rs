@@ -271,14 +271,20 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Ok::<(), mp_cluster::ClusterError>(())
     /// ```
     pub fn close(&self) -> Result<(), ClusterError> {
-        self.conn()
-            .query::<()>(redis::cmd("SET").arg(self.closed_key()).arg(1), IO_TIMEOUT, "closing a queue")
+        self.conn().query::<()>(
+            redis::cmd("SET").arg(self.closed_key()).arg(1),
+            IO_TIMEOUT,
+            "closing a queue",
+        )
     }
 
     /// Whether the queue was closed (by any handle).
     pub fn is_closed(&self) -> Result<bool, ClusterError> {
-        self.conn()
-            .query(redis::cmd("EXISTS").arg(self.closed_key()), IO_TIMEOUT, "looking up a queue's close")
+        self.conn().query(
+            redis::cmd("EXISTS").arg(self.closed_key()),
+            IO_TIMEOUT,
+            "looking up a queue's close",
+        )
     }
 
     fn closed_key(&self) -> String {
@@ -308,8 +314,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// the queue; how many.
     fn recover(&self) -> Result<usize, ClusterError> {
         let mut conn = self.conn();
-        let takers: Vec<String> =
-            conn.query(redis::cmd("SMEMBERS").arg(self.takers_key()), IO_TIMEOUT, "listing a queue's takers")?;
+        let takers: Vec<String> = conn.query(
+            redis::cmd("SMEMBERS").arg(self.takers_key()),
+            IO_TIMEOUT,
+            "listing a queue's takers",
+        )?;
         let others: Vec<&String> = takers.iter().filter(|t| **t != self.taking).collect();
         if others.is_empty() {
             return Ok(0);

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use mp_pool::TaskError;
 use mp_sys::time::Deadline;
 
+use crate::claim;
 use crate::cluster::{GROUP, HEARTBEAT, REGISTRATION_TTL, now};
 use crate::conn::{Conn, IO_TIMEOUT, StreamEntry, range_entries, stream_entries};
-use crate::claim;
 use crate::wire::{self, Fail, ResultMsg, TaskMsg};
 use crate::{Cluster, ClusterError, WorkerInfo};
 
@@ -32,6 +32,22 @@ pub const HOST_ENV: &str = "MP_CLUSTER_HOST";
 
 /// The lease of a diverted worker host in milliseconds (default 10 000).
 pub const LEASE_ENV: &str = "MP_CLUSTER_LEASE_MS";
+
+/// The shortest lease: a client's shorter one counts as this.
+const MIN_LEASE: Duration = Duration::from_millis(100);
+
+/// How often (at most) a host with room looks for tasks held past their
+/// lease.
+const RECLAIM_EVERY: Duration = Duration::from_millis(250);
+
+/// How many idle entries one look lists.
+const RECLAIM_SCAN: usize = 256;
+
+/// The lease an entry's client gave it (field `l`, in milliseconds).
+fn entry_lease(e: &StreamEntry) -> Option<Duration> {
+    let ms = std::str::from_utf8(e.field("l")?).ok()?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ms).max(MIN_LEASE))
+}
 
 /// How long one `XREADGROUP` blocks before the loop looks around.
 const READ_BLOCK: Duration = Duration::from_millis(500);
@@ -91,8 +107,10 @@ impl WorkerBuilder {
         self
     }
 
-    /// The lease (default 10 s): this host renews the tasks it holds every
-    /// third of it, and takes over tasks another host has held for longer
+    /// The lease of tasks that carry none of their own (default 10 s).
+    /// Each client's tasks carry its lease (`ClusterBuilder::lease`): this
+    /// host renews a task it holds every third of the task's lease, and
+    /// takes over tasks another host has held for longer than theirs
     /// without renewing (that host died or lost Redis).
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(100));
@@ -196,6 +214,8 @@ struct Host {
     info: WorkerInfo,
     stream: String,
     pool: Arc<mp_pool::Pool>,
+    /// The leases of entries other hosts hold (read once each).
+    leases: Mutex<HashMap<String, Duration>>,
     /// The number of the last chunk handed to the local pool.
     seq: AtomicU64,
     /// The chunks the local processes run or will run: number -> the
@@ -206,7 +226,7 @@ struct Host {
     done_tx: mpsc::Sender<Done>,
     in_flight: Arc<InFlight>,
     /// The entries this host holds (to renew their lease).
-    held: Arc<Mutex<HashSet<String>>>,
+    held: Arc<Mutex<HashMap<String, Duration>>>,
     stop: Arc<AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
@@ -249,7 +269,7 @@ impl Host {
             cv: Condvar::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let held = Arc::new(Mutex::new(HashSet::new()));
+        let held = Arc::new(Mutex::new(HashMap::new()));
         let writer = {
             let w = Writer {
                 cluster: cluster.clone(),
@@ -286,6 +306,7 @@ impl Host {
             stream,
             pool,
             seq: AtomicU64::new(0),
+            leases: Mutex::new(HashMap::new()),
             running,
             watcher: Some(watcher),
             conn,
@@ -304,14 +325,15 @@ impl Host {
         let cap = self.info.processes * 2;
         let mut conn = self.cluster.new_conn();
         let mut failures = 0u32;
-        let lease = self.cluster.settings().lease;
+        // Often enough for the shortest lease a client may give.
+        let every = (self.cluster.settings().lease / 2).min(RECLAIM_EVERY);
         let mut reclaimed = Instant::now();
         while !until.has_passed() {
             let room = self.in_flight.room(cap, READ_BLOCK);
             if room == 0 {
                 continue;
             }
-            if reclaimed.elapsed() >= lease / 2 {
+            if reclaimed.elapsed() >= every {
                 reclaimed = Instant::now();
                 if let Err(e) = self.reclaim(&mut conn, room) {
                     eprintln!("mp-cluster worker {}: taking over expired tasks: {e}", self.info.id);
@@ -356,63 +378,113 @@ impl Host {
         Ok(())
     }
 
-    /// Takes over (`XAUTOCLAIM`) up to `room` entries that another host has
-    /// held past the lease without renewing them, and runs them here, or
-    /// fails them with `WorkerLost` once they were handed out more than
-    /// their `max_deliveries`.
+    /// Takes over up to `room` entries that another host has held past
+    /// their lease (the lease their client gave them, field `l`; this
+    /// host's own for an entry without one) without renewing them, and
+    /// runs them here, or fails them with `WorkerLost` once they were
+    /// handed out more than their `max_deliveries`: `XPENDING` lists the
+    /// entries idle for a while, and `XCLAIM` with each entry's own lease
+    /// as its minimum idle time takes those still idle past it (a renewal
+    /// in between wins).
     fn reclaim(&self, conn: &mut Conn, room: usize) -> Result<(), ClusterError> {
-        let lease_ms = self.cluster.settings().lease.as_millis() as u64;
-        let reply: redis::Value = conn.query(
-            redis::cmd("XAUTOCLAIM")
+        let pending: redis::Value = conn.query(
+            redis::cmd("XPENDING")
+                .arg(&self.stream)
+                .arg(GROUP)
+                .arg("IDLE")
+                .arg(MIN_LEASE.as_millis() as u64)
+                .arg("-")
+                .arg("+")
+                .arg(RECLAIM_SCAN),
+            IO_TIMEOUT,
+            "listing idle tasks",
+        )?;
+        let redis::Value::Array(rows) = pending else {
+            return Ok(());
+        };
+        // (id, idle, deliveries) of the entries other hosts hold.
+        let mut idle: Vec<(String, u64, u64)> = Vec::new();
+        for row in rows {
+            let redis::Value::Array(f) = row else { continue };
+            let text = |v: Option<&redis::Value>| match v {
+                Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+                Some(redis::Value::SimpleString(s)) => Some(s.clone()),
+                _ => None,
+            };
+            let int = |v: Option<&redis::Value>| match v {
+                Some(redis::Value::Int(n)) => u64::try_from(*n).ok(),
+                _ => None,
+            };
+            let (Some(id), Some(owner), Some(ms), Some(n)) =
+                (text(f.first()), text(f.get(1)), int(f.get(2)), int(f.get(3)))
+            else {
+                continue;
+            };
+            if owner != self.info.id {
+                idle.push((id, ms, n));
+            }
+        }
+        if idle.is_empty() {
+            return Ok(());
+        }
+        // Each entry's lease (entry ids never change meaning: cached).
+        let unknown: Vec<&String> = {
+            let known = lock(&self.leases);
+            idle.iter()
+                .map(|(id, _, _)| id)
+                .filter(|id| !known.contains_key(*id))
+                .collect()
+        };
+        if !unknown.is_empty() {
+            let mut p = redis::pipe();
+            for id in &unknown {
+                p.cmd("XRANGE").arg(&self.stream).arg(id.as_str()).arg(id.as_str());
+            }
+            let ranges: Vec<redis::Value> = conn.pipe(&p, "reading the leases of idle tasks")?;
+            let mut known = lock(&self.leases);
+            if known.len() > 100_000 {
+                known.clear();
+            }
+            for (id, r) in unknown.iter().zip(ranges) {
+                // An entry deleted while pending reads as none: taken
+                // at once, which drops it from the pending list.
+                let lease = match range_entries(&r).first() {
+                    Some(e) => entry_lease(e).unwrap_or(self.cluster.settings().lease),
+                    None => Duration::ZERO,
+                };
+                known.insert((*id).clone(), lease);
+            }
+        }
+        let due: Vec<(String, u64, Duration)> = {
+            let known = lock(&self.leases);
+            idle.into_iter()
+                .filter_map(|(id, ms, n)| {
+                    let lease = *known.get(&id)?;
+                    (u128::from(ms) >= lease.as_millis()).then_some((id, n, lease))
+                })
+                .take(room)
+                .collect()
+        };
+        if due.is_empty() {
+            return Ok(());
+        }
+        let mut p = redis::pipe();
+        for (id, _, lease) in &due {
+            p.cmd("XCLAIM")
                 .arg(&self.stream)
                 .arg(GROUP)
                 .arg(&self.info.id)
-                .arg(lease_ms)
-                .arg("0-0")
-                .arg("COUNT")
-                .arg(room),
-            IO_TIMEOUT,
-            "claiming expired tasks",
-        )?;
-        let redis::Value::Array(parts) = reply else {
-            return Ok(());
-        };
-        let entries = parts.get(1).map(range_entries).unwrap_or_default();
-        // Entries deleted while pending: nothing to run, release them.
-        if let Some(redis::Value::Array(deleted)) = parts.get(2) {
-            for id in deleted {
-                if let redis::Value::BulkString(id) = id {
-                    let _ = conn.query::<()>(
-                        redis::cmd("XACK").arg(&self.stream).arg(GROUP).arg(id.as_slice()),
-                        IO_TIMEOUT,
-                        "releasing a deleted task",
-                    );
-                }
-            }
+                .arg(lease.as_millis() as u64)
+                .arg(id);
         }
-        let mut taken = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let pending: redis::Value = conn.query(
-                redis::cmd("XPENDING")
-                    .arg(&self.stream)
-                    .arg(GROUP)
-                    .arg(&entry.id)
-                    .arg(&entry.id)
-                    .arg(1),
-                IO_TIMEOUT,
-                "counting a task's deliveries",
-            )?;
-            let deliveries = match &pending {
-                redis::Value::Array(rows) => match rows.first() {
-                    Some(redis::Value::Array(row)) => match row.get(3) {
-                        Some(redis::Value::Int(n)) => *n as u64,
-                        _ => 1,
-                    },
-                    _ => 1,
-                },
-                _ => 1,
-            };
-            taken.push((entry, deliveries));
+        let claimed: Vec<redis::Value> = conn.pipe(&p, "taking over expired tasks")?;
+        let mut taken = Vec::new();
+        for ((_, n, _), r) in due.iter().zip(claimed) {
+            for entry in range_entries(&r) {
+                lock(&self.leases).remove(&entry.id);
+                // XCLAIM counted this delivery.
+                taken.push((entry, n + 1));
+            }
         }
         self.take(conn, taken);
         Ok(())
@@ -424,7 +496,7 @@ impl Host {
     /// Unclaimed ones (Redis failed) stay pending, taken over after the
     /// lease.
     fn take(&self, conn: &mut Conn, entries: Vec<(StreamEntry, u64)>) {
-        let ready: Vec<(String, TaskMsg)> = entries
+        let ready: Vec<(String, TaskMsg, Duration)> = entries
             .into_iter()
             .filter_map(|(e, deliveries)| self.check(e, deliveries))
             .collect();
@@ -433,7 +505,7 @@ impl Host {
         }
         let mut keys: Vec<String> = Vec::new();
         let mut pairs: Vec<(usize, u64)> = Vec::with_capacity(ready.len());
-        for (_, task) in &ready {
+        for (_, task, _) in &ready {
             let key = claim::claims_key(&task.reply);
             let index = match keys.iter().position(|k| *k == key) {
                 Some(i) => i,
@@ -468,9 +540,9 @@ impl Host {
                 return;
             }
         };
-        for ((entry, task), mark) in ready.into_iter().zip(marks) {
+        for ((entry, task, lease), mark) in ready.into_iter().zip(marks) {
             if mark == 0 {
-                self.run(entry, task);
+                self.run(entry, task, lease);
             } else {
                 // Cancelled, or its pool was terminated: never run, no
                 // answer, off the stream.
@@ -490,7 +562,7 @@ impl Host {
 
     /// Decodes one entry, handed out `deliveries` times so far: the task to
     /// claim, or `None` when it was answered at once (it cannot run here).
-    fn check(&self, entry: StreamEntry, deliveries: u64) -> Option<(String, TaskMsg)> {
+    fn check(&self, entry: StreamEntry, deliveries: u64) -> Option<(String, TaskMsg, Duration)> {
         let build_ok = entry
             .field("b")
             .and_then(|b| std::str::from_utf8(b).ok())
@@ -537,13 +609,14 @@ impl Host {
             self.fail(entry.id, task.reply, task.id, Fail::Refused(why));
             return None;
         }
-        Some((entry.id, task))
+        let lease = entry_lease(&entry).unwrap_or(self.cluster.settings().lease);
+        Some((entry.id, task, lease))
     }
 
     /// Runs a claimed task (stream entry `entry`) in the local pool.
-    fn run(&self, entry: String, task: TaskMsg) {
+    fn run(&self, entry: String, task: TaskMsg, lease: Duration) {
         self.in_flight.add(1);
-        lock(&self.held).insert(entry.clone());
+        lock(&self.held).insert(entry.clone(), lease);
         let (id, reply) = (task.id, task.reply);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         lock(&self.running).insert(seq, reply.clone());
@@ -675,7 +748,7 @@ struct Writer {
     info: WorkerInfo,
     stream: String,
     in_flight: Arc<InFlight>,
-    held: Arc<Mutex<HashSet<String>>>,
+    held: Arc<Mutex<HashMap<String, Duration>>>,
     stop: Arc<AtomicBool>,
     /// The result streams of terminated pools: no result goes there.
     terminated: Arc<Mutex<HashSet<String>>>,
@@ -685,9 +758,11 @@ impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Done>) {
         let mut beat = Instant::now();
         let mut renewed = Instant::now();
-        let renew_every = self.cluster.settings().lease / 3;
+        let own = self.cluster.settings().lease;
         let mut batch: VecDeque<Done> = VecDeque::new();
         loop {
+            // A third of the shortest lease held.
+            let renew_every = lock(&self.held).values().copied().min().unwrap_or(own).min(own) / 3;
             match rx.recv_timeout((HEARTBEAT / 2).min(renew_every)) {
                 Ok(d) => {
                     batch.push_back(d);
@@ -759,7 +834,7 @@ impl Writer {
     /// Renews the lease of every task held: `XCLAIM` to itself with
     /// `JUSTID`, which resets the idle time without counting a delivery.
     fn renew(&mut self) {
-        let ids: Vec<String> = lock(&self.held).iter().cloned().collect();
+        let ids: Vec<String> = lock(&self.held).keys().cloned().collect();
         for chunk in ids.chunks(512) {
             let r = self.conn.query::<redis::Value>(
                 redis::cmd("XCLAIM")

@@ -35,6 +35,10 @@ fn main() -> ExitCode {
             "oversized_and_lying_entries_fail_alone",
             oversized_and_lying_entries_fail_alone,
         ),
+        (
+            "the_client_s_lease_governs_takeover",
+            the_client_s_lease_governs_takeover,
+        ),
     ];
     let mut h = Harness::new(tests.len() + 1);
     for &(name, f) in tests {
@@ -207,8 +211,14 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
     )?;
     check(third.cancel().map_err(e)?, "cancel again: still cancelled")?;
     check(!first.cancel().map_err(e)?, "a claimed task is not cancelled")?;
-    check(first.get_timeout(Duration::from_secs(20)).map_err(e)? == 1, "its result")?;
-    check(second.get_timeout(Duration::from_secs(20)).map_err(e)? == 2, "the second")?;
+    check(
+        first.get_timeout(Duration::from_secs(20)).map_err(e)? == 1,
+        "its result",
+    )?;
+    check(
+        second.get_timeout(Duration::from_secs(20)).map_err(e)? == 2,
+        "the second",
+    )?;
     check(!second.cancel().map_err(e)?, "a finished task is not cancelled")?;
     // A task queued after it runs: the cancelled one, ahead of it, did not.
     check(
@@ -235,7 +245,10 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
         format!("{queued:?}"),
     )?;
     check(busy.result_timeout(Duration::from_secs(20)) == Ok(600), "the busy one")?;
-    check(behind.result_timeout(Duration::from_secs(20)) == Ok(0), "the one behind")?;
+    check(
+        behind.result_timeout(Duration::from_secs(20)) == Ok(0),
+        "the one behind",
+    )?;
     ex.shutdown(true, false);
     check(drain(&runs)?.is_empty(), "the cancelled future's task never ran")
 }
@@ -321,9 +334,7 @@ fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
     // Two processes hold four chunks: wait until the host has claimed them.
     let stream = format!("{ns}:tasks:{:016x}", c.build_id());
     check(
-        mp_testkit::until(Duration::from_secs(10), || {
-            pending(&stream).is_ok_and(|n| n == 4)
-        }),
+        mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 4)),
         "the host holds four tasks",
     )?;
     let t0 = Instant::now();
@@ -341,7 +352,10 @@ fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
         if ran.contains(&i) {
             check(f.result() == Ok(i as u64), format!("future {i}: {f:?}"))?;
         } else {
-            check(f.result() == Err(ExecutorError::Cancelled), format!("future {i}: {f:?}"))?;
+            check(
+                f.result() == Err(ExecutorError::Cancelled),
+                format!("future {i}: {f:?}"),
+            )?;
         }
     }
     let mut recorded = drain(&runs)?;
@@ -493,10 +507,7 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
         stopped.as_secs_f64() * 1e3
     );
     check(stopped < Duration::from_secs(2), format!("took {stopped:?}"))?;
-    check(
-        other.apply(sleepy, (1,)).map_err(e)? == 1,
-        "the hosts still serve",
-    )
+    check(other.apply(sleepy, (1,)).map_err(e)? == 1, "the hosts still serve")
 }
 
 fn square(x: u64) -> u64 {
@@ -556,7 +567,10 @@ fn callbacks_as_python_s() -> Result<(), String> {
         )
         .map_err(e)?;
     let v = m.get_timeout(wait).map_err(e)?;
-    check(v == (0..50u64).map(square).collect::<Vec<_>>(), "map_async_with's value")?;
+    check(
+        v == (0..50u64).map(square).collect::<Vec<_>>(),
+        "map_async_with's value",
+    )?;
     check(rx.try_recv().ok() == Some(v), "map's callback")?;
     let (tx, rx) = mpsc::channel::<String>();
     let m = pool
@@ -573,7 +587,12 @@ fn callbacks_as_python_s() -> Result<(), String> {
     // An empty map calls back at once.
     let (tx, rx) = mpsc::channel::<usize>();
     let m = pool
-        .map_async_with(square, Vec::<u64>::new(), move |v: &Vec<u64>| tx.send(v.len()).expect("send"), |_| {})
+        .map_async_with(
+            square,
+            Vec::<u64>::new(),
+            move |v: &Vec<u64>| tx.send(v.len()).expect("send"),
+            |_| {},
+        )
         .map_err(e)?;
     check(m.get().map_err(e)?.is_empty() && rx.try_recv() == Ok(0), "empty map")?;
     // A cancelled task and a terminated pool reach the error callback.
@@ -587,19 +606,28 @@ fn callbacks_as_python_s() -> Result<(), String> {
     let (tx, rx) = mpsc::channel::<String>();
     let tx2 = tx.clone();
     let queued = pool
-        .apply_async_with(square, (2,), |_: &u64| {}, move |err: &ClusterError| {
-            tx2.send(format!("{err:?}")).expect("send")
-        })
+        .apply_async_with(
+            square,
+            (2,),
+            |_: &u64| {},
+            move |err: &ClusterError| tx2.send(format!("{err:?}")).expect("send"),
+        )
         .map_err(e)?;
     check(queued.cancel().map_err(e)?, "cancelled")?;
     check(rx.try_recv().as_deref() == Ok("Cancelled"), "error_callback(Cancelled)")?;
     let last = pool
-        .apply_async_with(square, (3,), |_: &u64| {}, move |err: &ClusterError| {
-            tx.send(format!("{err:?}")).expect("send")
-        })
+        .apply_async_with(
+            square,
+            (3,),
+            |_: &u64| {},
+            move |err: &ClusterError| tx.send(format!("{err:?}")).expect("send"),
+        )
         .map_err(e)?;
     pool.terminate();
-    check(rx.try_recv().as_deref() == Ok("Closed"), "error_callback(Closed) on terminate")?;
+    check(
+        rx.try_recv().as_deref() == Ok("Closed"),
+        "error_callback(Closed) on terminate",
+    )?;
     check(matches!(last.get(), Err(ClusterError::Closed)), "get: Closed")?;
     check(
         matches!(busy.get(), Err(ClusterError::Closed)) && matches!(behind.get(), Err(ClusterError::Closed)),
@@ -633,7 +661,10 @@ fn queue_close_holds_everywhere() -> Result<(), String> {
     wait_workers(&c, 1)?;
     let pool = c.pool().map_err(e)?;
     let q: mp_cluster::Queue<u64> = c.queue("closing").map_err(e)?;
-    check(pool.apply(put_there, (q.clone(), 1)).map_err(e)? == "put", "a host puts")?;
+    check(
+        pool.apply(put_there, (q.clone(), 1)).map_err(e)? == "put",
+        "a host puts",
+    )?;
     q.put(2).map_err(|e| e.to_string())?;
     q.put(3).map_err(|e| e.to_string())?;
     check(!q.is_closed().map_err(e)?, "open")?;
@@ -670,11 +701,20 @@ fn queue_close_holds_everywhere() -> Result<(), String> {
     )?;
     // Gets drain what is left, then Closed, on every handle.
     check(q.get_timeout(Duration::from_secs(5)) == Ok(1), "first left")?;
-    check(pool.apply(get_there, (q.clone(),)).map_err(e)? == "got 2", "the host drains")?;
+    check(
+        pool.apply(get_there, (q.clone(),)).map_err(e)? == "got 2",
+        "the host drains",
+    )?;
     check(other.get_nowait() == Ok(3), "third left")?;
-    check(q.get_timeout(Duration::from_secs(5)) == Err(GetError::Closed), "then Closed")?;
+    check(
+        q.get_timeout(Duration::from_secs(5)) == Err(GetError::Closed),
+        "then Closed",
+    )?;
     check(q.get_nowait() == Err(GetError::Closed), "get_nowait: Closed")?;
-    check(pool.apply(get_there, (q.clone(),)).map_err(e)? == "closed", "Closed on the host")?;
+    check(
+        pool.apply(get_there, (q.clone(),)).map_err(e)? == "closed",
+        "Closed on the host",
+    )?;
     let (r, returned) = blocked.join().map_err(|_| "the getter thread panicked".to_string())?;
     let woke = returned.saturating_duration_since(idle_closed);
     check(r == Err(GetError::Closed), format!("the blocked get: {r:?}"))?;
@@ -711,8 +751,8 @@ fn take_and_hold(url: String, ns: String) -> Result<(), String> {
 /// Starts a consumer child that takes the head of the queue "handoff" and
 /// kills it once it says it took it (before it could acknowledge); when.
 fn kill_a_holder(ns: &str, said: &mp_cluster::Queue<bool>) -> Result<Instant, String> {
-    let mut p =
-        mp_process::get_context(mp_process::StartMethod::Spawn).process(take_and_hold, (redis()?.url(), ns.to_string()));
+    let mut p = mp_process::get_context(mp_process::StartMethod::Spawn)
+        .process(take_and_hold, (redis()?.url(), ns.to_string()));
     p.start().map_err(|e| e.to_string())?;
     let took = said.get_timeout(Duration::from_secs(20));
     p.kill().map_err(|e| e.to_string())?;
@@ -899,8 +939,14 @@ fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
     let t0 = Instant::now();
     let wait = Duration::from_secs(5);
     check(q.get_timeout(wait) == Ok(vec![1]), "the item before")?;
-    check(matches!(q.get_timeout(wait), Err(GetError::Decode(_))), "16 MiB of garbage")?;
-    check(matches!(q.get_timeout(wait), Err(GetError::Decode(_))), "2^40 declared items")?;
+    check(
+        matches!(q.get_timeout(wait), Err(GetError::Decode(_))),
+        "16 MiB of garbage",
+    )?;
+    check(
+        matches!(q.get_timeout(wait), Err(GetError::Decode(_))),
+        "2^40 declared items",
+    )?;
     check(q.get_timeout(wait) == Ok(vec![2]), "the item after")?;
     let queue_took = t0.elapsed();
     // A dict: each garbage value is a decode error for its key alone.
@@ -918,8 +964,14 @@ fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
     let t0 = Instant::now();
     check(d.get(&"a".into()).map_err(e)? == Some(vec![1]), "a")?;
     check(matches!(d.get(&"b".into()), Err(ClusterError::Decode(_))), "b: 16 MiB")?;
-    check(matches!(d.get(&"c".into()), Err(ClusterError::Decode(_))), "c: 2^40 items")?;
-    check(matches!(d.items(), Err(ClusterError::Decode(_))), "items() names the damage")?;
+    check(
+        matches!(d.get(&"c".into()), Err(ClusterError::Decode(_))),
+        "c: 2^40 items",
+    )?;
+    check(
+        matches!(d.items(), Err(ClusterError::Decode(_))),
+        "items() names the damage",
+    )?;
     d.insert("d".into(), vec![4]).map_err(e)?;
     check(d.get(&"d".into()).map_err(e)? == Some(vec![4]), "d")?;
     check(d.remove(&"b".into()).is_err(), "removing b gives its decode error")?;
@@ -941,4 +993,56 @@ fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
         dict_took.as_secs_f64() * 1e3
     );
     check(host_peak < 512 && my_peak < 1024, "no huge allocation")
+}
+
+/// [`long`], but only the first run works for `ms` (so a rerun is quick).
+fn long_once(started: mp_cluster::Queue<u32>, runs: mp_cluster::Dict<String, u32>, ms: u64) -> u64 {
+    let n = runs.get(&"n".to_string()).expect("reading runs").unwrap_or(0) + 1;
+    runs.insert("n".to_string(), n).expect("counting runs");
+    long(started, if n == 1 { ms } else { 0 });
+    ms
+}
+
+fn the_client_s_lease_governs_takeover() -> Result<(), String> {
+    let ns = redis()?.namespace("client_lease");
+    // The hosts' own lease is the default 10 s: only the client's 1 s lease
+    // can explain a takeover within a couple of seconds.
+    let mut a = Host::start(&ns, 1, "lease-doomed")?;
+    let lease = Duration::from_secs(1);
+    let c = Cluster::builder(&redis()?.url())
+        .namespace(&ns)
+        .lease(lease)
+        .connect()
+        .map_err(e)?;
+    wait_workers(&c, 1)?;
+    let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
+    let pool = c.pool().map_err(e)?;
+    let runs: mp_cluster::Dict<String, u32> = c.dict("runs").map_err(e)?;
+    let r = pool.apply_async(long_once, (started.clone(), runs, 3000)).map_err(e)?;
+    let first = started
+        .get_timeout(Duration::from_secs(20))
+        .map_err(|e| e.to_string())?;
+    let _b = Host::start(&ns, 1, "lease-heir")?;
+    wait_workers(&c, 2)?;
+    // A deliberate wait past the lease: the living host renews it every
+    // third of the client's lease, so nobody takes the task over.
+    std::thread::sleep(lease + lease / 2);
+    check(started.qsize().map_err(e)? == 0, "a task whose host lives stays there")?;
+    a.kill();
+    let killed = Instant::now();
+    let second = started
+        .get_timeout(Duration::from_secs(20))
+        .map_err(|e| e.to_string())?;
+    let restarted = killed.elapsed();
+    println!(
+        "    with the client's 1 s lease (hosts' own: 10 s), the killed host's task restarted elsewhere \
+         {:.0} ms after the kill",
+        restarted.as_secs_f64() * 1e3
+    );
+    check(second != first, "it restarted in another process")?;
+    check(
+        restarted < lease + Duration::from_millis(1500),
+        format!("took {restarted:?}"),
+    )?;
+    check(r.get_timeout(Duration::from_secs(20)).map_err(e)? == 3000, "its result")
 }

@@ -483,13 +483,18 @@ fn a_killed_host_s_tasks_move_within_the_lease() -> Result<(), String> {
     let ns = redis()?.namespace("lease");
     let lease = Duration::from_secs(1);
     let mut a = Host::start_with_lease(&me(), &ns, 1, "doomed", lease)?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
+    // The client's lease travels with its tasks and governs takeover.
+    let c = Cluster::builder(&redis()?.url())
+        .namespace(&ns)
+        .lease(lease)
+        .connect()
+        .map_err(|e| e.to_string())?;
     wait_workers(&c, 1)?;
     let pool = c.pool().map_err(|e| e.to_string())?;
     // Long enough to outlast the second host's start and a lease and a half
     // on a loaded machine: a task that is ready before the kill would say
     // nothing about leases.
-    let task = Duration::from_secs(6);
+    let task = Duration::from_secs(4);
     let r = pool
         .apply_async(sleepy, (task.as_millis() as u64,))
         .map_err(|e| e.to_string())?;
@@ -519,6 +524,7 @@ fn a_killed_host_s_tasks_move_within_the_lease() -> Result<(), String> {
     // At most once: with max_deliveries(1), the task of a lost host fails.
     let c1 = Cluster::builder(&redis()?.url())
         .namespace(&ns)
+        .lease(lease)
         .max_deliveries(1)
         .connect()
         .map_err(|e| e.to_string())?;
@@ -737,7 +743,10 @@ fn executor_across_hosts() -> Result<(), String> {
         }),
         format!("{slow:?}"),
     )?;
-    check(slow.iter().any(|f| f.cancelled()), format!("some are cancelled: {slow:?}"))?;
+    check(
+        slow.iter().any(|f| f.cancelled()),
+        format!("some are cancelled: {slow:?}"),
+    )?;
     check(
         matches!(ex.submit(square, (1,)), Err(ClusterError::Closed)),
         "no task after shutdown",
