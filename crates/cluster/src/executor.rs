@@ -32,7 +32,9 @@ fn task_error(e: ClusterError) -> TaskError {
 /// has claimed its task (a host claims the tasks it reads, atomically,
 /// before it runs them): the task then never runs. Once claimed, `cancel()`
 /// returns false and the result arrives. `shutdown(_, true)` cancels every
-/// unclaimed task, as Python's does.
+/// unclaimed task, as Python's does. A future reads as pending, not
+/// `running()`, until it is done: the client is not told when a host
+/// starts its task.
 ///
 /// ```no_run
 /// use mp_pool::executor::as_completed;

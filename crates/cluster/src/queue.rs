@@ -3,6 +3,7 @@
 
 use std::marker::PhantomData;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mp_queue::{GetError, PutError};
@@ -76,6 +77,8 @@ pub struct Queue<T> {
     conn: Mutex<Conn>,
     /// When this handle last looked for lapsed takers.
     recovered: Mutex<Option<Instant>>,
+    /// Whether it is listed among the takers.
+    took: AtomicBool,
     _t: PhantomData<fn(T) -> T>,
 }
 
@@ -110,6 +113,7 @@ impl Cluster {
             maxsize,
             conn: Mutex::new(self.new_conn()),
             recovered: Mutex::new(None),
+            took: AtomicBool::new(false),
             _t: PhantomData,
         })
     }
@@ -184,6 +188,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         self.recover_due();
         // The lease covers a blocking take that may follow.
         let lease = self.cluster.settings().lease + SLICE;
+        self.took.store(true, Ordering::Relaxed);
         let taken = self.conn().query::<redis::Value>(
             redis::cmd("EVAL")
                 .arg(TAKE)
@@ -411,6 +416,7 @@ impl<T: Serialize + DeserializeOwned> Clone for Queue<T> {
             taking: taking_key(&self.key),
             conn: Mutex::new(self.cluster.new_conn()),
             recovered: Mutex::new(None),
+            took: AtomicBool::new(false),
             _t: PhantomData,
         }
     }
@@ -436,6 +442,31 @@ struct QueueWire {
     cluster: Cluster,
     name: String,
     maxsize: usize,
+}
+
+/// Leaves the takers when nothing is held. KEYS: the takers, the taking
+/// list, its lease.
+const LEAVE: &str = "if redis.call('LLEN', KEYS[2]) == 0 then \
+     redis.call('SREM', KEYS[1], KEYS[2]) redis.call('DEL', KEYS[3]) end return 0";
+
+impl<T> Drop for Queue<T> {
+    /// A handle that took items leaves the queue's takers (so they stay
+    /// few where many short-lived handles take).
+    fn drop(&mut self) {
+        if self.took.load(Ordering::Relaxed) {
+            let conn = self.conn.get_mut().unwrap_or_else(|e| e.into_inner());
+            let _ = conn.query::<i64>(
+                redis::cmd("EVAL")
+                    .arg(LEAVE)
+                    .arg(3)
+                    .arg(format!("{}:takers", self.key))
+                    .arg(&self.taking)
+                    .arg(lease_key(&self.taking)),
+                IO_TIMEOUT,
+                "leaving a queue's takers",
+            );
+        }
+    }
 }
 
 impl<T> Serialize for Queue<T> {

@@ -216,6 +216,8 @@ struct Host {
     pool: Arc<mp_pool::Pool>,
     /// The leases of entries other hosts hold (read once each).
     leases: Mutex<HashMap<String, Duration>>,
+    /// Where the next look for expired tasks starts in the pending list.
+    reclaim_from: Mutex<String>,
     /// The number of the last chunk handed to the local pool.
     seq: AtomicU64,
     /// The chunks the local processes run or will run: number -> the
@@ -307,6 +309,7 @@ impl Host {
             pool,
             seq: AtomicU64::new(0),
             leases: Mutex::new(HashMap::new()),
+            reclaim_from: Mutex::new("-".to_string()),
             running,
             watcher: Some(watcher),
             conn,
@@ -387,13 +390,15 @@ impl Host {
     /// as its minimum idle time takes those still idle past it (a renewal
     /// in between wins).
     fn reclaim(&self, conn: &mut Conn, room: usize) -> Result<(), ClusterError> {
+        // Page by page through a long pending list, one page per look.
+        let from = lock(&self.reclaim_from).clone();
         let pending: redis::Value = conn.query(
             redis::cmd("XPENDING")
                 .arg(&self.stream)
                 .arg(GROUP)
                 .arg("IDLE")
                 .arg(MIN_LEASE.as_millis() as u64)
-                .arg("-")
+                .arg(&from)
                 .arg("+")
                 .arg(RECLAIM_SCAN),
             IO_TIMEOUT,
@@ -402,6 +407,8 @@ impl Host {
         let redis::Value::Array(rows) = pending else {
             return Ok(());
         };
+        let full = rows.len() >= RECLAIM_SCAN;
+        let mut next = "-".to_string();
         // (id, idle, deliveries) of the entries other hosts hold.
         let mut idle: Vec<(String, u64, u64)> = Vec::new();
         for row in rows {
@@ -420,10 +427,15 @@ impl Host {
             else {
                 continue;
             };
-            if owner != self.info.id {
+            next = format!("({id}");
+            // Its own entries this host does not run (read, then not
+            // claimed: Redis failed in between) are taken again too.
+            if owner != self.info.id || !lock(&self.held).contains_key(&id) {
                 idle.push((id, ms, n));
             }
         }
+        // A full page: the next look goes on after it; else from the start.
+        *lock(&self.reclaim_from) = if full { next } else { "-".to_string() };
         if idle.is_empty() {
             return Ok(());
         }
