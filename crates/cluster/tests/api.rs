@@ -39,6 +39,7 @@ fn main() -> ExitCode {
             "the_client_s_lease_governs_takeover",
             the_client_s_lease_governs_takeover,
         ),
+        ("per_task_throughput", per_task_throughput),
     ];
     let mut h = Harness::new(tests.len() + 1);
     for &(name, f) in tests {
@@ -1045,4 +1046,35 @@ fn the_client_s_lease_governs_takeover() -> Result<(), String> {
         format!("took {restarted:?}"),
     )?;
     check(r.get_timeout(Duration::from_secs(20)).map_err(e)? == 3000, "its result")
+}
+
+/// Tasks of one item each, through the claim step: prints tasks/s.
+fn per_task_throughput() -> Result<(), String> {
+    let ns = redis()?.namespace("throughput");
+    let _host = Host::start(&ns, 2, "host-rate")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    wait_workers(&c, 1)?;
+    let pool = c.pool().map_err(e)?;
+    let n = 1000u64;
+    let t0 = Instant::now();
+    let rs = (0..n)
+        .map(|i| pool.apply_async(square, (i,)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    for (i, r) in rs.iter().enumerate() {
+        check(r.get_timeout(Duration::from_secs(30)).map_err(e)? == square(i as u64), "a value")?;
+    }
+    let apply = n as f64 / t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let got = pool
+        .imap_unordered(square, 0..n)
+        .map_err(e)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(e)?;
+    let imap = n as f64 / t0.elapsed().as_secs_f64();
+    check(got.len() == n as usize, "every result")?;
+    println!(
+        "    1 host x 2 processes, one item per task: apply_async {apply:.0} tasks/s, imap_unordered {imap:.0} tasks/s"
+    );
+    Ok(())
 }
