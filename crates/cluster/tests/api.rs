@@ -195,7 +195,7 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
     let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
     // One process holds two chunks at most: the first two are claimed, the
     // third waits in the stream.
-    let first = pool.apply_async(record, (runs.clone(), 1, 600)).map_err(e)?;
+    let first = pool.apply_async(record, (runs.clone(), 1, 1200)).map_err(e)?;
     let second = pool.apply_async(record, (runs.clone(), 2, 0)).map_err(e)?;
     let third = pool.apply_async(record, (runs.clone(), 3, 0)).map_err(e)?;
     let stream = format!("{ns}:tasks:{:016x}", c.build_id());
@@ -231,7 +231,7 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
     check(ran == vec![1, 2, 4], format!("runs {ran:?}"))?;
     // The executor's futures: cancel() while the host is busy.
     let ex = c.executor().map_err(e)?;
-    let busy = ex.submit(sleepy, (600,)).map_err(e)?;
+    let busy = ex.submit(sleepy, (1200,)).map_err(e)?;
     let behind = ex.submit(sleepy, (0,)).map_err(e)?;
     let queued = ex.submit(record, (runs.clone(), 5, 0)).map_err(e)?;
     check(!queued.running(), "a queued future is pending")?;
@@ -245,7 +245,7 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
         queued.cancelled() && queued.result() == Err(mp_pool::ExecutorError::Cancelled),
         format!("{queued:?}"),
     )?;
-    check(busy.result_timeout(Duration::from_secs(20)) == Ok(600), "the busy one")?;
+    check(busy.result_timeout(Duration::from_secs(20)) == Ok(1200), "the busy one")?;
     check(
         behind.result_timeout(Duration::from_secs(20)) == Ok(0),
         "the one behind",
@@ -348,7 +348,11 @@ fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
         fs.len() - ran.len(),
         took.as_secs_f64() * 1e3
     );
-    check(ran.len() == 4, format!("the claimed tasks finish: {ran:?}"))?;
+    // The four held at the call, and any claimed while it ran.
+    check(
+        ran.len() >= 4 && ran.len() < fs.len(),
+        format!("the claimed tasks finish, the others are cancelled: {ran:?}"),
+    )?;
     for (i, f) in fs.iter().enumerate() {
         if ran.contains(&i) {
             check(f.result() == Ok(i as u64), format!("future {i}: {f:?}"))?;
@@ -492,10 +496,10 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
     )?;
     let now: Vec<u32> = c.workers().map_err(e)?.iter().map(|w| w.pid).collect();
     check(now == hosts, format!("the same hosts serve: {hosts:?} then {now:?}"))?;
-    check(
-        started.qsize().map_err(e)? == 0,
-        "no withdrawn task of the terminated pool started",
-    )?;
+    // A task the first host had claimed and queued behind the killed one
+    // may start in the replacement process: it is stopped as well.
+    let late: Vec<u32> = std::iter::from_fn(|| started.get_nowait().ok()).collect();
+    until_ended(&late)?;
     // Dropping a pool without close and join terminates it too.
     let dropped = c.pool().map_err(e)?;
     let (_results, pids) = two_running(&dropped, &started)?;
