@@ -30,6 +30,34 @@ pub(crate) const CLAIM: &str = "local out = {} \
     end \
     return out";
 
+/// Reads up to ARGV[3] new entries for consumer ARGV[2] of group ARGV[1]
+/// on the task stream KEYS[1] without blocking, and claims each that names
+/// its pool (fields `r`, the result stream, and `i`, the task id) as
+/// [`CLAIM`] does, in the same step: one round trip per read while tasks
+/// wait. ARGV[4]: the claims hash's suffix. The answer: pairs {entry,
+/// mark}, the marks of [`CLAIM`], or -1 for an entry that names no pool
+/// (claimed apart, or answered as damaged).
+pub(crate) const READ_CLAIM: &str = "local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], \
+      'STREAMS', KEYS[1], '>') \
+    if not r then return {} end \
+    local out = {} \
+    for i, e in ipairs(r[1][2]) do \
+      local f = e[2] \
+      local reply, id \
+      for j = 1, #f - 1, 2 do \
+        if f[j] == 'r' then reply = f[j + 1] elseif f[j] == 'i' then id = f[j + 1] end \
+      end \
+      local mark = -1 \
+      if reply and id then \
+        local k = reply .. ARGV[4] \
+        if redis.call('HEXISTS', k, 'T') == 1 then mark = 2 \
+        elseif redis.call('HGET', k, id) == 'x' then mark = 1 \
+        else redis.call('HSET', k, id, ARGV[2]); mark = 0 end \
+      end \
+      out[i] = {e, mark} \
+    end \
+    return out";
+
 /// Cancels tasks all together. KEYS[1]: the claims hash; ARGV: the task
 /// ids. 1 when none was claimed (all are marked cancelled now), else 0
 /// (nothing changed).

@@ -186,6 +186,10 @@ impl Shared {
                     .arg(&build)
                     .arg("l")
                     .arg(&lease_ms)
+                    .arg("r")
+                    .arg(&self.reply)
+                    .arg("i")
+                    .arg(id)
                     .arg("t")
                     .arg(bytes);
                 ids.push((id, first + i));

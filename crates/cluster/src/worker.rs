@@ -343,6 +343,10 @@ impl Host {
                 }
                 continue;
             }
+            // Tasks waiting: read and claim them in one step.
+            if let Ok(true) = self.read_claimed(&mut conn, room) {
+                continue;
+            }
             let block = until.remaining().map_or(READ_BLOCK, |r| r.min(READ_BLOCK));
             let reply = conn.query::<redis::Value>(
                 redis::cmd("XREADGROUP")
@@ -502,6 +506,51 @@ impl Host {
         Ok(())
     }
 
+    /// Reads and claims up to `room` waiting entries in one script, and
+    /// takes them; whether there were any.
+    fn read_claimed(&self, conn: &mut Conn, room: usize) -> Result<bool, ClusterError> {
+        let reply: redis::Value = conn.query(
+            redis::cmd("EVAL")
+                .arg(claim::READ_CLAIM)
+                .arg(1)
+                .arg(&self.stream)
+                .arg(GROUP)
+                .arg(&self.info.id)
+                .arg(room)
+                .arg(claim::claims_key("")),
+            IO_TIMEOUT,
+            "reading and claiming tasks",
+        )?;
+        let redis::Value::Array(pairs) = reply else {
+            return Ok(false);
+        };
+        if pairs.is_empty() {
+            return Ok(false);
+        }
+        let mut unclaimed = Vec::new();
+        for pair in pairs {
+            let redis::Value::Array(pair) = pair else { continue };
+            let mut parts = pair.into_iter();
+            let (Some(entry), Some(redis::Value::Int(mark))) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            let Some(entry) = range_entries(&redis::Value::Array(vec![entry])).pop() else {
+                continue;
+            };
+            match mark {
+                0 => {
+                    if let Some((id, task, lease)) = self.check(entry, 1) {
+                        self.run(id, task, lease);
+                    }
+                }
+                -1 => unclaimed.push((entry, 1)),
+                _ => self.skip(entry.id, 0),
+            }
+        }
+        self.take(conn, unclaimed);
+        Ok(true)
+    }
+
     /// Takes the entries of one read (each handed out `deliveries` times so
     /// far): claims those that can run here, in one script, and runs the
     /// ones claimed; drops those cancelled or of a terminated pool.
@@ -556,20 +605,24 @@ impl Host {
             if mark == 0 {
                 self.run(entry, task, lease);
             } else {
-                // Cancelled, or its pool was terminated: never run, no
-                // answer, off the stream.
-                self.in_flight.add(1);
-                let _ = self.done_tx.send(Done {
-                    entry,
-                    reply: String::new(),
-                    msg: ResultMsg {
-                        id: task.id,
-                        worker: String::new(),
-                        outcome: Err(Fail::Refused("cancelled".into())),
-                    },
-                });
+                self.skip(entry, task.id);
             }
         }
+    }
+
+    /// A task cancelled, or of a terminated pool: never run, no answer,
+    /// off the stream.
+    fn skip(&self, entry: String, id: u64) {
+        self.in_flight.add(1);
+        let _ = self.done_tx.send(Done {
+            entry,
+            reply: String::new(),
+            msg: ResultMsg {
+                id,
+                worker: String::new(),
+                outcome: Err(Fail::Refused("cancelled".into())),
+            },
+        });
     }
 
     /// Decodes one entry, handed out `deliveries` times so far: the task to

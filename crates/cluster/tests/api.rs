@@ -1066,7 +1066,10 @@ fn per_task_throughput() -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(e)?;
     for (i, r) in rs.iter().enumerate() {
-        check(r.get_timeout(Duration::from_secs(30)).map_err(e)? == square(i as u64), "a value")?;
+        check(
+            r.get_timeout(Duration::from_secs(30)).map_err(e)? == square(i as u64),
+            "a value",
+        )?;
     }
     let apply = n as f64 / t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
