@@ -311,7 +311,7 @@ impl Cluster {
                     backoff.reset();
                     w
                 }
-                Err(e @ (ClusterError::Connect { .. } | ClusterError::Redis { .. })) => {
+                Err(e) if conn::is_away(&e) => {
                     if end() {
                         return Err(e);
                     }

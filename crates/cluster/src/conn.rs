@@ -126,6 +126,23 @@ impl Conn {
     }
 }
 
+/// Whether `e` says the server is away (refused, dropped, timed out, or
+/// still loading its data after a restart): waiting may fix it, unlike an
+/// error reply.
+pub(crate) fn is_away(e: &ClusterError) -> bool {
+    match e {
+        ClusterError::Connect { .. } => true,
+        ClusterError::Redis { source, .. } => {
+            source.is_io_error()
+                || source.is_connection_dropped()
+                || source.is_timeout()
+                || source.is_unrecoverable_error()
+                || source.code() == Some("LOADING")
+        }
+        _ => false,
+    }
+}
+
 /// One stream entry: its id and field-value pairs.
 pub(crate) struct StreamEntry {
     pub(crate) id: String,

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cluster::Backoff;
-use crate::conn::{Conn, IO_TIMEOUT, stream_entries};
+use crate::conn::{Conn, IO_TIMEOUT, is_away, stream_entries};
 use crate::wire::{self, Call, Fail, ResultMsg, TaskMsg};
 use crate::{Cluster, ClusterError};
 
@@ -140,6 +140,8 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     terminated: AtomicBool,
     stop: AtomicBool,
+    /// What the result reader's last try said, while the server is away.
+    away: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -190,7 +192,21 @@ impl Shared {
                     w.insert(id, ((Arc::clone(collector), index), String::new(), 0));
                 }
             }
-            match conn.pipe::<Vec<String>>(&p, "queueing tasks") {
+            // A server that is away (restarting) is waited for, within the
+            // cluster's worker_wait. Sending again after a connection broke
+            // mid-pipeline may queue a task twice: its id gives one result.
+            let started = Instant::now();
+            let mut backoff = Backoff::new();
+            let queued = loop {
+                match conn.pipe::<Vec<String>>(&p, "queueing tasks") {
+                    Err(e) if is_away(&e) && started.elapsed() < self.cluster.settings().worker_wait => {
+                        // Polling a server that is away.
+                        backoff.pause(self.cluster.settings().worker_wait.saturating_sub(started.elapsed()));
+                    }
+                    r => break r,
+                }
+            };
+            match queued {
                 Ok(replies) => {
                     let mut replies = replies.into_iter();
                     let epoch = replies.next().and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
@@ -236,7 +252,14 @@ impl Shared {
                 return Err(self.cluster.data_lost());
             }
             if deadline.has_passed() {
-                return Err(ClusterError::Task(TaskError::Timeout));
+                // With the server away, say so rather than "not ready".
+                return Err(match lock(&self.away).clone() {
+                    Some(why) => ClusterError::redis(
+                        "waiting for results (the server is away)",
+                        std::io::Error::new(std::io::ErrorKind::NotConnected, why).into(),
+                    ),
+                    None => ClusterError::Task(TaskError::Timeout),
+                });
             }
             let slice = deadline.remaining().map_or(ALIVE_CHECK, |r| r.min(ALIVE_CHECK));
             let before = s.got.len();
@@ -323,12 +346,14 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
         if (failed || checked.elapsed() >= EPOCH_CHECK) && shared.outstanding() {
             match shared.cluster.epoch(&mut conn) {
                 Ok(epoch) => {
+                    *lock(&shared.away) = None;
                     shared.lost_unless(epoch);
                     checked = Instant::now();
                     failed = false;
                 }
-                Err(_) => {
+                Err(e) => {
                     // Polling a server that is away.
+                    *lock(&shared.away) = Some(away_text(&e));
                     backoff.pause(Backoff::MAX);
                     continue;
                 }
@@ -346,13 +371,19 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             READ_BLOCK + IO_TIMEOUT,
             "reading results",
         );
-        let Ok(reply) = reply else {
-            // Redis away: waiting callers find out (their liveness check
-            // fails); this thread polls it with a backoff.
-            failed = true;
-            backoff.pause(Backoff::MAX);
-            continue;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                // Redis away: waiting callers find out (their liveness
+                // check fails, and a deadline says so); this thread polls
+                // it with a backoff.
+                *lock(&shared.away) = Some(away_text(&e));
+                failed = true;
+                backoff.pause(Backoff::MAX);
+                continue;
+            }
         };
+        *lock(&shared.away) = None;
         backoff.reset();
         let entries = stream_entries(&reply);
         if entries.is_empty() {
@@ -381,6 +412,14 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             IO_TIMEOUT,
             "trimming results",
         );
+    }
+}
+
+/// What the client library said of a server that is away.
+fn away_text(e: &ClusterError) -> String {
+    match e {
+        ClusterError::Connect { source, .. } | ClusterError::Redis { source, .. } => source.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -426,6 +465,7 @@ impl Cluster {
             closed: AtomicBool::new(false),
             terminated: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            away: Mutex::new(None),
         });
         lock(&shared.conn).open()?;
         let reader = {

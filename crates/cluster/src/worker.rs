@@ -13,7 +13,7 @@ use mp_pool::TaskError;
 use mp_sys::time::Deadline;
 
 use crate::cluster::{Backoff, GROUP, HEARTBEAT, REGISTRATION_TTL, now};
-use crate::conn::{Conn, IO_TIMEOUT, StreamEntry, range_entries, stream_entries};
+use crate::conn::{Conn, IO_TIMEOUT, StreamEntry, is_away, range_entries, stream_entries};
 use crate::wire::{self, Fail, ResultMsg, TaskMsg};
 use crate::{Cluster, ClusterError, WorkerInfo};
 
@@ -231,12 +231,6 @@ fn is_nogroup(e: &ClusterError) -> bool {
     matches!(e, ClusterError::Redis { source, .. } if source.code() == Some("NOGROUP"))
 }
 
-/// Whether `e` says the server is away (refused, dropped, timed out,
-/// loading its data), rather than something waiting cannot fix.
-fn is_away(e: &ClusterError) -> bool {
-    matches!(e, ClusterError::Connect { .. } | ClusterError::Redis { .. })
-}
-
 impl Host {
     fn start(cluster: Cluster, info: WorkerInfo, until: Deadline) -> Result<Host, ClusterError> {
         let stream = cluster.tasks_key(info.build);
@@ -427,6 +421,11 @@ impl Host {
             }
         }
         for entry in entries {
+            if lock(&self.held).contains(&entry.id) {
+                // Its own, still running here: its lease lapsed while the
+                // server was away, and the claim renewed it.
+                continue;
+            }
             let pending: redis::Value = conn.query(
                 redis::cmd("XPENDING")
                     .arg(&self.stream)
