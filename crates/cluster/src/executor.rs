@@ -62,7 +62,10 @@ impl Cluster {
     /// a worker host of this build lives; when none has for the cluster's
     /// `worker_wait`, the unfinished tasks are withdrawn and their futures
     /// fail with `ExecutorError::BrokenProcessPool` (Python's
-    /// `BrokenProcessPool`).
+    /// `BrokenProcessPool`). A server that does not answer (restarting)
+    /// counts as neither: the futures wait for it (bound a wait with
+    /// `result_timeout`), and if it comes back without their tasks they
+    /// fail with `ExecutorError::Task(TaskError::Lost)`.
     pub fn executor(&self) -> Result<Executor, ClusterError> {
         let pool = self.pool()?;
         let stop = Arc::new(AtomicBool::new(false));
