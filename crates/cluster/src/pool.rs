@@ -118,9 +118,10 @@ impl Collector {
         }
     }
 
+    /// Every result is in, or none will come (its tasks were lost).
     fn complete(&self) -> bool {
         let s = lock(&self.state);
-        s.got.len() >= s.expected
+        s.got.len() >= s.expected || s.lost
     }
 }
 
@@ -865,7 +866,9 @@ impl<R> AsyncResult<R> {
     }
 
     /// [`get`](AsyncResult::get) for at most `t`; `Task(Timeout)` after,
-    /// and the task goes on.
+    /// and the task goes on (a `Redis` error instead while the server
+    /// does not answer: the task goes on too, if the server comes back with
+    /// its data).
     pub fn get_timeout(&self, t: Duration) -> Result<R, ClusterError> {
         self.get_deadline(Deadline::after(t))
     }
@@ -892,7 +895,8 @@ impl<R> AsyncResult<R> {
         self.ready()
     }
 
-    /// Whether the result has arrived.
+    /// Whether the result has arrived (or never will: its tasks were lost
+    /// with the server's data, and `get` says so).
     pub fn ready(&self) -> bool {
         self.collector.complete()
     }
