@@ -318,6 +318,8 @@ impl Host {
                 reclaimed = Instant::now();
                 match self.reclaim(&mut conn, room) {
                     Err(e) if is_nogroup(&e) => self.recreate_group(&mut conn),
+                    // The server away: the reads below say so.
+                    Err(e) if is_away(&e) => {}
                     Err(e) => eprintln!("mp-cluster worker {}: taking over expired tasks: {e}", self.info.id),
                     Ok(()) => {}
                 }
@@ -635,6 +637,7 @@ impl Writer {
         let renew_every = self.cluster.settings().lease / 3;
         let mut batch: VecDeque<Done> = VecDeque::new();
         let mut backoff = Backoff::new();
+        let mut stopping: Option<Instant> = None;
         loop {
             // Results not sent yet (the server is away): the backoff is the
             // wait, not the channel.
@@ -676,8 +679,24 @@ impl Writer {
                 renewed = Instant::now();
                 self.renew();
             }
-            if self.stop.load(Ordering::Acquire) && batch.is_empty() {
-                return;
+            if self.stop.load(Ordering::Acquire) {
+                if batch.is_empty() {
+                    return;
+                }
+                // Stopping while the server is away: wait for it a lease at
+                // most. The tasks of the results given up stay pending, so
+                // another host runs them once their lease lapses.
+                let since = *stopping.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.cluster.settings().lease {
+                    eprintln!(
+                        "mp-cluster worker {}: stopping with {} results unsent (the server is away); another host \
+                         runs their tasks again after the lease",
+                        self.info.id,
+                        batch.len()
+                    );
+                    self.in_flight.done(batch.len());
+                    return;
+                }
             }
         }
     }
@@ -744,7 +763,10 @@ impl Writer {
                 "renewing leases",
             );
             if let Err(e) = r {
-                eprintln!("mp-cluster worker {}: {e}", self.info.id);
+                // The server away: sending results says so.
+                if !is_away(&e) {
+                    eprintln!("mp-cluster worker {}: renewing leases: {e}", self.info.id);
+                }
                 return;
             }
         }

@@ -39,6 +39,10 @@ fn main() -> ExitCode {
             "a_call_fails_within_its_timeout_while_redis_is_away",
             a_call_fails_within_its_timeout_while_redis_is_away,
         ),
+        (
+            "a_worker_in_code_stops_while_redis_is_away",
+            a_worker_in_code_stops_while_redis_is_away,
+        ),
     ];
     let mut h = Harness::new(tests.len() + 1);
     for &(name, f) in tests {
@@ -258,6 +262,10 @@ fn a_call_right_after_a_quick_restart_works() -> Result<(), String> {
     wait_workers(&c, 1)?;
     let pool = c.pool().map_err(|e| e.to_string())?;
     check(pool.apply(square, (3,)).map_err(|e| e.to_string())? == 9, "before")?;
+    let d: mp_cluster::Dict<String, u64> = c.dict("d").map_err(|e| e.to_string())?;
+    d.insert("k".into(), 7).map_err(|e| e.to_string())?;
+    let q: mp_cluster::Queue<u64> = c.queue("q").map_err(|e| e.to_string())?;
+    q.put(11).map_err(|e| e.to_string())?;
     let outage = restart_with_data(&r, Duration::ZERO)?;
     // Every connection the client held is closed now: the calls reconnect.
     let t0 = Instant::now();
@@ -269,8 +277,18 @@ fn a_call_right_after_a_quick_restart_works() -> Result<(), String> {
             == 16,
         "after",
     )?;
+    check(
+        d.get(&"k".into()).map_err(|e| format!("dict get right after: {e}"))? == Some(7),
+        "the dict kept its entry",
+    )?;
+    check(
+        q.get_timeout(Duration::from_secs(5))
+            .map_err(|e| format!("queue get right after: {e}"))?
+            == 11,
+        "the queue kept its item",
+    )?;
     println!(
-        "    restart took {:.0} ms; workers() and apply right after it: {:.1} ms",
+        "    restart took {:.0} ms; workers(), apply, a dict get and a queue get right after it: {:.1} ms",
         outage.as_secs_f64() * 1e3,
         t0.elapsed().as_secs_f64() * 1e3
     );
@@ -467,6 +485,57 @@ fn a_call_fails_within_its_timeout_while_redis_is_away() -> Result<(), String> {
         took_map.as_secs_f64() * 1e3,
         took_workers.as_secs_f64() * 1e3,
         outage.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// A worker host started in code, in a spawned child, with a short lease,
+/// serving for `serve_ms`.
+fn serve_in_code(url: String, ns: String, serve_ms: u64) -> Result<(), String> {
+    mp_cluster::Worker::builder(&url)
+        .namespace(ns)
+        .processes(1)
+        .host("in-code")
+        .lease(Duration::from_millis(500))
+        .run_timeout(Duration::from_millis(serve_ms))
+        .map_err(|e| e.to_string())
+}
+
+fn a_worker_in_code_stops_while_redis_is_away() -> Result<(), String> {
+    let r = server()?;
+    let ns = r.namespace("stop_away");
+    let serve = Duration::from_millis(1500);
+    let mut p = mp_process::get_context(mp_process::StartMethod::Spawn)
+        .process(serve_in_code, (r.url(), ns.clone(), serve.as_millis() as u64));
+    p.start().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let c = cluster(&r, &ns)?;
+    let result = (|| {
+        wait_workers(&c, 1)?;
+        let pool = c.pool().map_err(|e| e.to_string())?;
+        // Done while the server is away: its result cannot be sent when
+        // the host's time is up.
+        let _held = pool.apply_async(sleepy, (300,)).map_err(|e| e.to_string())?;
+        check(
+            mp_testkit::until(Duration::from_secs(10), || pending(&r, &c) > 0),
+            "the host takes the task",
+        )?;
+        r.stop().map(|_| ())
+    })();
+    let code = mp_testkit::finish(&mut p)?;
+    let took = started.elapsed();
+    result?;
+    check(code == 0, format!("the worker host exited with {code}"))?;
+    // Its time, then a lease for the task it holds, then a lease for the
+    // result it cannot send (without a bound, it would wait for ever).
+    check(
+        took < serve + Duration::from_secs(3),
+        format!("the host stopped {took:?} after its start (serving {serve:?}, lease 500 ms)"),
+    )?;
+    println!(
+        "    a host serving {} ms (lease 500 ms) stopped {:.0} ms after its start with the server away",
+        serve.as_millis(),
+        took.as_secs_f64() * 1e3
     );
     Ok(())
 }
