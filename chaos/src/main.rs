@@ -89,7 +89,7 @@ const SCENARIOS: &[Scenario] = &[
     // had any.
     Scenario {
         name: "cluster host killed mid-run",
-        asserts: "10,000 tasks over 3 worker hosts (processes of their own), one SIGKILLed after 3,000 results: each task id has exactly one result, the right value; the killed host's tasks finish elsewhere within lease (1 s) + 5 s; its local workers exit; the server is gone after",
+        asserts: "10,000 tasks over 3 worker hosts (processes of their own), one SIGKILLed after 3,000 results: each task id has exactly one result, the right value; the killed host's tasks are taken over (XPENDING) within lease (1 s) + 3 s and all are done within lease + 5 s; its local workers exit; the server is gone after",
         run: cluster_host_killed,
     },
     Scenario {
@@ -838,12 +838,30 @@ fn host_killed_in(rig: &ClusterRig) -> Outcome {
     let t0 = Instant::now();
     let mut tally = Tally::new();
     let mut results = ok(pool.imap_unordered_chunked(labelled_square, 0..CLUSTER_TASKS, 50))?;
-    let mut killed: Option<(Instant, String, usize, Vec<u32>)> = None;
+    let mut killed: Option<(Instant, String, String, usize, Vec<u32>)> = None;
+    let mut taken_over: Option<Duration> = None;
     let mut got = 0;
-    while let Some(r) = results.next_timeout(PATIENCE) {
-        tally.add(ok(r)?)?;
-        got += 1;
-        if got == 3000 {
+    let mut last_result = Instant::now();
+    // Short waits, so that the victim's held tasks are looked at while the
+    // others wait for them.
+    while let Some(r) = results.next_timeout(Duration::from_millis(50)) {
+        match r {
+            Err(multiprocessing::cluster::ClusterError::Task(TaskError::Timeout)) => {
+                check(last_result.elapsed() < PATIENCE, "no result for 30 s")?;
+            }
+            r => {
+                tally.add(ok(r)?)?;
+                got += 1;
+                last_result = Instant::now();
+            }
+        }
+        if let Some((at, _, id, _, _)) = &killed
+            && taken_over.is_none()
+            && held_by(&rig.redis, &c, Some(id))? == 0
+        {
+            taken_over = Some(at.elapsed());
+        }
+        if got == 3000 && killed.is_none() {
             let victim = hosts.pop().ok_or("no host")?;
             let pid = victim.child.id();
             let id = ok(c.workers())?
@@ -856,21 +874,24 @@ fn host_killed_in(rig: &ClusterRig) -> Outcome {
             let label = victim.label.clone();
             // SIGKILL, reaped.
             drop(victim);
-            killed = Some((Instant::now(), label, held, workers));
+            killed = Some((Instant::now(), label, id, held, workers));
         }
     }
     drop(results);
     let total = t0.elapsed();
-    let (at, victim, held, workers) = killed.ok_or("the run ended before the kill")?;
+    let (at, victim, _, held, workers) = killed.ok_or("the run ended before the kill")?;
     let after = at.elapsed();
+    let taken_over = taken_over.ok_or("the killed host's tasks were never taken over")?;
     tally.exactly_once()?;
     check(
         tally.per_host.len() == 3 && tally.per_host.get(&victim).is_some_and(|&n| n < 3000),
         format!("per host: {}", tally.hosts()),
     )?;
     check(
-        after < lease + Duration::from_secs(5),
-        format!("the last result came {after:?} after the kill (lease {lease:?})"),
+        taken_over < lease + Duration::from_secs(3) && after < lease + Duration::from_secs(5),
+        format!(
+            "the killed host's tasks were taken over {taken_over:?} after the kill, all done {after:?} after (lease {lease:?})"
+        ),
     )?;
     // The killed host's local worker processes end with it.
     check(
@@ -884,7 +905,9 @@ fn host_killed_in(rig: &ClusterRig) -> Outcome {
     check(server.is_some_and(is_dead), "the server is gone")?;
     Ok(format!(
         "10,000 tasks, each id once and right; {victim} SIGKILLed after 3,000 results holding {held} chunks of 50: \
-         all done {:.2} s after the kill (lease {} s), {:.2} s in all; per host: {}",
+         taken over by the others {:.2} s after the kill, all done {:.2} s after it (lease {} s), {:.2} s in all; \
+         per host: {}",
+        taken_over.as_secs_f64(),
         after.as_secs_f64(),
         lease.as_secs(),
         total.as_secs_f64(),

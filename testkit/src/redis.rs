@@ -260,8 +260,9 @@ pub fn restartable() -> Result<RestartableRedis, String> {
     }
     let n = NAMESPACES.fetch_add(1, Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("mp-redis-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot make {}: {e}", dir.display()))?;
     let mut last = String::new();
+    // A port found free can be taken before the server binds it; try a
+    // few. A failed try's handle removes the directory; the next makes it.
     for _ in 0..3 {
         let port = free_port()?;
         let r = RestartableRedis::new(port, dir.clone())?;
@@ -270,7 +271,6 @@ pub fn restartable() -> Result<RestartableRedis, String> {
             Err(e) => last = e,
         }
     }
-    let _ = std::fs::remove_dir_all(&dir);
     Err(last)
 }
 
@@ -380,6 +380,7 @@ impl RestartableRedis {
         if self.lock_child().is_some() {
             return Err("the server is already running: stop or kill it first".into());
         }
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("cannot make {}: {e}", self.dir.display()))?;
         let (reply_tx, reply_rx) = mpsc::channel();
         {
             let spawner = self.spawner.lock().unwrap_or_else(|e| e.into_inner());
