@@ -51,6 +51,16 @@
 //! it holds; a task held past the lease without renewal (its host died) is
 //! taken over by another host (`XAUTOCLAIM`), and after `max_deliveries`
 //! it fails with `TaskError::WorkerLost`. A task id gives one result.
+//!
+//! A Redis restart is ridden out: worker hosts poll the server with a
+//! backoff, create their consumer group again and register again; waiting
+//! calls wait within the cluster's `worker_wait` and their own deadline,
+//! then fail with [`ClusterError::Connect`] or [`ClusterError::Redis`]. A
+//! server that kept its data (`appendonly yes`) resumes the work where it
+//! was; one that came back empty is found by the namespace's epoch key,
+//! and the calls waiting on lost tasks fail with
+//! [`ClusterError::DataLost`] (executor futures with
+//! `TaskError::Lost`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
