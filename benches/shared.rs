@@ -131,6 +131,15 @@ fn value_incr(c: &mut Criterion) {
     g.bench_function("value_incr_guard_2proc", |b| {
         b.iter_custom(|n| two_proc(n.max(2), incr_guard))
     });
+    // One process, no contention: the lock's own cost and the value's
+    // access, without the other process's cache traffic.
+    let v = Value::new(0u64).unwrap();
+    g.bench_function("value_incr_get_lock_1proc", |b| {
+        b.iter(|| {
+            let _g = v.get_lock().acquire().unwrap();
+            v.set(v.get() + 1);
+        })
+    });
     g.finish();
 }
 

@@ -10,6 +10,11 @@
 //! fault completed with the right result. The runner prints one Markdown
 //! table: scenario, outcome, and what was checked.
 //!
+//! The cluster scenarios run worker hosts that are this binary started
+//! again with `MP_CLUSTER_WORKER` (mp-cluster diverts them before `main`)
+//! against a restartable `redis-server` of their own (testkit); without
+//! `redis-server` on `PATH` they say `skipped: no redis-server on PATH`.
+//!
 //! ```text
 //! cargo xtask chaos                   # all scenarios
 //! cargo xtask chaos lock queue        # those whose names contain a filter
@@ -18,7 +23,9 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use mp_testkit::redis::RestartableRedis;
 use mp_testkit::{METHODS, PATIENCE, check, ok, shm_entries, until};
+use multiprocessing::cluster::Cluster;
 use multiprocessing::pool::{ExecutorError, Pool, ProcessPoolExecutor, TaskError};
 use multiprocessing::sys::signal::{Signal, kill};
 use multiprocessing::{
@@ -76,6 +83,19 @@ const SCENARIOS: &[Scenario] = &[
         name: "10,000 queues, locks and values",
         asserts: "each of 10,000 Queues, SimpleQueues, JoinableQueues, Locks and Values made, used once and dropped, 100 alive at a time",
         run: ten_thousand_objects,
+    },
+    // The cluster scenarios come last: their pools' threads are gone when
+    // they end, but the fork-based scenarios above want a process that never
+    // had any.
+    Scenario {
+        name: "cluster host killed mid-run",
+        asserts: "10,000 tasks over 3 worker hosts (processes of their own), one SIGKILLed after 3,000 results: each task id has exactly one result, the right value; the killed host's tasks are taken over (XPENDING) within lease (1 s) + 3 s and all are done within lease + 5 s; its local workers exit; the server is gone after",
+        run: cluster_host_killed,
+    },
+    Scenario {
+        name: "cluster redis restarted mid-run",
+        asserts: "10,000 tasks by map and 10,000 by imap over 2 worker hosts, redis-server stopped (SHUTDOWN SAVE, append-only file) and started again mid-run: every result exactly once and right; outage and recovery printed; the server is gone after",
+        run: cluster_redis_restarted,
     },
 ];
 
@@ -625,4 +645,366 @@ fn ten_thousand_objects() -> Outcome {
         }
     }
     Ok("50,000 objects made, used and dropped; all 10,000 of each kind answered right".into())
+}
+
+// ---- cluster -----------------------------------------------------------------
+
+/// A worker host of the cluster scenarios: this binary started again with
+/// `MP_CLUSTER_WORKER` (mp-cluster diverts it to a worker host before
+/// `main`), its stderr appended to the scenario's log; killed and reaped
+/// when dropped.
+struct ClusterHost {
+    child: std::process::Child,
+    label: String,
+}
+
+impl ClusterHost {
+    fn start(url: &str, ns: &str, label: &str, lease: Duration, log: &std::fs::File) -> Result<ClusterHost, String> {
+        let exe = ok(std::env::current_exe())?;
+        let child = ok(std::process::Command::new(exe)
+            .env("MP_CLUSTER_WORKER", url)
+            .env("MP_CLUSTER_PROCESSES", "2")
+            .env("MP_CLUSTER_NAMESPACE", ns)
+            .env("MP_CLUSTER_HOST", label)
+            .env("MP_CLUSTER_LEASE_MS", lease.as_millis().to_string())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(ok(log.try_clone())?)
+            .spawn())?;
+        Ok(ClusterHost {
+            child,
+            label: label.to_string(),
+        })
+    }
+}
+
+impl Drop for ClusterHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the cluster scenarios share: a restartable server of their own, a
+/// log for the hosts' stderr (removed when the scenario passes), a
+/// namespace.
+struct ClusterRig {
+    redis: RestartableRedis,
+    log_path: std::path::PathBuf,
+    log: std::fs::File,
+    ns: String,
+}
+
+impl ClusterRig {
+    fn new(name: &str) -> Result<ClusterRig, String> {
+        let redis = mp_testkit::redis::restartable()?;
+        let ns = redis.namespace(name);
+        let log_path = std::env::temp_dir().join(format!("mp-chaos-{ns}.log"));
+        let log = ok(std::fs::File::create(&log_path))?;
+        Ok(ClusterRig {
+            redis,
+            log_path,
+            log,
+            ns,
+        })
+    }
+
+    fn host(&self, label: &str, lease: Duration) -> Result<ClusterHost, String> {
+        ClusterHost::start(&self.redis.url(), &self.ns, label, lease, &self.log)
+    }
+
+    /// A client that waits for `n` worker hosts.
+    fn client(&self, n: usize) -> Result<Cluster, String> {
+        let c = ok(Cluster::builder(&self.redis.url())
+            .namespace(&self.ns)
+            .worker_wait(Duration::from_secs(10))
+            .connect())?;
+        check(
+            until(PATIENCE, || c.workers().is_ok_and(|w| w.len() >= n)),
+            format!("{n} worker hosts did not register"),
+        )?;
+        Ok(c)
+    }
+
+    /// `outcome`, with the hosts' log named when it failed (and removed
+    /// when it passed).
+    fn finish(self, outcome: Outcome) -> Outcome {
+        match outcome {
+            Ok(o) => {
+                let _ = std::fs::remove_file(&self.log_path);
+                Ok(o)
+            }
+            Err(e) => Err(format!("{e} (the worker hosts' stderr: {})", self.log_path.display())),
+        }
+    }
+}
+
+/// A cluster task: `x`, its square, and the label of the host that ran it.
+fn labelled_square(x: u64) -> (u64, u64, String) {
+    // A task's simulated work.
+    std::thread::sleep(Duration::from_micros(300));
+    (x, x * x, std::env::var("MP_CLUSTER_HOST").unwrap_or_default())
+}
+
+const CLUSTER_TASKS: u64 = 10_000;
+
+/// Counts each result by task id (checking its value) and by host.
+struct Tally {
+    seen: Vec<u32>,
+    per_host: std::collections::BTreeMap<String, usize>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            seen: vec![0; CLUSTER_TASKS as usize],
+            per_host: Default::default(),
+        }
+    }
+
+    fn add(&mut self, (x, sq, host): (u64, u64, String)) -> Result<(), String> {
+        check(x < CLUSTER_TASKS && sq == x * x, format!("task {x} gave {sq}"))?;
+        self.seen[x as usize] += 1;
+        *self.per_host.entry(host).or_default() += 1;
+        Ok(())
+    }
+
+    /// Every task id exactly once.
+    fn exactly_once(&self) -> Result<(), String> {
+        let missing = self.seen.iter().filter(|&&n| n == 0).count();
+        let twice = self.seen.iter().filter(|&&n| n > 1).count();
+        check(
+            missing == 0 && twice == 0,
+            format!("{missing} task ids without a result, {twice} with more than one"),
+        )
+    }
+
+    fn hosts(&self) -> String {
+        self.per_host
+            .iter()
+            .map(|(h, n)| format!("{h} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The pids of the children of `pid`.
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| parse_stat(&s))
+                .is_some_and(|(_, ppid)| ppid == pid)
+        })
+        .collect()
+}
+
+/// How many task entries of `c`'s stream the worker `consumer` holds (all
+/// of them without one).
+fn held_by(r: &RestartableRedis, c: &Cluster, consumer: Option<&str>) -> Result<usize, String> {
+    let stream = format!("{}:tasks:{:016x}", c.namespace(), c.build_id());
+    // The extended form answers an array of one entry per held task: its
+    // first line is `*N`.
+    let reply = r.command(&format!(
+        "XPENDING {stream} workers - + 100000 {}",
+        consumer.unwrap_or("")
+    ))?;
+    reply
+        .strip_prefix('*')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("XPENDING answered {reply}"))
+}
+
+fn cluster_host_killed() -> Outcome {
+    if !mp_testkit::redis::available() {
+        return Ok("skipped: no redis-server on PATH".into());
+    }
+    let rig = ClusterRig::new("chaos-kill")?;
+    let outcome = host_killed_in(&rig);
+    rig.finish(outcome)
+}
+
+fn host_killed_in(rig: &ClusterRig) -> Outcome {
+    let lease = Duration::from_secs(1);
+    let mut hosts = (0..3)
+        .map(|i| rig.host(&format!("host-{i}"), lease))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c = rig.client(3)?;
+    let pool = ok(c.pool())?;
+    let t0 = Instant::now();
+    let mut tally = Tally::new();
+    let mut results = ok(pool.imap_unordered_chunked(labelled_square, 0..CLUSTER_TASKS, 50))?;
+    let mut killed: Option<(Instant, String, String, usize, Vec<u32>)> = None;
+    let mut taken_over: Option<Duration> = None;
+    let mut got = 0;
+    let mut last_result = Instant::now();
+    // Short waits, so that the victim's held tasks are looked at while the
+    // others wait for them.
+    while let Some(r) = results.next_timeout(Duration::from_millis(50)) {
+        match r {
+            Err(multiprocessing::cluster::ClusterError::Task(TaskError::Timeout)) => {
+                check(last_result.elapsed() < PATIENCE, "no result for 30 s")?;
+            }
+            r => {
+                tally.add(ok(r)?)?;
+                got += 1;
+                last_result = Instant::now();
+            }
+        }
+        if let Some((at, _, id, _, _)) = &killed
+            && taken_over.is_none()
+            && held_by(&rig.redis, &c, Some(id))? == 0
+        {
+            taken_over = Some(at.elapsed());
+        }
+        if got == 3000 && killed.is_none() {
+            let victim = hosts.pop().ok_or("no host")?;
+            let pid = victim.child.id();
+            let id = ok(c.workers())?
+                .into_iter()
+                .find(|w| w.pid == pid)
+                .map(|w| w.id)
+                .ok_or("the victim is not registered")?;
+            let workers = children_of(pid);
+            let held = held_by(&rig.redis, &c, Some(&id))?;
+            let label = victim.label.clone();
+            // SIGKILL, reaped.
+            drop(victim);
+            killed = Some((Instant::now(), label, id, held, workers));
+        }
+    }
+    drop(results);
+    let total = t0.elapsed();
+    let (at, victim, _, held, workers) = killed.ok_or("the run ended before the kill")?;
+    let after = at.elapsed();
+    let taken_over = taken_over.ok_or("the killed host's tasks were never taken over")?;
+    tally.exactly_once()?;
+    check(
+        tally.per_host.len() == 3 && tally.per_host.get(&victim).is_some_and(|&n| n < 3000),
+        format!("per host: {}", tally.hosts()),
+    )?;
+    check(
+        taken_over < lease + Duration::from_secs(3) && after < lease + Duration::from_secs(5),
+        format!(
+            "the killed host's tasks were taken over {taken_over:?} after the kill, all done {after:?} after (lease {lease:?})"
+        ),
+    )?;
+    // The killed host's local worker processes end with it.
+    check(
+        until(Duration::from_secs(5), || workers.iter().all(|&p| is_dead(p))),
+        format!("the killed host's workers {workers:?} outlived it"),
+    )?;
+    drop(pool);
+    drop(hosts);
+    let server = rig.redis.pid();
+    rig.redis.kill()?;
+    check(server.is_some_and(is_dead), "the server is gone")?;
+    Ok(format!(
+        "10,000 tasks, each id once and right; {victim} SIGKILLed after 3,000 results holding {held} chunks of 50: \
+         taken over by the others {:.2} s after the kill, all done {:.2} s after it (lease {} s), {:.2} s in all; \
+         per host: {}",
+        taken_over.as_secs_f64(),
+        after.as_secs_f64(),
+        lease.as_secs(),
+        total.as_secs_f64(),
+        tally.hosts()
+    ))
+}
+
+fn cluster_redis_restarted() -> Outcome {
+    if !mp_testkit::redis::available() {
+        return Ok("skipped: no redis-server on PATH".into());
+    }
+    let rig = ClusterRig::new("chaos-restart")?;
+    let outcome = redis_restarted_in(&rig);
+    rig.finish(outcome)
+}
+
+/// Stops the server with its data, keeps it away for `outage`, starts it
+/// again; how long it was away.
+fn restart(r: &RestartableRedis, outage: Duration) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    r.stop()?;
+    // The deliberate length of the outage.
+    std::thread::sleep(outage);
+    r.start()?;
+    Ok(t0.elapsed())
+}
+
+fn redis_restarted_in(rig: &ClusterRig) -> Outcome {
+    let lease = Duration::from_secs(10);
+    let hosts = (0..2)
+        .map(|i| rig.host(&format!("host-{i}"), lease))
+        .collect::<Result<Vec<_>, _>>()?;
+    let c = rig.client(2)?;
+    let pool = ok(c.pool())?;
+    let outage = Duration::from_secs(1);
+
+    // map: the server restarts while the hosts hold its chunks.
+    let t0 = Instant::now();
+    let m = ok(pool.map_async(labelled_square, 0..CLUSTER_TASKS))?;
+    check(
+        until(PATIENCE, || held_by(&rig.redis, &c, None).is_ok_and(|n| n > 0)),
+        "the hosts take tasks",
+    )?;
+    check(!m.ready(), "the map finished before the restart")?;
+    let map_away = restart(&rig.redis, outage)?;
+    let back = Instant::now();
+    let v = ok(m.get_timeout(PATIENCE))?;
+    let map_recovery = back.elapsed();
+    let map_total = t0.elapsed();
+    let mut map_tally = Tally::new();
+    check(v.len() == CLUSTER_TASKS as usize, format!("{} map results", v.len()))?;
+    for (i, r) in v.into_iter().enumerate() {
+        check(r.0 == i as u64, format!("map result {i} is task {}'s", r.0))?;
+        map_tally.add(r)?;
+    }
+    map_tally.exactly_once()?;
+
+    // imap: iterated through a restart made by another thread.
+    let t0 = Instant::now();
+    let mut imap_tally = Tally::new();
+    let (imap_away, imap_back) = std::thread::scope(|s| -> Result<(Duration, Instant), String> {
+        let mut results = ok(pool.imap_chunked(labelled_square, 0..CLUSTER_TASKS, 50))?;
+        let mut restarter = None;
+        let mut i = 0u64;
+        while let Some(r) = results.next_timeout(PATIENCE) {
+            let r = ok(r)?;
+            check(r.0 == i, format!("imap result {i} is task {}'s", r.0))?;
+            imap_tally.add(r)?;
+            i += 1;
+            if i == 3000 {
+                restarter = Some(s.spawn(|| restart(&rig.redis, outage).map(|d| (d, Instant::now()))));
+            }
+        }
+        restarter
+            .ok_or("the imap ended before the restart")?
+            .join()
+            .map_err(|_| "the restarting thread panicked".to_string())?
+    })?;
+    let imap_recovery = imap_back.elapsed();
+    let imap_total = t0.elapsed();
+    imap_tally.exactly_once()?;
+    drop(pool);
+    drop(hosts);
+    let server = rig.redis.pid();
+    rig.redis.kill()?;
+    check(server.is_some_and(is_dead), "the server is gone")?;
+    Ok(format!(
+        "map of 10,000: server away {:.2} s mid-run, done {:.2} s after it was back ({:.2} s in all; {}); \
+         imap of 10,000 (chunks of 50): away {:.2} s after 3,000 results, done {:.2} s after it was back \
+         ({:.2} s in all; {}); every task id once and right",
+        map_away.as_secs_f64(),
+        map_recovery.as_secs_f64(),
+        map_total.as_secs_f64(),
+        map_tally.hosts(),
+        imap_away.as_secs_f64(),
+        imap_recovery.as_secs_f64(),
+        imap_total.as_secs_f64(),
+        imap_tally.hosts(),
+    ))
 }

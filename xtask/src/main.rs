@@ -47,7 +47,9 @@ tasks:
                       the fault suite: pool workers, a lock holder, a queue
                       consumer and a manager server SIGKILLed mid-work, a
                       parent killed with daemonic children, 1,000 processes,
-                      10,000 queues/locks/values; after each, no zombie, no
+                      10,000 queues/locks/values, a cluster worker host
+                      SIGKILLed and redis-server restarted mid-run (skipped
+                      without redis-server); after each, no zombie, no
                       leaked fd or mapping, nothing new in /dev/shm
   compare [--quick] [--rounds N] [--only NAME...] [--unpinned-only]
           [--pinned-only] [--readme]

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use mp_sys::time::Deadline;
+
 use crate::conn::{self, Conn, IO_TIMEOUT};
 use crate::{ClusterError, wire};
 
@@ -113,6 +115,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// The cluster without connecting yet (a worker host waits for a
+    /// server that is not up).
+    pub(crate) fn unconnected(self) -> Result<Cluster, ClusterError> {
+        Cluster::from_settings(self.settings)
+    }
+
     /// Connects (and checks the server answers).
     pub fn connect(self) -> Result<Cluster, ClusterError> {
         let c = Cluster::from_settings(self.settings)?;
@@ -199,6 +207,44 @@ impl Cluster {
         self.key(&format!("worker:{id}"))
     }
 
+    /// The namespace's epoch: a random number set by the first client or
+    /// worker host that finds none. A server that kept its data keeps it;
+    /// one that came back empty has none (and then another), so a change
+    /// says the work queued before is gone.
+    pub(crate) fn epoch_key(&self) -> String {
+        self.key("epoch")
+    }
+
+    /// Adds to `p` the two commands whose second reply is the namespace's
+    /// epoch (set first if the server has none).
+    pub(crate) fn epoch_cmds(&self, p: &mut redis::Pipeline) -> Result<(), ClusterError> {
+        let mut rand = [0u8; 8];
+        mp_sys::random::fill(&mut rand)
+            .map_err(|e| ClusterError::Encode(format!("no randomness for an epoch: {e}")))?;
+        let key = self.epoch_key();
+        // Never 0: that stands for "not known yet".
+        let fresh = u64::from_le_bytes(rand).max(1);
+        p.cmd("SET").arg(&key).arg(fresh).arg("NX").ignore();
+        p.cmd("GET").arg(&key);
+        Ok(())
+    }
+
+    /// The namespace's current epoch (set now if the server has none).
+    pub(crate) fn epoch(&self, conn: &mut Conn) -> Result<u64, ClusterError> {
+        let mut p = redis::pipe();
+        self.epoch_cmds(&mut p)?;
+        let (epoch,): (u64,) = conn.pipe(&p, "reading the namespace's epoch")?;
+        Ok(epoch)
+    }
+
+    /// The error of work lost with the server's data.
+    pub(crate) fn data_lost(&self) -> ClusterError {
+        ClusterError::DataLost {
+            addr: self.inner.addr.clone(),
+            namespace: self.inner.settings.namespace.clone(),
+        }
+    }
+
     /// The task stream of a build.
     pub(crate) fn tasks_key(&self, build: u64) -> String {
         self.key(&format!("tasks:{build:016x}"))
@@ -249,10 +295,37 @@ impl Cluster {
     /// Waits (up to the builder's `worker_wait`) for a live worker of this
     /// build; the number of processes they have between them.
     pub(crate) fn wait_for_workers(&self) -> Result<usize, ClusterError> {
+        self.wait_for_workers_until(Deadline::NEVER)
+    }
+
+    /// [`wait_for_workers`](Cluster::wait_for_workers), ending by
+    /// `deadline` too. A server that does not answer (restarting, or
+    /// unreachable) is waited for as well, with a backoff (50 ms doubling
+    /// to 500 ms); the last error from it if it is still away at the end.
+    pub(crate) fn wait_for_workers_until(&self, deadline: Deadline) -> Result<usize, ClusterError> {
         let wait = self.inner.settings.worker_wait;
         let start = Instant::now();
+        let end = || start.elapsed() >= wait || deadline.has_passed();
+        let mut backoff = Backoff::new();
         loop {
-            let workers = self.workers()?;
+            let workers = match self.workers() {
+                Ok(w) => {
+                    backoff.reset();
+                    w
+                }
+                Err(e) if conn::is_away(&e) => {
+                    if end() {
+                        return Err(e);
+                    }
+                    // Polling a server that is away, within the wait.
+                    backoff.pause(
+                        wait.saturating_sub(start.elapsed())
+                            .min(deadline.remaining().unwrap_or(wait)),
+                    );
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let processes: usize = workers
                 .iter()
                 .filter(|w| w.build == self.inner.build)
@@ -261,7 +334,7 @@ impl Cluster {
             if processes > 0 {
                 return Ok(processes);
             }
-            if start.elapsed() >= wait {
+            if end() {
                 let mut theirs: Vec<u64> = workers.iter().map(|w| w.build).collect();
                 theirs.sort_unstable();
                 theirs.dedup();
@@ -274,7 +347,11 @@ impl Cluster {
                     }
                 });
             }
-            std::thread::sleep(Duration::from_millis(50).min(wait.saturating_sub(start.elapsed())));
+            // Polling the registry (remote state) within the wait.
+            let left = wait
+                .saturating_sub(start.elapsed())
+                .min(deadline.remaining().unwrap_or(wait));
+            std::thread::sleep(Duration::from_millis(50).min(left));
         }
     }
 
@@ -330,6 +407,33 @@ impl WorkerInfo {
     /// How long ago it last reported (zero if the clocks disagree).
     pub fn since_heartbeat(&self) -> Duration {
         now().saturating_sub(self.last_heartbeat)
+    }
+}
+
+/// The pause between tries while the server is away: 50 ms, doubling to
+/// 500 ms.
+pub(crate) struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    pub(crate) const FIRST: Duration = Duration::from_millis(50);
+    pub(crate) const MAX: Duration = Duration::from_millis(500);
+
+    pub(crate) fn new() -> Backoff {
+        Backoff { next: Backoff::FIRST }
+    }
+
+    /// Back to the first pause (the server answered).
+    pub(crate) fn reset(&mut self) {
+        self.next = Backoff::FIRST;
+    }
+
+    /// Sleeps the next pause (at most `left`): the server is away and has
+    /// no event to wait on, so this polls it.
+    pub(crate) fn pause(&mut self, left: Duration) {
+        std::thread::sleep(self.next.min(left));
+        self.next = (self.next * 2).min(Backoff::MAX);
     }
 }
 

@@ -77,18 +77,36 @@ impl Conn {
         wait: Duration,
         during: &str,
     ) -> Result<T, ClusterError> {
-        let con = self.open()?;
-        let r = con
-            .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-            .and_then(|()| cmd.query::<T>(con));
+        let wait = wait.max(Duration::from_millis(1));
+        let r = self.with_retry(|con| con.set_read_timeout(Some(wait)).and_then(|()| cmd.query::<T>(con)))?;
         self.settle(r, during)
     }
 
     /// Runs a pipeline (each reply in order).
     pub(crate) fn pipe<T: FromRedisValue>(&mut self, p: &Pipeline, during: &str) -> Result<T, ClusterError> {
-        let con = self.open()?;
-        let r = con.set_read_timeout(Some(IO_TIMEOUT)).and_then(|()| p.query::<T>(con));
+        let r = self.with_retry(|con| con.set_read_timeout(Some(IO_TIMEOUT)).and_then(|()| p.query::<T>(con)))?;
         self.settle(r, during)
+    }
+
+    /// Runs `f` on the connection; when a connection opened earlier turns
+    /// out to be closed (the server restarted, or dropped an idle client),
+    /// once more on a new one. A server that closed the socket did not run
+    /// what was written to it after, so sending it again is safe; a reply
+    /// lost in the very moment a server dies is the at-least-once case the
+    /// task ids and leases already cover.
+    fn with_retry<T>(
+        &mut self,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<redis::RedisResult<T>, ClusterError> {
+        let reused = self.con.is_some();
+        let r = f(self.open()?);
+        match r {
+            Err(e) if reused && e.is_connection_dropped() && !e.is_timeout() => {
+                self.con = None;
+                Ok(f(self.open()?))
+            }
+            r => Ok(r),
+        }
     }
 
     fn settle<T>(&mut self, r: redis::RedisResult<T>, during: &str) -> Result<T, ClusterError> {
@@ -105,6 +123,23 @@ impl Conn {
                 ClusterError::redis(during, e)
             }
         })
+    }
+}
+
+/// Whether `e` says the server is away (refused, dropped, timed out, or
+/// still loading its data after a restart): waiting may fix it, unlike an
+/// error reply.
+pub(crate) fn is_away(e: &ClusterError) -> bool {
+    match e {
+        ClusterError::Connect { .. } => true,
+        ClusterError::Redis { source, .. } => {
+            source.is_io_error()
+                || source.is_connection_dropped()
+                || source.is_timeout()
+                || source.is_unrecoverable_error()
+                || source.code() == Some("LOADING")
+        }
+        _ => false,
     }
 }
 

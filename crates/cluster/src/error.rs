@@ -65,6 +65,21 @@ pub enum ClusterError {
     /// ([`AsyncResult::cancel`](crate::AsyncResult::cancel)): it never ran.
     #[error("the task was cancelled before a worker host took it: it did not run")]
     Cancelled,
+    /// The Redis server came back from a restart (or a `FLUSHALL`) without
+    /// this namespace's data: the tasks queued or running when it went away
+    /// are gone, and no result will come for them. Found by the
+    /// namespace's epoch key, which a server that kept its data still has.
+    #[error(
+        "the Redis server at {addr} came back without the data of namespace {namespace:?} (restarted without \
+         persistence, or flushed): the tasks queued or running before are lost; submit them again, and run \
+         redis-server with `appendonly yes` to keep them across restarts"
+    )]
+    DataLost {
+        /// The server's address.
+        addr: String,
+        /// The key namespace whose data is gone.
+        namespace: String,
+    },
     /// The pool was closed or terminated.
     #[error("the cluster pool is closed or was terminated: submit to a new pool")]
     Closed,

@@ -19,6 +19,7 @@ fn task_error(e: ClusterError) -> TaskError {
     match e {
         ClusterError::Task(t) => t,
         ClusterError::Closed => TaskError::Closed,
+        e @ ClusterError::DataLost { .. } => TaskError::Lost(e.to_string()),
         other => TaskError::Decode(other.to_string()),
     }
 }
@@ -64,7 +65,10 @@ impl Cluster {
     /// a worker host of this build lives; when none has for the cluster's
     /// `worker_wait`, the unfinished tasks are withdrawn and their futures
     /// fail with `ExecutorError::BrokenProcessPool` (Python's
-    /// `BrokenProcessPool`).
+    /// `BrokenProcessPool`). A server that does not answer (restarting)
+    /// counts as neither: the futures wait for it (bound a wait with
+    /// `result_timeout`), and if it comes back without their tasks they
+    /// fail with `ExecutorError::Task(TaskError::Lost)`.
     pub fn executor(&self) -> Result<Executor, ClusterError> {
         let pool = self.pool()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -100,10 +104,13 @@ fn watch(shared: &Shared, stop: &AtomicBool) {
             continue;
         }
         let build = shared.cluster.build_id();
-        let alive = shared
-            .cluster
-            .workers()
-            .is_ok_and(|w| w.iter().any(|w| w.build == build));
+        let alive = match shared.cluster.workers() {
+            Ok(w) => w.iter().any(|w| w.build == build),
+            // Redis away (restarting): nothing known; the futures wait for
+            // it (the result reader fails them if it comes back without
+            // their tasks).
+            Err(_) => continue,
+        };
         if alive {
             none_since = None;
         } else if none_since.get_or_insert_with(Instant::now).elapsed() >= shared.cluster.settings().worker_wait {
@@ -138,6 +145,7 @@ impl Executor {
             End::Complete(s) => promise.fulfil(finish_one::<F::Output>(s).map_err(task_error)),
             End::Withdrawn | End::Cancelled => promise.cancel(),
             End::Abandoned => promise.fulfil(Err(abandoned())),
+            End::Lost(why) => promise.fulfil(Err(TaskError::Lost(why.to_string()))),
         }));
         shared.submit(entry, vec![chunk], &c, 0)?;
         Ok(future)
@@ -166,6 +174,7 @@ impl Executor {
                 End::Complete(s) => promise.fulfil(decode_chunk::<R>(s)),
                 End::Withdrawn | End::Cancelled => promise.cancel(),
                 End::Abandoned => promise.fulfil(Err(abandoned())),
+                End::Lost(why) => promise.fulfil(Err(TaskError::Lost(why.to_string()))),
             }));
             shared.submit(entry, vec![bytes], &c, 0)?;
             chunks.push((future, part.len()));

@@ -60,6 +60,16 @@
 //! unclaimed, so a cancelled task never runs and a claimed one answers.
 //! A terminated (or dropped) pool is marked there too: hosts claim none of
 //! its tasks, and kill the local process that runs one (within 50 ms).
+//!
+//! A Redis restart is ridden out: worker hosts poll the server with a
+//! backoff, create their consumer group again and register again; waiting
+//! calls wait within the cluster's `worker_wait` and their own deadline,
+//! then fail with [`ClusterError::Connect`] or [`ClusterError::Redis`]. A
+//! server that kept its data (`appendonly yes`) resumes the work where it
+//! was; one that came back empty is found by the namespace's epoch key,
+//! and the calls waiting on lost tasks fail with
+//! [`ClusterError::DataLost`] (executor futures with
+//! `TaskError::Lost`).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

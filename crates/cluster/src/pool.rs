@@ -16,7 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::claim;
-use crate::conn::{Conn, IO_TIMEOUT, stream_entries};
+use crate::cluster::Backoff;
+use crate::conn::{Conn, IO_TIMEOUT, is_away, stream_entries};
 use crate::wire::{self, Call, Fail, ResultMsg, TaskMsg};
 use crate::{Cluster, ClusterError};
 
@@ -28,6 +29,9 @@ const ALIVE_CHECK: Duration = Duration::from_secs(1);
 const SUBMIT_BATCH: usize = 512;
 /// How long the claims hash of a terminated pool stays.
 const CLAIMS_TTL: Duration = Duration::from_secs(600);
+/// How often the result reader checks, while tasks wait, that the server
+/// still has the namespace's data (its epoch).
+const EPOCH_CHECK: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -46,6 +50,8 @@ pub(crate) enum End<'a> {
     /// Its tasks were withdrawn because no worker host of this build is
     /// left.
     Abandoned,
+    /// Its tasks were lost with the server's data (the message says so).
+    Lost(&'a str),
 }
 
 /// What a collector runs once its wait ends: how the executor completes
@@ -69,6 +75,8 @@ pub(crate) struct CState {
     pub(crate) got: HashMap<usize, Outcome>,
     arrived: VecDeque<usize>,
     expected: usize,
+    /// The server lost its tasks: no more results will come.
+    lost: bool,
 }
 
 impl Collector {
@@ -111,9 +119,20 @@ impl Collector {
         }
     }
 
+    /// Its tasks were lost with the server's data: waiting callers wake
+    /// to [`ClusterError::DataLost`].
+    fn lost(&self, why: &str) {
+        lock(&self.state).lost = true;
+        self.cv.notify_all();
+        if let Some(f) = lock(&self.on_done).take() {
+            f(End::Lost(why));
+        }
+    }
+
+    /// Every result is in, or none will come (its tasks were lost).
     fn complete(&self) -> bool {
         let s = lock(&self.state);
-        s.got.len() >= s.expected || self.cancelled.load(Ordering::Acquire)
+        s.got.len() >= s.expected || s.lost || self.cancelled.load(Ordering::Acquire)
     }
 
     /// Marks it cancelled and wakes its waiters.
@@ -137,12 +156,15 @@ pub(crate) struct Shared {
     /// The task stream of this build.
     tasks: String,
     next_id: AtomicU64,
-    /// Task id -> where its result goes, and the task's stream entry.
-    waiters: Mutex<HashMap<u64, (Waiter, String)>>,
+    /// Task id -> where its result goes, the task's stream entry, and the
+    /// namespace's epoch it was queued in (0 until the queueing answers).
+    waiters: Mutex<HashMap<u64, (Waiter, String, u64)>>,
     conn: Mutex<Conn>,
     closed: AtomicBool,
     terminated: AtomicBool,
     stop: AtomicBool,
+    /// What the result reader's last try said, while the server is away.
+    away: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -168,6 +190,8 @@ impl Shared {
         let mut conn = lock(&self.conn);
         while chunks.peek().is_some() {
             let mut p = redis::pipe();
+            // The epoch first: the tasks are queued in the data it names.
+            self.cluster.epoch_cmds(&mut p)?;
             let mut ids = Vec::new();
             for (i, args) in chunks.by_ref().take(SUBMIT_BATCH) {
                 let id = base + i as u64;
@@ -198,15 +222,32 @@ impl Shared {
             {
                 let mut w = lock(&self.waiters);
                 for &(id, index) in &ids {
-                    w.insert(id, ((Arc::clone(collector), index), String::new()));
+                    w.insert(id, ((Arc::clone(collector), index), String::new(), 0));
                 }
             }
-            match conn.pipe::<Vec<String>>(&p, "queueing tasks") {
-                Ok(entries) => {
+            // A server that is away (restarting) is waited for, within the
+            // cluster's worker_wait. Sending again after a connection broke
+            // mid-pipeline may queue a task twice: its id gives one result.
+            let started = Instant::now();
+            let mut backoff = Backoff::new();
+            let queued = loop {
+                match conn.pipe::<Vec<String>>(&p, "queueing tasks") {
+                    Err(e) if is_away(&e) && started.elapsed() < self.cluster.settings().worker_wait => {
+                        // Polling a server that is away.
+                        backoff.pause(self.cluster.settings().worker_wait.saturating_sub(started.elapsed()));
+                    }
+                    r => break r,
+                }
+            };
+            match queued {
+                Ok(replies) => {
+                    let mut replies = replies.into_iter();
+                    let epoch = replies.next().and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
                     let mut w = lock(&self.waiters);
-                    for ((id, _), e) in ids.iter().zip(entries) {
+                    for ((id, _), e) in ids.iter().zip(replies) {
                         if let Some(slot) = w.get_mut(id) {
                             slot.1 = e;
+                            slot.2 = epoch;
                         }
                     }
                 }
@@ -243,8 +284,18 @@ impl Shared {
             if self.terminated.load(Ordering::Acquire) {
                 return Err(ClusterError::Closed);
             }
+            if s.lost {
+                return Err(self.cluster.data_lost());
+            }
             if deadline.has_passed() {
-                return Err(ClusterError::Task(TaskError::Timeout));
+                // With the server away, say so rather than "not ready".
+                return Err(match lock(&self.away).clone() {
+                    Some(why) => ClusterError::redis(
+                        "waiting for results (the server is away)",
+                        std::io::Error::new(std::io::ErrorKind::NotConnected, why).into(),
+                    ),
+                    None => ClusterError::Task(TaskError::Timeout),
+                });
             }
             let slice = deadline.remaining().map_or(ALIVE_CHECK, |r| r.min(ALIVE_CHECK));
             let before = s.got.len();
@@ -253,7 +304,7 @@ impl Shared {
                 checked = Instant::now();
             } else if checked.elapsed() >= ALIVE_CHECK {
                 drop(s);
-                self.cluster.wait_for_workers()?;
+                self.cluster.wait_for_workers_until(deadline)?;
                 checked = Instant::now();
                 s = lock(&c.state);
             }
@@ -328,7 +379,7 @@ impl Shared {
         {
             let mut w = lock(&self.waiters);
             for id in ids {
-                if let Some(((c, _), e)) = w.remove(id) {
+                if let Some(((c, _), e, _)) = w.remove(id) {
                     if !e.is_empty() {
                         entries.push(e);
                     }
@@ -370,9 +421,9 @@ impl Shared {
 
     /// [`withdraw`](Shared::withdraw), telling each collector `how`.
     pub(crate) fn withdraw_as(&self, how: fn() -> End<'static>) {
-        let drained: Vec<(Waiter, String)> = lock(&self.waiters).drain().map(|(_, w)| w).collect();
+        let drained: Vec<(Waiter, String, u64)> = lock(&self.waiters).drain().map(|(_, w)| w).collect();
         let mut entries = Vec::with_capacity(drained.len());
-        for ((c, _), e) in drained {
+        for ((c, _), e, _) in drained {
             c.withdrawn(how());
             if !e.is_empty() {
                 entries.push(e);
@@ -387,14 +438,60 @@ impl Shared {
             );
         }
     }
+
+    /// Fails every task queued in another epoch than `epoch` (the server
+    /// lost them): their callers get [`ClusterError::DataLost`], their
+    /// futures `TaskError::Lost`.
+    fn lost_unless(&self, epoch: u64) {
+        let lost: Vec<Arc<Collector>> = {
+            let mut w = lock(&self.waiters);
+            let ids: Vec<u64> = w
+                .iter()
+                .filter(|(_, (_, _, e))| *e != 0 && *e != epoch)
+                .map(|(&id, _)| id)
+                .collect();
+            ids.iter()
+                .filter_map(|id| w.remove(id))
+                .map(|((c, _), _, _)| c)
+                .collect()
+        };
+        if lost.is_empty() {
+            return;
+        }
+        let why = self.cluster.data_lost().to_string();
+        for c in lost {
+            c.lost(&why);
+        }
+    }
 }
 
 /// The result reader: hands each result to its waiter, once per task id (a
 /// second result for the same task, from a redelivery, finds no waiter and
-/// is dropped), and trims the stream.
+/// is dropped), and trims the stream. While tasks wait, it checks that the
+/// server still has the namespace's data (after every failure, and every
+/// [`EPOCH_CHECK`]), and fails the tasks it lost.
 fn read_results(shared: Arc<Shared>, mut conn: Conn) {
     let mut last = "0-0".to_string();
+    let mut backoff = Backoff::new();
+    let mut failed = false;
+    let mut checked = Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
+        if (failed || checked.elapsed() >= EPOCH_CHECK) && shared.outstanding() {
+            match shared.cluster.epoch(&mut conn) {
+                Ok(epoch) => {
+                    *lock(&shared.away) = None;
+                    shared.lost_unless(epoch);
+                    checked = Instant::now();
+                    failed = false;
+                }
+                Err(e) => {
+                    // Polling a server that is away.
+                    *lock(&shared.away) = Some(away_text(&e));
+                    backoff.pause(Backoff::MAX);
+                    continue;
+                }
+            }
+        }
         let reply = conn.query::<redis::Value>(
             redis::cmd("XREAD")
                 .arg("COUNT")
@@ -407,12 +504,20 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             READ_BLOCK + IO_TIMEOUT,
             "reading results",
         );
-        let Ok(reply) = reply else {
-            // Redis away: waiting callers find out (their liveness check
-            // fails); this thread tries again.
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                // Redis away: waiting callers find out (their liveness
+                // check fails, and a deadline says so); this thread polls
+                // it with a backoff.
+                *lock(&shared.away) = Some(away_text(&e));
+                failed = true;
+                backoff.pause(Backoff::MAX);
+                continue;
+            }
         };
+        *lock(&shared.away) = None;
+        backoff.reset();
         let entries = stream_entries(&reply);
         if entries.is_empty() {
             continue;
@@ -428,7 +533,7 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
                 Ok(msg) => {
                     answered.push(msg.id);
                     let waiter = lock(&shared.waiters).remove(&msg.id);
-                    if let Some(((c, index), _)) = waiter {
+                    if let Some(((c, index), _, _)) = waiter {
                         c.put(index, msg.outcome.map(serde_bytes::ByteBuf::into_vec));
                     }
                 }
@@ -444,6 +549,14 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             p.cmd("HDEL").arg(&shared.claims).arg(&answered).ignore();
         }
         let _ = conn.pipe::<()>(&p, "trimming results");
+    }
+}
+
+/// What the client library said of a server that is away.
+fn away_text(e: &ClusterError) -> String {
+    match e {
+        ClusterError::Connect { source, .. } | ClusterError::Redis { source, .. } => source.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -491,6 +604,7 @@ impl Cluster {
             closed: AtomicBool::new(false),
             terminated: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            away: Mutex::new(None),
         });
         lock(&shared.conn).open()?;
         let reader = {
@@ -621,7 +735,12 @@ impl Pool {
         self.shared.cluster.wait_for_workers()?;
         let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
         let c = Collector::new(1);
-        c.on_done(with_callbacks(finish_one::<F::Output>, callback, error_callback));
+        c.on_done(with_callbacks(
+            &self.shared.cluster,
+            finish_one::<F::Output>,
+            callback,
+            error_callback,
+        ));
         self.shared.submit(entry, vec![chunk], &c, 0)?;
         Ok(AsyncResult::new(&self.shared, c, finish_one::<F::Output>))
     }
@@ -703,7 +822,7 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        let cb = with_callbacks(finish_map::<R>, callback, error_callback);
+        let cb = with_callbacks(&self.shared.cluster, finish_map::<R>, callback, error_callback);
         self.map_async_cb::<F, (A,), R, A>(f, items.into_iter().collect(), None, Some(cb))
     }
 
@@ -927,7 +1046,7 @@ impl Pool {
             }
             std::thread::sleep(Duration::from_millis(5));
             if checked.elapsed() >= ALIVE_CHECK {
-                self.shared.cluster.wait_for_workers()?;
+                self.shared.cluster.wait_for_workers_until(deadline)?;
                 checked = Instant::now();
             }
         }
@@ -955,16 +1074,19 @@ impl Drop for Pool {
 
 /// The [`OnDone`] that calls `callback` with the value `finish` makes, or
 /// `error_callback` with its error (or with `Closed` or `Cancelled` when
-/// the tasks were withdrawn). A panic in either is reported and stops
+/// the tasks were withdrawn, `DataLost` when the server lost them). A panic in either is reported and stops
 /// there.
 fn with_callbacks<R: 'static>(
+    cluster: &Cluster,
     finish: fn(&CState) -> Result<R, ClusterError>,
     callback: impl FnOnce(&R) + Send + 'static,
     error_callback: impl FnOnce(&ClusterError) + Send + 'static,
 ) -> OnDone {
+    let lost = cluster.data_lost();
     Box::new(move |end: End<'_>| {
         let outcome = match end {
             End::Complete(s) => finish(s),
+            End::Lost(_) => Err(lost),
             End::Cancelled => Err(ClusterError::Cancelled),
             End::Withdrawn | End::Abandoned => Err(ClusterError::Closed),
         };
@@ -1012,7 +1134,9 @@ impl<R> AsyncResult<R> {
     }
 
     /// [`get`](AsyncResult::get) for at most `t`; `Task(Timeout)` after,
-    /// and the task goes on.
+    /// and the task goes on (a `Redis` error instead while the server
+    /// does not answer: the task goes on too, if the server comes back with
+    /// its data).
     pub fn get_timeout(&self, t: Duration) -> Result<R, ClusterError> {
         self.get_deadline(Deadline::after(t))
     }
@@ -1039,7 +1163,8 @@ impl<R> AsyncResult<R> {
         self.ready()
     }
 
-    /// Whether the result has arrived.
+    /// Whether the result has arrived (or never will: its tasks were lost
+    /// with the server's data, and `get` says so).
     pub fn ready(&self) -> bool {
         self.collector.complete()
     }
@@ -1153,6 +1278,12 @@ impl<R: DeserializeOwned> IMap<'_, R> {
                 s.got.remove(&index)
             });
             match got {
+                Err(e @ ClusterError::DataLost { .. }) => {
+                    // No result will come for what is queued: the end.
+                    self.exhausted = true;
+                    self.yielded_chunks = self.submitted;
+                    return Some(Err(e));
+                }
                 Err(e) => return Some(Err(e)),
                 Ok(outcome) => {
                     self.yielded_chunks += 1;

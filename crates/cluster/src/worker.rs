@@ -13,8 +13,8 @@ use mp_pool::TaskError;
 use mp_sys::time::Deadline;
 
 use crate::claim;
-use crate::cluster::{GROUP, HEARTBEAT, REGISTRATION_TTL, now};
-use crate::conn::{Conn, IO_TIMEOUT, StreamEntry, range_entries, stream_entries};
+use crate::cluster::{Backoff, GROUP, HEARTBEAT, REGISTRATION_TTL, now};
+use crate::conn::{Conn, IO_TIMEOUT, StreamEntry, is_away, range_entries, stream_entries};
 use crate::wire::{self, Fail, ResultMsg, TaskMsg};
 use crate::{Cluster, ClusterError, WorkerInfo};
 
@@ -138,10 +138,12 @@ impl WorkerBuilder {
             Some(n) => n,
             None => mp_process::cpu_count(),
         };
+        // Not connected yet: a host started while the server is away waits
+        // for it (Host::start).
         let cluster = Cluster::builder(&self.url)
             .namespace(self.namespace)
             .lease(self.lease)
-            .connect()?;
+            .unconnected()?;
         let host = self.host.unwrap_or_else(host_name);
         let mut rand = [0u8; 4];
         let _ = mp_sys::random::fill(&mut rand);
@@ -154,7 +156,7 @@ impl WorkerBuilder {
             build: cluster.build_id(),
             last_heartbeat: now(),
         };
-        let host = Host::start(cluster, info)?;
+        let host = Host::start(cluster, info, until)?;
         let result = host.serve(until);
         host.stop();
         result
@@ -233,23 +235,58 @@ struct Host {
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Creates the workers' consumer group on `stream` (and the stream), if
+/// it is not there: at the start, and when a server that came back without
+/// its data answers `NOGROUP`.
+fn create_group(conn: &mut Conn, stream: &str) -> Result<(), ClusterError> {
+    let created = conn.query::<()>(
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM"),
+        IO_TIMEOUT,
+        "creating the workers' consumer group",
+    );
+    match created {
+        Err(ClusterError::Redis { source, .. }) if source.code() == Some("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether `e` says the consumer group (or its stream) is gone.
+fn is_nogroup(e: &ClusterError) -> bool {
+    matches!(e, ClusterError::Redis { source, .. } if source.code() == Some("NOGROUP"))
+}
+
 impl Host {
-    fn start(cluster: Cluster, info: WorkerInfo) -> Result<Host, ClusterError> {
+    fn start(cluster: Cluster, info: WorkerInfo, until: Deadline) -> Result<Host, ClusterError> {
         let stream = cluster.tasks_key(info.build);
-        let mut conn = cluster.new_conn();
-        let created = conn.query::<()>(
-            redis::cmd("XGROUP")
-                .arg("CREATE")
-                .arg(&stream)
-                .arg(GROUP)
-                .arg("0")
-                .arg("MKSTREAM"),
-            IO_TIMEOUT,
-            "creating the workers' consumer group",
-        );
-        match created {
-            Err(ClusterError::Redis { source, .. }) if source.code() == Some("BUSYGROUP") => {}
-            other => other?,
+        let conn = cluster.new_conn();
+        let mut writer_conn = cluster.new_conn();
+        // The group and the registration, waiting (until `until`) for a
+        // server that is not up yet.
+        let mut backoff = Backoff::new();
+        let mut said = false;
+        loop {
+            let ready =
+                create_group(&mut writer_conn, &stream).and_then(|()| register(&cluster, &mut writer_conn, &info));
+            match ready {
+                Ok(()) => break,
+                Err(e) if is_away(&e) && !until.has_passed() => {
+                    if !said {
+                        eprintln!("mp-cluster worker {}: {e}; waiting for the server", info.id);
+                        said = true;
+                    }
+                    // Polling a server that is away.
+                    backoff.pause(until.remaining().unwrap_or(Backoff::MAX));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if said {
+            eprintln!("mp-cluster worker {}: the server answers; serving", info.id);
         }
         let reports = wire::Reports::new()
             .map_err(|e| ClusterError::Encode(format!("the worker host cannot make its report queue: {e}")))?;
@@ -263,8 +300,6 @@ impl Host {
         let pool = Arc::new(pool);
         let running = Arc::new(Mutex::new(HashMap::new()));
         let terminated = Arc::new(Mutex::new(HashSet::new()));
-        let mut writer_conn = cluster.new_conn();
-        register(&cluster, &mut writer_conn, &info)?;
         let (done_tx, done_rx) = mpsc::channel();
         let in_flight = Arc::new(InFlight {
             n: Mutex::new(0),
@@ -282,6 +317,7 @@ impl Host {
                 held: Arc::clone(&held),
                 stop: Arc::clone(&stop),
                 terminated: Arc::clone(&terminated),
+                failures: 0,
             };
             std::thread::Builder::new()
                 .name("mp-cluster-writer".into())
@@ -330,6 +366,7 @@ impl Host {
         let mut failures = 0u32;
         // Often enough for the shortest lease a client may give.
         let every = (self.cluster.settings().lease / 2).min(RECLAIM_EVERY);
+        let mut backoff = Backoff::new();
         let mut reclaimed = Instant::now();
         while !until.has_passed() {
             let room = self.in_flight.room(cap, READ_BLOCK);
@@ -338,8 +375,12 @@ impl Host {
             }
             if reclaimed.elapsed() >= every {
                 reclaimed = Instant::now();
-                if let Err(e) = self.reclaim(&mut conn, room) {
-                    eprintln!("mp-cluster worker {}: taking over expired tasks: {e}", self.info.id);
+                match self.reclaim(&mut conn, room) {
+                    Err(e) if is_nogroup(&e) => self.recreate_group(&mut conn),
+                    // The server away: the reads below say so.
+                    Err(e) if is_away(&e) => {}
+                    Err(e) => eprintln!("mp-cluster worker {}: taking over expired tasks: {e}", self.info.id),
+                    Ok(()) => {}
                 }
                 continue;
             }
@@ -365,17 +406,29 @@ impl Host {
             );
             let reply = match reply {
                 Ok(r) => {
+                    if failures > 0 {
+                        // Back: registered again at once (the registration
+                        // may have lapsed, or gone with the server's data).
+                        eprintln!("mp-cluster worker {}: the server answers again", self.info.id);
+                        let _ = register(&self.cluster, &mut conn, &self.info);
+                    }
                     failures = 0;
+                    backoff.reset();
                     r
+                }
+                Err(e) if is_nogroup(&e) => {
+                    // The server came back without its data: a new group.
+                    self.recreate_group(&mut conn);
+                    continue;
                 }
                 Err(e) => {
                     // Redis away: keep trying (the registration lapses and
-                    // clients see no worker), with a pause.
+                    // clients see no worker), polling it with a backoff.
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(30) {
                         eprintln!("mp-cluster worker {}: {e}", self.info.id);
                     }
-                    std::thread::sleep(Duration::from_secs(1).min(until.remaining().unwrap_or(Duration::MAX)));
+                    backoff.pause(until.remaining().unwrap_or(Backoff::MAX));
                     continue;
                 }
             };
@@ -383,6 +436,18 @@ impl Host {
             self.take(&mut conn, entries);
         }
         Ok(())
+    }
+
+    /// Creates the consumer group again (the server lost it) and registers
+    /// again.
+    fn recreate_group(&self, conn: &mut Conn) {
+        eprintln!(
+            "mp-cluster worker {}: the consumer group of {} is gone (the server lost its data); creating it again",
+            self.info.id, self.stream
+        );
+        if let Err(e) = create_group(conn, &self.stream).and_then(|()| register(&self.cluster, conn, &self.info)) {
+            eprintln!("mp-cluster worker {}: {e}", self.info.id);
+        }
     }
 
     /// Takes over up to `room` entries that another host has held past
@@ -817,6 +882,8 @@ struct Writer {
     stop: Arc<AtomicBool>,
     /// The result streams of terminated pools: no result goes there.
     terminated: Arc<Mutex<HashSet<String>>>,
+    /// Sends failed in a row.
+    failures: u32,
 }
 
 impl Writer {
@@ -825,10 +892,19 @@ impl Writer {
         let mut renewed = Instant::now();
         let own = self.cluster.settings().lease;
         let mut batch: VecDeque<Done> = VecDeque::new();
+        let mut backoff = Backoff::new();
+        let mut stopping: Option<Instant> = None;
         loop {
             // A third of the shortest lease held.
             let renew_every = lock(&self.held).values().copied().min().unwrap_or(own).min(own) / 3;
-            match rx.recv_timeout((HEARTBEAT / 2).min(renew_every)) {
+            // Results not sent yet (the server is away): the backoff is the
+            // wait, not the channel.
+            let wait = if batch.is_empty() {
+                (HEARTBEAT / 2).min(renew_every)
+            } else {
+                Duration::ZERO
+            };
+            match rx.recv_timeout(wait) {
                 Ok(d) => {
                     batch.push_back(d);
                     while batch.len() < 512 {
@@ -846,7 +922,12 @@ impl Writer {
                 }
             }
             if !batch.is_empty() {
-                self.send(&mut batch);
+                if self.send(&mut batch) {
+                    backoff.reset();
+                } else {
+                    // Polling a server that is away.
+                    backoff.pause(Backoff::MAX);
+                }
             }
             if beat.elapsed() >= HEARTBEAT {
                 beat = Instant::now();
@@ -856,13 +937,30 @@ impl Writer {
                 renewed = Instant::now();
                 self.renew();
             }
-            if self.stop.load(Ordering::Acquire) && batch.is_empty() {
-                return;
+            if self.stop.load(Ordering::Acquire) {
+                if batch.is_empty() {
+                    return;
+                }
+                // Stopping while the server is away: wait for it a lease at
+                // most. The tasks of the results given up stay pending, so
+                // another host runs them once their lease lapses.
+                let since = *stopping.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.cluster.settings().lease {
+                    eprintln!(
+                        "mp-cluster worker {}: stopping with {} results unsent (the server is away); another host \
+                         runs their tasks again after the lease",
+                        self.info.id,
+                        batch.len()
+                    );
+                    self.in_flight.done(batch.len());
+                    return;
+                }
             }
         }
     }
 
-    fn send(&mut self, batch: &mut VecDeque<Done>) {
+    /// Sends the batch; whether it went (it is kept otherwise).
+    fn send(&mut self, batch: &mut VecDeque<Done>) -> bool {
         let mut p = redis::pipe();
         let terminated = lock(&self.terminated).clone();
         for d in batch.iter() {
@@ -887,11 +985,22 @@ impl Writer {
                 }
                 self.in_flight.done(batch.len());
                 batch.clear();
+                if self.failures > 0 {
+                    eprintln!(
+                        "mp-cluster worker {}: results sent again after {} failed tries",
+                        self.info.id, self.failures
+                    );
+                    self.failures = 0;
+                }
+                true
             }
             Err(e) => {
                 // Kept, and sent again once Redis answers.
-                eprintln!("mp-cluster worker {}: {e}; retrying", self.info.id);
-                std::thread::sleep(Duration::from_millis(500));
+                self.failures += 1;
+                if self.failures == 1 || self.failures.is_multiple_of(30) {
+                    eprintln!("mp-cluster worker {}: {e}; retrying", self.info.id);
+                }
+                false
             }
         }
     }
@@ -913,7 +1022,10 @@ impl Writer {
                 "renewing leases",
             );
             if let Err(e) = r {
-                eprintln!("mp-cluster worker {}: {e}", self.info.id);
+                // The server away: sending results says so.
+                if !is_away(&e) {
+                    eprintln!("mp-cluster worker {}: renewing leases: {e}", self.info.id);
+                }
                 return;
             }
         }

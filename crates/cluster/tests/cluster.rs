@@ -364,11 +364,12 @@ fn a_crashing_task_costs_a_process_not_the_host() -> Result<(), String> {
 }
 
 fn another_build_is_refused() -> Result<(), String> {
-    // Another build: this binary with one byte more (another file, another
-    // content, so another build id).
+    // Another build: this binary with another linker build id, as another
+    // link of the same code would have.
     let other = std::env::temp_dir().join(format!("mp-cluster-other-build-{}", std::process::id()));
     let mut bytes = std::fs::read(me()).map_err(|e| e.to_string())?;
-    bytes.push(0);
+    let at = mp_sys::code::build_note(&bytes).ok_or("this binary has no build-id note")?;
+    bytes[at.start] ^= 0xff;
     std::fs::write(&other, bytes).map_err(|e| e.to_string())?;
     {
         use std::os::unix::fs::PermissionsExt;

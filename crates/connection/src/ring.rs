@@ -439,18 +439,30 @@ impl<'a> Lane<'a> {
 
 /// Sends a wake-up frame without blocking: when the socket's buffer is full
 /// the reader has something to read already.
+///
+/// The record is published before the wake-up goes out, so a reader that
+/// was not asleep after all can take it and close its end first. A wake-up
+/// for a reader that is gone is therefore not an error: the message was
+/// delivered, and the next send reports the closed peer, as a plain pipe
+/// does.
 fn wake(sock: BorrowedFd<'_>) -> io::Result<()> {
     let head = mp_codec::Header::wake();
-    match socket::try_send_with_fds(sock, &[IoSlice::new(&head)], &[]) {
-        Ok(n) if n < HEADER_LEN => {
-            // A stream socket took part of it: the rest must follow, or the
-            // frames after it would be out of step.
-            mp_sys::fd::write_all(sock, &head[n..])
-        }
+    let sent = match socket::try_send_with_fds(sock, &[IoSlice::new(&head)], &[]) {
+        // A stream socket took part of it: the rest must follow, or the
+        // frames after it would be out of step.
+        Ok(n) if n < HEADER_LEN => mp_sys::fd::write_all(sock, &head[n..]),
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
         Err(e) => Err(e),
+    };
+    match sent {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock || peer_gone(&e) => Ok(()),
+        other => other,
     }
+}
+
+/// Whether a send failed because the reading end is closed.
+fn peer_gone(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
 }
 
 /// What [`drain_wakes`] found at the front of the socket.
@@ -642,6 +654,22 @@ mod tests {
         let e = lane.push(a.as_fd(), ME, FrameKind::Value, b"x").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
         assert_eq!(lane.next(), Next::Nothing, "nothing was published");
+    }
+
+    #[test]
+    fn a_wake_up_for_a_reader_that_took_the_record_and_left_is_not_an_error() {
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        drop(b);
+        // What `push` does after publishing, when the reader already left.
+        wake(a.as_fd()).unwrap();
+        let region = new_region().unwrap();
+        let lane = Lane::new(&region, 0, 0);
+        let e = lane.push(a.as_fd(), ME, FrameKind::Value, b"x").unwrap_err();
+        assert_eq!(
+            e.kind(),
+            io::ErrorKind::BrokenPipe,
+            "the next send reports the peer gone"
+        );
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub enum TaskError {
     /// tasks.
     #[error("the pool's initializer failed in a worker, so the pool cannot run tasks: {0}")]
     Initializer(String),
+    /// The task was lost with the server that held it (a cluster's Redis
+    /// came back without its data): it may or may not have run, and no
+    /// result will come. The message says what happened and what to do.
+    #[error("the task was lost: {0}")]
+    Lost(String),
 }
 
 fn signal_note(code: i32) -> String {

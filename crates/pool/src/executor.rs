@@ -302,6 +302,32 @@ impl<R> TaskFuture<R> {
         self.result().err()
     }
 
+    /// [`exception`](TaskFuture::exception), waiting at most `t` (Python's
+    /// `exception(timeout)`): `Ok(None)` if the task succeeded, `Ok(Some(e))`
+    /// with its error, `Err(ExecutorError::Timeout)` if it is not done after
+    /// `t` (the task goes on).
+    ///
+    /// ```
+    /// use mp_pool::{ExecutorError, ProcessPoolExecutor};
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let ex = ProcessPoolExecutor::new(1)?;
+    /// let f = ex.submit(nap, (300,))?;
+    /// assert_eq!(f.exception_timeout(Duration::from_millis(10)), Err(ExecutorError::Timeout));
+    /// assert_eq!(f.exception_timeout(Duration::from_secs(30)), Ok(None));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exception_timeout(&self, t: Duration) -> Result<Option<ExecutorError>, ExecutorError>
+    where
+        R: DeserializeOwned,
+    {
+        if self.slot.wait_until(Deadline::after(t)) {
+            Ok(self.outcome().err())
+        } else {
+            Err(ExecutorError::Timeout)
+        }
+    }
+
     /// Runs `f` with this future once it is done: at once, on this thread,
     /// if it is; otherwise on the thread that completes it (the executor's
     /// result thread, or the one that cancels it).
@@ -716,6 +742,30 @@ impl ProcessPoolExecutor {
         if wait {
             let _ = self.pool.join();
         }
+    }
+
+    /// [`shutdown`](ProcessPoolExecutor::shutdown) with `wait`, waiting at
+    /// most `t` for the tasks to finish and the workers to exit: whether they
+    /// did. After `false` the executor is still shut down (no new tasks), its
+    /// remaining tasks go on, and a later call or the drop waits for them.
+    ///
+    /// ```
+    /// use mp_pool::ProcessPoolExecutor;
+    /// use std::time::Duration;
+    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// let ex = ProcessPoolExecutor::new(1)?;
+    /// let f = ex.submit(nap, (300,))?;
+    /// assert!(!ex.shutdown_timeout(false, Duration::from_millis(10)));
+    /// assert!(ex.shutdown_timeout(false, Duration::from_secs(30)));
+    /// assert_eq!(f.result(), Ok(300));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn shutdown_timeout(&self, cancel_futures: bool, t: Duration) -> bool {
+        if cancel_futures {
+            self.pool.shared().cancel_queued();
+        }
+        self.pool.close();
+        self.pool.join_timeout(t).is_ok()
     }
 }
 

@@ -167,7 +167,8 @@ impl Payload {
 #[derive(Debug, Default)]
 pub(crate) struct OutBuf {
     frames: VecDeque<OutFrame>,
-    /// The bytes of the frames' owned payloads.
+    /// The headers and copied payloads of the inline frames, back to back,
+    /// so a run of them goes out as one segment.
     owned: Vec<u8>,
     /// Bytes of the front frame already written.
     sent: usize,
@@ -175,27 +176,32 @@ pub(crate) struct OutBuf {
 
 #[derive(Debug)]
 struct OutFrame {
-    head: [u8; HEAD_LEN],
     body: Body,
     fds: Option<Fds>,
 }
 
 #[derive(Debug)]
 enum Body {
-    /// `owned[start..end]`.
-    Owned(usize, usize),
-    Shared(Arc<Payload>),
+    /// Header and payload, `owned[start..end]`.
+    Inline(usize, usize),
+    /// A header, then a payload sent from where it is.
+    Shared([u8; HEAD_LEN], Arc<Payload>),
 }
 
 /// Frames written by one `sendmsg` at most.
 const BATCH: usize = 64;
+
+/// Payloads below this are copied beside their header even when queued by
+/// reference: one segment for a run of small frames costs the kernel less
+/// than a pair of tiny ones per frame.
+const INLINE_BELOW: usize = 4096;
 
 impl OutBuf {
     pub(crate) fn is_empty(&self) -> bool {
         self.frames.is_empty()
     }
 
-    /// Bytes of the copied payloads waiting.
+    /// Bytes of the copied headers and payloads waiting.
     pub(crate) fn owned_len(&self) -> usize {
         self.owned.len()
     }
@@ -203,35 +209,50 @@ impl OutBuf {
     /// Queues a frame, its payload copied. `head.len` and `head.nfds` are
     /// filled in here.
     pub(crate) fn push(&mut self, head: Head, payload: &[u8], fds: Option<Fds>) {
+        let (head, fds) = Self::complete(head, payload.len(), fds);
         let start = self.owned.len();
+        head.write(&mut self.owned);
         self.owned.extend_from_slice(payload);
-        self.queue(head, Body::Owned(start, self.owned.len()), payload.len(), fds);
+        self.frames.push_back(OutFrame {
+            body: Body::Inline(start, self.owned.len()),
+            fds,
+        });
     }
 
-    /// Queues a frame whose payload is sent from where it is.
+    /// Queues a frame whose payload is sent from where it is (or copied,
+    /// when it is small).
     pub(crate) fn push_shared(&mut self, head: Head, payload: Arc<Payload>, fds: Option<Fds>) {
-        let len = payload.bytes.len();
-        self.queue(head, Body::Shared(payload), len, fds);
+        if payload.bytes.len() < INLINE_BELOW {
+            return self.push(head, &payload.bytes, fds);
+        }
+        let (head, fds) = Self::complete(head, payload.bytes.len(), fds);
+        let mut h = Vec::with_capacity(HEAD_LEN);
+        head.write(&mut h);
+        let mut bytes = [0u8; HEAD_LEN];
+        bytes.copy_from_slice(&h);
+        self.frames.push_back(OutFrame {
+            body: Body::Shared(bytes, payload),
+            fds,
+        });
     }
 
-    fn queue(&mut self, mut head: Head, body: Body, len: usize, fds: Option<Fds>) {
+    /// `head` with its length and descriptor count, and the descriptors if
+    /// there are any.
+    fn complete(mut head: Head, len: usize, fds: Option<Fds>) -> (Head, Option<Fds>) {
         head.len = len as u32;
         head.nfds = 0;
         let fds = fds.filter(|f| !f.get().is_empty());
         if let Some(f) = &fds {
             head.nfds = f.get().len() as u16;
         }
-        let mut h = Vec::with_capacity(HEAD_LEN);
-        head.write(&mut h);
-        let mut bytes = [0u8; HEAD_LEN];
-        bytes.copy_from_slice(&h);
-        self.frames.push_back(OutFrame { head: bytes, body, fds });
+        (head, fds)
     }
 
-    fn body<'a>(&'a self, f: &'a OutFrame) -> &'a [u8] {
+    /// The whole frame's length, header included.
+    fn frame_len(f: &OutFrame) -> usize {
         match &f.body {
-            Body::Owned(a, b) => self.owned.get(*a..*b).unwrap_or_default(),
-            Body::Shared(p) => &p.bytes,
+            Body::Inline(a, b) => b - a,
+            Body::Shared(_, p) => HEAD_LEN + p.bytes.len(),
         }
     }
 
@@ -240,24 +261,40 @@ impl OutBuf {
     /// Each `sendmsg` starts with the front frame and takes the frames
     /// after it up to the next that carries descriptors: a frame's
     /// descriptors go with the `sendmsg` that starts at its first byte, so
-    /// they arrive no later than that byte.
+    /// they arrive no later than that byte. Inline frames next to each other
+    /// are one segment.
     pub(crate) fn flush(&mut self, sock: BorrowedFd<'_>, block: bool) -> io::Result<bool> {
         while !self.frames.is_empty() {
             let r = {
+                let owned = &self.owned;
                 let mut bufs: Vec<IoSlice<'_>> = Vec::with_capacity(2 * BATCH);
+                // A run of inline bytes not yet in `bufs`.
+                let mut run: Option<(usize, usize)> = None;
                 for (i, f) in self.frames.iter().enumerate().take(BATCH) {
                     if i > 0 && f.fds.is_some() {
                         break;
                     }
                     let skip = if i == 0 { self.sent } else { 0 };
-                    let body = self.body(f);
-                    if skip < HEAD_LEN {
-                        bufs.push(IoSlice::new(&f.head[skip..]));
-                        bufs.push(IoSlice::new(body));
-                    } else {
-                        bufs.push(IoSlice::new(body.get(skip - HEAD_LEN..).unwrap_or_default()));
+                    match &f.body {
+                        Body::Inline(a, b) => match &mut run {
+                            Some((_, end)) if *end == a + skip => *end = *b,
+                            _ => {
+                                end_run(owned, &mut run, &mut bufs);
+                                run = Some((a + skip, *b));
+                            }
+                        },
+                        Body::Shared(head, p) => {
+                            end_run(owned, &mut run, &mut bufs);
+                            if skip < HEAD_LEN {
+                                bufs.push(IoSlice::new(&head[skip..]));
+                                bufs.push(IoSlice::new(&p.bytes));
+                            } else {
+                                bufs.push(IoSlice::new(p.bytes.get(skip - HEAD_LEN..).unwrap_or_default()));
+                            }
+                        }
                     }
                 }
+                end_run(owned, &mut run, &mut bufs);
                 let fds: Vec<BorrowedFd<'_>> = match self.frames.front() {
                     Some(f) if self.sent == 0 => f
                         .fds
@@ -276,7 +313,7 @@ impl OutBuf {
                 Ok(mut n) => {
                     while n > 0 {
                         let Some(f) = self.frames.front() else { break };
-                        let left = HEAD_LEN + self.body(f).len() - self.sent;
+                        let left = Self::frame_len(f) - self.sent;
                         if n >= left {
                             n -= left;
                             self.frames.pop_front();
@@ -293,6 +330,13 @@ impl OutBuf {
         }
         self.owned.clear();
         Ok(true)
+    }
+}
+
+/// Puts the run of inline bytes `run` (if any) into `bufs`, as one segment.
+fn end_run<'b>(owned: &'b [u8], run: &mut Option<(usize, usize)>, bufs: &mut Vec<IoSlice<'b>>) {
+    if let Some((a, b)) = run.take() {
+        bufs.push(IoSlice::new(owned.get(a..b).unwrap_or_default()));
     }
 }
 
@@ -445,6 +489,54 @@ mod tests {
         );
         drop(a);
         assert_eq!(inb.fill(b.as_fd(), true).unwrap(), Read::Eof);
+    }
+
+    #[test]
+    fn runs_of_small_frames_and_big_ones_cut_anywhere_arrive_whole() {
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        mp_sys::fd::set_nonblocking(a.as_fd(), true).unwrap();
+        let big = Arc::new(Payload {
+            bytes: (0..(1 << 20)).map(|i| (i % 253) as u8).collect(),
+            fds: Vec::new(),
+        });
+        let mut want = Vec::new();
+        let mut out = OutBuf::default();
+        for id in 0..3000u64 {
+            let body: Vec<u8> = match id % 500 {
+                499 => big.bytes.clone(),
+                k => (0..(k * 7 % 300) as usize).map(|i| (i as u64 + id) as u8).collect(),
+            };
+            if id % 500 == 499 {
+                out.push_shared(Head::new(Kind::Chunk, id), Arc::clone(&big), None);
+            } else if id % 3 == 0 {
+                let shared = Arc::new(Payload {
+                    bytes: body.clone(),
+                    fds: Vec::new(),
+                });
+                out.push_shared(Head::new(Kind::Task, id), shared, None);
+            } else {
+                out.push(Head::new(Kind::Task, id), &body, None);
+            }
+            want.push((id, body));
+        }
+        let n = want.len();
+        let reader = std::thread::spawn(move || {
+            let mut inb = InBuf::new();
+            let mut got = Vec::new();
+            while got.len() < n {
+                assert_eq!(inb.fill(b.as_fd(), true).unwrap(), Read::Data);
+                while let Some(f) = inb.next().unwrap() {
+                    got.push((f.head.id, inb.payload(&f).to_vec()));
+                }
+            }
+            got
+        });
+        while !out.flush(a.as_fd(), false).unwrap() {
+            let mut set = [mp_sys::fd::PollFd::writable(a.as_fd())];
+            mp_sys::fd::poll(&mut set, Some(std::time::Duration::from_secs(10))).unwrap();
+        }
+        assert!(out.is_empty() && out.owned_len() == 0);
+        assert!(reader.join().unwrap() == want, "frames lost, cut or reordered");
     }
 
     #[test]

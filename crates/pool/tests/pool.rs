@@ -799,10 +799,23 @@ fn executor_cancel_and_shutdown(m: StartMethod) -> Check {
     check(last.result() == Err(ExecutorError::Cancelled), "its result")?;
     check(mp_testkit::until(PATIENCE, || first.running()), "the first task runs")?;
     check(!first.cancel(), "a running task cannot be cancelled")?;
+    check(
+        first.exception_timeout(Duration::from_millis(20)) == Err(ExecutorError::Timeout),
+        "exception_timeout on a running task times out",
+    )?;
     ex.shutdown(false, true);
+    check(
+        !ex.shutdown_timeout(false, Duration::from_millis(20)),
+        "shutdown_timeout gives up while a task is held",
+    )?;
     gate.set();
+    check(
+        ex.shutdown_timeout(false, PATIENCE),
+        "shutdown_timeout returns once the held task is done",
+    )?;
     ex.shutdown(true, false);
     check(first.result() == Ok(200), "the running task finished")?;
+    check(first.exception_timeout(PATIENCE) == Ok(None), "no exception")?;
     let cancelled = queued.iter().filter(|f| f.cancelled()).count();
     check(
         cancelled >= 7,

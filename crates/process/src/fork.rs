@@ -69,15 +69,21 @@ pub(crate) fn start(
         is_child: true,
         parent: Some((mp_sys::process::pid(), parent_name)),
     };
+    let parent = mp_sys::process::pid();
     let child = mp_sys::process::fork_run(move || {
+        if daemon {
+            // First, so that a parent killed from here on takes the child
+            // with it; then a parent killed before that is seen as gone.
+            let _ = mp_sys::signal::set_parent_death_signal(Some(Signal::KILL));
+            if mp_sys::process::parent_pid() != parent {
+                return 1;
+            }
+        }
         crate::hooks::run_after_fork();
         // As Python's child forces its own start method: a child of a fork
         // context reports Fork, whatever the parent's default.
         crate::setting::set_forked_method();
         identity::become_forked_child(me);
-        if daemon {
-            let _ = mp_sys::signal::set_parent_death_signal(Some(Signal::KILL));
-        }
         child::run_job(|| job.run_here())
     })?;
     Ok(child)

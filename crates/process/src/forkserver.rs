@@ -216,6 +216,10 @@ fn server_main(sock: OwnedFd) -> i32 {
             let Ok((mine, theirs)) = socketpair(SocketKind::Stream) else {
                 return 1;
             };
+            // Taken before the fork: a spare that asked after its request
+            // could get init's pid from a server that is gone, and its
+            // daemonic child's "is my parent still here" check would pass.
+            let server = mp_sys::process::pid();
             match try_fork() {
                 Ok(Fork::Child) => {
                     // Keep nothing of the server's: its socket, and the other
@@ -228,7 +232,7 @@ fn server_main(sock: OwnedFd) -> i32 {
                         drop(c.status);
                         c.child.disown();
                     }
-                    spare_main(theirs)
+                    spare_main(theirs, server)
                 }
                 Ok(Fork::Parent(child)) => spare = Some(Spare { child, sock: mine }),
                 Err(_) => {}
@@ -324,7 +328,7 @@ fn server_main(sock: OwnedFd) -> i32 {
 /// It has no parent-death signal: a server that dies before handing it a
 /// request closes the socket, and the read below ends it; a server that dies
 /// after must not take with it a child its parent was told is started.
-fn spare_main(sock: OwnedFd) -> ! {
+fn spare_main(sock: OwnedFd, server: u32) -> ! {
     let limits = Limits::default();
     let request = mp_codec::recv_frame(sock.as_fd(), &limits)
         .and_then(mp_codec::decode::<(Meta, Fd)>)
@@ -333,7 +337,6 @@ fn spare_main(sock: OwnedFd) -> ! {
     let Ok((meta, status, args)) = request else {
         mp_sys::process::exit_now(0)
     };
-    let server = mp_sys::process::parent_pid();
     crate::identity::set_status_pipe(status);
     let code = spawn::run_meta(meta, args, server);
     crate::identity::report_exit(code);

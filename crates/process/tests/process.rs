@@ -792,6 +792,50 @@ fn fork_with_threads_warns(m: StartMethod) -> Check {
     )
 }
 
+/// A parent SIGKILLed right after `start()` takes its daemonic child with it,
+/// however early in the child's start the kill lands (the child asks for its
+/// parent-death signal first, then checks that its parent is still the one
+/// that started it). 20 rounds: the race is narrow.
+fn a_daemon_dies_with_a_parent_killed_at_once(m: StartMethod) -> Check {
+    use std::io::BufRead;
+    for round in 0..20 {
+        let exe = ok(std::env::current_exe())?;
+        let mut driver = ok(Command::new(exe)
+            .args(["--scenario", "killed_at_once", "--method", &format!("{m:?}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn())?;
+        let stdout = driver.stdout.take().ok_or("no stdout")?;
+        // Only the first line: a surviving daemon would hold the pipe open.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(PATIENCE).unwrap_or_default();
+        let status = driver.wait();
+        let daemon: u32 = line
+            .trim()
+            .parse()
+            .map_err(|_| format!("round {round}: no daemon pid from the driver ({line:?}, {status:?})"))?;
+        if let Ok(pidfd) = PidFd::open(daemon) {
+            let mut set = [PollFd::readable(pidfd.as_fd())];
+            let gone = poll(&mut set, Some(Duration::from_secs(10)))
+                .map(|n| n > 0)
+                .unwrap_or(false);
+            if !gone {
+                let _ = mp_sys::signal::kill(daemon, mp_sys::signal::Signal::KILL);
+                return Err(format!(
+                    "round {round}: the daemonic child {daemon} outlived its killed parent"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Prints once the daemonic child is gone, which happens only when the
 /// driver's main has returned and the exit hook terminates it: so this worker
 /// is certainly still running when main returns.
@@ -825,6 +869,14 @@ fn driver(scenario: &str, m: StartMethod) -> ExitCode {
             let _ = std::io::stdout().flush();
             // main returns without joining either.
             ExitCode::SUCCESS
+        }
+        "killed_at_once" => {
+            let mut d = ctx.process(until_killed, ()).daemon(true);
+            d.start().expect("start daemon");
+            println!("{}", d.pid().unwrap_or(0));
+            let _ = std::io::stdout().flush();
+            let _ = mp_sys::signal::kill(std::process::id(), mp_sys::signal::Signal::KILL);
+            ExitCode::FAILURE
         }
         "corrupt" => {
             use mp_process::testing::{Corruption, start_corrupt};
@@ -927,7 +979,7 @@ fn main() -> ExitCode {
         };
         return driver(args.get(i + 1).map_or("", String::as_str), m);
     }
-    let scenarios: [(&str, Scenario); 19] = [
+    let scenarios: [(&str, Scenario); 20] = [
         ("bad_bootstrap", bad_bootstrap),
         ("fork_with_threads_warns", fork_with_threads_warns),
         ("exit_codes", exit_codes),
@@ -942,6 +994,10 @@ fn main() -> ExitCode {
         ("names_and_identity", names_and_identity),
         ("grandchildren", grandchildren),
         ("daemons_cannot_have_children", daemons_cannot_have_children),
+        (
+            "a_daemon_dies_with_a_parent_killed_at_once",
+            a_daemon_dies_with_a_parent_killed_at_once,
+        ),
         ("closures_need_fork", closures_need_fork),
         ("fds_do_not_grow", fds_do_not_grow),
         ("siblings_hold_the_same_descriptors", siblings_hold_the_same_descriptors),

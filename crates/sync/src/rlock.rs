@@ -65,14 +65,17 @@ impl RLock {
         })
     }
 
+    #[inline]
     fn word(&self) -> &AtomicU32 {
         self.shm.word(WORD)
     }
 
+    #[inline]
     fn count_word(&self) -> &AtomicU32 {
         self.shm.word(COUNT)
     }
 
+    #[inline]
     fn thread(&self) -> &AtomicU64 {
         self.shm.dword(THREAD)
     }
@@ -89,6 +92,7 @@ impl RLock {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     #[doc(alias = "_is_owned")]
+    #[inline]
     pub fn is_owned(&self) -> bool {
         self.word().load(Ordering::Acquire) & OWNER == shm::me()
             && self.thread().load(Ordering::Relaxed) == shm::thread_id()

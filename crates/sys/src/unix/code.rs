@@ -56,13 +56,14 @@ fn anchor_addr() -> usize {
 /// The child takes `BUILD` only when `FILE` is its own executable's.
 pub const BUILD_ENV: &str = "MP_SYS_BUILD";
 
-/// An identity of the running binary: a hash of the executable's contents
-/// (`/proc/self/exe`), so the same binary copied to another host has the same
-/// identity, and any other build has another. A process re-executed from
-/// `/proc/self/exe` has the same identity even if the file was replaced on
-/// disk since. Computed once per process, on first use: about 30 ms for a
-/// 60 MB executable; children started by spawn (and the fork server's) take
-/// it from their parent through [`BUILD_ENV`], fork children inherit it.
+/// An identity of the running binary: the linker's build id (the
+/// `NT_GNU_BUILD_ID` note, a hash of the linked output), so the same binary
+/// copied to another host has the same identity, and any other link has
+/// another. It is read from the executable's first pages (`/proc/self/exe`),
+/// once per process, in microseconds. An executable without the note is
+/// hashed whole instead (about 30 ms for 60 MB); children started by spawn
+/// (and the fork server's) take the identity from their parent through
+/// [`BUILD_ENV`], fork children inherit it.
 ///
 /// ```
 /// assert_eq!(mp_sys::code::build_id(), mp_sys::code::build_id());
@@ -76,6 +77,9 @@ pub fn build_id() -> u64 {
                 return id;
             }
         }
+        if let Some(id) = note_id() {
+            return id;
+        }
         match contents_hash() {
             Ok(id) => id,
             // No readable executable (no /proc): fall back to the file's
@@ -88,6 +92,88 @@ pub fn build_id() -> u64 {
             }),
         }
     })
+}
+
+/// How much of the executable [`build_id`] reads to find the note: the
+/// headers and the first segment's notes sit in the first pages.
+const NOTE_WINDOW: usize = 64 << 10;
+
+/// The identity from this executable's build-id note, if it has one within
+/// [`NOTE_WINDOW`].
+fn note_id() -> Option<u64> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(NOTE_WINDOW);
+    std::fs::File::open("/proc/self/exe")
+        .ok()?
+        .take(NOTE_WINDOW as u64)
+        .read_to_end(&mut head)
+        .ok()?;
+    let id = &head[build_note(&head)?];
+    let mut h = DefaultHasher::new();
+    ("gnu build id", id).hash(&mut h);
+    Some(h.finish())
+}
+
+/// Where the linker's build id (the description of the `NT_GNU_BUILD_ID`
+/// note of a 64-bit little-endian ELF file) lies in `elf`, the file's bytes
+/// or a prefix of them. `None` for anything else: another format, a file
+/// without the note, a note past the end of `elf`, or headers that do not
+/// add up. Every offset is checked, so any input gives an answer, never a
+/// panic.
+///
+/// ```
+/// let exe = std::fs::read("/proc/self/exe")?;
+/// if let Some(at) = mp_sys::code::build_note(&exe) {
+///     assert!(at.len() >= 8); // 20 bytes (SHA-1) from GNU ld, lld and mold
+/// }
+/// assert_eq!(mp_sys::code::build_note(b"#!/bin/sh"), None);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn build_note(elf: &[u8]) -> Option<std::ops::Range<usize>> {
+    const PT_NOTE: u32 = 4;
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at.checked_add(2)?)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at.checked_add(4)?)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at.checked_add(8)?)?.try_into().ok()?));
+    let size = |v: u64| usize::try_from(v).ok();
+    // ELF magic, 64-bit, little-endian.
+    if elf.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let phoff = size(u64_at(0x20)?)?;
+    let phentsize = usize::from(u16_at(0x36)?);
+    let phnum = usize::from(u16_at(0x38)?);
+    if phentsize < 0x38 {
+        return None;
+    }
+    for i in 0..phnum {
+        let ph = phoff.checked_add(i.checked_mul(phentsize)?)?;
+        if u32_at(ph)? != PT_NOTE {
+            continue;
+        }
+        let start = size(u64_at(ph + 0x08)?)?;
+        let end = start.checked_add(size(u64_at(ph + 0x20)?)?)?;
+        // Notes in a segment aligned to 8 are padded to 8, others to 4.
+        let align = if u64_at(ph + 0x30)? == 8 { 8 } else { 4 };
+        let mut at = start;
+        while at.checked_add(12)? <= end {
+            let namesz = size(u64::from(u32_at(at)?))?;
+            let descsz = size(u64::from(u32_at(at + 4)?))?;
+            let kind = u32_at(at + 8)?;
+            let name = at + 12;
+            let desc = name.checked_add(namesz.checked_next_multiple_of(align)?)?;
+            let next = desc.checked_add(descsz.checked_next_multiple_of(align)?)?;
+            let desc_end = desc.checked_add(descsz)?;
+            if desc_end > end || desc_end > elf.len() {
+                return None;
+            }
+            if kind == NT_GNU_BUILD_ID && elf.get(name..name + namesz)? == b"GNU\0" && descsz > 0 {
+                return Some(desc..desc_end);
+            }
+            at = next;
+        }
+    }
+    None
 }
 
 /// The [`BUILD_ENV`] entry for a child of this process: `None` when the
@@ -295,6 +381,51 @@ mod tests {
 
     fn double(x: u32) -> i32 {
         (x * 2) as i32
+    }
+
+    #[test]
+    fn this_binary_is_named_by_its_build_note() {
+        let exe = std::fs::read("/proc/self/exe").unwrap();
+        let at = build_note(&exe).expect("the test binary has a GNU build-id note");
+        assert!(at.end <= NOTE_WINDOW, "the note lies in the window build_id reads");
+        let mut h = DefaultHasher::new();
+        ("gnu build id", &exe[at]).hash(&mut h);
+        assert_eq!(note_id(), Some(h.finish()));
+        assert_eq!(build_id(), h.finish());
+    }
+
+    #[test]
+    fn cut_or_scribbled_headers_give_no_note_and_no_panic() {
+        let exe = std::fs::read("/proc/self/exe").unwrap();
+        let full = build_note(&exe).unwrap();
+        let head = &exe[..NOTE_WINDOW.min(exe.len())];
+        // Every cut: the note, or nothing.
+        for cut in 0..=full.end + 64 {
+            let got = build_note(&head[..cut.min(head.len())]);
+            assert!(got.is_none() || got == Some(full.clone()), "cut at {cut}: {got:?}");
+        }
+        // Every byte of the headers and notes set to extremes.
+        let mut bytes = head.to_vec();
+        for i in 0..full.end {
+            let keep = bytes[i];
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                bytes[i] = v;
+                let _ = build_note(&bytes);
+            }
+            bytes[i] = keep;
+        }
+        // Random bytes.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut junk = b"\x7fELF\x02\x01".to_vec();
+            for _ in 0..256 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                junk.push(x as u8);
+            }
+            let _ = build_note(&junk);
+        }
     }
 
     #[test]

@@ -29,11 +29,12 @@ impl<'a> SharedBytes<'a> {
     ///
     /// # Safety
     ///
-    /// `ptr` is valid for reads and writes of `len` bytes for `'a`, and this
-    /// process reaches them only atomically (through `SharedBytes` and the
-    /// atomics it hands out) while `'a` lasts.
+    /// `ptr` is aligned to 8 bytes and valid for reads and writes of `len`
+    /// bytes for `'a`, and this process reaches them only atomically (through
+    /// `SharedBytes` and the atomics it hands out) while `'a` lasts.
     #[inline]
     pub(crate) unsafe fn new(ptr: *mut u8, len: usize) -> SharedBytes<'a> {
+        debug_assert!((ptr as usize).is_multiple_of(WORD), "shared bytes start 8-aligned");
         SharedBytes {
             ptr,
             len,
@@ -57,28 +58,33 @@ impl<'a> SharedBytes<'a> {
         self.len
     }
 
-    #[inline]
+    #[inline(always)]
     fn fits(self, offset: usize, len: usize) -> bool {
         offset.checked_add(len).is_some_and(|end| end <= self.len)
     }
 
     /// The `count` atomics of type `A` from byte `offset`, if they lie inside
-    /// and the address is aligned for `A`.
-    #[inline]
+    /// and `offset` is aligned for `A` (the start is 8-aligned, and no atom
+    /// is wider, so an aligned offset is an aligned address).
+    ///
+    /// On every lock operation's path: the checks are two comparisons, and
+    /// it is always inlined so that constant offsets fold them away.
+    #[inline(always)]
     pub(crate) fn atoms<A: Atom>(self, offset: usize, count: usize) -> Option<&'a [A]> {
         if count == 0 {
             return Some(&[]);
         }
-        let p = self.ptr.wrapping_add(offset);
         let fits = count.checked_mul(size_of::<A>()).is_some_and(|n| self.fits(offset, n));
-        if !fits || !(p as usize).is_multiple_of(align_of::<A>()) {
+        if !fits || !offset.is_multiple_of(align_of::<A>()) {
             return None;
         }
-        // SAFETY: the `count * size_of::<A>()` bytes at `p` lie inside the
-        // bytes, valid for `'a` (checked), and `p` is aligned for `A`; an
-        // atomic integer is valid for every bit pattern, and every access to
-        // the bytes goes through atomics.
-        Some(unsafe { std::slice::from_raw_parts(p.cast::<A>(), count) })
+        // SAFETY: the `count * size_of::<A>()` bytes at `offset` lie inside
+        // the bytes, valid for `'a` (checked); the start is 8-aligned (`new`'s
+        // contract) and `offset` a multiple of `align_of::<A>()` (at most 8),
+        // so the address is aligned for `A`; an atomic integer is valid for
+        // every bit pattern, and every access to the bytes goes through
+        // atomics.
+        Some(unsafe { std::slice::from_raw_parts(self.ptr.wrapping_add(offset).cast::<A>(), count) })
     }
 
     /// Copies `dst.len()` bytes at `offset` into `dst`; false (and nothing
