@@ -20,7 +20,7 @@ pub(crate) const MAX_ENTRY: usize = 512 << 20;
 
 /// One chunk of a pool's work: the function's entry, its arguments, where
 /// the result goes.
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub(crate) struct TaskMsg {
     /// Unique among the tasks of the reply stream.
     pub(crate) id: u64,

@@ -233,7 +233,17 @@ struct Host {
     held: Arc<Mutex<HashMap<String, Duration>>>,
     stop: Arc<AtomicBool>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// The result streams of terminated pools.
+    terminated: Arc<Mutex<HashSet<String>>>,
+    /// How many local processes the watch thread has killed.
+    kills: Arc<AtomicU64>,
+    /// Chunks lost with a process killed for another pool's sake: run again.
+    rerun_tx: mpsc::Sender<Rerun>,
+    rerun_rx: Mutex<mpsc::Receiver<Rerun>>,
 }
+
+/// A claimed chunk to run again: its stream entry, the task, its lease.
+type Rerun = (String, TaskMsg, Duration);
 
 /// Creates the workers' consumer group on `stream` (and the stream), if
 /// it is not there: at the start, and when a server that came back without
@@ -301,6 +311,7 @@ impl Host {
         let running = Arc::new(Mutex::new(HashMap::new()));
         let terminated = Arc::new(Mutex::new(HashSet::new()));
         let (done_tx, done_rx) = mpsc::channel();
+        let (rerun_tx, rerun_rx) = mpsc::channel();
         let in_flight = Arc::new(InFlight {
             n: Mutex::new(0),
             cv: Condvar::new(),
@@ -324,13 +335,15 @@ impl Host {
                 .spawn(move || w.run(done_rx))
                 .map_err(|e| ClusterError::Encode(format!("cannot start the worker's writer thread: {e}")))?
         };
+        let kills = Arc::new(AtomicU64::new(0));
         let watcher = {
             let w = Watcher {
                 conn: cluster.new_conn(),
                 pool: Arc::clone(&pool),
                 reports,
                 running: Arc::clone(&running),
-                terminated,
+                terminated: Arc::clone(&terminated),
+                kills: Arc::clone(&kills),
                 stop: Arc::clone(&stop),
             };
             std::thread::Builder::new()
@@ -354,6 +367,10 @@ impl Host {
             held,
             stop,
             writer: Some(writer),
+            terminated,
+            kills,
+            rerun_tx,
+            rerun_rx: Mutex::new(rerun_rx),
         })
     }
 
@@ -369,6 +386,10 @@ impl Host {
         let mut backoff = Backoff::new();
         let mut reclaimed = Instant::now();
         while !until.has_passed() {
+            let again: Vec<Rerun> = lock(&self.rerun_rx).try_iter().collect();
+            for (entry, task, lease) in again {
+                self.run(entry, task, lease);
+            }
             let room = self.in_flight.room(cap, READ_BLOCK);
             if room == 0 {
                 continue;
@@ -747,6 +768,16 @@ impl Host {
     fn run(&self, entry: String, task: TaskMsg, lease: Duration) {
         self.in_flight.add(1);
         lock(&self.held).insert(entry.clone(), lease);
+        // Kept to run again if the watch thread kills the process this
+        // chunk is queued to for another pool's sake (see below).
+        let again = (entry.clone(), task.clone(), lease);
+        let kills_before = self.kills.load(Ordering::SeqCst);
+        let (kills, terminated, rerun_tx, in_flight) = (
+            Arc::clone(&self.kills),
+            Arc::clone(&self.terminated),
+            self.rerun_tx.clone(),
+            Arc::clone(&self.in_flight),
+        );
         let (id, reply) = (task.id, task.reply);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         lock(&self.running).insert(seq, reply.clone());
@@ -778,6 +809,18 @@ impl Host {
             },
             move |e: &TaskError| {
                 lock(&running_err).remove(&seq);
+                // A process killed because it ran a terminated pool's
+                // chunk takes the chunks queued behind it with it (and, in
+                // a narrow race, the one it had just started instead): one
+                // of another pool is run again, not failed.
+                if matches!(e, TaskError::WorkerLost { .. })
+                    && kills.load(Ordering::SeqCst) != kills_before
+                    && !lock(&terminated).contains(&reply_err)
+                {
+                    in_flight.done(1);
+                    let _ = rerun_tx.send(again);
+                    return;
+                }
                 let _ = tx_err.send(Done {
                     entry: entry_err,
                     reply: reply_err,
@@ -1047,6 +1090,9 @@ struct Watcher {
     reports: wire::Reports,
     running: Arc<Mutex<HashMap<u64, String>>>,
     terminated: Arc<Mutex<HashSet<String>>>,
+    /// Counted before each kill: a chunk lost while it changed may have
+    /// been lost to a kill (the host runs it again).
+    kills: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
@@ -1104,6 +1150,7 @@ impl Watcher {
                 };
                 if pids.contains(&pid) {
                     killed.insert(seq);
+                    self.kills.fetch_add(1, Ordering::SeqCst);
                     let _ = mp_sys::signal::kill(pid, mp_sys::signal::Signal::KILL);
                 }
             }

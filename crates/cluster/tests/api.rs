@@ -25,6 +25,10 @@ fn main() -> ExitCode {
             "terminate_stops_running_tasks_everywhere",
             terminate_stops_running_tasks_everywhere,
         ),
+        (
+            "terminating_a_pool_spares_another_pool_s_task_on_the_same_process",
+            terminating_a_pool_spares_another_pool_s_task_on_the_same_process,
+        ),
         ("callbacks_as_python_s", callbacks_as_python_s),
         ("queue_close_holds_everywhere", queue_close_holds_everywhere),
         (
@@ -513,6 +517,39 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
     );
     check(stopped < Duration::from_secs(2), format!("took {stopped:?}"))?;
     check(other.apply(sleepy, (1,)).map_err(e)? == 1, "the hosts still serve")
+}
+
+/// A host of one local process runs a task of one pool while a task of
+/// another pool waits for that same process. Terminating the first pool
+/// kills the process; the waiting task still gives its result, not
+/// `WorkerLost` (the local pool hands it to the replacement process; in the
+/// narrow race where the killed process had already started it, the host
+/// runs it again).
+fn terminating_a_pool_spares_another_pool_s_task_on_the_same_process() -> Result<(), String> {
+    let ns = redis()?.namespace("spare_neighbour");
+    let _host = Host::start(&ns, 1, "one-process")?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    wait_workers(&c, 1)?;
+    let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
+    let doomed = c.pool().map_err(e)?;
+    let _held = doomed.apply_async(long, (started.clone(), 30_000)).map_err(e)?;
+    let pid = started
+        .get_timeout(Duration::from_secs(10))
+        .map_err(|e| format!("the long task did not start: {e}"))?;
+    let other = c.pool().map_err(e)?;
+    let waiting = other.apply_async(square, (7,)).map_err(e)?;
+    // Deliberate lateness: the host reads and claims the waiting task and
+    // queues it to its one process (no client-side sign of that exists).
+    std::thread::sleep(Duration::from_millis(300));
+    doomed.terminate();
+    until_ended(&[pid])?;
+    let t0 = Instant::now();
+    let got = waiting.get_timeout(Duration::from_secs(10));
+    println!(
+        "    the other pool's task: {got:?}, {:.0} ms after the kill",
+        t0.elapsed().as_secs_f64() * 1e3
+    );
+    check(matches!(got, Ok(49)), format!("the other pool's task gave {got:?}"))
 }
 
 fn square(x: u64) -> u64 {
