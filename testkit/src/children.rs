@@ -105,3 +105,57 @@ pub fn about(what: &str, took: Duration, t: Duration) -> Result<(), String> {
         format!("{what} took {took:?}, expected about {t:?}"),
     )
 }
+
+/// The parent of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether `pid` descends from this process.
+fn descends_from_me(pid: u32) -> bool {
+    let me = std::process::id();
+    let mut p = pid;
+    for _ in 0..64 {
+        match parent_of(p) {
+            Some(pp) if pp == me => return true,
+            Some(pp) if pp > 1 => p = pp,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// The processes this one has left behind: its descendants, and any
+/// process running this executable or an executable `also` accepts (copies
+/// of a test binary started as worker hosts, say), except itself and
+/// `spare`.
+pub fn strays(spare: &[u32], also: impl Fn(&std::path::Path) -> bool) -> Vec<u32> {
+    let me = std::process::id();
+    let exe = std::env::current_exe().ok();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&pid| {
+                    let runs = std::fs::read_link(format!("/proc/{pid}/exe"))
+                        .is_ok_and(|p| Some(&p) == exe.as_ref() || also(&p));
+                    pid != me && !spare.contains(&pid) && (runs || descends_from_me(pid))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits (at most 10 s) until no process is left behind ([`strays`]), then
+/// checks that no child is an unreaped zombie.
+///
+/// ```no_run
+/// // The last check of a test binary whose worker hosts are copies of it
+/// // named `worker-copy`.
+/// mp_testkit::nothing_left_behind(&[], |exe| exe.ends_with("worker-copy")).unwrap();
+/// ```
+pub fn nothing_left_behind(spare: &[u32], also: impl Fn(&std::path::Path) -> bool) -> Result<(), String> {
+    let gone = crate::until(Duration::from_secs(10), || strays(spare, &also).is_empty());
+    check(gone, format!("processes left behind: {:?}", strays(spare, &also)))?;
+    check(crate::zombie_children() == 0, "no zombies")
+}

@@ -21,7 +21,7 @@ use std::time::Instant;
 #[cfg(feature = "process")]
 mod children;
 #[cfg(feature = "process")]
-pub use children::{AT_ONCE, Reaped, Reaper, about, at_once, joined_ok, timed};
+pub use children::{AT_ONCE, Reaped, Reaper, about, at_once, joined_ok, nothing_left_behind, strays, timed};
 
 /// A test without arguments: `Err` describes the failure.
 pub type Test = fn() -> Result<(), String>;

@@ -393,25 +393,7 @@ fn pending(stream: &str) -> Result<i64, String> {
 
 /// No worker host (nor any of its processes) outlives its test.
 fn nothing_left_behind() -> Result<(), String> {
-    let me = std::process::id();
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let server = redis()?.pid();
-    let left = || -> Vec<u32> {
-        std::fs::read_dir("/proc")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|&pid| {
-                        pid != me
-                            && pid != server
-                            && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let ok = mp_testkit::until(Duration::from_secs(10), || left().is_empty());
-    check(ok, format!("processes left behind: {:?}", left()))?;
-    check(mp_testkit::zombie_children() == 0, "no zombies")
+    mp_testkit::nothing_left_behind(&[redis()?.pid()], |_| false)
 }
 
 /// Records the local process it runs in, then works for `ms`.

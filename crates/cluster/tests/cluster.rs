@@ -837,48 +837,7 @@ fn redis_gone_is_a_clear_error() -> Result<(), String> {
 
 /// No worker host (nor any of its processes) outlives its test.
 fn nothing_left_behind() -> Result<(), String> {
-    let me = std::process::id();
-    let mine = |pid: u32| -> bool {
-        // A descendant of this process?
-        let mut p = pid;
-        for _ in 0..64 {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                return false;
-            };
-            let Some(ppid) = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                return false;
-            };
-            if ppid == me {
-                return true;
-            }
-            if ppid <= 1 {
-                return false;
-            }
-            p = ppid;
-        }
-        false
-    };
-    let server = redis()?.pid();
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let left = || -> Vec<u32> {
-        std::fs::read_dir("/proc")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|&pid| {
-                        let copy = std::fs::read_link(format!("/proc/{pid}/exe"))
-                            .is_ok_and(|p| p == exe || p.to_string_lossy().contains("mp-cluster-other-build"));
-                        pid != server && pid != me && (mine(pid) || copy)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let ok = mp_testkit::until(Duration::from_secs(10), || left().is_empty());
-    let strays: Vec<u32> = left();
-    check(ok, format!("processes left behind by {}: {strays:?}", exe.display()))?;
-    check(mp_testkit::zombie_children() == 0, "no zombies")
+    mp_testkit::nothing_left_behind(&[redis()?.pid()], |exe| {
+        exe.to_string_lossy().contains("mp-cluster-other-build")
+    })
 }

@@ -6,7 +6,6 @@
 //! started again with its data, or wiped in between so it comes back
 //! empty.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -542,45 +541,5 @@ fn a_worker_in_code_stops_while_redis_is_away() -> Result<(), String> {
 
 /// No worker host, server or local process outlives its test.
 fn nothing_left_behind() -> Result<(), String> {
-    let me = std::process::id();
-    let descendant = |pid: u32| -> bool {
-        let mut p = pid;
-        for _ in 0..64 {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                return false;
-            };
-            let Some(ppid) = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                return false;
-            };
-            if ppid == me {
-                return true;
-            }
-            if ppid <= 1 {
-                return false;
-            }
-            p = ppid;
-        }
-        false
-    };
-    let exe: PathBuf = std::env::current_exe().map_err(|e| e.to_string())?;
-    let left = || -> Vec<u32> {
-        std::fs::read_dir("/proc")
-            .map(|d| {
-                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                    .filter(|&pid| {
-                        let copy = std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == exe);
-                        pid != me && (descendant(pid) || copy)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let ok = mp_testkit::until(Duration::from_secs(10), || left().is_empty());
-    let strays = left();
-    check(ok, format!("processes left behind: {strays:?}"))?;
-    check(mp_testkit::zombie_children() == 0, "no zombies")
+    mp_testkit::nothing_left_behind(&[], |_| false)
 }
