@@ -440,7 +440,7 @@ impl Pool {
         A: Data,
     {
         let entry = Self::entry::<F, A>(f)?;
-        self.shared.cluster.wait_for_workers()?;
+        self.shared.cluster.live_processes()?;
         // A slice (a sequence), not an array (which serde writes as a tuple).
         let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
         let c = Collector::new(1);
@@ -543,7 +543,7 @@ impl Pool {
         I: Data,
     {
         let entry = Self::entry::<F, T>(f)?;
-        let processes = self.shared.cluster.wait_for_workers()?;
+        let processes = self.shared.cluster.live_processes()?;
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), processes));
         let chunks = if items.is_empty() {
             Vec::new()
@@ -633,7 +633,7 @@ impl Pool {
         R: Data,
     {
         let entry = Self::entry::<F, (A,)>(f)?;
-        let processes = self.shared.cluster.wait_for_workers()?;
+        let processes = self.shared.cluster.live_processes()?;
         let chunksize = chunksize.max(1);
         let mut items = items.into_iter();
         let next_chunk = move || -> Option<Result<Vec<u8>, ClusterError>> {
