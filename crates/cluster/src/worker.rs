@@ -157,7 +157,8 @@ struct Done {
     msg: ResultMsg,
 }
 
-/// How many chunks the host holds, and a wake-up when that drops.
+/// How many chunks the host holds queued or running in its processes (not
+/// those whose results wait to be written), and a wake-up when that drops.
 struct InFlight {
     n: Mutex<usize>,
     cv: Condvar,
@@ -567,6 +568,7 @@ impl Writer {
         loop {
             match rx.recv_timeout((HEARTBEAT / 2).min(renew_every)) {
                 Ok(d) => {
+                    let before = batch.len();
                     batch.push_back(d);
                     while batch.len() < 512 {
                         match rx.try_recv() {
@@ -574,6 +576,13 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    // These chunks have run: their processes are free, so
+                    // the reader may take more while their results are
+                    // written (it no longer waits for this round trip).
+                    // They stay held (their leases renewed) until written,
+                    // and `Host::stop` still finds them: a batch is sent
+                    // before this loop looks at `stop`.
+                    self.in_flight.done(batch.len() - before);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -621,7 +630,6 @@ impl Writer {
                         held.remove(&d.entry);
                     }
                 }
-                self.in_flight.done(batch.len());
                 batch.clear();
             }
             Err(e) => {
