@@ -85,7 +85,13 @@ impl Collector {
         if s.got.insert(index, outcome).is_none() {
             s.arrived.push_back(index);
         }
-        self.cv.notify_all();
+        // Wakes the waiter only when what it waits for may be in: the
+        // whole submission (`AsyncResult`), or any result of a stream
+        // (`IMap`, whose `expected` is unbounded). A map's caller is not
+        // woken once per chunk (a futex wake and a context switch each).
+        if s.got.len() >= s.expected || s.expected == usize::MAX {
+            self.cv.notify_all();
+        }
         if s.got.len() >= s.expected {
             if let Some(f) = lock(&self.on_done).take() {
                 f(End::Complete(&s));
