@@ -581,7 +581,7 @@ pub(crate) fn measure(cmd: &mut Command, name: &str) -> Result<(f64, String), St
 /// CPU time used on the machine, and by our own children, to tell how much
 /// of it went to other processes.
 pub(crate) struct Clock {
-    ticks_per_sec: f64,
+    pub(crate) ticks_per_sec: f64,
 }
 
 /// A point on the [`Clock`]: when, the machine's busy ticks, our
