@@ -268,31 +268,33 @@ impl Shared {
 /// is dropped), and trims the stream.
 fn read_results(shared: Arc<Shared>, mut conn: Conn) {
     let mut last = "0-0".to_string();
+    // The entries read last time, deleted in the same request as the next
+    // read (one round trip per batch of results, not two).
+    let mut trim: Vec<String> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
-        let reply = conn.query::<redis::Value>(
-            redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(1024)
-                .arg("BLOCK")
-                .arg(READ_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&shared.reply)
-                .arg(&last),
-            READ_BLOCK + IO_TIMEOUT,
-            "reading results",
-        );
-        let Ok(reply) = reply else {
+        let mut p = redis::pipe();
+        if !trim.is_empty() {
+            p.cmd("XDEL").arg(&shared.reply).arg(&trim).ignore();
+        }
+        p.cmd("XREAD")
+            .arg("COUNT")
+            .arg(1024)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&shared.reply)
+            .arg(&last);
+        let reply = conn.pipe::<Vec<redis::Value>>(&p, "reading results");
+        // Sent, or failed: either way not sent again (entries left behind
+        // go with the stream when the pool is dropped).
+        trim.clear();
+        let Some(reply) = reply.ok().and_then(|mut r| r.pop()) else {
             // Redis away: waiting callers find out (their liveness check
             // fails); this thread tries again.
             std::thread::sleep(Duration::from_millis(200));
             continue;
         };
-        let entries = stream_entries(&reply);
-        if entries.is_empty() {
-            continue;
-        }
-        let mut ids = Vec::with_capacity(entries.len());
-        for e in entries {
+        for e in stream_entries(&reply) {
             match e
                 .field("r")
                 .ok_or_else(|| "no result field".to_string())
@@ -307,13 +309,8 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
                 Err(err) => eprintln!("mp-cluster: a damaged result entry {} in {}: {err}", e.id, shared.reply),
             }
             last = e.id.clone();
-            ids.push(e.id);
+            trim.push(e.id);
         }
-        let _ = conn.query::<()>(
-            redis::cmd("XDEL").arg(&shared.reply).arg(&ids),
-            IO_TIMEOUT,
-            "trimming results",
-        );
     }
 }
 
