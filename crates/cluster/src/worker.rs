@@ -546,8 +546,8 @@ fn register(cluster: &Cluster, conn: &mut Conn, info: &WorkerInfo) -> Result<(),
     conn.pipe::<()>(&p, "registering the worker")
 }
 
-/// The writer thread: sends results (each with the `XACK` and `XDEL` of its
-/// task, in one pipeline per batch), the heartbeat, and the renewal of the
+/// The writer thread: sends results (a batch's results, then one `XACK`
+/// and one `XDEL` of their tasks, in one pipeline), the heartbeat, and the renewal of the
 /// leases of the tasks held.
 struct Writer {
     cluster: Cluster,
@@ -619,9 +619,11 @@ impl Writer {
                     Err(e) => eprintln!("mp-cluster worker {}: cannot encode a result: {e}", self.info.id),
                 }
             }
-            p.cmd("XACK").arg(&self.stream).arg(GROUP).arg(&d.entry).ignore();
-            p.cmd("XDEL").arg(&self.stream).arg(&d.entry).ignore();
         }
+        // One XACK and one XDEL for the whole batch, after its results.
+        let entries: Vec<&str> = batch.iter().map(|d| d.entry.as_str()).collect();
+        p.cmd("XACK").arg(&self.stream).arg(GROUP).arg(&entries).ignore();
+        p.cmd("XDEL").arg(&self.stream).arg(&entries).ignore();
         match self.conn.pipe::<()>(&p, "sending results") {
             Ok(()) => {
                 {
