@@ -317,7 +317,14 @@ pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed
     // `multiprocessing` gets them.
     session.run(
         "build mp-compare (release, --no-default-features: no cluster tier)",
-        session.cargo(["build", "--release", "--quiet", "-p", "mp-compare", "--no-default-features"]),
+        session.cargo([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "mp-compare",
+            "--no-default-features",
+        ]),
     )?;
     let ours = session.target_dir().join("release").join("mp-compare");
     let script = session.root().join("compare").join("python").join("workloads.py");

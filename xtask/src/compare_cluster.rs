@@ -92,7 +92,10 @@ const ROWS: &[RowDef] = &[
         key: Key::Ping,
         label: "Redis PING round trip (ours: the `redis` crate; Celery, RQ: redis-py)",
         unit: "µs",
-        sides: &[side(System::Ours, "cluster_ping_rtt"), side(System::Celery, "redis_ping_rtt")],
+        sides: &[
+            side(System::Ours, "cluster_ping_rtt"),
+            side(System::Celery, "redis_ping_rtt"),
+        ],
     },
     RowDef {
         key: Key::Rtt,
@@ -234,9 +237,10 @@ impl Group {
                 // After the name: pgrp is the 3rd field, utime..cstime the
                 // 12th to 15th.
                 let pgrp: u32 = f.get(2)?.parse().ok()?;
-                groups
-                    .contains(&pgrp)
-                    .then(|| f.get(11..15).map_or(0, |t| t.iter().filter_map(|x| x.parse::<u64>().ok()).sum::<u64>()))
+                groups.contains(&pgrp).then(|| {
+                    f.get(11..15)
+                        .map_or(0, |t| t.iter().filter_map(|x| x.parse::<u64>().ok()).sum::<u64>())
+                })
             })
             .sum()
     }
@@ -336,7 +340,10 @@ fn ensure_venv(session: &Session, venv: &Path) -> Result<(), Failed> {
         )?;
     }
     if !imports() {
-        eprintln!("error: celery, rq and redis do not import in {} after pip install", venv.display());
+        eprintln!(
+            "error: celery, rq and redis do not import in {} after pip install",
+            venv.display()
+        );
         return Err(Failed);
     }
     Ok(())
@@ -374,7 +381,10 @@ fn start_redis(group: &mut Group, logs: &Path) -> Result<String, Failed> {
             break;
         }
         if let Some(why) = group.exited() {
-            eprintln!("error: {why} (is redis-server installed? see {}/redis-server.log)", logs.display());
+            eprintln!(
+                "error: {why} (is redis-server installed? see {}/redis-server.log)",
+                logs.display()
+            );
             return Err(Failed);
         }
         if Instant::now() > deadline {
@@ -417,7 +427,17 @@ fn start_workers(group: &mut Group, setup: &Setup, venv: &Path, root: &Path, log
     group.spawn(
         "celery worker",
         Command::new(venv.join("bin").join("celery"))
-            .args(["-A", "cluster", "worker", "--concurrency", "2", "-P", "prefork", "-l", "warning"])
+            .args([
+                "-A",
+                "cluster",
+                "worker",
+                "--concurrency",
+                "2",
+                "-P",
+                "prefork",
+                "-l",
+                "warning",
+            ])
             .current_dir(&python_dir)
             .env("MP_COMPARE_CELERY", format!("{}/1", setup.url)),
         &logs.join("celery.log"),
@@ -465,13 +485,7 @@ impl Runs {
     }
 }
 
-fn measure_all(
-    setup: &Setup,
-    options: &Options,
-    group: &mut Group,
-    out_dir: &Path,
-    root: &Path,
-) -> Result<(), Failed> {
+fn measure_all(setup: &Setup, options: &Options, group: &mut Group, out_dir: &Path, root: &Path) -> Result<(), Failed> {
     let machine = Machine::probe();
     let rounds = options.rounds();
     println!("    {rounds} rounds; machine: {}", machine.summary());
@@ -491,7 +505,10 @@ fn measure_all(
             for k in 0..n {
                 let s = row.sides[(k + round + i) % n];
                 if let Some(why) = group.exited() {
-                    eprintln!("error: {why} during the run; its log is under {}", out_dir.join("cluster-logs").display());
+                    eprintln!(
+                        "error: {why} during the run; its log is under {}",
+                        out_dir.join("cluster-logs").display()
+                    );
                     return Err(Failed);
                 }
                 let t0 = Instant::now();
@@ -521,7 +538,10 @@ fn measure_all(
         let ours = group.ticks().saturating_sub(ours_mark) as f64 / clock.ticks_per_sec / secs.max(1e-3);
         let f = (f - ours).max(0.0);
         foreign.push(f);
-        println!("    round {}/{rounds}: {secs:.1} s, other processes used {f:.2} cores", round + 1);
+        println!(
+            "    round {}/{rounds}: {secs:.1} s, other processes used {f:.2} cores",
+            round + 1
+        );
     }
     let elapsed = started.elapsed();
     let versions = python_versions(&setup.python);
@@ -537,7 +557,11 @@ fn measure_all(
         elapsed.as_secs_f64(),
         redis_version(),
         machine.python,
-        if worst > NOISY { " (more than an idle machine: treat the figures with care)" } else { "" },
+        if worst > NOISY {
+            " (more than an idle machine: treat the figures with care)"
+        } else {
+            ""
+        },
     );
     let md = format!("{heading}\n\n{table}\n{verdict}\n");
     println!("\n{md}");
@@ -567,7 +591,10 @@ fn report(results: &[Runs], quick: bool) -> (String, String) {
     };
     for (row, runs) in ROWS.iter().zip(results) {
         let label = match row.key {
-            Key::Tasks => format!("{} ({tasks}; RQ: {rq_tasks}, its forked job per task is slow)", row.label),
+            Key::Tasks => format!(
+                "{} ({tasks}; RQ: {rq_tasks}, its forked job per task is slow)",
+                row.label
+            ),
             Key::Chunked => format!("{} ({tasks})", row.label),
             _ => row.label.to_string(),
         };
@@ -580,7 +607,9 @@ fn report(results: &[Runs], quick: bool) -> (String, String) {
         let ratio = |other: System| -> String {
             let base = if row.key == Key::Chunked { Key::Tasks } else { row.key };
             match (median(&runs.ours), med(base, other)) {
-                (Some(o), Some(x)) if row.key != Key::Ping => times(Some(if row.unit == "µs" { x / o } else { o / x })),
+                (Some(o), Some(x)) if row.key != Key::Ping => {
+                    times(Some(if row.unit == "µs" { x / o } else { o / x }))
+                }
                 _ => "–".into(),
             }
         };
@@ -641,7 +670,10 @@ fn report(results: &[Runs], quick: bool) -> (String, String) {
             );
         }
         None => {
-            let _ = writeln!(v, "- Goal: a round trip within {RTT_GOAL_PINGS:.0} PINGs: not measured.");
+            let _ = writeln!(
+                v,
+                "- Goal: a round trip within {RTT_GOAL_PINGS:.0} PINGs: not measured."
+            );
         }
     }
     (t, v)
@@ -719,7 +751,10 @@ mod tests {
         assert!(t.contains("**67×** | **3333×** |"), "{t}");
         assert!(t.contains("**25×** | **1000×** |"), "{t}");
         assert!(v.contains("Celery's tasks/s, one message per task: met (25.0×)"), "{v}");
-        assert!(v.contains("within 3 PINGs (our client's, measured in the same run): met (3.0 PINGs)"), "{v}");
+        assert!(
+            v.contains("within 3 PINGs (our client's, measured in the same run): met (3.0 PINGs)"),
+            "{v}"
+        );
         r[1].ours = runs(&[100.0]);
         r[2].ours = runs(&[5000.0]);
         let (_, v) = report(&r, false);
