@@ -615,10 +615,10 @@ fn report(results: &[Runs], quick: bool) -> (String, String) {
         };
         let _ = writeln!(
             t,
-            "| {label} | {} | {ours} | {celery} | {rq} | **{}** | **{}** |",
+            "| {label} | {} | {ours} | {celery} | {rq} | {} | {} |",
             row.unit,
-            ratio(System::Celery),
-            ratio(System::Rq)
+            bold(ratio(System::Celery)),
+            bold(ratio(System::Rq))
         );
     }
     let mut v = String::from(
@@ -677,6 +677,11 @@ fn report(results: &[Runs], quick: bool) -> (String, String) {
         }
     }
     (t, v)
+}
+
+/// A ratio in bold, a dash as it is.
+fn bold(s: String) -> String {
+    if s == "–" { s } else { format!("**{s}**") }
 }
 
 /// The versions of the Python packages, for the heading.
