@@ -1010,6 +1010,9 @@ mod tests {
         let o = Options::parse(&args(&["--quick", "--only", "pipe", "--pinned-only"])).unwrap();
         assert!(o.quick && o.only == ["pipe"] && o.placements == [Placement::Pinned] && o.rounds() == 3);
         assert_eq!(Options::parse(&args(&["--rounds", "7"])).unwrap().rounds(), 7);
+        let c = Options::parse(&args(&["--cluster", "--rounds", "3", "--readme"])).unwrap();
+        assert!(c.cluster && c.readme && c.rounds() == 3);
+        assert!(!Options::parse(&args(&[])).unwrap().cluster);
         assert!(Options::parse(&args(&["--rounds", "0"])).is_err());
         assert!(Options::parse(&args(&["--only"])).is_err());
         assert!(Options::parse(&args(&["--fast"])).is_err());
