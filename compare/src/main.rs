@@ -11,11 +11,18 @@
 //! mp-compare <name> [--quick]    # one workload; --quick uses the smaller counts
 //! ```
 //!
+//! With the default feature `cluster`, the `cluster_*` workloads (listed by
+//! `mp-compare --list-cluster`) are our side of `cargo xtask compare
+//! --cluster`, against Celery and RQ on one redis-server; see
+//! `src/cluster.rs`.
+//!
 //! An unknown name exits with status 2; a failed check or a library error
 //! exits with status 1. Both print their message on stderr.
 
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "cluster")]
+mod cluster;
 mod common;
 mod manager;
 mod pipe;
@@ -75,7 +82,19 @@ const WORKLOADS: &[Workload] = &[
     workload("array_child_sum_1M_vec_floor",    "ms",      shared::array_child_sum_1m_guard),
 ];
 
-const USAGE: &str = "usage: mp-compare --list | mp-compare <name> [--quick]";
+/// The rows of `cargo xtask compare --cluster` (in its table's order).
+#[cfg(feature = "cluster")]
+#[rustfmt::skip]
+const CLUSTER_WORKLOADS: &[Workload] = &[
+    workload("cluster_ping_rtt",                "us",      cluster::ping_rtt),
+    workload("cluster_apply_rtt",               "us",      cluster::apply_rtt),
+    workload("cluster_tasks_chunksize1",        "tasks/s", cluster::tasks_chunksize1),
+    workload("cluster_tasks_default_chunks",    "tasks/s", cluster::tasks_default_chunks),
+];
+#[cfg(not(feature = "cluster"))]
+const CLUSTER_WORKLOADS: &[Workload] = &[];
+
+const USAGE: &str = "usage: mp-compare --list | mp-compare --list-cluster | mp-compare <name> [--quick]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -87,6 +106,12 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        ["--list-cluster"] => {
+            for w in CLUSTER_WORKLOADS {
+                println!("{}", w.name);
+            }
+            return ExitCode::SUCCESS;
+        }
         [name] if !name.starts_with('-') => (*name, Mode::Full),
         [name, "--quick"] | ["--quick", name] if !name.starts_with('-') => (*name, Mode::Quick),
         _ => {
@@ -94,7 +119,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(w) = WORKLOADS.iter().find(|w| w.name == name) else {
+    let Some(w) = WORKLOADS.iter().chain(CLUSTER_WORKLOADS).find(|w| w.name == name) else {
         eprintln!("mp-compare: unknown workload {name:?} (`mp-compare --list` lists them)");
         return ExitCode::from(2);
     };

@@ -143,7 +143,7 @@ const WORKLOADS: &[Workload] = &[
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
 /// Foreign load (cores, over a round) above which the figures are suspect.
-const NOISY: f64 = 0.1;
+pub(crate) const NOISY: f64 = 0.1;
 
 /// Where the processes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,11 +166,14 @@ impl Placement {
 /// Options of `cargo xtask compare`.
 #[derive(Debug)]
 pub(crate) struct Options {
-    quick: bool,
+    pub(crate) quick: bool,
     rounds: Option<usize>,
     only: Vec<String>,
     placements: Vec<Placement>,
-    readme: bool,
+    pub(crate) readme: bool,
+    /// `--cluster`: the cluster tier against Celery and RQ instead
+    /// (`compare_cluster.rs`).
+    pub(crate) cluster: bool,
 }
 
 impl Options {
@@ -182,12 +185,14 @@ impl Options {
             only: Vec::new(),
             placements: vec![Placement::Unpinned, Placement::Pinned],
             readme: false,
+            cluster: false,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             match arg.as_str() {
                 "--quick" => o.quick = true,
                 "--readme" => o.readme = true,
+                "--cluster" => o.cluster = true,
                 "--unpinned-only" => o.placements = vec![Placement::Unpinned],
                 "--pinned-only" => o.placements = vec![Placement::Pinned],
                 "--rounds" => {
@@ -209,7 +214,7 @@ impl Options {
         Ok(o)
     }
 
-    fn rounds(&self) -> usize {
+    pub(crate) fn rounds(&self) -> usize {
         self.rounds.unwrap_or(if self.quick { 3 } else { 5 })
     }
 
@@ -248,9 +253,9 @@ enum Side {
 
 /// One run's figure.
 #[derive(Debug, Clone)]
-struct Run {
-    value: f64,
-    unit: String,
+pub(crate) struct Run {
+    pub(crate) value: f64,
+    pub(crate) unit: String,
 }
 
 /// The runs of one workload under one placement.
@@ -283,7 +288,7 @@ impl Row {
     }
 }
 
-fn median(runs: &[Run]) -> Option<f64> {
+pub(crate) fn median(runs: &[Run]) -> Option<f64> {
     let mut v: Vec<f64> = runs.iter().map(|r| r.value).collect();
     if v.is_empty() {
         return None;
@@ -297,7 +302,7 @@ fn median(runs: &[Run]) -> Option<f64> {
     })
 }
 
-fn spread(runs: &[Run]) -> (f64, f64) {
+pub(crate) fn spread(runs: &[Run]) -> (f64, f64) {
     runs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| {
         (lo.min(r.value), hi.max(r.value))
     })
@@ -305,9 +310,21 @@ fn spread(runs: &[Run]) -> (f64, f64) {
 
 /// Runs the comparison and writes its reports.
 pub(crate) fn run(session: &mut Session, options: &Options) -> Result<(), Failed> {
+    if options.cluster {
+        return crate::compare_cluster::run(session, options);
+    }
+    // Without the `cluster` feature: the local rows as a default user of
+    // `multiprocessing` gets them.
     session.run(
-        "build mp-compare (release)",
-        session.cargo(["build", "--release", "--quiet", "-p", "mp-compare"]),
+        "build mp-compare (release, --no-default-features: no cluster tier)",
+        session.cargo([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "mp-compare",
+            "--no-default-features",
+        ]),
     )?;
     let ours = session.target_dir().join("release").join("mp-compare");
     let script = session.root().join("compare").join("python").join("workloads.py");
@@ -529,7 +546,7 @@ fn command(side: Side, placement: Placement, programs: &Programs<'_>, w: &Worklo
 
 /// Runs one workload in its own process group (killed whole if it
 /// overruns) and reads its figure.
-fn measure(cmd: &mut Command, name: &str) -> Result<(f64, String), String> {
+pub(crate) fn measure(cmd: &mut Command, name: &str) -> Result<(f64, String), String> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -570,21 +587,21 @@ fn measure(cmd: &mut Command, name: &str) -> Result<(f64, String), String> {
 
 /// CPU time used on the machine, and by our own children, to tell how much
 /// of it went to other processes.
-struct Clock {
-    ticks_per_sec: f64,
+pub(crate) struct Clock {
+    pub(crate) ticks_per_sec: f64,
 }
 
 /// A point on the [`Clock`]: when, the machine's busy ticks, our
 /// children's ticks.
 #[derive(Clone, Copy)]
-struct Mark {
+pub(crate) struct Mark {
     at: Instant,
     busy: u64,
     children: u64,
 }
 
 impl Clock {
-    fn new() -> Clock {
+    pub(crate) fn new() -> Clock {
         let ticks = Command::new("getconf")
             .arg("CLK_TCK")
             .output()
@@ -594,7 +611,7 @@ impl Clock {
         Clock { ticks_per_sec: ticks }
     }
 
-    fn mark(&mut self) -> Mark {
+    pub(crate) fn mark(&mut self) -> Mark {
         Mark {
             at: Instant::now(),
             busy: machine_busy_ticks(),
@@ -604,7 +621,7 @@ impl Clock {
 
     /// The cores other processes kept busy since `m`, and the seconds
     /// since.
-    fn foreign_since(&mut self, m: Mark) -> (f64, f64) {
+    pub(crate) fn foreign_since(&mut self, m: Mark) -> (f64, f64) {
         let now = self.mark();
         let secs = now.at.duration_since(m.at).as_secs_f64();
         let others = now.busy.saturating_sub(m.busy) as f64 - now.children.saturating_sub(m.children) as f64;
@@ -635,7 +652,7 @@ fn children_ticks() -> u64 {
 }
 
 /// Cores busy over `d`, whoever used them.
-fn machine_load(d: Duration) -> f64 {
+pub(crate) fn machine_load(d: Duration) -> f64 {
     let mut clock = Clock::new();
     let m = clock.mark();
     std::thread::sleep(d);
@@ -645,16 +662,16 @@ fn machine_load(d: Duration) -> f64 {
 }
 
 /// What the figures were measured on.
-struct Machine {
+pub(crate) struct Machine {
     cpu: String,
     cpus: usize,
     kernel: String,
-    python: String,
-    date: String,
+    pub(crate) python: String,
+    pub(crate) date: String,
 }
 
 impl Machine {
-    fn probe() -> Machine {
+    pub(crate) fn probe() -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -687,13 +704,13 @@ impl Machine {
         }
     }
 
-    fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         format!("{}, {} CPUs, Linux {}", self.cpu, self.cpus, self.kernel)
     }
 }
 
 /// A figure with about three significant digits, large ones with a k or M.
-fn num(v: f64) -> String {
+pub(crate) fn num(v: f64) -> String {
     let a = v.abs();
     if a >= 1e7 {
         format!("{:.1}M", v / 1e6)
@@ -714,7 +731,7 @@ fn num(v: f64) -> String {
     }
 }
 
-fn cell(runs: &[Run]) -> String {
+pub(crate) fn cell(runs: &[Run]) -> String {
     match median(runs) {
         None => "failed".into(),
         Some(m) if runs.len() == 1 => num(m),
@@ -725,7 +742,7 @@ fn cell(runs: &[Run]) -> String {
     }
 }
 
-fn times(s: Option<f64>) -> String {
+pub(crate) fn times(s: Option<f64>) -> String {
     match s {
         None => "–".into(),
         Some(s) if s >= 10.0 => format!("{s:.0}×"),
@@ -937,7 +954,7 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-fn write(path: &Path, text: &str) -> Result<(), Failed> {
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), Failed> {
     let dir = path
         .parent()
         .map(Path::to_path_buf)
@@ -993,6 +1010,9 @@ mod tests {
         let o = Options::parse(&args(&["--quick", "--only", "pipe", "--pinned-only"])).unwrap();
         assert!(o.quick && o.only == ["pipe"] && o.placements == [Placement::Pinned] && o.rounds() == 3);
         assert_eq!(Options::parse(&args(&["--rounds", "7"])).unwrap().rounds(), 7);
+        let c = Options::parse(&args(&["--cluster", "--rounds", "3", "--readme"])).unwrap();
+        assert!(c.cluster && c.readme && c.rounds() == 3);
+        assert!(!Options::parse(&args(&[])).unwrap().cluster);
         assert!(Options::parse(&args(&["--rounds", "0"])).is_err());
         assert!(Options::parse(&args(&["--only"])).is_err());
         assert!(Options::parse(&args(&["--fast"])).is_err());

@@ -4,6 +4,7 @@
 mod bench;
 mod chaos;
 mod compare;
+mod compare_cluster;
 mod examples;
 mod lint;
 mod modules;
@@ -52,13 +53,19 @@ tasks:
                       without redis-server); after each, no zombie, no
                       leaked fd or mapping, nothing new in /dev/shm
   compare [--quick] [--rounds N] [--only NAME...] [--unpinned-only]
-          [--pinned-only] [--readme]
+          [--pinned-only] [--readme] [--cluster]
                       this library against CPython's multiprocessing, same
                       workloads (compare/WORKLOADS.md), alternating runs,
                       unpinned and pinned to CPU 0; prints the table and
                       writes target/compare/{compare.md,ratios.svg,runs.tsv};
                       --readme also updates README.md's table and
                       docs/compare.svg
+                      --cluster: the cluster tier against Celery and RQ on
+                      one redis-server it starts (Celery and RQ installed
+                      from PyPI into target/compare/venv): Redis PING, one
+                      task's round trip, 20,000 no-op tasks over 2 worker
+                      processes; writes target/compare/cluster.md
+                      (--readme: the table in README's Scaling out)
   bench [--] [criterion args...]
                       cargo bench -p benches, e.g. `cargo xtask bench -- --quick`
                       or `cargo xtask bench codec`; reports in target/criterion

@@ -20,6 +20,10 @@ pub(crate) const REGISTRATION_TTL: Duration = Duration::from_secs(3);
 /// How often a worker renews its registration.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(750);
 
+/// How long a submission trusts that a worker host seen alive still is
+/// (less than a heartbeat, far less than a registration's life).
+const ALIVE_FRESH: Duration = Duration::from_millis(500);
+
 /// A connection to a cluster: a Redis server (6.2 or later) that worker
 /// hosts serve. Cheap to clone; a handle that travels (serde) to local
 /// children and to cluster tasks, where it connects again.
@@ -43,6 +47,9 @@ pub(crate) struct Inner {
     pub(crate) addr: String,
     pub(crate) build: u64,
     conn: Mutex<Conn>,
+    /// When a live worker of this build was last seen, and the processes
+    /// then: [`Cluster::live_processes`] answers from it for [`ALIVE_FRESH`].
+    alive: Mutex<Option<(Instant, usize)>>,
 }
 
 /// What a [`Cluster`] is made of, and what travels when it does.
@@ -162,6 +169,7 @@ impl Cluster {
         Ok(Cluster {
             inner: Arc::new(Inner {
                 conn: Mutex::new(Conn::new(client.clone(), addr.clone())),
+                alive: Mutex::new(None),
                 client,
                 addr,
                 settings,
@@ -353,6 +361,21 @@ impl Cluster {
                 .min(deadline.remaining().unwrap_or(wait));
             std::thread::sleep(Duration::from_millis(50).min(left));
         }
+    }
+
+    /// [`wait_for_workers`](Cluster::wait_for_workers) for a submission: a
+    /// live worker seen less than [`ALIVE_FRESH`] ago is taken as still
+    /// there without asking Redis again (2 round trips saved per `apply`).
+    /// A host that died since is found by the waiting caller's liveness
+    /// check, and its tasks by the lease, as before.
+    pub(crate) fn live_processes(&self) -> Result<usize, ClusterError> {
+        let fresh = |a: &Option<(Instant, usize)>| a.filter(|(at, _)| at.elapsed() < ALIVE_FRESH).map(|(_, n)| n);
+        if let Some(n) = fresh(&self.inner.alive.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(n);
+        }
+        let n = self.wait_for_workers()?;
+        *self.inner.alive.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), n));
+        Ok(n)
     }
 
     pub(crate) fn settings(&self) -> &Settings {

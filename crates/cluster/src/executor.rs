@@ -132,7 +132,7 @@ impl Executor {
     {
         let entry = Pool::entry::<F, A>(f)?;
         let shared = &self.pool.shared;
-        shared.cluster.wait_for_workers()?;
+        shared.cluster.live_processes()?;
         let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
         let c = Collector::new(1);
         let (weak_shared, weak_c) = (Arc::downgrade(shared), Arc::downgrade(&c));
@@ -162,7 +162,7 @@ impl Executor {
     {
         let entry = Pool::entry::<F, (A,)>(f)?;
         let shared = &self.pool.shared;
-        let processes = shared.cluster.wait_for_workers()?;
+        let processes = shared.cluster.live_processes()?;
         let items: Vec<A> = items.into_iter().collect();
         let size = default_chunksize(items.len(), processes);
         let mut chunks = Vec::new();

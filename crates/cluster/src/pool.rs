@@ -104,7 +104,13 @@ impl Collector {
         if s.got.insert(index, outcome).is_none() {
             s.arrived.push_back(index);
         }
-        self.cv.notify_all();
+        // Wakes the waiter only when what it waits for may be in: the
+        // whole submission (`AsyncResult`), or any result of a stream
+        // (`IMap`, whose `expected` is unbounded). A map's caller is not
+        // woken once per chunk (a futex wake and a context switch each).
+        if s.got.len() >= s.expected || s.expected == usize::MAX {
+            self.cv.notify_all();
+        }
         if s.got.len() >= s.expected {
             if let Some(f) = lock(&self.on_done).take() {
                 f(End::Complete(&s));
@@ -475,6 +481,11 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
     let mut backoff = Backoff::new();
     let mut failed = false;
     let mut checked = Instant::now();
+    // The entries read last time, and the claims of the tasks they
+    // answered (no longer needed), deleted in the same request as the next
+    // read: one round trip per batch of results, not two.
+    let mut trim: Vec<String> = Vec::new();
+    let mut answered: Vec<u64> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         if (failed || checked.elapsed() >= EPOCH_CHECK) && shared.outstanding() {
             match shared.cluster.epoch(&mut conn) {
@@ -492,20 +503,28 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
                 }
             }
         }
-        let reply = conn.query::<redis::Value>(
-            redis::cmd("XREAD")
-                .arg("COUNT")
-                .arg(1024)
-                .arg("BLOCK")
-                .arg(READ_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&shared.reply)
-                .arg(&last),
-            READ_BLOCK + IO_TIMEOUT,
-            "reading results",
-        );
+        let mut p = redis::pipe();
+        if !trim.is_empty() {
+            p.cmd("XDEL").arg(&shared.reply).arg(&trim).ignore();
+        }
+        if !answered.is_empty() {
+            p.cmd("HDEL").arg(&shared.claims).arg(&answered).ignore();
+        }
+        p.cmd("XREAD")
+            .arg("COUNT")
+            .arg(1024)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&shared.reply)
+            .arg(&last);
+        let reply = conn.pipe::<Vec<redis::Value>>(&p, "reading results");
+        // Sent, or failed: either way not sent again (entries left behind
+        // go with the stream when the pool is dropped).
+        trim.clear();
+        answered.clear();
         let reply = match reply {
-            Ok(r) => r,
+            Ok(mut r) => r.pop().unwrap_or(redis::Value::Nil),
             Err(e) => {
                 // Redis away: waiting callers find out (their liveness
                 // check fails, and a deadline says so); this thread polls
@@ -518,13 +537,7 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
         };
         *lock(&shared.away) = None;
         backoff.reset();
-        let entries = stream_entries(&reply);
-        if entries.is_empty() {
-            continue;
-        }
-        let mut ids = Vec::with_capacity(entries.len());
-        let mut answered = Vec::with_capacity(entries.len());
-        for e in entries {
+        for e in stream_entries(&reply) {
             match e
                 .field("r")
                 .ok_or_else(|| "no result field".to_string())
@@ -540,15 +553,8 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
                 Err(err) => eprintln!("mp-cluster: a damaged result entry {} in {}: {err}", e.id, shared.reply),
             }
             last = e.id.clone();
-            ids.push(e.id);
+            trim.push(e.id);
         }
-        // The claims of answered tasks are no longer needed.
-        let mut p = redis::pipe();
-        p.cmd("XDEL").arg(&shared.reply).arg(&ids).ignore();
-        if !answered.is_empty() {
-            p.cmd("HDEL").arg(&shared.claims).arg(&answered).ignore();
-        }
-        let _ = conn.pipe::<()>(&p, "trimming results");
     }
 }
 
@@ -692,7 +698,7 @@ impl Pool {
         A: Data,
     {
         let entry = Self::entry::<F, A>(f)?;
-        self.shared.cluster.wait_for_workers()?;
+        self.shared.cluster.live_processes()?;
         // A slice (a sequence), not an array (which serde writes as a tuple).
         let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
         let c = Collector::new(1);
@@ -887,7 +893,7 @@ impl Pool {
         I: Data,
     {
         let entry = Self::entry::<F, T>(f)?;
-        let processes = self.shared.cluster.wait_for_workers()?;
+        let processes = self.shared.cluster.live_processes()?;
         let chunksize = chunksize.unwrap_or_else(|| default_chunksize(items.len(), processes));
         let chunks = if items.is_empty() {
             Vec::new()
@@ -985,7 +991,7 @@ impl Pool {
         R: Data,
     {
         let entry = Self::entry::<F, (A,)>(f)?;
-        let processes = self.shared.cluster.wait_for_workers()?;
+        let processes = self.shared.cluster.live_processes()?;
         let chunksize = chunksize.max(1);
         let mut items = items.into_iter();
         let next_chunk = move || -> Option<Result<Vec<u8>, ClusterError>> {

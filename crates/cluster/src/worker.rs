@@ -178,7 +178,8 @@ struct Done {
     msg: ResultMsg,
 }
 
-/// How many chunks the host holds, and a wake-up when that drops.
+/// How many chunks the host holds queued or running in its processes (not
+/// those whose results wait to be written), and a wake-up when that drops.
 struct InFlight {
     n: Mutex<usize>,
     cv: Condvar,
@@ -854,8 +855,8 @@ impl Host {
     /// Finishes the chunks held (at most a lease), stops the writer,
     /// deregisters and stops the local processes.
     fn stop(mut self) {
-        let deadline = Instant::now() + self.cluster.settings().lease;
-        while self.in_flight.get() > 0 && Instant::now() < deadline {
+        let deadline = Deadline::after(self.cluster.settings().lease);
+        while self.in_flight.get() > 0 && !deadline.has_passed() {
             let _ = self.in_flight.room(1, Duration::from_millis(100));
         }
         self.stop.store(true, Ordering::Release);
@@ -912,8 +913,8 @@ fn register(cluster: &Cluster, conn: &mut Conn, info: &WorkerInfo) -> Result<(),
     conn.pipe::<()>(&p, "registering the worker")
 }
 
-/// The writer thread: sends results (each with the `XACK` and `XDEL` of its
-/// task, in one pipeline per batch), the heartbeat, and the renewal of the
+/// The writer thread: sends results (a batch's results, then one `XACK`
+/// and one `XDEL` of their tasks, in one pipeline), the heartbeat, and the renewal of the
 /// leases of the tasks held.
 struct Writer {
     cluster: Cluster,
@@ -949,6 +950,7 @@ impl Writer {
             };
             match rx.recv_timeout(wait) {
                 Ok(d) => {
+                    let before = batch.len();
                     batch.push_back(d);
                     while batch.len() < 512 {
                         match rx.try_recv() {
@@ -956,6 +958,13 @@ impl Writer {
                             Err(_) => break,
                         }
                     }
+                    // These chunks have run: their processes are free, so
+                    // the reader may take more while their results are
+                    // written (it no longer waits for this round trip).
+                    // They stay held (their leases renewed) until written,
+                    // and `Host::stop` still finds them: a batch is sent
+                    // before this loop looks at `stop`.
+                    self.in_flight.done(batch.len() - before);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -995,7 +1004,7 @@ impl Writer {
                         self.info.id,
                         batch.len()
                     );
-                    self.in_flight.done(batch.len());
+                    // Their chunks left the in-flight count when they ran.
                     return;
                 }
             }
@@ -1015,9 +1024,11 @@ impl Writer {
                     Err(e) => eprintln!("mp-cluster worker {}: cannot encode a result: {e}", self.info.id),
                 }
             }
-            p.cmd("XACK").arg(&self.stream).arg(GROUP).arg(&d.entry).ignore();
-            p.cmd("XDEL").arg(&self.stream).arg(&d.entry).ignore();
         }
+        // One XACK and one XDEL for the whole batch, after its results.
+        let entries: Vec<&str> = batch.iter().map(|d| d.entry.as_str()).collect();
+        p.cmd("XACK").arg(&self.stream).arg(GROUP).arg(&entries).ignore();
+        p.cmd("XDEL").arg(&self.stream).arg(&entries).ignore();
         match self.conn.pipe::<()>(&p, "sending results") {
             Ok(()) => {
                 {
@@ -1026,7 +1037,6 @@ impl Writer {
                         held.remove(&d.entry);
                     }
                 }
-                self.in_flight.done(batch.len());
                 batch.clear();
                 if self.failures > 0 {
                     eprintln!(
