@@ -56,6 +56,7 @@ mod error;
 pub mod executor;
 mod pool;
 mod result;
+mod shm;
 mod task;
 mod wire;
 

@@ -271,6 +271,7 @@ impl Pool {
     /// collected first, as Python's `list(iterable)`.
     fn submit_iter<F, A>(
         &self,
+        sink: Arc<Chunks>,
         f: F,
         items: impl Iterator<Item = A>,
         chunksize: Option<usize>,
@@ -285,18 +286,19 @@ impl Pool {
         match items.size_hint() {
             (lo, Some(hi)) if lo == hi => {
                 let cs = chunksize.unwrap_or_else(|| default_chunksize(lo, self.processes()));
-                self.submit_lazily(f, items, cs)
+                self.submit_lazily(sink, f, items, cs)
             }
             _ => {
                 let all: Vec<A> = items.collect();
                 let cs = chunksize.unwrap_or_else(|| default_chunksize(all.len(), self.processes()));
-                self.submit_lazily(f, all.into_iter(), cs)
+                self.submit_lazily(sink, f, all.into_iter(), cs)
             }
         }
     }
 
     fn submit_lazily<F, A>(
         &self,
+        sink: Arc<Chunks>,
         f: F,
         mut items: impl Iterator<Item = A>,
         chunksize: usize,
@@ -305,7 +307,6 @@ impl Pool {
         F: Function<A, Output: Data>,
         A: Data,
     {
-        let sink = Chunks::new(false);
         let dyn_sink: Arc<dyn Sink> = sink.clone();
         let mut scratch = mp_codec::Frame::new();
         let mut chunk: Vec<A> = Vec::new();
@@ -405,7 +406,13 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        let (sink, n) = self.submit_iter(f, items, chunksize)?;
+        let sink = Chunks::new(false);
+        if let (lo, Some(hi)) = items.size_hint() {
+            if lo == hi {
+                sink.expect_values::<R>(Arc::downgrade(&self.shared), lo);
+            }
+        }
+        let (sink, n) = self.submit_iter(sink, f, items, chunksize)?;
         collect_map(&self.shared, &sink, n, Deadline::NEVER).unwrap_or(Err(TaskError::Timeout))
     }
 
@@ -426,7 +433,7 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        let (sink, n) = self.submit_iter(f, items.into_iter().map(|a| (a,)), None)?;
+        let (sink, n) = self.submit_iter(Chunks::new(false), f, items.into_iter().map(|a| (a,)), None)?;
         Ok(AsyncResult::map(sink, n))
     }
 
@@ -459,7 +466,7 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        let (sink, n) = self.submit_iter(f, items.into_iter().map(|a| (a,)), None)?;
+        let (sink, n) = self.submit_iter(Chunks::new(false), f, items.into_iter().map(|a| (a,)), None)?;
         let result: AsyncResult<Vec<R>> = AsyncResult::map(Arc::clone(&sink), n);
         let seen = result.share();
         sink.on_complete(
@@ -498,7 +505,7 @@ impl Pool {
         F: Function<A, Output: Data>,
         A: Data,
     {
-        let (sink, n) = self.submit_iter(f, items.into_iter(), None)?;
+        let (sink, n) = self.submit_iter(Chunks::new(false), f, items.into_iter(), None)?;
         Ok(AsyncResult::map(sink, n))
     }
 

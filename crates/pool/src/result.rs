@@ -234,6 +234,11 @@ trait Ahead: Send {
     /// then takes that chunk and the rest as they are).
     fn take(&mut self, parts: &mut [(u32, u32, Outcome)]) -> bool;
 
+    /// Appends the `n` values of a successful reply's payload `bytes`
+    /// (still in shared memory); false, with nothing appended, if they
+    /// cannot be decoded.
+    fn take_bytes(&mut self, n: usize, bytes: &[u8]) -> bool;
+
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
 
@@ -270,6 +275,14 @@ impl<R: DeserializeOwned + Send + 'static> Ahead for AheadVec<R> {
         true
     }
 
+    fn take_bytes(&mut self, n: usize, bytes: &[u8]) -> bool {
+        // As in `take`: a panicking Deserialize must not end the pool thread.
+        catch_unwind(AssertUnwindSafe(|| {
+            append_bytes(&mut self.out, n, bytes, Vec::new()).is_ok()
+        }))
+        .unwrap_or(false)
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
@@ -293,6 +306,18 @@ impl Chunks {
             cv: Condvar::new(),
             unordered,
         })
+    }
+
+    /// Makes the output of a blocking map of `R` now, with room for
+    /// `capacity` values, so that the pool thread decodes its chunks into it
+    /// (from shared memory, where it can) as they complete, from the first:
+    /// [`collect_map`] takes it.
+    /// `shared`: where the buffers of the replies it decodes go.
+    pub(crate) fn expect_values<R: DeserializeOwned + Send + 'static>(&self, shared: Weak<Shared>, capacity: usize) {
+        relock(self.m.lock()).ahead = Some(Box::new(AheadVec::<R> {
+            out: Vec::with_capacity(capacity),
+            shared,
+        }));
     }
 
     /// Runs `f` once `n` chunks are complete: on the pool thread, or at once
@@ -385,6 +410,40 @@ impl Sink for Chunks {
             g.complete += 1;
             decode_ahead(&mut g);
         }
+        self.delivered(g);
+    }
+
+    fn deliver_in_place(&self, tag: usize, lo: u32, hi: u32, code: u64, bytes: &[u8]) -> bool {
+        if code != status::OK {
+            return false;
+        }
+        let mut g = relock(self.m.lock());
+        // Only the whole of the chunk the output takes next: the others
+        // wait for it, as copies.
+        let next = g.ahead_next == tag
+            && !g.ahead_stopped
+            && g.chunks
+                .get(&tag)
+                .is_some_and(|c| c.covered == 0 && lo == 0 && hi == c.len);
+        let Some(ahead) = g.ahead.as_mut().filter(|_| next) else {
+            return false;
+        };
+        if !ahead.take_bytes((hi - lo) as usize, bytes) {
+            return false;
+        }
+        g.chunks.remove(&tag);
+        g.ahead_next += 1;
+        g.complete += 1;
+        decode_ahead(&mut g);
+        self.delivered(g);
+        true
+    }
+}
+
+impl Chunks {
+    /// After a delivery: runs `map_async_with`'s callbacks once their
+    /// chunks are complete, and wakes the waiters that want this.
+    fn delivered<'a>(&'a self, mut g: MutexGuard<'a, ChunksState>) {
         // The callbacks of `map_async_with` run before its waiters wake, as
         // Python's: once `wait` returns, they have run.
         let done = match g.on_complete {
@@ -452,11 +511,19 @@ fn extend_with<R: DeserializeOwned>(out: &mut Vec<R>, parts: &[(u32, u32, Outcom
 /// `out`, where they stay: no vector of their own, no copy. On an error
 /// `out` is left as it was.
 fn append<R: DeserializeOwned>(out: &mut Vec<R>, n: usize, rep: &Reply) -> Result<(), TaskError> {
+    let fds = rep.payload.dup_fds().map_err(decode_err)?;
+    append_bytes(out, n, &rep.payload.bytes, fds)
+}
+
+/// [`append`] from a payload's bytes and descriptors.
+fn append_bytes<R: DeserializeOwned>(
+    out: &mut Vec<R>,
+    n: usize,
+    bytes: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> Result<(), TaskError> {
     let before = out.len();
-    let got =
-        rep.payload.dup_fds().map_err(decode_err).and_then(|fds| {
-            mp_codec::decode_payload_seed_fixed(&rep.payload.bytes, fds, Append(out)).map_err(decode_err)
-        });
+    let got = mp_codec::decode_payload_seed_fixed(bytes, fds, Append(out)).map_err(decode_err);
     match got {
         Ok(len) if len == n => Ok(()),
         Ok(len) => {
@@ -514,18 +581,21 @@ pub(crate) fn collect_map<R: DeserializeOwned + Send + 'static>(
     n: usize,
     deadline: Deadline,
 ) -> Option<Result<Vec<R>, TaskError>> {
-    // One allocation for the map's values; the pool thread decodes each
-    // chunk into its place as soon as it and those before it are complete,
-    // while this thread may still be encoding the last chunks (the caller
-    // had both jobs, one after the other, and was the slowest of the
-    // map's threads).
+    // One allocation for the map's values (made before the chunks were
+    // queued, by `expect_values`, when their count was known); the pool
+    // thread decodes each chunk into its place as soon as it and those
+    // before it are complete, while this thread may still be encoding the
+    // last chunks (the caller had both jobs, one after the other, and was
+    // the slowest of the map's threads).
     {
         let mut g = relock(sink.m.lock());
-        let out: Vec<R> = Vec::with_capacity(g.chunks.values().map(|c| c.len as usize).sum());
-        g.ahead = Some(Box::new(AheadVec {
-            out,
-            shared: Arc::downgrade(shared),
-        }));
+        if g.ahead.is_none() {
+            let out: Vec<R> = Vec::with_capacity(g.chunks.values().map(|c| c.len as usize).sum());
+            g.ahead = Some(Box::new(AheadVec {
+                out,
+                shared: Arc::downgrade(shared),
+            }));
+        }
         decode_ahead(&mut g);
     }
     if !sink.wait_complete(n, deadline) {
@@ -869,5 +939,87 @@ impl<R> Drop for IMap<'_, R> {
             self.exhausted = true;
             self.shared.remove_feeder();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Payload;
+
+    fn fixed<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
+        let mut f = mp_codec::Frame::new();
+        mp_codec::encode_into_fixed(v, &mut f).unwrap();
+        f.payload().to_vec()
+    }
+
+    fn values(sink: &Chunks) -> Vec<u64> {
+        let ahead = relock(sink.m.lock()).ahead.take().unwrap();
+        ahead.into_any().downcast::<AheadVec<u64>>().unwrap().out
+    }
+
+    #[test]
+    fn chunks_in_shared_memory_are_decoded_in_place_in_order() {
+        let sink = Chunks::new(false);
+        sink.register(0, 3);
+        sink.register(1, 2);
+        sink.register(2, 2);
+        sink.expect_values::<u64>(Weak::new(), 7);
+        // Chunk 1 before chunk 0: not the next, so it is copied and waits.
+        let one = fixed(&vec![9u64, 16]);
+        assert!(!sink.deliver_in_place(1, 0, 2, status::OK, &one));
+        let reply = |bytes: Vec<u8>| {
+            Ok(Reply {
+                status: status::OK,
+                payload: Payload { bytes, fds: Vec::new() },
+            })
+        };
+        sink.deliver(1, 0, 2, reply(one));
+        // Chunk 0 in place; chunk 1, waiting, follows it.
+        assert!(sink.deliver_in_place(0, 0, 3, status::OK, &fixed(&vec![0u64, 1, 4])));
+        assert_eq!(relock(sink.m.lock()).ahead_next, 2);
+        // Not a whole chunk, or a failure: not in place.
+        assert!(!sink.deliver_in_place(2, 0, 1, status::OK, &fixed(&vec![25u64])));
+        assert!(!sink.deliver_in_place(2, 0, 2, status::MIXED, &fixed(&vec![25u64, 36])));
+        assert!(sink.deliver_in_place(2, 0, 2, status::OK, &fixed(&vec![25u64, 36])));
+        assert!(sink.wait_complete(3, Deadline::after(Duration::ZERO)));
+        assert_eq!(values(&sink), [0, 1, 4, 9, 16, 25, 36]);
+    }
+
+    #[test]
+    fn garbage_in_shared_memory_is_not_taken() {
+        let sink = Chunks::new(false);
+        sink.register(0, 3);
+        sink.expect_values::<u64>(Weak::new(), 3);
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(&[7; 24]);
+        let garbage: [&[u8]; 5] = [
+            &[],
+            &[0xFF; 7],
+            &huge,
+            &fixed(&vec![1u64, 2]),       // two results for three items
+            &fixed(&vec![1u64, 2, 3, 4]), // four
+        ];
+        for g in garbage {
+            assert!(!sink.deliver_in_place(0, 0, 3, status::OK, g), "{g:?} was taken");
+            assert_eq!(relock(sink.m.lock()).ahead_next, 0);
+        }
+        // The copy of such a reply is then an error for the map's caller,
+        // not a panic on the pool thread.
+        let parts = [(
+            0,
+            3,
+            Ok(Reply {
+                status: status::OK,
+                payload: Payload {
+                    bytes: huge,
+                    fds: Vec::new(),
+                },
+            }),
+        )];
+        let mut out: Vec<u64> = Vec::new();
+        assert!(matches!(extend_with(&mut out, &parts), Err(TaskError::Decode(_))));
+        assert!(out.is_empty());
+        assert_eq!(values(&sink), Vec::<u64>::new());
     }
 }

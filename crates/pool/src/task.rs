@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use mp_codec::Fd;
 use mp_process::{Function, Outcome};
 use mp_sys::code::Entry;
-use mp_sys::region::Region;
+use mp_sys::region::{Region, RegionSlice};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Failure, TaskError};
 use crate::result::Append;
+use crate::shm;
 use crate::wire::{Fds, Head, InBuf, InFrame, Kind, OutBuf, Payload, Read};
 
 /// How a reply's payload reads, in its header's `b` field.
@@ -54,8 +55,12 @@ pub(crate) struct Exchange {
     /// The job being run and the item within it, for the pool to read if
     /// this process dies: `(id as u32) << 32 | state`, where state is 0
     /// while the arguments are decoded, `k + 1` while item `k` runs, and
-    /// [`FINISHED`].
+    /// [`FINISHED`]. After it, the rings of large payloads ([`shm`]).
     page: Region,
+    /// The arguments' ring, read in place.
+    args_ring: RegionSlice<u8>,
+    /// Where the next reply goes in the replies' ring.
+    replies: RefCell<shm::Writer>,
     started: Cell<Option<Instant>>,
     init_failed: RefCell<Option<String>>,
     /// Vectors kept (empty) from one chunk to the next, by type: a worker
@@ -126,6 +131,23 @@ impl Exchange {
         }
     }
 
+    /// The payload of frame `f`: in the arguments' ring, read where it is,
+    /// or after its header in `inb`.
+    fn payload<'a>(&'a self, inb: &'a InBuf, f: &InFrame) -> Result<&'a [u8], Failure> {
+        if f.head.slen == 0 {
+            return Ok(inb.payload(f));
+        }
+        shm::span_in(f.head.spos, f.head.slen as usize, shm::RING)
+            .ok()
+            .and_then(|r| self.args_ring.get(r))
+            .ok_or_else(|| {
+                Failure::Decode(format!(
+                    "the task's arguments: {} bytes at ring position {} are not in the ring",
+                    f.head.slen, f.head.spos
+                ))
+            })
+    }
+
     /// Decodes the frame's payload, a sequence of `A`, onto the end of
     /// `out`; how many there were.
     fn args_into<A: DeserializeOwned>(&self, out: &mut Vec<A>) -> Result<usize, Failure> {
@@ -133,7 +155,7 @@ impl Exchange {
         let mut fr = self.frame.borrow_mut();
         let f = fr.as_mut().ok_or_else(|| Failure::Decode("no task frame".into()))?;
         let fds = std::mem::take(&mut f.fds);
-        mp_codec::decode_payload_seed_fixed(inb.payload(f), fds, Append(out))
+        mp_codec::decode_payload_seed_fixed(self.payload(&inb, f)?, fds, Append(out))
             .map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
     }
 
@@ -143,7 +165,23 @@ impl Exchange {
         let mut fr = self.frame.borrow_mut();
         let f = fr.as_mut().ok_or_else(|| Failure::Decode("no task frame".into()))?;
         let fds = std::mem::take(&mut f.fds);
-        mp_codec::decode_payload(inb.payload(f), fds).map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
+        mp_codec::decode_payload(self.payload(&inb, f)?, fds)
+            .map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
+    }
+
+    /// Puts a large reply's payload in the replies' ring, if it fits now:
+    /// where it is (position), for the frame's header.
+    fn ring_reply(&self, payload: &[u8]) -> Option<u64> {
+        if payload.len() < shm::MIN {
+            return None;
+        }
+        let released = self.page.atomics_u64().get(shm::TAIL_WORD)?.load(Ordering::Acquire);
+        let mut ring = self.replies.borrow_mut();
+        let pos = ring.place(released, payload.len(), shm::RING)?;
+        let at = shm::REPLIES_AT + (pos % shm::RING as u64) as usize;
+        self.page.write(at, payload).ok()?;
+        ring.commit(released, pos, payload.len());
+        Some(pos)
     }
 
     /// Queues the reply to the current frame: `value` with `status`, or the
@@ -181,7 +219,15 @@ impl Exchange {
         head.b = status;
         let fds = scratch.take_fds();
         let fds = (!fds.is_empty()).then_some(Fds::Owned(fds));
-        self.outbox.out().push(head, scratch.payload(), fds);
+        let payload = scratch.payload();
+        match self.ring_reply(payload) {
+            Some(pos) => {
+                head.spos = pos;
+                head.slen = payload.len() as u32;
+                self.outbox.out().push(head, &[], fds);
+            }
+            None => self.outbox.out().push(head, payload, fds),
+        }
     }
 
     /// Before a job starts with replies still unsent: makes sure the
@@ -508,6 +554,10 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
     let sock = chan.0;
     mp_sys::fd::set_nonblocking(sock.as_fd(), false).map_err(|e| format!("pool worker: {e}"))?;
     let page = Region::from_fd(page.0).map_err(|e| format!("pool worker: its progress page: {e}"))?;
+    let args_ring = page
+        .try_clone()
+        .and_then(|r| r.into_slice_of::<u8>(shm::ARGS_AT, shm::RING))
+        .map_err(|e| format!("pool worker: its arguments' ring: {e}"))?;
     let outbox = Arc::new(Outbox {
         sock,
         out: Mutex::new(OutBuf::default()),
@@ -521,6 +571,8 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
         flusher: RefCell::new(None),
         scratch: RefCell::new(mp_codec::Frame::new()),
         page,
+        args_ring,
+        replies: RefCell::new(shm::Writer::default()),
         started: Cell::new(None),
         init_failed: RefCell::new(None),
         spare: RefCell::new(HashMap::new()),
