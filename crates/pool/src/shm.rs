@@ -100,6 +100,23 @@ impl Writer {
         place(self.head, released.max(self.floor).min(self.head), len, cap)
     }
 
+    /// The next position, and the bytes free from there on without
+    /// crossing the ring's end or reaching unreleased bytes: for a payload
+    /// written before its length is known. Any length up to that fits
+    /// there ([`place`](Writer::place) would give the same position).
+    pub(crate) fn room(&self, released: u64, cap: usize) -> Option<(u64, usize)> {
+        let tail = released.max(self.floor).min(self.head);
+        let cap = cap as u64;
+        if tail == self.head {
+            return Some((self.head.div_ceil(cap).checked_mul(cap)?, cap as usize));
+        }
+        let aligned = self.head.div_ceil(ALIGN).checked_mul(ALIGN)?;
+        let to_end = cap - aligned % cap;
+        let to_tail = (tail + cap).checked_sub(aligned)?;
+        let room = to_end.min(to_tail);
+        (room > 0).then_some((aligned, room as usize))
+    }
+
     /// Takes the `len` bytes at `pos` that [`place`](Writer::place) gave
     /// (the payload is written there).
     pub(crate) fn commit(&mut self, released: u64, pos: u64, len: usize) {
@@ -187,6 +204,33 @@ mod tests {
             released = a + 500;
             assert!(span(b, 400, released, cap).is_ok());
             released = b + 400;
+        }
+    }
+
+    #[test]
+    fn room_is_what_place_would_give() {
+        let cap = 1024;
+        let mut w = Writer::default();
+        let mut released = 0;
+        let mut taken = std::collections::VecDeque::new();
+        // Payloads of assorted lengths, released two behind: wherever
+        // `room` says a payload of up to its length fits, `place` agrees.
+        for k in 0..200u64 {
+            let len = (k * 97 % 500 + 1) as usize;
+            if let Some((pos, room)) = w.room(released, cap) {
+                for l in [1, len.min(room), room] {
+                    assert_eq!(w.place(released, l, cap), Some(pos), "k {k}: {l} of {room}");
+                }
+                assert!(room == cap || w.place(released, room + 1, cap) != Some(pos));
+            }
+            if let Some(pos) = w.place(released, len, cap) {
+                assert!(span(pos, len, released, cap).is_ok());
+                w.commit(released, pos, len);
+                taken.push_back(pos + len as u64);
+            }
+            if taken.len() > 2 {
+                released = taken.pop_front().unwrap();
+            }
         }
     }
 

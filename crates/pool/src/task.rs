@@ -61,6 +61,8 @@ pub(crate) struct Exchange {
     args_ring: RegionSlice<u8>,
     /// Where the next reply goes in the replies' ring.
     replies: RefCell<shm::Writer>,
+    /// The replies' ring, written in place.
+    replies_ring: RefCell<RegionSlice<u8>>,
     started: Cell<Option<Instant>>,
     init_failed: RefCell<Option<String>>,
     /// Vectors kept (empty) from one chunk to the next, by type: a worker
@@ -178,19 +180,75 @@ impl Exchange {
         let released = self.page.atomics_u64().get(shm::TAIL_WORD)?.load(Ordering::Acquire);
         let mut ring = self.replies.borrow_mut();
         let pos = ring.place(released, payload.len(), shm::RING)?;
-        let at = shm::REPLIES_AT + (pos % shm::RING as u64) as usize;
-        self.page.write(at, payload).ok()?;
+        let at = (pos % shm::RING as u64) as usize;
+        self.replies_ring
+            .borrow_mut()
+            .get_mut(at..at + payload.len())?
+            .copy_from_slice(payload);
         ring.commit(released, pos, payload.len());
         Some(pos)
+    }
+
+    /// Encodes a chunk's reply straight into the replies' ring, where the
+    /// pool decodes it: no copy. False, having sent nothing, if it does not
+    /// fit where the ring's next payload goes, or cannot be encoded (the
+    /// caller then encodes it as usual, and reports the error).
+    fn reply_in_ring<T: Serialize + ?Sized>(&self, kind: Kind, status: u64, value: &T) -> bool {
+        let Some(released) = self
+            .page
+            .atomics_u64()
+            .get(shm::TAIL_WORD)
+            .map(|t| t.load(Ordering::Acquire))
+        else {
+            return false;
+        };
+        let mut ring = self.replies.borrow_mut();
+        let Some((pos, room)) = ring.room(released, shm::RING) else {
+            return false;
+        };
+        let at = (pos % shm::RING as u64) as usize;
+        let mut view = self.replies_ring.borrow_mut();
+        let Some(buf) = view.get_mut(at..at + room) else {
+            return false;
+        };
+        let Ok(Some((len, fds))) = mp_codec::encode_fixed_to_slice(value, buf) else {
+            return false;
+        };
+        let mut head = self.reply_head(kind, status);
+        let fds = (!fds.is_empty()).then_some(Fds::Owned(fds));
+        if len < shm::MIN {
+            // Small: beside its header on the socket, the ring untouched.
+            self.outbox.out().push(head, &buf[..len], fds);
+        } else {
+            ring.commit(released, pos, len);
+            head.spos = pos;
+            head.slen = len as u32;
+            self.outbox.out().push(head, &[], fds);
+        }
+        true
+    }
+
+    /// The header of a reply to the current frame.
+    fn reply_head(&self, kind: Kind, status: u64) -> Head {
+        let mut head = Head::new(kind, self.id());
+        head.a = self
+            .started
+            .get()
+            .map_or(0, |t| t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
+        head.b = status;
+        head
     }
 
     /// Queues the reply to the current frame: `value` with `status`, or the
     /// encoding error as a failure.
     fn reply<T: Serialize + ?Sized>(&self, kind: Kind, status: u64, value: &T) {
-        let mut scratch = self.scratch.borrow_mut();
         // A chunk's reply, as its items, has its integers at full width
         // (see `encode_payload_in`).
         let fixed = self.frame.borrow().as_ref().is_some_and(|f| f.head.kind == Kind::Chunk);
+        if fixed && self.reply_in_ring(kind, status, value) {
+            return;
+        }
+        let mut scratch = self.scratch.borrow_mut();
         let encode = if fixed {
             mp_codec::encode_into_fixed::<T>
         } else {
@@ -211,12 +269,7 @@ impl Exchange {
         if r.is_err() {
             return; // a Failure of a String always encodes
         }
-        let mut head = Head::new(kind, self.id());
-        head.a = self
-            .started
-            .get()
-            .map_or(0, |t| t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
-        head.b = status;
+        let mut head = self.reply_head(kind, status);
         let fds = scratch.take_fds();
         let fds = (!fds.is_empty()).then_some(Fds::Owned(fds));
         let payload = scratch.payload();
@@ -558,6 +611,10 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
         .try_clone()
         .and_then(|r| r.into_slice_of::<u8>(shm::ARGS_AT, shm::RING))
         .map_err(|e| format!("pool worker: its arguments' ring: {e}"))?;
+    let replies_ring = page
+        .try_clone()
+        .and_then(|r| r.into_slice_of::<u8>(shm::REPLIES_AT, shm::RING))
+        .map_err(|e| format!("pool worker: its replies' ring: {e}"))?;
     let outbox = Arc::new(Outbox {
         sock,
         out: Mutex::new(OutBuf::default()),
@@ -573,6 +630,7 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
         page,
         args_ring,
         replies: RefCell::new(shm::Writer::default()),
+        replies_ring: RefCell::new(replies_ring),
         started: Cell::new(None),
         init_failed: RefCell::new(None),
         spare: RefCell::new(HashMap::new()),
