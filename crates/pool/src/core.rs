@@ -239,12 +239,12 @@ impl Shared {
         self.poke();
     }
 
-    /// Gives back the buffer of a reply that has been decoded.
-    pub(crate) fn recycle(&self, mut bytes: Vec<u8>) {
+    /// Gives back the buffer of a reply that has been decoded (its length
+    /// kept: [`spare_to_fill`](Shared::spare_to_fill) hands it out whole).
+    pub(crate) fn recycle(&self, bytes: Vec<u8>) {
         if bytes.capacity() < SPARE_MIN {
             return;
         }
-        bytes.clear();
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         let held: usize = spare.iter().map(Vec::capacity).sum();
         if spare.len() < SPARE_COUNT && held.saturating_add(bytes.capacity()) <= SPARE_MAX_BYTES {
@@ -259,11 +259,24 @@ impl Shared {
             if let Some(i) = spare.iter().position(|b| b.capacity() >= data.len()) {
                 let mut b = spare.swap_remove(i);
                 drop(spare);
+                b.clear();
                 b.extend_from_slice(data);
                 return b;
             }
         }
         data.to_vec()
+    }
+
+    /// A spare buffer of at least `min` bytes (and [`SPARE_MIN`]), its
+    /// length its capacity, to encode into: its old bytes are overwritten,
+    /// only what was never in use is zeroed.
+    pub(crate) fn spare_to_fill(&self, min: usize) -> Option<Vec<u8>> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let i = spare.iter().position(|b| b.capacity() >= min.max(SPARE_MIN))?;
+        let mut b = spare.swap_remove(i);
+        drop(spare);
+        b.resize(b.capacity(), 0);
+        Some(b)
     }
 
     /// The pids of the current workers.

@@ -310,6 +310,9 @@ impl Pool {
         let dyn_sink: Arc<dyn Sink> = sink.clone();
         let mut scratch = mp_codec::Frame::new();
         let mut chunk: Vec<A> = Vec::new();
+        // The encoded length of the last chunk: the next is encoded into a
+        // spare buffer that large, if there is one.
+        let mut last = 0;
         // Each chunk is queued as soon as it is encoded, so the workers
         // start on the first ones while the caller encodes the rest.
         for tag in 0.. {
@@ -325,9 +328,11 @@ impl Pool {
                 return Ok((sink, tag));
             }
             sink.register(tag, chunk.len() as u32);
-            if let Err(e) = task::chunk(f, &chunk, &mut scratch, |b| self.shared.copy_out(b))
-                .and_then(|w| self.shared.submit([(tag, w)], &dyn_sink, false))
-            {
+            let spare = self.shared.spare_to_fill(last);
+            if let Err(e) = task::chunk(f, &chunk, spare, &mut scratch, |b| self.shared.copy_out(b)).and_then(|w| {
+                last = w.payload.bytes.len();
+                self.shared.submit([(tag, w)], &dyn_sink, false)
+            }) {
                 // The chunks queued before this one run to their end before
                 // the error is returned: no task of a map that has failed
                 // still runs.
@@ -531,7 +536,10 @@ impl Pool {
             if chunk.is_empty() {
                 return None;
             }
-            Some((chunk.len() as u32, task::chunk(f, &chunk, &mut scratch, <[u8]>::to_vec)))
+            Some((
+                chunk.len() as u32,
+                task::chunk(f, &chunk, None, &mut scratch, <[u8]>::to_vec),
+            ))
         });
         IMap::new(Arc::clone(&self.shared), unordered, feed)
     }

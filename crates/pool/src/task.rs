@@ -514,7 +514,8 @@ fn encode_payload<T: Serialize + ?Sized>(v: &T) -> Result<Arc<Payload>, TaskErro
     Ok(Arc::new(Payload { bytes, fds }))
 }
 
-/// A chunk's items, encoded through `scratch`, a frame reused from one
+/// A chunk's items, encoded straight into `spare` (a buffer of an earlier
+/// chunk) if they fit, or else through `scratch`, a frame reused from one
 /// chunk of a map to the next (once its buffer has grown to a chunk's
 /// size, a chunk is encoded in one pass), then copied out. Chunks and their
 /// replies have their integers at full width
@@ -523,9 +524,20 @@ fn encode_payload<T: Serialize + ?Sized>(v: &T) -> Result<Arc<Payload>, TaskErro
 /// store or load on each side.
 fn encode_payload_in<T: Serialize + ?Sized>(
     v: &T,
+    spare: Option<Vec<u8>>,
     scratch: &mut mp_codec::Frame,
     copy_out: impl FnOnce(&[u8]) -> Vec<u8>,
 ) -> Result<Arc<Payload>, TaskError> {
+    if let Some(mut bytes) = spare {
+        match mp_codec::encode_fixed_to_slice(v, &mut bytes) {
+            Ok(Some((len, fds))) => {
+                bytes.truncate(len);
+                return Ok(Arc::new(Payload { bytes, fds }));
+            }
+            Ok(None) => {} // too small
+            Err(e) => return Err(TaskError::Encode(format!("the task's arguments: {e}"))),
+        }
+    }
     mp_codec::encode_into_fixed(v, scratch).map_err(|e| TaskError::Encode(format!("the task's arguments: {e}")))?;
     Ok(Arc::new(Payload {
         bytes: copy_out(scratch.payload()),
@@ -553,11 +565,12 @@ where
     })
 }
 
-/// `f` over `items` as one chunk, encoded through `scratch` and copied out
-/// by `copy_out` (see [`encode_payload_in`]).
+/// `f` over `items` as one chunk, encoded into `spare` or through `scratch`
+/// and copied out by `copy_out` (see [`encode_payload_in`]).
 pub(crate) fn chunk<F, A>(
     f: F,
     items: &[A],
+    spare: Option<Vec<u8>>,
     scratch: &mut mp_codec::Frame,
     copy_out: impl FnOnce(&[u8]) -> Vec<u8>,
 ) -> Result<Work, TaskError>
@@ -571,7 +584,7 @@ where
     Ok(Work {
         kind: Kind::Chunk,
         entry: entry.parts(),
-        payload: encode_payload_in(items, scratch, copy_out)?,
+        payload: encode_payload_in(items, spare, scratch, copy_out)?,
         items: n,
     })
 }
