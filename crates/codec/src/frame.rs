@@ -412,6 +412,35 @@ pub fn encode_into_fixed<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) ->
     r
 }
 
+/// [`encode_into_fixed`] straight into `buf` (a ring in shared memory, say),
+/// with no frame around it: the payload's length and the descriptors of the
+/// handles in the value, or `Ok(None)` when `buf` is too small (nothing
+/// useful is left in it then).
+///
+/// ```
+/// let mut buf = [0u8; 64];
+/// let (n, fds) = mp_codec::encode_fixed_to_slice(&vec![1u64, 2], &mut buf)?.unwrap();
+/// assert_eq!((n, fds.len()), (24, 0));
+/// let v: Vec<u64> = mp_codec::decode_payload_fixed(&buf[..n], fds)?;
+/// assert_eq!(v, [1, 2]);
+/// assert!(mp_codec::encode_fixed_to_slice(&vec![0u64; 8], &mut buf)?.is_none());
+/// # Ok::<(), mp_codec::CodecError>(())
+/// ```
+pub fn encode_fixed_to_slice<T: Serialize + ?Sized>(
+    value: &T,
+    buf: &mut [u8],
+) -> Result<Option<(usize, Vec<OwnedFd>)>, CodecError> {
+    let (written, pass) = handle::collecting(|| writer::to_slice_as::<true, T>(value, buf));
+    match written {
+        Ok(n) => {
+            check_fds(pass.put)?;
+            Ok(Some((n, pass.fds.into_iter().flatten().collect())))
+        }
+        Err(postcard::Error::SerializeBufferFull) => Ok(None),
+        Err(e) => Err(encode_failure(value, e, pass.error)),
+    }
+}
+
 fn encode_payload_fixed<T: Serialize + ?Sized>(value: &T, frame: &mut Frame) -> Result<(), CodecError> {
     if frame.buf.len() < HEADER_LEN + SMALL {
         frame.buf.resize(HEADER_LEN + SMALL, 0);

@@ -117,7 +117,7 @@ mod writer;
 pub use error::CodecError;
 pub use frame::{
     DEFAULT_MAX_FRAME_LEN, Frame, FrameKind, HEADER_LEN, Header, Limits, decode, decode_payload, decode_payload_fixed,
-    decode_payload_seed, decode_payload_seed_fixed, encode, encode_into, encode_into_fixed,
+    decode_payload_seed, decode_payload_seed_fixed, encode, encode_fixed_to_slice, encode_into, encode_into_fixed,
 };
 pub use handle::Fd;
 pub use wire::{

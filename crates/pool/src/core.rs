@@ -18,11 +18,12 @@ use std::time::Duration;
 use mp_codec::Fd;
 use mp_process::{Process, StartMethod};
 use mp_sys::fd::{PollFd, poll};
-use mp_sys::region::Region;
+use mp_sys::region::{Region, RegionSlice};
 use mp_sys::socket::{SocketKind, socketpair};
 use mp_sys::time::Deadline;
 
 use crate::error::{PoolError, TaskError};
+use crate::shm;
 use crate::task::{FINISHED, Work, worker_main};
 use crate::wire::{Fds, Head, InBuf, Kind, OutBuf, Payload, Read};
 
@@ -38,6 +39,14 @@ pub(crate) struct Reply {
 /// chunk 0, items `0..1`).
 pub(crate) trait Sink: Send + Sync {
     fn deliver(&self, tag: usize, lo: u32, hi: u32, r: Result<Reply, TaskError>);
+
+    /// Offers a reply of `status` that is still in shared memory, without
+    /// descriptors: true if the sink took it from there (a map decoding
+    /// its chunks in order into its output); false, having taken nothing,
+    /// and the reply is copied and [`deliver`](Sink::deliver)ed.
+    fn deliver_in_place(&self, _tag: usize, _lo: u32, _hi: u32, _status: u64, _bytes: &[u8]) -> bool {
+        false
+    }
 
     /// Called as the job is handed to a worker: false drops it (it was
     /// cancelled).
@@ -62,6 +71,8 @@ pub(crate) struct Job {
     /// Times this job was handed back after its worker died while decoding
     /// it.
     retries: u8,
+    /// Its arguments are in its worker's ring, up to this position.
+    ring_end: Option<u64>,
 }
 
 impl Job {
@@ -173,6 +184,7 @@ impl Shared {
                 tag,
                 sink: Arc::clone(sink),
                 retries: 0,
+                ring_end: None,
             });
         }
         drop(st);
@@ -227,12 +239,12 @@ impl Shared {
         self.poke();
     }
 
-    /// Gives back the buffer of a reply that has been decoded.
-    pub(crate) fn recycle(&self, mut bytes: Vec<u8>) {
+    /// Gives back the buffer of a reply that has been decoded (its length
+    /// kept: [`spare_to_fill`](Shared::spare_to_fill) hands it out whole).
+    pub(crate) fn recycle(&self, bytes: Vec<u8>) {
         if bytes.capacity() < SPARE_MIN {
             return;
         }
-        bytes.clear();
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         let held: usize = spare.iter().map(Vec::capacity).sum();
         if spare.len() < SPARE_COUNT && held.saturating_add(bytes.capacity()) <= SPARE_MAX_BYTES {
@@ -247,11 +259,24 @@ impl Shared {
             if let Some(i) = spare.iter().position(|b| b.capacity() >= data.len()) {
                 let mut b = spare.swap_remove(i);
                 drop(spare);
+                b.clear();
                 b.extend_from_slice(data);
                 return b;
             }
         }
         data.to_vec()
+    }
+
+    /// A spare buffer of at least `min` bytes (and [`SPARE_MIN`]), its
+    /// length its capacity, to encode into: its old bytes are overwritten,
+    /// only what was never in use is zeroed.
+    pub(crate) fn spare_to_fill(&self, min: usize) -> Option<Vec<u8>> {
+        let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        let i = spare.iter().position(|b| b.capacity() >= min.max(SPARE_MIN))?;
+        let mut b = spare.swap_remove(i);
+        drop(spare);
+        b.resize(b.capacity(), 0);
+        Some(b)
     }
 
     /// The pids of the current workers.
@@ -265,7 +290,17 @@ struct Worker {
     proc: Process,
     sentinel: OwnedFd,
     sock: OwnedFd,
+    /// Its progress word, the replies' ring's tail, and the two rings
+    /// ([`shm`]).
     page: Region,
+    /// The replies' ring, read in place.
+    replies: RegionSlice<u8>,
+    /// The arguments' ring: where the next payload goes, and the position
+    /// before which no job in flight uses it.
+    args: shm::Writer,
+    args_released: u64,
+    /// The replies' ring: released up to here.
+    replies_released: u64,
     out: OutBuf,
     inb: InBuf,
     inflight: VecDeque<Job>,
@@ -282,7 +317,8 @@ impl Worker {
     fn start(cfg: &Config) -> Result<Worker, PoolError> {
         let (mine, theirs) = socketpair(SocketKind::Stream)?;
         mp_sys::fd::set_nonblocking(mine.as_fd(), true)?;
-        let page = Region::create("mp-pool-worker", 4096)?;
+        let page = Region::create("mp-pool-worker", shm::REGION_LEN)?;
+        let replies = page.try_clone()?.into_slice_of::<u8>(shm::REPLIES_AT, shm::RING)?;
         let page_fd = page.try_clone_fd()?;
         let p = Process::new(worker_main, (Fd(theirs), Fd(page_fd), cfg.maxtasks))
             .daemon(true)
@@ -311,6 +347,10 @@ impl Worker {
             sentinel,
             sock: mine,
             page,
+            replies,
+            args: shm::Writer::default(),
+            args_released: 0,
+            replies_released: 0,
             out: OutBuf::default(),
             inb: InBuf::new(),
             inflight: VecDeque::new(),
@@ -338,10 +378,28 @@ impl Worker {
         !self.stopping && self.inflight.len() < level && (maxtasks == 0 || self.taken < maxtasks)
     }
 
-    fn give(&mut self, job: Job) {
-        let head = head_for(job.work.kind, job.id, &job.work, job.lo, job.hi);
-        self.out
-            .push_shared(head, Arc::clone(&job.work.payload), fds_of(&job.work.payload));
+    fn give(&mut self, mut job: Job) {
+        let mut head = head_for(job.work.kind, job.id, &job.work, job.lo, job.hi);
+        let payload = &job.work.payload;
+        job.ring_end = None;
+        if payload.bytes.len() >= shm::MIN {
+            let len = payload.bytes.len();
+            if let Some(pos) = self.args.place(self.args_released, len, shm::RING) {
+                let at = shm::ARGS_AT + (pos % shm::RING as u64) as usize;
+                if self.page.write(at, &payload.bytes).is_ok() {
+                    self.args.commit(self.args_released, pos, len);
+                    head.spos = pos;
+                    head.slen = len as u32;
+                    job.ring_end = Some(pos + len as u64);
+                }
+            }
+        }
+        if job.ring_end.is_some() {
+            self.out.push(head, &[], fds_of(&job.work.payload));
+        } else {
+            self.out
+                .push_shared(head, Arc::clone(&job.work.payload), fds_of(&job.work.payload));
+        }
         self.inflight.push_back(job);
         self.taken += 1;
     }
@@ -635,13 +693,16 @@ impl Engine {
             let Some(mut f) = w.inb.next()? else {
                 return Ok(());
             };
-            let payload = Payload {
-                bytes: self.shared.copy_out(w.inb.payload(&f)),
-                fds: std::mem::take(&mut f.fds),
+            let fds = std::mem::take(&mut f.fds);
+            // Where the payload is: in the replies' ring, or after the
+            // header in the socket's buffer.
+            let ring = match f.head.slen {
+                0 => None,
+                len => Some(shm::span(f.head.spos, len as usize, w.replies_released, shm::RING)?),
             };
-            let reply = Reply {
-                status: f.head.b,
-                payload,
+            let bytes: &[u8] = match &ring {
+                Some(r) => w.replies.get(r.clone()).ok_or("a payload outside the ring")?,
+                None => w.inb.payload(&f),
             };
             match f.head.kind {
                 Kind::Done => {
@@ -649,8 +710,27 @@ impl Engine {
                     if job.id != f.head.id {
                         return Err(format!("a reply to job {} while job {} runs", f.head.id, job.id));
                     }
+                    if let Some(end) = job.ring_end {
+                        w.args_released = end;
+                    }
                     self.runtime.add(f.head.a);
-                    job.sink.deliver(job.tag, job.lo, job.hi, Ok(reply));
+                    let status = f.head.b;
+                    // A map's chunk is decoded straight from the ring into
+                    // the map's output when it can be; anything else is
+                    // copied out, and the ring's bytes released at once.
+                    let in_place = ring.is_some()
+                        && fds.is_empty()
+                        && job.sink.deliver_in_place(job.tag, job.lo, job.hi, status, bytes);
+                    if !in_place {
+                        let reply = Reply {
+                            status,
+                            payload: Payload {
+                                bytes: self.shared.copy_out(bytes),
+                                fds,
+                            },
+                        };
+                        job.sink.deliver(job.tag, job.lo, job.hi, Ok(reply));
+                    }
                     // The arguments' buffer serves again, for a reply or
                     // the next chunk.
                     if let Ok(p) = Arc::try_unwrap(job.work.payload) {
@@ -659,14 +739,21 @@ impl Engine {
                 }
                 Kind::InitDone => {
                     w.initializing = false;
-                    if reply.status != crate::task::status::OK {
-                        let msg = mp_codec::decode_payload::<crate::error::Failure>(&reply.payload.bytes, Vec::new())
+                    if f.head.b != crate::task::status::OK {
+                        let msg = mp_codec::decode_payload::<crate::error::Failure>(bytes, fds)
                             .map(|f| TaskError::from(f).to_string())
                             .unwrap_or_else(|e| format!("(its message could not be read: {e})"));
                         self.shared.lock().broken.get_or_insert(TaskError::Initializer(msg));
                     }
                 }
                 k => return Err(format!("a {k:?} frame from a worker")),
+            }
+            if ring.is_some() {
+                let w = &mut self.workers[i];
+                w.replies_released = f.head.spos + u64::from(f.head.slen);
+                if let Some(tail) = w.page.atomics_u64().get(shm::TAIL_WORD) {
+                    tail.store(w.replies_released, Ordering::Release);
+                }
             }
         }
     }
@@ -736,6 +823,7 @@ impl Engine {
                                 tag: job.tag,
                                 sink: Arc::clone(&job.sink),
                                 retries: 0,
+                                ring_end: None,
                             });
                         }
                     }

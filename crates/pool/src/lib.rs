@@ -21,6 +21,11 @@
 //!   a time (more when tasks are short), so a worker never waits on a
 //!   round trip; replies and jobs are batched into few system calls.
 //!   Callbacks run on this thread, in completion order.
+//! - Arguments and results of 4 KiB or more travel in shared memory: each
+//!   worker has a ring each way, and the socket carries only where the
+//!   payload lies, which the reader checks (`shm`). A map's chunk is
+//!   decoded by the worker where it lies, and its results encoded there
+//!   and decoded by the pool straight into the map's output.
 //! - A map's chunk travels as one message: its items encoded together,
 //!   decoded by the worker into one vector, run under one `catch_unwind`
 //!   (a panic fails only its item), and answered with one message of all
@@ -56,6 +61,7 @@ mod error;
 pub mod executor;
 mod pool;
 mod result;
+mod shm;
 mod task;
 mod wire;
 

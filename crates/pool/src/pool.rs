@@ -271,6 +271,7 @@ impl Pool {
     /// collected first, as Python's `list(iterable)`.
     fn submit_iter<F, A>(
         &self,
+        sink: Arc<Chunks>,
         f: F,
         items: impl Iterator<Item = A>,
         chunksize: Option<usize>,
@@ -285,18 +286,19 @@ impl Pool {
         match items.size_hint() {
             (lo, Some(hi)) if lo == hi => {
                 let cs = chunksize.unwrap_or_else(|| default_chunksize(lo, self.processes()));
-                self.submit_lazily(f, items, cs)
+                self.submit_lazily(sink, f, items, cs)
             }
             _ => {
                 let all: Vec<A> = items.collect();
                 let cs = chunksize.unwrap_or_else(|| default_chunksize(all.len(), self.processes()));
-                self.submit_lazily(f, all.into_iter(), cs)
+                self.submit_lazily(sink, f, all.into_iter(), cs)
             }
         }
     }
 
     fn submit_lazily<F, A>(
         &self,
+        sink: Arc<Chunks>,
         f: F,
         mut items: impl Iterator<Item = A>,
         chunksize: usize,
@@ -305,10 +307,12 @@ impl Pool {
         F: Function<A, Output: Data>,
         A: Data,
     {
-        let sink = Chunks::new(false);
         let dyn_sink: Arc<dyn Sink> = sink.clone();
         let mut scratch = mp_codec::Frame::new();
         let mut chunk: Vec<A> = Vec::new();
+        // The encoded length of the last chunk: the next is encoded into a
+        // spare buffer that large, if there is one.
+        let mut last = 0;
         // Each chunk is queued as soon as it is encoded, so the workers
         // start on the first ones while the caller encodes the rest.
         for tag in 0.. {
@@ -324,9 +328,11 @@ impl Pool {
                 return Ok((sink, tag));
             }
             sink.register(tag, chunk.len() as u32);
-            if let Err(e) = task::chunk(f, &chunk, &mut scratch, |b| self.shared.copy_out(b))
-                .and_then(|w| self.shared.submit([(tag, w)], &dyn_sink, false))
-            {
+            let spare = self.shared.spare_to_fill(last);
+            if let Err(e) = task::chunk(f, &chunk, spare, &mut scratch, |b| self.shared.copy_out(b)).and_then(|w| {
+                last = w.payload.bytes.len();
+                self.shared.submit([(tag, w)], &dyn_sink, false)
+            }) {
                 // The chunks queued before this one run to their end before
                 // the error is returned: no task of a map that has failed
                 // still runs.
@@ -405,7 +411,13 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        let (sink, n) = self.submit_iter(f, items, chunksize)?;
+        let sink = Chunks::new(false);
+        if let (lo, Some(hi)) = items.size_hint() {
+            if lo == hi {
+                sink.expect_values::<R>(Arc::downgrade(&self.shared), lo);
+            }
+        }
+        let (sink, n) = self.submit_iter(sink, f, items, chunksize)?;
         collect_map(&self.shared, &sink, n, Deadline::NEVER).unwrap_or(Err(TaskError::Timeout))
     }
 
@@ -426,7 +438,7 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        let (sink, n) = self.submit_iter(f, items.into_iter().map(|a| (a,)), None)?;
+        let (sink, n) = self.submit_iter(Chunks::new(false), f, items.into_iter().map(|a| (a,)), None)?;
         Ok(AsyncResult::map(sink, n))
     }
 
@@ -459,7 +471,7 @@ impl Pool {
         A: Data,
         R: Data,
     {
-        let (sink, n) = self.submit_iter(f, items.into_iter().map(|a| (a,)), None)?;
+        let (sink, n) = self.submit_iter(Chunks::new(false), f, items.into_iter().map(|a| (a,)), None)?;
         let result: AsyncResult<Vec<R>> = AsyncResult::map(Arc::clone(&sink), n);
         let seen = result.share();
         sink.on_complete(
@@ -498,7 +510,7 @@ impl Pool {
         F: Function<A, Output: Data>,
         A: Data,
     {
-        let (sink, n) = self.submit_iter(f, items.into_iter(), None)?;
+        let (sink, n) = self.submit_iter(Chunks::new(false), f, items.into_iter(), None)?;
         Ok(AsyncResult::map(sink, n))
     }
 
@@ -524,7 +536,10 @@ impl Pool {
             if chunk.is_empty() {
                 return None;
             }
-            Some((chunk.len() as u32, task::chunk(f, &chunk, &mut scratch, <[u8]>::to_vec)))
+            Some((
+                chunk.len() as u32,
+                task::chunk(f, &chunk, None, &mut scratch, <[u8]>::to_vec),
+            ))
         });
         IMap::new(Arc::clone(&self.shared), unordered, feed)
     }

@@ -234,6 +234,11 @@ trait Ahead: Send {
     /// then takes that chunk and the rest as they are).
     fn take(&mut self, parts: &mut [(u32, u32, Outcome)]) -> bool;
 
+    /// Appends the `n` values of a successful reply's payload `bytes`
+    /// (still in shared memory); false, with nothing appended, if they
+    /// cannot be decoded.
+    fn take_bytes(&mut self, n: usize, bytes: &[u8]) -> bool;
+
     fn into_any(self: Box<Self>) -> Box<dyn Any>;
 }
 
@@ -270,6 +275,14 @@ impl<R: DeserializeOwned + Send + 'static> Ahead for AheadVec<R> {
         true
     }
 
+    fn take_bytes(&mut self, n: usize, bytes: &[u8]) -> bool {
+        // As in `take`: a panicking Deserialize must not end the pool thread.
+        catch_unwind(AssertUnwindSafe(|| {
+            append_bytes(&mut self.out, n, bytes, Vec::new()).is_ok()
+        }))
+        .unwrap_or(false)
+    }
+
     fn into_any(self: Box<Self>) -> Box<dyn Any> {
         self
     }
@@ -293,6 +306,18 @@ impl Chunks {
             cv: Condvar::new(),
             unordered,
         })
+    }
+
+    /// Makes the output of a blocking map of `R` now, with room for
+    /// `capacity` values, so that the pool thread decodes its chunks into it
+    /// (from shared memory, where it can) as they complete, from the first:
+    /// [`collect_map`] takes it.
+    /// `shared`: where the buffers of the replies it decodes go.
+    pub(crate) fn expect_values<R: DeserializeOwned + Send + 'static>(&self, shared: Weak<Shared>, capacity: usize) {
+        relock(self.m.lock()).ahead = Some(Box::new(AheadVec::<R> {
+            out: Vec::with_capacity(capacity),
+            shared,
+        }));
     }
 
     /// Runs `f` once `n` chunks are complete: on the pool thread, or at once
@@ -385,6 +410,40 @@ impl Sink for Chunks {
             g.complete += 1;
             decode_ahead(&mut g);
         }
+        self.delivered(g);
+    }
+
+    fn deliver_in_place(&self, tag: usize, lo: u32, hi: u32, code: u64, bytes: &[u8]) -> bool {
+        if code != status::OK {
+            return false;
+        }
+        let mut g = relock(self.m.lock());
+        // Only the whole of the chunk the output takes next: the others
+        // wait for it, as copies.
+        let next = g.ahead_next == tag
+            && !g.ahead_stopped
+            && g.chunks
+                .get(&tag)
+                .is_some_and(|c| c.covered == 0 && lo == 0 && hi == c.len);
+        let Some(ahead) = g.ahead.as_mut().filter(|_| next) else {
+            return false;
+        };
+        if !ahead.take_bytes((hi - lo) as usize, bytes) {
+            return false;
+        }
+        g.chunks.remove(&tag);
+        g.ahead_next += 1;
+        g.complete += 1;
+        decode_ahead(&mut g);
+        self.delivered(g);
+        true
+    }
+}
+
+impl Chunks {
+    /// After a delivery: runs `map_async_with`'s callbacks once their
+    /// chunks are complete, and wakes the waiters that want this.
+    fn delivered<'a>(&'a self, mut g: MutexGuard<'a, ChunksState>) {
         // The callbacks of `map_async_with` run before its waiters wake, as
         // Python's: once `wait` returns, they have run.
         let done = match g.on_complete {
@@ -452,11 +511,19 @@ fn extend_with<R: DeserializeOwned>(out: &mut Vec<R>, parts: &[(u32, u32, Outcom
 /// `out`, where they stay: no vector of their own, no copy. On an error
 /// `out` is left as it was.
 fn append<R: DeserializeOwned>(out: &mut Vec<R>, n: usize, rep: &Reply) -> Result<(), TaskError> {
+    let fds = rep.payload.dup_fds().map_err(decode_err)?;
+    append_bytes(out, n, &rep.payload.bytes, fds)
+}
+
+/// [`append`] from a payload's bytes and descriptors.
+fn append_bytes<R: DeserializeOwned>(
+    out: &mut Vec<R>,
+    n: usize,
+    bytes: &[u8],
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> Result<(), TaskError> {
     let before = out.len();
-    let got =
-        rep.payload.dup_fds().map_err(decode_err).and_then(|fds| {
-            mp_codec::decode_payload_seed_fixed(&rep.payload.bytes, fds, Append(out)).map_err(decode_err)
-        });
+    let got = mp_codec::decode_payload_seed_fixed(bytes, fds, Append(out)).map_err(decode_err);
     match got {
         Ok(len) if len == n => Ok(()),
         Ok(len) => {
@@ -469,6 +536,9 @@ fn append<R: DeserializeOwned>(out: &mut Vec<R>, n: usize, rep: &Reply) -> Resul
         }
     }
 }
+
+/// The unwinding payload that ends [`Append`]'s fast loop early.
+struct Cut;
 
 /// A serde seed that appends a sequence to the vector it holds and returns
 /// how many values it appended.
@@ -490,16 +560,53 @@ impl<'de, R: DeserializeOwned> Visitor<'de> for Append<'_, R> {
     }
 
     fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<usize, S::Error> {
-        let mut len = 0;
-        // Room for the sequence at once (the decoder's hint is bounded by
-        // the bytes left); a map's caller has reserved room for all of it.
-        self.0.reserve(seq.size_hint().unwrap_or(0));
-        // The seed itself, not `next_element`: one call less per value.
-        while let Some(v) = seq.next_element_seed(PhantomData::<R>)? {
-            self.0.push(v);
-            len += 1;
+        let out = self.0;
+        let before = out.len();
+        // The decoder's hint: the sequence's length, bounded by the bytes
+        // left. A map's caller has reserved room for all of it.
+        let hint = seq.size_hint().unwrap_or(0);
+        // How the fast loop stopped early: the sequence ended, or an error.
+        let mut stopped: Option<Result<(), S::Error>> = None;
+        // (Built to abort on panic, unwinding would end the process: then
+        // the plain loop below does it all.)
+        if hint > 0 && cfg!(panic = "unwind") {
+            // `resize_with` keeps the vector's length in a register while it
+            // fills it (a `push` loop behind `&mut` stores and reloads it for
+            // every value: a third of the decoding time of a map's integers).
+            // Its closure must return a value, so an early end or an error
+            // unwinds out of it with `Cut`, caught here (`resume_unwind`
+            // runs no panic hook); the values written so far stay.
+            let filled = catch_unwind(AssertUnwindSafe(|| {
+                out.resize_with(before + hint, || match seq.next_element_seed(PhantomData::<R>) {
+                    Ok(Some(v)) => v,
+                    Ok(None) => {
+                        stopped = Some(Ok(()));
+                        std::panic::resume_unwind(Box::new(Cut))
+                    }
+                    Err(e) => {
+                        stopped = Some(Err(e));
+                        std::panic::resume_unwind(Box::new(Cut))
+                    }
+                })
+            }));
+            if let Err(p) = filled {
+                if !p.is::<Cut>() {
+                    // A `Deserialize` impl panicked: its panic goes on.
+                    std::panic::resume_unwind(p);
+                }
+            }
         }
-        Ok(len)
+        match stopped {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(())) => return Ok(out.len() - before),
+            None => {}
+        }
+        // Values past the hint, one at a time (the seed itself, not
+        // `next_element`: one call less per value).
+        while let Some(v) = seq.next_element_seed(PhantomData::<R>)? {
+            out.push(v);
+        }
+        Ok(out.len() - before)
     }
 }
 
@@ -514,18 +621,21 @@ pub(crate) fn collect_map<R: DeserializeOwned + Send + 'static>(
     n: usize,
     deadline: Deadline,
 ) -> Option<Result<Vec<R>, TaskError>> {
-    // One allocation for the map's values; the pool thread decodes each
-    // chunk into its place as soon as it and those before it are complete,
-    // while this thread may still be encoding the last chunks (the caller
-    // had both jobs, one after the other, and was the slowest of the
-    // map's threads).
+    // One allocation for the map's values (made before the chunks were
+    // queued, by `expect_values`, when their count was known); the pool
+    // thread decodes each chunk into its place as soon as it and those
+    // before it are complete, while this thread may still be encoding the
+    // last chunks (the caller had both jobs, one after the other, and was
+    // the slowest of the map's threads).
     {
         let mut g = relock(sink.m.lock());
-        let out: Vec<R> = Vec::with_capacity(g.chunks.values().map(|c| c.len as usize).sum());
-        g.ahead = Some(Box::new(AheadVec {
-            out,
-            shared: Arc::downgrade(shared),
-        }));
+        if g.ahead.is_none() {
+            let out: Vec<R> = Vec::with_capacity(g.chunks.values().map(|c| c.len as usize).sum());
+            g.ahead = Some(Box::new(AheadVec {
+                out,
+                shared: Arc::downgrade(shared),
+            }));
+        }
         decode_ahead(&mut g);
     }
     if !sink.wait_complete(n, deadline) {
@@ -869,5 +979,133 @@ impl<R> Drop for IMap<'_, R> {
             self.exhausted = true;
             self.shared.remove_feeder();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Payload;
+
+    fn fixed<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
+        let mut f = mp_codec::Frame::new();
+        mp_codec::encode_into_fixed(v, &mut f).unwrap();
+        f.payload().to_vec()
+    }
+
+    fn values(sink: &Chunks) -> Vec<u64> {
+        let ahead = relock(sink.m.lock()).ahead.take().unwrap();
+        ahead.into_any().downcast::<AheadVec<u64>>().unwrap().out
+    }
+
+    #[test]
+    fn chunks_in_shared_memory_are_decoded_in_place_in_order() {
+        let sink = Chunks::new(false);
+        sink.register(0, 3);
+        sink.register(1, 2);
+        sink.register(2, 2);
+        sink.expect_values::<u64>(Weak::new(), 7);
+        // Chunk 1 before chunk 0: not the next, so it is copied and waits.
+        let one = fixed(&vec![9u64, 16]);
+        assert!(!sink.deliver_in_place(1, 0, 2, status::OK, &one));
+        let reply = |bytes: Vec<u8>| {
+            Ok(Reply {
+                status: status::OK,
+                payload: Payload { bytes, fds: Vec::new() },
+            })
+        };
+        sink.deliver(1, 0, 2, reply(one));
+        // Chunk 0 in place; chunk 1, waiting, follows it.
+        assert!(sink.deliver_in_place(0, 0, 3, status::OK, &fixed(&vec![0u64, 1, 4])));
+        assert_eq!(relock(sink.m.lock()).ahead_next, 2);
+        // Not a whole chunk, or a failure: not in place.
+        assert!(!sink.deliver_in_place(2, 0, 1, status::OK, &fixed(&vec![25u64])));
+        assert!(!sink.deliver_in_place(2, 0, 2, status::MIXED, &fixed(&vec![25u64, 36])));
+        assert!(sink.deliver_in_place(2, 0, 2, status::OK, &fixed(&vec![25u64, 36])));
+        assert!(sink.wait_complete(3, Deadline::after(Duration::ZERO)));
+        assert_eq!(values(&sink), [0, 1, 4, 9, 16, 25, 36]);
+    }
+
+    /// A `u64` whose `Deserialize` panics on 13.
+    #[derive(Debug, PartialEq)]
+    struct NotThirteen(u64);
+
+    impl<'de> serde::Deserialize<'de> for NotThirteen {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let v = u64::deserialize(d)?;
+            assert!(v != 13, "thirteen");
+            Ok(NotThirteen(v))
+        }
+    }
+
+    #[test]
+    fn appending_stops_at_a_bad_value_and_keeps_what_was_there() {
+        // Values appended after those already there, all of them.
+        let mut out = vec![true];
+        let n = mp_codec::decode_payload_seed_fixed(&fixed(&vec![false, true, true]), Vec::new(), Append(&mut out));
+        assert_eq!((n.unwrap(), out.as_slice()), (3, &[true, false, true, true][..]));
+        // A byte that is no bool, third of five: an error, not a panic; the
+        // caller (`append_bytes`) cuts what was appended.
+        let mut bytes = fixed(&vec![true, false, true, true, false]);
+        bytes[8 + 2] = 7;
+        let mut out = vec![false];
+        assert!(append_bytes(&mut out, 5, &bytes, Vec::new()).is_err());
+        assert_eq!(out, [false]);
+        // No values at all.
+        let mut out: Vec<u64> = Vec::new();
+        assert_eq!(
+            append_bytes(&mut out, 0, &fixed(&Vec::<u64>::new()), Vec::new()),
+            Ok(())
+        );
+        // A panic in a value's `Deserialize` goes on as that panic.
+        let mut out = Vec::new();
+        let p = catch_unwind(AssertUnwindSafe(|| {
+            append_bytes::<NotThirteen>(&mut out, 3, &fixed(&vec![12u64, 13, 14]), Vec::new())
+        }))
+        .unwrap_err();
+        assert_eq!(panic_message(&*p), "thirteen");
+        let mut out = Vec::new();
+        assert_eq!(
+            append_bytes::<NotThirteen>(&mut out, 2, &fixed(&vec![12u64, 14]), Vec::new()),
+            Ok(())
+        );
+        assert_eq!(out, [NotThirteen(12), NotThirteen(14)]);
+    }
+
+    #[test]
+    fn garbage_in_shared_memory_is_not_taken() {
+        let sink = Chunks::new(false);
+        sink.register(0, 3);
+        sink.expect_values::<u64>(Weak::new(), 3);
+        let mut huge = u64::MAX.to_le_bytes().to_vec();
+        huge.extend_from_slice(&[7; 24]);
+        let garbage: [&[u8]; 5] = [
+            &[],
+            &[0xFF; 7],
+            &huge,
+            &fixed(&vec![1u64, 2]),       // two results for three items
+            &fixed(&vec![1u64, 2, 3, 4]), // four
+        ];
+        for g in garbage {
+            assert!(!sink.deliver_in_place(0, 0, 3, status::OK, g), "{g:?} was taken");
+            assert_eq!(relock(sink.m.lock()).ahead_next, 0);
+        }
+        // The copy of such a reply is then an error for the map's caller,
+        // not a panic on the pool thread.
+        let parts = [(
+            0,
+            3,
+            Ok(Reply {
+                status: status::OK,
+                payload: Payload {
+                    bytes: huge,
+                    fds: Vec::new(),
+                },
+            }),
+        )];
+        let mut out: Vec<u64> = Vec::new();
+        assert!(matches!(extend_with(&mut out, &parts), Err(TaskError::Decode(_))));
+        assert!(out.is_empty());
+        assert_eq!(values(&sink), Vec::<u64>::new());
     }
 }

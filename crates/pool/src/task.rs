@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 use mp_codec::Fd;
 use mp_process::{Function, Outcome};
 use mp_sys::code::Entry;
-use mp_sys::region::Region;
+use mp_sys::region::{Region, RegionSlice};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Failure, TaskError};
 use crate::result::Append;
+use crate::shm;
 use crate::wire::{Fds, Head, InBuf, InFrame, Kind, OutBuf, Payload, Read};
 
 /// How a reply's payload reads, in its header's `b` field.
@@ -54,8 +55,14 @@ pub(crate) struct Exchange {
     /// The job being run and the item within it, for the pool to read if
     /// this process dies: `(id as u32) << 32 | state`, where state is 0
     /// while the arguments are decoded, `k + 1` while item `k` runs, and
-    /// [`FINISHED`].
+    /// [`FINISHED`]. After it, the rings of large payloads ([`shm`]).
     page: Region,
+    /// The arguments' ring, read in place.
+    args_ring: RegionSlice<u8>,
+    /// Where the next reply goes in the replies' ring.
+    replies: RefCell<shm::Writer>,
+    /// The replies' ring, written in place.
+    replies_ring: RefCell<RegionSlice<u8>>,
     started: Cell<Option<Instant>>,
     init_failed: RefCell<Option<String>>,
     /// Vectors kept (empty) from one chunk to the next, by type: a worker
@@ -126,6 +133,23 @@ impl Exchange {
         }
     }
 
+    /// The payload of frame `f`: in the arguments' ring, read where it is,
+    /// or after its header in `inb`.
+    fn payload<'a>(&'a self, inb: &'a InBuf, f: &InFrame) -> Result<&'a [u8], Failure> {
+        if f.head.slen == 0 {
+            return Ok(inb.payload(f));
+        }
+        shm::span_in(f.head.spos, f.head.slen as usize, shm::RING)
+            .ok()
+            .and_then(|r| self.args_ring.get(r))
+            .ok_or_else(|| {
+                Failure::Decode(format!(
+                    "the task's arguments: {} bytes at ring position {} are not in the ring",
+                    f.head.slen, f.head.spos
+                ))
+            })
+    }
+
     /// Decodes the frame's payload, a sequence of `A`, onto the end of
     /// `out`; how many there were.
     fn args_into<A: DeserializeOwned>(&self, out: &mut Vec<A>) -> Result<usize, Failure> {
@@ -133,7 +157,7 @@ impl Exchange {
         let mut fr = self.frame.borrow_mut();
         let f = fr.as_mut().ok_or_else(|| Failure::Decode("no task frame".into()))?;
         let fds = std::mem::take(&mut f.fds);
-        mp_codec::decode_payload_seed_fixed(inb.payload(f), fds, Append(out))
+        mp_codec::decode_payload_seed_fixed(self.payload(&inb, f)?, fds, Append(out))
             .map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
     }
 
@@ -143,16 +167,88 @@ impl Exchange {
         let mut fr = self.frame.borrow_mut();
         let f = fr.as_mut().ok_or_else(|| Failure::Decode("no task frame".into()))?;
         let fds = std::mem::take(&mut f.fds);
-        mp_codec::decode_payload(inb.payload(f), fds).map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
+        mp_codec::decode_payload(self.payload(&inb, f)?, fds)
+            .map_err(|e| Failure::Decode(format!("the task's arguments: {e}")))
+    }
+
+    /// Puts a large reply's payload in the replies' ring, if it fits now:
+    /// where it is (position), for the frame's header.
+    fn ring_reply(&self, payload: &[u8]) -> Option<u64> {
+        if payload.len() < shm::MIN {
+            return None;
+        }
+        let released = self.page.atomics_u64().get(shm::TAIL_WORD)?.load(Ordering::Acquire);
+        let mut ring = self.replies.borrow_mut();
+        let pos = ring.place(released, payload.len(), shm::RING)?;
+        let at = (pos % shm::RING as u64) as usize;
+        self.replies_ring
+            .borrow_mut()
+            .get_mut(at..at + payload.len())?
+            .copy_from_slice(payload);
+        ring.commit(released, pos, payload.len());
+        Some(pos)
+    }
+
+    /// Encodes a chunk's reply straight into the replies' ring, where the
+    /// pool decodes it: no copy. False, having sent nothing, if it does not
+    /// fit where the ring's next payload goes, or cannot be encoded (the
+    /// caller then encodes it as usual, and reports the error).
+    fn reply_in_ring<T: Serialize + ?Sized>(&self, kind: Kind, status: u64, value: &T) -> bool {
+        let Some(released) = self
+            .page
+            .atomics_u64()
+            .get(shm::TAIL_WORD)
+            .map(|t| t.load(Ordering::Acquire))
+        else {
+            return false;
+        };
+        let mut ring = self.replies.borrow_mut();
+        let Some((pos, room)) = ring.room(released, shm::RING) else {
+            return false;
+        };
+        let at = (pos % shm::RING as u64) as usize;
+        let mut view = self.replies_ring.borrow_mut();
+        let Some(buf) = view.get_mut(at..at + room) else {
+            return false;
+        };
+        let Ok(Some((len, fds))) = mp_codec::encode_fixed_to_slice(value, buf) else {
+            return false;
+        };
+        let mut head = self.reply_head(kind, status);
+        let fds = (!fds.is_empty()).then_some(Fds::Owned(fds));
+        if len < shm::MIN {
+            // Small: beside its header on the socket, the ring untouched.
+            self.outbox.out().push(head, &buf[..len], fds);
+        } else {
+            ring.commit(released, pos, len);
+            head.spos = pos;
+            head.slen = len as u32;
+            self.outbox.out().push(head, &[], fds);
+        }
+        true
+    }
+
+    /// The header of a reply to the current frame.
+    fn reply_head(&self, kind: Kind, status: u64) -> Head {
+        let mut head = Head::new(kind, self.id());
+        head.a = self
+            .started
+            .get()
+            .map_or(0, |t| t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
+        head.b = status;
+        head
     }
 
     /// Queues the reply to the current frame: `value` with `status`, or the
     /// encoding error as a failure.
     fn reply<T: Serialize + ?Sized>(&self, kind: Kind, status: u64, value: &T) {
-        let mut scratch = self.scratch.borrow_mut();
         // A chunk's reply, as its items, has its integers at full width
         // (see `encode_payload_in`).
         let fixed = self.frame.borrow().as_ref().is_some_and(|f| f.head.kind == Kind::Chunk);
+        if fixed && self.reply_in_ring(kind, status, value) {
+            return;
+        }
+        let mut scratch = self.scratch.borrow_mut();
         let encode = if fixed {
             mp_codec::encode_into_fixed::<T>
         } else {
@@ -173,15 +269,18 @@ impl Exchange {
         if r.is_err() {
             return; // a Failure of a String always encodes
         }
-        let mut head = Head::new(kind, self.id());
-        head.a = self
-            .started
-            .get()
-            .map_or(0, |t| t.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64);
-        head.b = status;
+        let mut head = self.reply_head(kind, status);
         let fds = scratch.take_fds();
         let fds = (!fds.is_empty()).then_some(Fds::Owned(fds));
-        self.outbox.out().push(head, scratch.payload(), fds);
+        let payload = scratch.payload();
+        match self.ring_reply(payload) {
+            Some(pos) => {
+                head.spos = pos;
+                head.slen = payload.len() as u32;
+                self.outbox.out().push(head, &[], fds);
+            }
+            None => self.outbox.out().push(head, payload, fds),
+        }
     }
 
     /// Before a job starts with replies still unsent: makes sure the
@@ -415,7 +514,8 @@ fn encode_payload<T: Serialize + ?Sized>(v: &T) -> Result<Arc<Payload>, TaskErro
     Ok(Arc::new(Payload { bytes, fds }))
 }
 
-/// A chunk's items, encoded through `scratch`, a frame reused from one
+/// A chunk's items, encoded straight into `spare` (a buffer of an earlier
+/// chunk) if they fit, or else through `scratch`, a frame reused from one
 /// chunk of a map to the next (once its buffer has grown to a chunk's
 /// size, a chunk is encoded in one pass), then copied out. Chunks and their
 /// replies have their integers at full width
@@ -424,9 +524,20 @@ fn encode_payload<T: Serialize + ?Sized>(v: &T) -> Result<Arc<Payload>, TaskErro
 /// store or load on each side.
 fn encode_payload_in<T: Serialize + ?Sized>(
     v: &T,
+    spare: Option<Vec<u8>>,
     scratch: &mut mp_codec::Frame,
     copy_out: impl FnOnce(&[u8]) -> Vec<u8>,
 ) -> Result<Arc<Payload>, TaskError> {
+    if let Some(mut bytes) = spare {
+        match mp_codec::encode_fixed_to_slice(v, &mut bytes) {
+            Ok(Some((len, fds))) => {
+                bytes.truncate(len);
+                return Ok(Arc::new(Payload { bytes, fds }));
+            }
+            Ok(None) => {} // too small
+            Err(e) => return Err(TaskError::Encode(format!("the task's arguments: {e}"))),
+        }
+    }
     mp_codec::encode_into_fixed(v, scratch).map_err(|e| TaskError::Encode(format!("the task's arguments: {e}")))?;
     Ok(Arc::new(Payload {
         bytes: copy_out(scratch.payload()),
@@ -454,11 +565,12 @@ where
     })
 }
 
-/// `f` over `items` as one chunk, encoded through `scratch` and copied out
-/// by `copy_out` (see [`encode_payload_in`]).
+/// `f` over `items` as one chunk, encoded into `spare` or through `scratch`
+/// and copied out by `copy_out` (see [`encode_payload_in`]).
 pub(crate) fn chunk<F, A>(
     f: F,
     items: &[A],
+    spare: Option<Vec<u8>>,
     scratch: &mut mp_codec::Frame,
     copy_out: impl FnOnce(&[u8]) -> Vec<u8>,
 ) -> Result<Work, TaskError>
@@ -472,7 +584,7 @@ where
     Ok(Work {
         kind: Kind::Chunk,
         entry: entry.parts(),
-        payload: encode_payload_in(items, scratch, copy_out)?,
+        payload: encode_payload_in(items, spare, scratch, copy_out)?,
         items: n,
     })
 }
@@ -508,6 +620,14 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
     let sock = chan.0;
     mp_sys::fd::set_nonblocking(sock.as_fd(), false).map_err(|e| format!("pool worker: {e}"))?;
     let page = Region::from_fd(page.0).map_err(|e| format!("pool worker: its progress page: {e}"))?;
+    let args_ring = page
+        .try_clone()
+        .and_then(|r| r.into_slice_of::<u8>(shm::ARGS_AT, shm::RING))
+        .map_err(|e| format!("pool worker: its arguments' ring: {e}"))?;
+    let replies_ring = page
+        .try_clone()
+        .and_then(|r| r.into_slice_of::<u8>(shm::REPLIES_AT, shm::RING))
+        .map_err(|e| format!("pool worker: its replies' ring: {e}"))?;
     let outbox = Arc::new(Outbox {
         sock,
         out: Mutex::new(OutBuf::default()),
@@ -521,6 +641,9 @@ pub(crate) fn worker_main(chan: Fd, page: Fd, limit: u64) -> Result<(), String> 
         flusher: RefCell::new(None),
         scratch: RefCell::new(mp_codec::Frame::new()),
         page,
+        args_ring,
+        replies: RefCell::new(shm::Writer::default()),
+        replies_ring: RefCell::new(replies_ring),
         started: Cell::new(None),
         init_failed: RefCell::new(None),
         spare: RefCell::new(HashMap::new()),

@@ -1,10 +1,12 @@
 //! The channel between the pool and one worker: frames on a stream socket,
 //! many per read or write.
 //!
-//! Every frame is a 40-byte header and a payload. The header says how many
+//! Every frame is a 56-byte header and a payload. The header says how many
 //! descriptors the frame carries; the sender attaches them to a `sendmsg`
 //! that starts at the frame's first byte, so they arrive no later than that
-//! byte, and the receiver hands them out in order from a FIFO.
+//! byte, and the receiver hands them out in order from a FIFO. A large
+//! payload is not on the socket but in the worker's shared region (see
+//! [`crate::shm`]): the header says where (`spos`, `slen`).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use mp_sys::socket::{self, MAX_FDS_PER_MESSAGE};
 
 /// Bytes in a frame header.
-pub(crate) const HEAD_LEN: usize = 40;
+pub(crate) const HEAD_LEN: usize = 56;
 
 /// The largest payload a peer may announce.
 pub(crate) const MAX_PAYLOAD: usize = 1 << 30;
@@ -69,6 +71,10 @@ pub(crate) struct Head {
     /// A chunk's item range.
     pub(crate) lo: u32,
     pub(crate) hi: u32,
+    /// A payload in shared memory: its position in the ring and its
+    /// length (0: the payload, if any, follows on the socket).
+    pub(crate) spos: u64,
+    pub(crate) slen: u32,
 }
 
 impl Head {
@@ -82,6 +88,8 @@ impl Head {
             b: 0,
             lo: 0,
             hi: 0,
+            spos: 0,
+            slen: 0,
         }
     }
 
@@ -95,6 +103,9 @@ impl Head {
         out.extend_from_slice(&self.b.to_le_bytes());
         out.extend_from_slice(&self.lo.to_le_bytes());
         out.extend_from_slice(&self.hi.to_le_bytes());
+        out.extend_from_slice(&self.spos.to_le_bytes());
+        out.extend_from_slice(&self.slen.to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
     }
 
     fn parse(h: &[u8; HEAD_LEN]) -> Result<Head, String> {
@@ -114,6 +125,12 @@ impl Head {
         if usize::from(nfds) > MAX_FDS_PER_MESSAGE {
             return Err(format!("a frame announces {nfds} descriptors"));
         }
+        let slen = u32_at(48);
+        if slen > 0 && len > 0 {
+            return Err(format!(
+                "a frame announces {len} bytes on the socket and {slen} in shared memory"
+            ));
+        }
         Ok(Head {
             kind,
             nfds,
@@ -123,6 +140,8 @@ impl Head {
             b: u64_at(24),
             lo: u32_at(32),
             hi: u32_at(36),
+            spos: u64_at(40),
+            slen,
         })
     }
 }
@@ -172,6 +191,8 @@ pub(crate) struct OutBuf {
     owned: Vec<u8>,
     /// Bytes of the front frame already written.
     sent: usize,
+    /// Bytes the queued frames announce in shared memory.
+    carried: usize,
 }
 
 #[derive(Debug)]
@@ -201,15 +222,17 @@ impl OutBuf {
         self.frames.is_empty()
     }
 
-    /// Bytes of the copied headers and payloads waiting.
+    /// Bytes of the copied headers and payloads waiting, and of the
+    /// payloads in shared memory their frames announce.
     pub(crate) fn owned_len(&self) -> usize {
-        self.owned.len()
+        self.owned.len() + self.carried
     }
 
     /// Queues a frame, its payload copied. `head.len` and `head.nfds` are
     /// filled in here.
     pub(crate) fn push(&mut self, head: Head, payload: &[u8], fds: Option<Fds>) {
         let (head, fds) = Self::complete(head, payload.len(), fds);
+        self.carried += head.slen as usize;
         let start = self.owned.len();
         head.write(&mut self.owned);
         self.owned.extend_from_slice(payload);
@@ -329,6 +352,7 @@ impl OutBuf {
             }
         }
         self.owned.clear();
+        self.carried = 0;
         Ok(true)
     }
 }
@@ -608,6 +632,46 @@ mod tests {
         assert_eq!((got[2].1.as_slice(), got[2].2), (&b"fd"[..], 1));
         assert_eq!((got[0].2, got[1].2, got[3].2), (0, 0, 0));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_payload_in_shared_memory_is_announced_in_the_header() {
+        let (a, b) = socket::socketpair(socket::SocketKind::Stream).unwrap();
+        let mut out = OutBuf::default();
+        let mut h = Head::new(Kind::Done, 7);
+        h.spos = (5 << 32) + 64;
+        h.slen = 100_000;
+        out.push(h, &[], None);
+        out.push(Head::new(Kind::Done, 8), b"inline", None);
+        // Counted as waiting, so a worker sends it soon.
+        assert_eq!(out.owned_len(), 2 * HEAD_LEN + 6 + 100_000);
+        assert!(out.flush(a.as_fd(), true).unwrap());
+        assert_eq!(out.owned_len(), 0);
+        let mut inb = InBuf::new();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            assert_eq!(inb.fill(b.as_fd(), true).unwrap(), Read::Data);
+            while let Some(f) = inb.next().unwrap() {
+                got.push((f.head, inb.payload(&f).to_vec()));
+            }
+        }
+        assert_eq!(
+            (got[0].0.spos, got[0].0.slen, got[0].0.len),
+            ((5 << 32) + 64, 100_000, 0)
+        );
+        assert!(got[0].1.is_empty());
+        assert_eq!((got[1].0.slen, got[1].1.as_slice()), (0, &b"inline"[..]));
+        // A frame with a payload both on the socket and in shared memory
+        // is garbage.
+        let mut bytes = Vec::new();
+        let mut both = Head::new(Kind::Done, 9);
+        both.len = 3;
+        both.slen = 3;
+        both.write(&mut bytes);
+        let mut inb = InBuf::new();
+        inb.buf[..HEAD_LEN].copy_from_slice(&bytes);
+        inb.end = HEAD_LEN;
+        assert!(inb.next().is_err());
     }
 
     #[test]

@@ -450,6 +450,65 @@ fn killed_worker_mid_map(m: StartMethod) -> Check {
     check(ok(p.apply(square, (3,)))? == 9, "the pool goes on")
 }
 
+fn reversed(mut v: Vec<u64>) -> Vec<u64> {
+    v.reverse();
+    v
+}
+
+/// Payloads of 4 KiB and more go through each worker's shared rings (4 MiB
+/// each way); larger ones, and those that find a ring full, through the
+/// socket. Either way every value comes back whole, in order, and a worker
+/// killed with chunks in its ring loses only its item.
+fn large_payloads_cross_in_shared_memory_and_past_it(m: StartMethod) -> Check {
+    let p = pool(m, 2)?;
+    let t0 = Instant::now();
+    // Words of 10 bytes each, encoded (a task's integers are varints).
+    let words = |n: usize, k: usize| -> Vec<u64> { (0..n).map(|i| u64::MAX - (i * 7 + k) as u64).collect() };
+    for n in [300, 500, 10_000, 450_000] {
+        let v = words(n, n);
+        let mut want = v.clone();
+        want.reverse();
+        check(
+            ok(p.apply(reversed, (v,)))? == want,
+            format!("{n} words there and back"),
+        )?;
+    }
+    eprintln!("    one at a time: {:?}", t0.elapsed());
+    // Several at once, two or more in flight per worker: more than its
+    // rings hold, so some find them full.
+    let sent: Vec<Vec<u64>> = (0..4).map(|k| words(250_000, k)).collect();
+    let pending = sent
+        .iter()
+        .map(|v| ok(p.apply_async(reversed, (v.clone(),))))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (k, (r, v)) in pending.iter().zip(&sent).enumerate() {
+        let mut want = v.clone();
+        want.reverse();
+        check(ok(r.get_timeout(PATIENCE))? == want, format!("task {k} of 4"))?;
+    }
+    eprintln!("    many at once: {:?}", t0.elapsed());
+    // A chunk of 4.8 MB (past the ring) and chunks of 0.4 MB (in it).
+    let n = 600_000u64;
+    let want: Vec<u64> = (0..n).map(|x| x * x).collect();
+    check(
+        ok(p.map_chunked(square, 0..n, 600_000))? == want,
+        "a chunk past the ring",
+    )?;
+    check(ok(p.map_chunked(square, 0..n, 50_000))? == want, "chunks in the ring")?;
+    eprintln!("    maps: {:?}", t0.elapsed());
+    let each: Vec<Result<u32, TaskError>> = ok(p.imap_chunked(die_at_5000, 0..20_000u32, 2000))?.collect();
+    eprintln!("    killed: {:?}", t0.elapsed());
+    let lost: Vec<usize> = (0..each.len()).filter(|&i| each[i].is_err()).collect();
+    check(lost == vec![5000], format!("lost items {lost:?}"))?;
+    check(
+        each.iter()
+            .enumerate()
+            .all(|(i, r)| i == 5000 || r == &Ok(i as u32 * 3)),
+        "every other item's result",
+    )?;
+    check(ok(p.map(square, 0..n))? == want, "default chunks, a new worker's rings")
+}
+
 fn killed_from_outside(m: StartMethod) -> Check {
     let p = pool(m, 2)?;
     let pids = ok(Queue::<u32>::new())?;
@@ -990,7 +1049,7 @@ fn bad_settings_are_errors() -> Check {
 }
 
 fn main() -> ExitCode {
-    let with_method: [(&str, mp_testkit::Case<StartMethod>); 20] = [
+    let with_method: [(&str, mp_testkit::Case<StartMethod>); 21] = [
         ("results_come_back", results_come_back),
         ("panics_are_errors", panics_are_errors),
         ("map_waits_for_every_chunk", map_waits_for_every_chunk),
@@ -1000,6 +1059,10 @@ fn main() -> ExitCode {
             encode_error_waits_for_queued_chunks,
         ),
         ("killed_worker_mid_map", killed_worker_mid_map),
+        (
+            "large_payloads_cross_in_shared_memory_and_past_it",
+            large_payloads_cross_in_shared_memory_and_past_it,
+        ),
         ("killed_from_outside", killed_from_outside),
         ("exits_and_aborts_are_worker_lost", exits_and_aborts_are_worker_lost),
         ("callbacks_on_one_thread", callbacks_on_one_thread),
