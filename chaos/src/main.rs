@@ -654,34 +654,29 @@ fn ten_thousand_objects() -> Outcome {
 /// `main`), its stderr appended to the scenario's log; killed and reaped
 /// when dropped.
 struct ClusterHost {
-    child: std::process::Child,
+    host: mp_testkit::redis::WorkerHost,
     label: String,
 }
 
 impl ClusterHost {
     fn start(url: &str, ns: &str, label: &str, lease: Duration, log: &std::fs::File) -> Result<ClusterHost, String> {
         let exe = ok(std::env::current_exe())?;
-        let child = ok(std::process::Command::new(exe)
-            .env("MP_CLUSTER_WORKER", url)
-            .env("MP_CLUSTER_PROCESSES", "2")
-            .env("MP_CLUSTER_NAMESPACE", ns)
-            .env("MP_CLUSTER_HOST", label)
-            .env("MP_CLUSTER_LEASE_MS", lease.as_millis().to_string())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(ok(log.try_clone())?)
-            .spawn())?;
+        let stderr = ok(log.try_clone())?;
+        let spec = mp_testkit::redis::HostSpec {
+            exe: &exe,
+            url,
+            namespace: ns,
+            processes: 2,
+            label,
+            lease,
+        };
+        let host = mp_testkit::redis::WorkerHost::start_with(&spec, |cmd| {
+            cmd.stdout(std::process::Stdio::null()).stderr(stderr);
+        })?;
         Ok(ClusterHost {
-            child,
+            host,
             label: label.to_string(),
         })
-    }
-}
-
-impl Drop for ClusterHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -713,16 +708,15 @@ impl ClusterRig {
         ClusterHost::start(&self.redis.url(), &self.ns, label, lease, &self.log)
     }
 
-    /// A client that waits for `n` worker hosts.
-    fn client(&self, n: usize) -> Result<Cluster, String> {
+    /// A client whose tasks carry `lease`, once `n` worker hosts are up.
+    fn client(&self, n: usize, lease: Duration) -> Result<Cluster, String> {
         let c = ok(Cluster::builder(&self.redis.url())
             .namespace(&self.ns)
+            .lease(lease)
             .worker_wait(Duration::from_secs(10))
             .connect())?;
-        check(
-            until(PATIENCE, || c.workers().is_ok_and(|w| w.len() >= n)),
-            format!("{n} worker hosts did not register"),
-        )?;
+        let up = ok(c.wait_workers(PATIENCE, |w| w.len() >= n))?;
+        check(up.is_some(), format!("{n} worker hosts did not register"))?;
         Ok(c)
     }
 
@@ -833,7 +827,7 @@ fn host_killed_in(rig: &ClusterRig) -> Outcome {
     let mut hosts = (0..3)
         .map(|i| rig.host(&format!("host-{i}"), lease))
         .collect::<Result<Vec<_>, _>>()?;
-    let c = rig.client(3)?;
+    let c = rig.client(3, lease)?;
     let pool = ok(c.pool())?;
     let t0 = Instant::now();
     let mut tally = Tally::new();
@@ -863,7 +857,7 @@ fn host_killed_in(rig: &ClusterRig) -> Outcome {
         }
         if got == 3000 && killed.is_none() {
             let victim = hosts.pop().ok_or("no host")?;
-            let pid = victim.child.id();
+            let pid = victim.host.pid();
             let id = ok(c.workers())?
                 .into_iter()
                 .find(|w| w.pid == pid)
@@ -940,7 +934,7 @@ fn redis_restarted_in(rig: &ClusterRig) -> Outcome {
     let hosts = (0..2)
         .map(|i| rig.host(&format!("host-{i}"), lease))
         .collect::<Result<Vec<_>, _>>()?;
-    let c = rig.client(2)?;
+    let c = rig.client(2, lease)?;
     let pool = ok(c.pool())?;
     let outage = Duration::from_secs(1);
 

@@ -153,13 +153,7 @@ fn start_on(port: u16) -> Result<RedisServer, String> {
     std::thread::Builder::new()
         .name("redis-fixture".into())
         .spawn(move || {
-            let setpriv = Command::new("setpriv")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            let mut cmd = if setpriv {
+            let mut cmd = if dies_with_me() {
                 let mut c = Command::new("setpriv");
                 c.args(["--pdeathsig", "KILL", "redis-server"]);
                 c
@@ -489,4 +483,89 @@ impl Drop for RestartableRedis {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A worker host of the cluster tier for tests: an executable (a copy of
+/// the test binary, usually) started with `MP_CLUSTER_WORKER` and its
+/// settings, so mp-cluster diverts it to a worker host before `main`;
+/// killed and reaped when dropped. It runs under `setpriv --pdeathsig KILL`
+/// when `setpriv` is present, so it dies with a test binary killed outright.
+#[derive(Debug)]
+pub struct WorkerHost {
+    child: Child,
+}
+
+/// What a [`WorkerHost`] is started with.
+#[derive(Debug, Clone)]
+pub struct HostSpec<'a> {
+    /// The executable to run (the test binary: `std::env::current_exe()`).
+    pub exe: &'a std::path::Path,
+    /// The server's URL.
+    pub url: &'a str,
+    /// The cluster's key namespace.
+    pub namespace: &'a str,
+    /// How many local worker processes.
+    pub processes: usize,
+    /// The host's label (`WorkerInfo::host`).
+    pub label: &'a str,
+    /// The host's own lease.
+    pub lease: Duration,
+}
+
+impl WorkerHost {
+    /// Starts a worker host; its stdin is null, its output this process's.
+    pub fn start(spec: &HostSpec<'_>) -> Result<WorkerHost, String> {
+        Self::start_with(spec, |_| {})
+    }
+
+    /// [`start`](WorkerHost::start), with `more` changing the command
+    /// before it runs (where its output goes, say).
+    pub fn start_with(spec: &HostSpec<'_>, more: impl FnOnce(&mut Command)) -> Result<WorkerHost, String> {
+        let mut cmd = if dies_with_me() {
+            let mut c = Command::new("setpriv");
+            c.args(["--pdeathsig", "KILL"]).arg(spec.exe);
+            c
+        } else {
+            Command::new(spec.exe)
+        };
+        cmd.env("MP_CLUSTER_WORKER", spec.url)
+            .env("MP_CLUSTER_PROCESSES", spec.processes.to_string())
+            .env("MP_CLUSTER_NAMESPACE", spec.namespace)
+            .env("MP_CLUSTER_HOST", spec.label)
+            .env("MP_CLUSTER_LEASE_MS", spec.lease.as_millis().to_string())
+            .stdin(Stdio::null());
+        more(&mut cmd);
+        let child = cmd.spawn().map_err(|e| format!("cannot start a worker host: {e}"))?;
+        Ok(WorkerHost { child })
+    }
+
+    /// The host's process id (that of `setpriv`, which execs into it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills and reaps it (what dropping it does).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerHost {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether `setpriv` is there to give a child a parent-death signal.
+fn dies_with_me() -> bool {
+    static SETPRIV: OnceLock<bool> = OnceLock::new();
+    *SETPRIV.get_or_init(|| {
+        Command::new("setpriv")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
 }

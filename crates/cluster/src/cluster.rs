@@ -300,6 +300,43 @@ impl Cluster {
         Ok(live)
     }
 
+    /// Waits at most `timeout` until the live worker hosts satisfy `ready`
+    /// (say, "at least two"), polling [`workers`](Cluster::workers) every
+    /// 20 ms: the list that did, or `None` after `timeout` (a server that
+    /// does not answer is waited for within it too). For a client or a test
+    /// that starts worker hosts and must know they are up.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let c = mp_cluster::Cluster::connect("redis://127.0.0.1:6379/0")?;
+    /// match c.wait_workers(Duration::from_secs(30), |w| w.len() >= 2)? {
+    ///     Some(hosts) => println!("{} hosts up", hosts.len()),
+    ///     None => eprintln!("fewer than 2 hosts after 30 s"),
+    /// }
+    /// # Ok::<(), mp_cluster::ClusterError>(())
+    /// ```
+    pub fn wait_workers(
+        &self,
+        timeout: Duration,
+        mut ready: impl FnMut(&[WorkerInfo]) -> bool,
+    ) -> Result<Option<Vec<WorkerInfo>>, ClusterError> {
+        let deadline = Deadline::after(timeout);
+        loop {
+            match self.workers() {
+                Ok(w) if ready(&w) => return Ok(Some(w)),
+                Ok(_) => {}
+                Err(e) if conn::is_away(&e) && !deadline.has_passed() => {}
+                Err(e) => return Err(e),
+            }
+            if deadline.has_passed() {
+                return Ok(None);
+            }
+            // Polling the registry (remote state, no wake-up) within the
+            // deadline.
+            std::thread::sleep(Duration::from_millis(20).min(deadline.remaining().unwrap_or(Duration::MAX)));
+        }
+    }
+
     /// Waits (up to the builder's `worker_wait`) for a live worker of this
     /// build; the number of processes they have between them.
     pub(crate) fn wait_for_workers(&self) -> Result<usize, ClusterError> {

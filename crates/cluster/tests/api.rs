@@ -7,10 +7,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mp_cluster::{Cluster, ClusterError, WorkerInfo};
+use mp_testkit::redis::{HostSpec, WorkerHost};
 use mp_testkit::{Harness, check};
 
 fn main() -> ExitCode {
@@ -57,59 +58,25 @@ fn redis() -> Result<&'static mp_testkit::redis::RedisServer, String> {
     mp_testkit::redis::server()
 }
 
-/// A worker host: a copy of this executable run with `MP_CLUSTER_WORKER`,
+/// Worker hosts: copies of this executable (testkit's `WorkerHost`),
 /// killed and reaped when dropped.
-struct Host {
-    child: Child,
-}
+struct Host;
 
 impl Host {
-    fn start(ns: &str, processes: usize, label: &str) -> Result<Host, String> {
+    fn start(ns: &str, processes: usize, label: &str) -> Result<WorkerHost, String> {
         Host::start_with_lease(ns, processes, label, Duration::from_secs(10))
     }
 
-    fn start_with_lease(ns: &str, processes: usize, label: &str, lease: Duration) -> Result<Host, String> {
-        // Under `setpriv --pdeathsig KILL` when present, so a host does not
-        // outlive a test binary that was killed outright.
-        let exe = me();
-        let mut cmd = if setpriv() {
-            let mut c = Command::new("setpriv");
-            c.args(["--pdeathsig", "KILL"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let child = cmd
-            .env("MP_CLUSTER_LEASE_MS", lease.as_millis().to_string())
-            .env("MP_CLUSTER_WORKER", redis()?.url())
-            .env("MP_CLUSTER_PROCESSES", processes.to_string())
-            .env("MP_CLUSTER_NAMESPACE", ns)
-            .env("MP_CLUSTER_HOST", label)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start a worker host: {e}"))?;
-        Ok(Host { child })
+    fn start_with_lease(ns: &str, processes: usize, label: &str, lease: Duration) -> Result<WorkerHost, String> {
+        WorkerHost::start(&HostSpec {
+            exe: &me(),
+            url: &redis()?.url(),
+            namespace: ns,
+            processes,
+            label,
+            lease,
+        })
     }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn setpriv() -> bool {
-    Command::new("setpriv")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn me() -> PathBuf {
@@ -126,18 +93,9 @@ fn cluster(ns: &str, wait: Duration) -> Result<Cluster, String> {
 
 /// Waits (at most 20 s) until `n` workers are listed.
 fn wait_workers(c: &Cluster, n: usize) -> Result<Vec<WorkerInfo>, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let w = c.workers().map_err(|e| e.to_string())?;
-        if w.len() >= n {
-            return Ok(w);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{} of {n} workers registered within 20 s", w.len()));
-        }
-        // Polling remote state with a deadline.
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_workers(Duration::from_secs(20), |w| w.len() >= n)
+        .map_err(|e| e.to_string())?
+        .ok_or(format!("fewer than {n} workers registered within 20 s"))
 }
 
 /// A raw connection, as redis-cli would use.
@@ -1006,7 +964,7 @@ fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
         after.len() == 1 && after[0].pid == before,
         "the same host serves after the garbage",
     )?;
-    let host_peak = peak_mib(host.child.id()).unwrap_or(0);
+    let host_peak = peak_mib(host.pid()).unwrap_or(0);
     let my_peak = peak_mib(std::process::id()).unwrap_or(0);
     println!(
         "    garbage (16 MiB, and 2^40 declared items): tasks {:.0} ms, results {:.0} ms, queue {:.0} ms, \

@@ -4,11 +4,12 @@
 //! and reaped at the end of each test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mp_cluster::{Cluster, ClusterError, WorkerInfo};
 use mp_pool::TaskError;
+use mp_testkit::redis::{HostSpec, WorkerHost};
 use mp_testkit::{Harness, check};
 
 fn main() -> ExitCode {
@@ -60,59 +61,31 @@ fn redis() -> Result<&'static mp_testkit::redis::RedisServer, String> {
     mp_testkit::redis::server()
 }
 
-/// A worker host: a copy of an executable run with `MP_CLUSTER_WORKER`,
-/// killed and reaped when dropped.
-struct Host {
-    child: Child,
-}
+/// Worker hosts: copies of an executable (testkit's `WorkerHost`), killed
+/// and reaped when dropped.
+struct Host;
 
 impl Host {
-    fn start(exe: &Path, ns: &str, processes: usize, label: &str) -> Result<Host, String> {
+    fn start(exe: &Path, ns: &str, processes: usize, label: &str) -> Result<WorkerHost, String> {
         Host::start_with_lease(exe, ns, processes, label, Duration::from_secs(10))
     }
 
-    fn start_with_lease(exe: &Path, ns: &str, processes: usize, label: &str, lease: Duration) -> Result<Host, String> {
-        // Under `setpriv --pdeathsig KILL` when present, so a host does not
-        // outlive a test binary that was killed outright (dropping the
-        // `Host` covers every other ending).
-        let mut cmd = if setpriv() {
-            let mut c = Command::new("setpriv");
-            c.args(["--pdeathsig", "KILL"]).arg(exe);
-            c
-        } else {
-            Command::new(exe)
-        };
-        let child = cmd
-            .env("MP_CLUSTER_LEASE_MS", lease.as_millis().to_string())
-            .env("MP_CLUSTER_WORKER", redis()?.url())
-            .env("MP_CLUSTER_PROCESSES", processes.to_string())
-            .env("MP_CLUSTER_NAMESPACE", ns)
-            .env("MP_CLUSTER_HOST", label)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start a worker host: {e}"))?;
-        Ok(Host { child })
+    fn start_with_lease(
+        exe: &Path,
+        ns: &str,
+        processes: usize,
+        label: &str,
+        lease: Duration,
+    ) -> Result<WorkerHost, String> {
+        WorkerHost::start(&HostSpec {
+            exe,
+            url: &redis()?.url(),
+            namespace: ns,
+            processes,
+            label,
+            lease,
+        })
     }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn setpriv() -> bool {
-    Command::new("setpriv")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn me() -> PathBuf {
@@ -129,17 +102,9 @@ fn cluster(ns: &str, wait: Duration) -> Result<Cluster, String> {
 
 /// Waits (at most 20 s) until `n` workers are listed.
 fn wait_workers(c: &Cluster, n: usize) -> Result<Vec<WorkerInfo>, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let w = c.workers().map_err(|e| e.to_string())?;
-        if w.len() >= n {
-            return Ok(w);
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{} of {n} workers registered within 20 s", w.len()));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    c.wait_workers(Duration::from_secs(20), |w| w.len() >= n)
+        .map_err(|e| e.to_string())?
+        .ok_or(format!("fewer than {n} workers registered within 20 s"))
 }
 
 fn square(x: u64) -> u64 {
@@ -508,8 +473,7 @@ fn a_killed_host_s_tasks_move_within_the_lease() -> Result<(), String> {
     // Past a lease: the first host renews what it holds, so the task stays.
     std::thread::sleep(lease + lease / 2);
     check(!r.ready(), "a task whose host lives is not taken over")?;
-    let _ = a.child.kill();
-    let _ = a.child.wait();
+    a.kill();
     let killed = Instant::now();
     let v = r.get_timeout(Duration::from_secs(20)).map_err(|e| e.to_string())?;
     let moved = killed.elapsed();

@@ -6,12 +6,12 @@
 //! started again with its data, or wiped in between so it comes back
 //! empty.
 
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use mp_cluster::{Cluster, ClusterError, WorkerInfo};
 use mp_pool::{ExecutorError, TaskError};
-use mp_testkit::redis::RestartableRedis;
+use mp_testkit::redis::{HostSpec, RestartableRedis, WorkerHost};
 use mp_testkit::{Harness, check};
 
 fn main() -> ExitCode {
@@ -55,51 +55,22 @@ fn server() -> Result<RestartableRedis, String> {
     mp_testkit::redis::restartable()
 }
 
-/// A worker host: a copy of this binary run with `MP_CLUSTER_WORKER`,
+/// Worker hosts: copies of this executable (testkit's `WorkerHost`),
 /// killed and reaped when dropped.
-struct Host {
-    child: Child,
-}
+struct Host;
 
 impl Host {
-    fn start(url: &str, ns: &str, processes: usize, label: &str, lease: Duration) -> Result<Host, String> {
+    fn start(url: &str, ns: &str, processes: usize, label: &str, lease: Duration) -> Result<WorkerHost, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        // Under `setpriv --pdeathsig KILL` when present, so a host does not
-        // outlive a test binary that was killed outright.
-        let mut cmd = if setpriv() {
-            let mut c = Command::new("setpriv");
-            c.args(["--pdeathsig", "KILL"]).arg(exe);
-            c
-        } else {
-            Command::new(exe)
-        };
-        let child = cmd
-            .env("MP_CLUSTER_LEASE_MS", lease.as_millis().to_string())
-            .env("MP_CLUSTER_WORKER", url)
-            .env("MP_CLUSTER_PROCESSES", processes.to_string())
-            .env("MP_CLUSTER_NAMESPACE", ns)
-            .env("MP_CLUSTER_HOST", label)
-            .stdin(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start a worker host: {e}"))?;
-        Ok(Host { child })
+        WorkerHost::start(&HostSpec {
+            exe: &exe,
+            url,
+            namespace: ns,
+            processes,
+            label,
+            lease,
+        })
     }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn setpriv() -> bool {
-    Command::new("setpriv")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 const LEASE: Duration = Duration::from_secs(10);
@@ -115,16 +86,10 @@ fn cluster(r: &RestartableRedis, ns: &str) -> Result<Cluster, String> {
 /// Waits (at most 20 s) until `n` workers are listed; how long that took.
 fn wait_workers(c: &Cluster, n: usize) -> Result<(Vec<WorkerInfo>, Duration), String> {
     let t0 = Instant::now();
-    let mut last = Err(String::from("never asked"));
-    let ok = mp_testkit::until(Duration::from_secs(20), || {
-        last = c.workers().map_err(|e| e.to_string());
-        last.as_ref().is_ok_and(|w| w.len() >= n)
-    });
-    match last {
-        Ok(w) if ok => Ok((w, t0.elapsed())),
-        Ok(w) => Err(format!("{} of {n} workers registered within 20 s", w.len())),
-        Err(e) => Err(format!("listing the workers: {e}")),
-    }
+    c.wait_workers(Duration::from_secs(20), |w| w.len() >= n)
+        .map_err(|e| format!("listing the workers: {e}"))?
+        .map(|w| (w, t0.elapsed()))
+        .ok_or(format!("fewer than {n} workers registered within 20 s"))
 }
 
 /// How many entries of the task stream some host holds.
@@ -313,7 +278,7 @@ fn a_host_survives_a_restart_without_data() -> Result<(), String> {
     )?;
     let (again, took) = wait_workers(&c, 1)?;
     check(
-        again[0].id == w[0].id && again[0].pid == host.child.id(),
+        again[0].id == w[0].id && again[0].pid == host.pid(),
         format!("the same host: {:?} then {:?}", w[0].id, again[0].id),
     )?;
     let v = pool.map(square, 0..100u64).map_err(|e| e.to_string())?;
