@@ -212,8 +212,57 @@ impl InFlight {
     }
 }
 
+/// How many chunks a host reads ahead per local process: few while chunks
+/// take long (so no host hoards work another could start), more while they
+/// finish fast (so the processes do not wait on a round trip to Redis for
+/// each short task).
+struct Pace {
+    /// When the last chunk finished, in nanoseconds since `start`.
+    last: AtomicU64,
+    /// A running average of the time between chunks finishing, in ns.
+    gap: AtomicU64,
+    start: Instant,
+}
+
+impl Pace {
+    /// Chunks per process read ahead while chunks take long.
+    const FEW: usize = 2;
+    /// ... and while they finish less than [`Pace::FAST`] apart.
+    const MANY: usize = 16;
+    const FAST: Duration = Duration::from_micros(500);
+
+    fn new() -> Pace {
+        Pace {
+            last: AtomicU64::new(0),
+            // Slow until chunks show otherwise.
+            gap: AtomicU64::new(4 * Self::FAST.as_nanos() as u64),
+            start: Instant::now(),
+        }
+    }
+
+    /// A chunk finished: the average gap moves an eighth of the way to
+    /// this one (updates racing from two threads lose one sample at most).
+    fn finished(&self) {
+        let now = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // A pause counts as 100 ms at most, so a host idle for a while is
+        // fast again after a few dozen quick chunks.
+        let gap = now
+            .saturating_sub(self.last.swap(now, Ordering::Relaxed))
+            .min(100_000_000);
+        let avg = self.gap.load(Ordering::Relaxed);
+        self.gap.store(avg - avg / 8 + gap / 8, Ordering::Relaxed);
+    }
+
+    /// How many chunks `processes` local processes may hold.
+    fn window(&self, processes: usize) -> usize {
+        let fast = self.gap.load(Ordering::Relaxed) < Self::FAST.as_nanos() as u64;
+        processes * if fast { Self::MANY } else { Self::FEW }
+    }
+}
+
 struct Host {
     cluster: Cluster,
+    pace: Arc<Pace>,
     info: WorkerInfo,
     stream: String,
     pool: Arc<mp_pool::Pool>,
@@ -354,6 +403,7 @@ impl Host {
         };
         Ok(Host {
             cluster,
+            pace: Arc::new(Pace::new()),
             info,
             stream,
             pool,
@@ -377,9 +427,6 @@ impl Host {
 
     /// Reads chunks while there is room, until `until`.
     fn serve(&self, until: Deadline) -> Result<(), ClusterError> {
-        // Two chunks per process: one running, one ready behind it, so a
-        // process never waits on a round trip to Redis.
-        let cap = self.info.processes * 2;
         let mut conn = self.cluster.new_conn();
         let mut failures = 0u32;
         // Often enough for the shortest lease a client may give.
@@ -391,6 +438,9 @@ impl Host {
             for (entry, task, lease) in again {
                 self.run(entry, task, lease);
             }
+            // Two chunks per process at least: one running, one ready behind
+            // it, so a process never waits on a round trip to Redis.
+            let cap = self.pace.window(self.info.processes);
             let room = self.in_flight.room(cap, READ_BLOCK);
             if room == 0 {
                 continue;
@@ -773,6 +823,7 @@ impl Host {
         // chunk is queued to for another pool's sake (see below).
         let again = (entry.clone(), task.clone(), lease);
         let kills_before = self.kills.load(Ordering::SeqCst);
+        let (pace_ok, pace_err) = (Arc::clone(&self.pace), Arc::clone(&self.pace));
         let (kills, terminated, rerun_tx, in_flight) = (
             Arc::clone(&self.kills),
             Arc::clone(&self.terminated),
@@ -797,6 +848,7 @@ impl Host {
             wire::run_chunk,
             (task.entry.0, task.entry.1, serde_bytes::ByteBuf::from(task.args), seq),
             move |r: &Result<serde_bytes::ByteBuf, Fail>| {
+                pace_ok.finished();
                 lock(&running_ok).remove(&seq);
                 let _ = tx_ok.send(Done {
                     entry: entry_ok,
@@ -809,6 +861,7 @@ impl Host {
                 });
             },
             move |e: &TaskError| {
+                pace_err.finished();
                 lock(&running_err).remove(&seq);
                 // A process killed because it ran a terminated pool's
                 // chunk takes the chunks queued behind it with it (and, in
@@ -883,6 +936,24 @@ impl Host {
 /// The exit code `WorkerLost` reports for a task whose worker host was
 /// lost (its exit code is unknown to the cluster): that of `SIGKILL`.
 const LOST_HOST: i32 = -9;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_window_widens_while_chunks_finish_fast_and_narrows_again() {
+        let pace = Pace::new();
+        assert_eq!(pace.window(2), 2 * Pace::FEW, "a new host reads few");
+        for _ in 0..64 {
+            pace.finished();
+        }
+        assert_eq!(pace.window(2), 2 * Pace::MANY, "chunks microseconds apart");
+        // A chunk after a long pause, then slow ones: few again.
+        pace.gap.store(Pace::FAST.as_nanos() as u64 * 4, Ordering::Relaxed);
+        assert_eq!(pace.window(3), 3 * Pace::FEW);
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
