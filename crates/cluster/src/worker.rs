@@ -937,28 +937,6 @@ impl Host {
 /// lost (its exit code is unknown to the cluster): that of `SIGKILL`.
 const LOST_HOST: i32 = -9;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_read_window_widens_while_chunks_finish_fast_and_narrows_again() {
-        let pace = Pace::new();
-        assert_eq!(pace.window(2), 2 * Pace::FEW, "a new host reads few");
-        for _ in 0..64 {
-            pace.finished();
-        }
-        assert_eq!(pace.window(2), 2 * Pace::MANY, "chunks microseconds apart");
-        // A chunk after a long pause, then slow ones: few again.
-        pace.gap.store(Pace::FAST.as_nanos() as u64 * 4, Ordering::Relaxed);
-        assert_eq!(pace.window(3), 3 * Pace::FEW);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn fail_of(e: &TaskError) -> Fail {
     match e {
         TaskError::Panicked(m) => Fail::Panicked(m.clone()),
@@ -1281,5 +1259,27 @@ pub(crate) fn diverted(url: OsString) -> i32 {
             eprintln!("mp-cluster worker host: {e}");
             1
         }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_window_widens_while_chunks_finish_fast_and_narrows_again() {
+        let pace = Pace::new();
+        assert_eq!(pace.window(2), 2 * Pace::FEW, "a new host reads few");
+        for _ in 0..64 {
+            pace.finished();
+        }
+        assert_eq!(pace.window(2), 2 * Pace::MANY, "chunks microseconds apart");
+        // A chunk after a long pause, then slow ones: few again.
+        pace.gap.store(Pace::FAST.as_nanos() as u64 * 4, Ordering::Relaxed);
+        assert_eq!(pace.window(3), 3 * Pace::FEW);
     }
 }
