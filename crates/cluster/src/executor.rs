@@ -2,7 +2,6 @@
 //! of a cluster, whose futures are the local executor's [`TaskFuture`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -51,7 +50,8 @@ fn task_error(e: ClusterError) -> TaskError {
 #[derive(Debug)]
 pub struct Executor {
     pool: Pool,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the watchdog (its wait ends at once).
+    stop: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>>,
     watchdog: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -71,18 +71,17 @@ impl Cluster {
     /// fail with `ExecutorError::Task(TaskError::Lost)`.
     pub fn executor(&self) -> Result<Executor, ClusterError> {
         let pool = self.pool()?;
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = std::sync::mpsc::channel();
         let watchdog = {
             let shared = Arc::clone(&pool.shared);
-            let stop = Arc::clone(&stop);
             std::thread::Builder::new()
                 .name("mp-cluster-executor".into())
-                .spawn(move || watch(&shared, &stop))
+                .spawn(move || watch(&shared, &stopped))
                 .map_err(|e| ClusterError::Encode(format!("cannot start the executor's watchdog thread: {e}")))?
         };
         Ok(Executor {
             pool,
-            stop,
+            stop: std::sync::Mutex::new(Some(stop)),
             watchdog: std::sync::Mutex::new(Some(watchdog)),
         })
     }
@@ -90,15 +89,10 @@ impl Cluster {
 
 /// The watchdog: fails the waiting futures once no worker host of this
 /// build has lived for the cluster's `worker_wait`.
-fn watch(shared: &Shared, stop: &AtomicBool) {
+fn watch(shared: &Shared, stopped: &std::sync::mpsc::Receiver<()>) {
     let mut none_since: Option<Instant> = None;
-    let mut next = Instant::now() + WATCH;
-    while !stop.load(Ordering::Acquire) {
-        std::thread::sleep(Duration::from_millis(50));
-        if Instant::now() < next {
-            continue;
-        }
-        next = Instant::now() + WATCH;
+    // Every `WATCH`, until the executor drops the sending end.
+    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH) {
         if !shared.outstanding() {
             none_since = None;
             continue;
@@ -208,7 +202,7 @@ impl Drop for Executor {
     /// As Python's `with` block ends: `shutdown(true, false)`.
     fn drop(&mut self) {
         self.shutdown(true, false);
-        self.stop.store(true, Ordering::Release);
+        drop(self.stop.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let Some(w) = self.watchdog.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = w.join();
         }

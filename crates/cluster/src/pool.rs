@@ -165,6 +165,8 @@ pub(crate) struct Shared {
     /// Task id -> where its result goes, the task's stream entry, and the
     /// namespace's epoch it was queued in (0 until the queueing answers).
     waiters: Mutex<HashMap<u64, (Waiter, String, u64)>>,
+    /// Signalled when waiters are removed (`join` waits on it for none).
+    idle: Condvar,
     conn: Mutex<Conn>,
     closed: AtomicBool,
     terminated: AtomicBool,
@@ -262,6 +264,7 @@ impl Shared {
                     for (id, _) in &ids {
                         w.remove(id);
                     }
+                    self.idle.notify_all();
                     return Err(e);
                 }
             }
@@ -395,6 +398,7 @@ impl Shared {
                 }
             }
         }
+        self.idle.notify_all();
         let mut conn = lock(&self.conn);
         for batch in entries.chunks(SUBMIT_BATCH) {
             let _ = conn.query::<()>(
@@ -428,6 +432,7 @@ impl Shared {
     /// [`withdraw`](Shared::withdraw), telling each collector `how`.
     pub(crate) fn withdraw_as(&self, how: fn() -> End<'static>) {
         let drained: Vec<(Waiter, String, u64)> = lock(&self.waiters).drain().map(|(_, w)| w).collect();
+        self.idle.notify_all();
         let mut entries = Vec::with_capacity(drained.len());
         for ((c, _), e, _) in drained {
             c.withdrawn(how());
@@ -461,6 +466,7 @@ impl Shared {
                 .map(|((c, _), _, _)| c)
                 .collect()
         };
+        self.idle.notify_all();
         if lost.is_empty() {
             return;
         }
@@ -555,6 +561,9 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             last = e.id.clone();
             trim.push(e.id);
         }
+        if !answered.is_empty() {
+            shared.idle.notify_all();
+        }
     }
 }
 
@@ -606,6 +615,7 @@ impl Cluster {
             tasks: self.tasks_key(self.build_id()),
             next_id: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
+            idle: Condvar::new(),
             conn: Mutex::new(self.new_conn()),
             closed: AtomicBool::new(false),
             terminated: AtomicBool::new(false),
@@ -1045,15 +1055,28 @@ impl Pool {
                 "join() needs close() or terminate() first: the pool still accepts tasks".into(),
             ));
         }
+        // Woken as results (or cancels, losses, withdrawals) remove
+        // waiters; every `ALIVE_CHECK` a live worker is looked for.
         let mut checked = Instant::now();
-        while !lock(&self.shared.waiters).is_empty() {
+        let mut w = lock(&self.shared.waiters);
+        while !w.is_empty() {
             if deadline.has_passed() {
                 return Err(ClusterError::Task(TaskError::Timeout));
             }
-            std::thread::sleep(Duration::from_millis(5));
-            if checked.elapsed() >= ALIVE_CHECK {
+            let step = ALIVE_CHECK
+                .saturating_sub(checked.elapsed())
+                .min(deadline.remaining().unwrap_or(ALIVE_CHECK));
+            w = self
+                .shared
+                .idle
+                .wait_timeout(w, step)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if !w.is_empty() && checked.elapsed() >= ALIVE_CHECK {
+                drop(w);
                 self.shared.cluster.wait_for_workers_until(deadline)?;
                 checked = Instant::now();
+                w = lock(&self.shared.waiters);
             }
         }
         Ok(())

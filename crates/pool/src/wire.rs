@@ -621,7 +621,8 @@ mod tests {
         let mut polls = 0;
         while !out.flush(a.as_fd(), false).unwrap() {
             polls += 1;
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            let mut set = [mp_sys::fd::PollFd::writable(a.as_fd())];
+            mp_sys::fd::poll(&mut set, Some(std::time::Duration::from_secs(10))).unwrap();
         }
         let got = reader.join().unwrap();
         assert!(polls > 0, "the socket took 6 MiB at once");
