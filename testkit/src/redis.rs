@@ -127,26 +127,26 @@ fn start() -> Result<RedisServer, String> {
     Err(last)
 }
 
+/// A test server's command line: loopback only, in the foreground, quiet;
+/// with an append-only file in `dir` when `persistent`, else no persistence.
+fn server_args(port: u16, dir: &std::path::Path, persistent: bool) -> Vec<String> {
+    let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let persistence: &[&str] = if persistent {
+        &["--appendonly", "yes", "--appendfsync", "everysec"]
+    } else {
+        &["--appendonly", "no"]
+    };
+    args.extend(persistence.iter().map(|s| s.to_string()));
+    args.extend(["--daemonize", "no", "--loglevel", "warning", "--dir"].map(String::from));
+    args.push(dir.to_string_lossy().into_owned());
+    args
+}
+
 fn start_on(port: u16) -> Result<RedisServer, String> {
-    let args: Vec<String> = [
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "no",
-        "--loglevel",
-        "warning",
-        "--dir",
-        &std::env::temp_dir().to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = server_args(port, &std::env::temp_dir(), false);
     // The server is started from a thread that lives until the binary
     // exits, so its parent-death signal fires only when the binary dies.
     let (tx, rx) = mpsc::channel();
@@ -270,27 +270,7 @@ pub fn restartable() -> Result<RestartableRedis, String> {
 
 impl RestartableRedis {
     fn new(port: u16, dir: std::path::PathBuf) -> Result<RestartableRedis, String> {
-        let args: Vec<String> = [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--daemonize",
-            "no",
-            "--loglevel",
-            "warning",
-            "--dir",
-            &dir.to_string_lossy(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let args = server_args(port, &dir, true);
         // Every start of the server comes from this thread, which lives as
         // long as the handle, so the parent-death signal fires only when the
         // handle is gone (after it killed the server) or the binary died.

@@ -599,10 +599,7 @@ impl ProcessPoolExecutor {
         A: Data,
         R: Data,
     {
-        Ok(MapResults {
-            futs: self.submit_all(f, items)?.into_iter(),
-            deadline: Deadline::NEVER,
-        })
+        self.map_until(f, items, Deadline::NEVER)
     }
 
     /// [`map`](ProcessPoolExecutor::map) whose results must all be ready
@@ -620,7 +617,20 @@ impl ProcessPoolExecutor {
         A: Data,
         R: Data,
     {
-        let deadline = Deadline::after(t);
+        self.map_until(f, items, Deadline::after(t))
+    }
+
+    fn map_until<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        deadline: Deadline,
+    ) -> Result<MapResults<R>, ExecutorError>
+    where
+        F: Fn(A) -> R + Copy + Send + 'static,
+        A: Data,
+        R: Data,
+    {
         Ok(MapResults {
             futs: self.submit_all(f, items)?.into_iter(),
             deadline,
