@@ -99,10 +99,10 @@ fn my_host() -> String {
     std::env::var(HOST_ENV).unwrap_or_else(|_| "?".into())
 }
 
-/// Notes in `started` that task `i` began on this host, works for 3 s,
-/// and says which host finished it.
-fn slow_task(started: Dict<u32, String>, i: u32) -> String {
-    started.insert(i, my_host()).expect("the dict is reachable");
+/// Says on `started` that a task began on this host, works for 3 s, and
+/// says which host finished it.
+fn slow_task(started: Queue<String>, _i: u32) -> String {
+    started.put(my_host()).expect("the queue is reachable");
     // Long enough that host-a is killed before it finishes one, even on a
     // loaded machine (it is killed as soon as one of its tasks starts).
     std::thread::sleep(Duration::from_secs(3));
@@ -139,20 +139,16 @@ fn main() -> Res<()> {
 }
 
 fn tour(url: &str, host_a: &mut Option<Reaped>) -> Res<()> {
-    let c = Cluster::builder(url).worker_wait(Duration::from_secs(20)).connect()?;
+    // The tasks' lease: how long a host may hold one without renewing it.
+    let c = Cluster::builder(url)
+        .lease(LEASE)
+        .worker_wait(Duration::from_secs(20))
+        .connect()?;
 
     // 1. The worker hosts register themselves.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let workers = loop {
-        let w = c.workers()?;
-        if w.len() == 2 {
-            break w;
-        }
-        if Instant::now() >= deadline {
-            return Err(format!("{} of 2 worker hosts registered within 20 s", w.len()).into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let workers = c
+        .wait_workers(Duration::from_secs(20), |w| w.len() == 2)?
+        .ok_or("the 2 worker hosts did not register within 20 s")?;
     println!("workers:");
     for w in &workers {
         let same = if w.build == c.build_id() {
@@ -175,17 +171,17 @@ fn tour(url: &str, host_a: &mut Option<Reaped>) -> Res<()> {
 
     // 3. host-a is killed (SIGKILL) while it runs tasks; host-b takes them
     //    over once their lease runs out.
-    let started: Dict<u32, String> = c.dict("started")?;
-    let jobs = (0..8u32)
-        .map(|i| Ok((c.dict("started")?, i)))
-        .collect::<Res<Vec<_>>>()?;
+    let started: Queue<String> = c.queue("started")?;
+    let jobs: Vec<_> = (0..8u32).map(|i| (started.clone(), i)).collect();
     let running = pool.starmap_async(slow_task, jobs)?;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !started.values()?.iter().any(|h| h == "host-a") {
-        if Instant::now() >= deadline {
-            return Err("host-a started no task within 20 s".into());
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match started.get_timeout(left) {
+            Ok(h) if h == "host-a" => break,
+            Ok(_) => {}
+            Err(_) => return Err("host-a started no task within 20 s".into()),
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
     let killed = Instant::now();
     drop(host_a.take());
@@ -201,14 +197,13 @@ fn tour(url: &str, host_a: &mut Option<Reaped>) -> Res<()> {
         killed.elapsed().as_secs_f64()
     );
     // A dead host's registration expires (it no longer renews it).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let workers = loop {
-        let w: Vec<String> = c.workers()?.into_iter().map(|w| w.host).collect();
-        if w.len() == 1 || Instant::now() >= deadline {
-            break w;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let workers: Vec<String> = match c.wait_workers(Duration::from_secs(20), |w| w.len() == 1)? {
+        Some(w) => w,
+        None => c.workers()?,
+    }
+    .into_iter()
+    .map(|w| w.host)
+    .collect();
     println!("workers now: {workers:?}");
 
     // 4. A queue and a dict shared with tasks on the worker hosts.
