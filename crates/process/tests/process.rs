@@ -809,12 +809,20 @@ fn a_daemon_dies_with_a_parent_killed_at_once(m: StartMethod) -> Check {
         let stdout = driver.stdout.take().ok_or("no stdout")?;
         // Only the first line: a surviving daemon would hold the pipe open.
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             let mut line = String::new();
             let _ = std::io::BufReader::new(stdout).read_line(&mut line);
             let _ = tx.send(line);
         });
-        let line = rx.recv_timeout(PATIENCE).unwrap_or_default();
+        // Once it has sent, the reader is joined: gone before the next
+        // test runs (tests that fork count this process's threads).
+        let line = match rx.recv_timeout(PATIENCE) {
+            Ok(line) => {
+                let _ = reader.join();
+                line
+            }
+            Err(_) => String::new(),
+        };
         let status = driver.wait();
         let daemon: u32 = line
             .trim()
