@@ -1,11 +1,15 @@
-//! Claims: which tasks of a pool a worker host has taken, which were
-//! cancelled, and whether the pool was terminated, in one Redis hash per
-//! pool, changed only by scripts (so a claim and a cancel never both win).
+//! Which tasks a worker host has taken, cancels, and terminated pools.
 //!
-//! The hash `<result stream>:claims` maps a task id to the id of the worker
-//! host that claimed it, or to `x` once cancelled; its field `T` says the
-//! pool was terminated. A host claims the tasks of one read in one script
-//! before it runs any of them, and runs only those it claimed.
+//! A task is taken when the workers' consumer group hands its stream entry
+//! to a local process (`XREADGROUP` moves it to the group's pending list):
+//! no step of its own, so a task's round trip is one read. A cancel runs
+//! as a script, so it and a read never both win: it takes entries off the
+//! stream only while none of them is pending (handed out) and all are
+//! still there (not answered).
+//!
+//! A pool's claims hash `<result stream>:claims` holds one field, `T`,
+//! once the pool was terminated: the local processes that run its tasks
+//! stop, and a dead process's task of it gets no answer.
 
 /// The claims hash of the pool whose results go to `reply`.
 pub(crate) fn claims_key(reply: &str) -> String {
@@ -15,74 +19,66 @@ pub(crate) fn claims_key(reply: &str) -> String {
 /// The field of a claims hash that says the pool was terminated.
 pub(crate) const TERMINATED: &str = "T";
 
-/// Claims tasks for a worker host. KEYS: the claims hashes; ARGV[1]: the
-/// host's id, then pairs (index into KEYS, task id). One answer per pair:
-/// 0 claimed (run it), 1 cancelled, 2 its pool was terminated (drop it). A
-/// task claimed by another host before (which died: the entry was taken
-/// over) is claimed again.
-pub(crate) const CLAIM: &str = "local out = {} \
-    for i = 2, #ARGV, 2 do \
-      local k = KEYS[tonumber(ARGV[i])] \
-      local id = ARGV[i + 1] \
-      if redis.call('HEXISTS', k, 'T') == 1 then out[#out + 1] = 2 \
-      elseif redis.call('HGET', k, id) == 'x' then out[#out + 1] = 1 \
-      else redis.call('HSET', k, id, ARGV[1]); out[#out + 1] = 0 end \
-    end \
-    return out";
+/// Whether entry `id` of stream `KEYS[1]` can still be cancelled: it is
+/// there and the group `ARGV[1]` has not handed it out (a group that does
+/// not exist yet has handed out nothing).
+const CANCELLABLE: &str = "local function cancellable(id) \
+      if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end \
+      local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1) \
+      if type(p) == 'table' and p.err == nil and #p > 0 then return false end \
+      return true \
+    end ";
 
-/// Reads up to ARGV[3] new entries for consumer ARGV[2] of group ARGV[1]
-/// on the task stream KEYS[1] without blocking, and claims each that names
-/// its pool (fields `r`, the result stream, and `i`, the task id) as
-/// [`CLAIM`] does, in the same step: one round trip per read while tasks
-/// wait. ARGV[4]: the claims hash's suffix. The answer: pairs {entry,
-/// mark}, the marks of [`CLAIM`], or -1 for an entry that names no pool
-/// (claimed apart, or answered as damaged).
-pub(crate) const READ_CLAIM: &str = "local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], \
-      'STREAMS', KEYS[1], '>') \
-    if not r then return {} end \
-    local out = {} \
-    for i, e in ipairs(r[1][2]) do \
-      local f = e[2] \
-      local reply, id \
-      for j = 1, #f - 1, 2 do \
-        if f[j] == 'r' then reply = f[j + 1] elseif f[j] == 'i' then id = f[j + 1] end \
+/// Cancels tasks all together. KEYS[1]: the task stream; ARGV[1]: the
+/// workers' group, then the tasks' entry ids. 1 when none was handed out
+/// or answered (all are off the stream now), else 0 (nothing changed).
+pub(crate) fn cancel_all() -> String {
+    format!(
+        "{CANCELLABLE} \
+         for i = 2, #ARGV do if not cancellable(ARGV[i]) then return 0 end end \
+         for i = 2, #ARGV do redis.call('XDEL', KEYS[1], ARGV[i]) end \
+         return 1"
+    )
+}
+
+/// Cancels each task not handed out. KEYS[1]: the task stream; ARGV[1]:
+/// the workers' group, then the tasks' entry ids. One answer per id: 1
+/// cancelled (off the stream), 0 handed out or answered (it runs or ran).
+pub(crate) fn cancel_each() -> String {
+    format!(
+        "{CANCELLABLE} \
+         local out = {{}} \
+         for i = 2, #ARGV do \
+           if cancellable(ARGV[i]) then redis.call('XDEL', KEYS[1], ARGV[i]); out[i - 1] = 1 \
+           else out[i - 1] = 0 end \
+         end \
+         return out"
+    )
+}
+
+/// Queues again the entries a local process held and did not answer (it
+/// died, or stopped for a terminated pool): each still pending is added
+/// anew (a new entry, handed out afresh) and taken off the group and the
+/// stream. KEYS[1]: the task stream; ARGV[1]: the workers' group, then the
+/// entry ids. The answer: how many were queued again.
+pub(crate) const REQUEUE: &str = "local n = 0 \
+    for i = 2, #ARGV do \
+      local id = ARGV[i] \
+      if #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0 then \
+        local r = redis.call('XRANGE', KEYS[1], id, id) \
+        if #r > 0 then redis.call('XADD', KEYS[1], '*', unpack(r[1][2])); n = n + 1 end \
+        redis.call('XACK', KEYS[1], ARGV[1], id) \
+        redis.call('XDEL', KEYS[1], id) \
       end \
-      local mark = -1 \
-      if reply and id then \
-        local k = reply .. ARGV[4] \
-        if redis.call('HEXISTS', k, 'T') == 1 then mark = 2 \
-        elseif redis.call('HGET', k, id) == 'x' then mark = 1 \
-        else redis.call('HSET', k, id, ARGV[2]); mark = 0 end \
-      end \
-      out[i] = {e, mark} \
     end \
-    return out";
-
-/// Cancels tasks all together. KEYS[1]: the claims hash; ARGV: the task
-/// ids. 1 when none was claimed (all are marked cancelled now), else 0
-/// (nothing changed).
-pub(crate) const CANCEL_ALL: &str = "for i = 1, #ARGV do \
-      local v = redis.call('HGET', KEYS[1], ARGV[i]) \
-      if v and v ~= 'x' then return 0 end \
-    end \
-    for i = 1, #ARGV do redis.call('HSET', KEYS[1], ARGV[i], 'x') end \
-    return 1";
-
-/// Cancels each task not claimed. KEYS[1]: the claims hash; ARGV: the
-/// task ids. One answer per id: 1 cancelled, 0 claimed (it runs).
-pub(crate) const CANCEL_EACH: &str = "local out = {} \
-    for i = 1, #ARGV do \
-      local v = redis.call('HGET', KEYS[1], ARGV[i]) \
-      if v and v ~= 'x' then out[i] = 0 \
-      else redis.call('HSET', KEYS[1], ARGV[i], 'x'); out[i] = 1 end \
-    end \
-    return out";
+    return n";
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_claim_script_checks_the_terminated_field() {
-        assert!(super::CLAIM.contains(&format!("'{}'", super::TERMINATED)));
+    fn the_cancel_scripts_check_the_pending_list() {
+        assert!(super::cancel_all().contains("XPENDING"));
+        assert!(super::cancel_each().contains("XPENDING"));
         assert_eq!(super::claims_key("mp:results:1"), "mp:results:1:claims");
     }
 }

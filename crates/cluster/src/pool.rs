@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::claim;
-use crate::cluster::Backoff;
+use crate::cluster::{Backoff, GROUP};
 use crate::conn::{Conn, IO_TIMEOUT, is_away, stream_entries};
 use crate::wire::{self, Call, Fail, ResultMsg, TaskMsg};
 use crate::{Cluster, ClusterError};
@@ -173,9 +173,164 @@ pub(crate) struct Shared {
     stop: AtomicBool,
     /// What the result reader's last try said, while the server is away.
     away: Mutex<Option<String>>,
+    /// The result stream of `apply` callers that wait in place (one at a
+    /// time; another meanwhile goes through the reader).
+    direct: Mutex<Direct>,
+}
+
+/// The result stream of the `apply` callers of the pool whose results go
+/// to `reply`.
+fn direct_reply(reply: &str) -> String {
+    format!("{reply}:direct")
+}
+
+/// A result stream read by the `apply` caller itself.
+pub(crate) struct Direct {
+    conn: Conn,
+    reply: String,
+    /// The last entry read.
+    last: String,
+    /// Entries read, to delete with the next request.
+    trim: Vec<String>,
 }
 
 impl Shared {
+    /// Adds to `p` the `XADD` that queues task `id` (function `entry`, the
+    /// encoded argument vector `args`) with its result going to `reply`.
+    fn add_task(
+        &self,
+        p: &mut redis::Pipeline,
+        entry: &Entry<Call>,
+        id: u64,
+        reply: &str,
+        args: Vec<u8>,
+    ) -> Result<(), ClusterError> {
+        let msg = TaskMsg {
+            id,
+            reply: reply.to_string(),
+            entry: entry.parts(),
+            max_deliveries: self.cluster.settings().max_deliveries,
+            args,
+        };
+        let bytes = wire::encode(&msg).map_err(ClusterError::Encode)?;
+        p.cmd("XADD")
+            .arg(&self.tasks)
+            .arg("*")
+            .arg("b")
+            .arg(format!("{:016x}", self.cluster.build_id()))
+            // The lease travels with each task: hosts renew it every third
+            // of it and take over a task held past it.
+            .arg("l")
+            .arg(self.cluster.settings().lease.as_millis() as u64)
+            .arg("r")
+            .arg(reply)
+            .arg("i")
+            .arg(id)
+            .arg("t")
+            .arg(bytes);
+        Ok(())
+    }
+
+    /// Runs one task (function `entry`, the encoded argument vector `args`)
+    /// and waits for its result in place: the caller queues it and reads
+    /// the result itself, from a result stream of its own (`d`), in the same
+    /// round trip when the task is quick. No thread hands the result on.
+    ///
+    /// Waits as [`wait`](Shared::wait) does with no deadline: until the
+    /// result, the pool's termination (`Closed`), no worker of this build
+    /// for the cluster's `worker_wait` (`NoWorkers`), or the server's loss
+    /// of the task (`DataLost`).
+    fn apply_here(&self, d: &mut Direct, entry: &Entry<Call>, args: Vec<u8>) -> Result<Outcome, ClusterError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ClusterError::Closed);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut p = redis::pipe();
+        if !d.trim.is_empty() {
+            p.cmd("XDEL").arg(&d.reply).arg(&d.trim).ignore();
+        }
+        // The epoch first: the task is queued in the data it names.
+        self.cluster.epoch_cmds(&mut p)?;
+        self.add_task(&mut p, entry, id, &d.reply, args)?;
+        p.cmd("XREAD")
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&d.reply)
+            .arg(&d.last);
+        // A server that is away (restarting) is waited for, within the
+        // cluster's worker_wait. Sending again after a connection broke
+        // mid-pipeline may queue the task twice: the first answer counts.
+        let wait = self.cluster.settings().worker_wait;
+        let started = Instant::now();
+        let mut backoff = Backoff::new();
+        let (epoch, _entry, mut reply): (u64, String, redis::Value) = loop {
+            match d.conn.pipe(&p, "queueing a task") {
+                Err(e) if is_away(&e) && started.elapsed() < wait => {
+                    // Polling a server that is away.
+                    backoff.pause(wait.saturating_sub(started.elapsed()));
+                }
+                r => break r?,
+            }
+        };
+        d.trim.clear();
+        backoff.reset();
+        let mut checked = Instant::now();
+        loop {
+            for e in stream_entries(&reply) {
+                d.last.clone_from(&e.id);
+                let msg = e
+                    .field("r")
+                    .ok_or_else(|| "no result field".to_string())
+                    .and_then(wire::decode::<ResultMsg>);
+                d.trim.push(e.id);
+                match msg {
+                    Ok(msg) if msg.id == id => return Ok(msg.outcome.map(serde_bytes::ByteBuf::into_vec)),
+                    // An answer of an earlier task sent twice.
+                    Ok(_) => {}
+                    Err(err) => eprintln!("mp-cluster: a damaged result entry in {}: {err}", d.reply),
+                }
+            }
+            if self.terminated.load(Ordering::Acquire) {
+                return Err(ClusterError::Closed);
+            }
+            if checked.elapsed() >= ALIVE_CHECK {
+                // No answer for a while: a worker of this build is still
+                // there, and the server still has the task.
+                self.cluster.wait_for_workers_until(Deadline::NEVER)?;
+                if self.cluster.epoch(&mut d.conn)? != epoch {
+                    return Err(self.cluster.data_lost());
+                }
+                checked = Instant::now();
+            }
+            let mut p = redis::pipe();
+            if !d.trim.is_empty() {
+                p.cmd("XDEL").arg(&d.reply).arg(&d.trim).ignore();
+            }
+            p.cmd("XREAD")
+                .arg("BLOCK")
+                .arg(READ_BLOCK.as_millis() as u64)
+                .arg("STREAMS")
+                .arg(&d.reply)
+                .arg(&d.last);
+            reply = match d.conn.pipe::<Vec<redis::Value>>(&p, "waiting for a result") {
+                Ok(mut r) => {
+                    d.trim.clear();
+                    backoff.reset();
+                    r.pop().unwrap_or(redis::Value::Nil)
+                }
+                // The server away: the liveness check above ends the wait
+                // once it has been away for the cluster's worker_wait.
+                Err(e) if is_away(&e) => {
+                    // Polling a server that is away.
+                    backoff.pause(Backoff::MAX);
+                    redis::Value::Nil
+                }
+                Err(e) => return Err(e),
+            };
+        }
+    }
+
     /// Queues `chunks` (encoded argument vectors) of the function `entry`;
     /// their results go to `collector` at `first + i`.
     pub(crate) fn submit(
@@ -188,10 +343,6 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Err(ClusterError::Closed);
         }
-        let build = format!("{:016x}", self.cluster.build_id());
-        // The lease travels with each task: hosts renew it every third of
-        // it and take over a task held past it.
-        let lease_ms = self.cluster.settings().lease.as_millis().to_string();
         let n = chunks.len();
         let base = self.next_id.fetch_add(n as u64, Ordering::Relaxed);
         let mut chunks = chunks.into_iter().enumerate().peekable();
@@ -203,27 +354,7 @@ impl Shared {
             let mut ids = Vec::new();
             for (i, args) in chunks.by_ref().take(SUBMIT_BATCH) {
                 let id = base + i as u64;
-                let msg = TaskMsg {
-                    id,
-                    reply: self.reply.clone(),
-                    entry: entry.parts(),
-                    max_deliveries: self.cluster.settings().max_deliveries,
-                    args,
-                };
-                let bytes = wire::encode(&msg).map_err(ClusterError::Encode)?;
-                p.cmd("XADD")
-                    .arg(&self.tasks)
-                    .arg("*")
-                    .arg("b")
-                    .arg(&build)
-                    .arg("l")
-                    .arg(&lease_ms)
-                    .arg("r")
-                    .arg(&self.reply)
-                    .arg("i")
-                    .arg(id)
-                    .arg("t")
-                    .arg(bytes);
+                self.add_task(&mut p, &entry, id, &self.reply, args)?;
                 ids.push((id, first + i));
             }
             lock(&collector.tasks).extend(ids.iter().map(|&(id, _)| id));
@@ -326,26 +457,34 @@ impl Shared {
     }
 
     /// Cancels the tasks of `c` not yet answered if no worker host has
-    /// claimed any of them: they never run, and its waiters get
+    /// taken any of them: they never run, and its waiters get
     /// [`ClusterError::Cancelled`]. Whether they are cancelled.
     pub(crate) fn cancel(&self, c: &Arc<Collector>) -> Result<bool, ClusterError> {
         if c.cancelled.load(Ordering::Acquire) {
             return Ok(true);
         }
-        let ids: Vec<u64> = {
+        let (ids, entries): (Vec<u64>, Vec<String>) = {
             let w = lock(&self.waiters);
-            lock(&c.tasks).iter().copied().filter(|id| w.contains_key(id)).collect()
+            lock(&c.tasks)
+                .iter()
+                .filter_map(|id| w.get(id).map(|(_, e, _)| (*id, e.clone())))
+                .unzip()
         };
         if ids.is_empty() {
             // Every result is in (or it was withdrawn).
             return Ok(false);
         }
+        if entries.iter().any(String::is_empty) {
+            // Not queued yet (the queueing failed): nothing to take back.
+            return Ok(false);
+        }
         let done: i64 = lock(&self.conn).query(
             redis::cmd("EVAL")
-                .arg(claim::CANCEL_ALL)
+                .arg(claim::cancel_all())
                 .arg(1)
-                .arg(&self.claims)
-                .arg(&ids),
+                .arg(&self.tasks)
+                .arg(GROUP)
+                .arg(&entries),
             IO_TIMEOUT,
             "cancelling a task",
         )?;
@@ -358,21 +497,28 @@ impl Shared {
     }
 
     /// Python's `shutdown(cancel_futures=True)`: cancels every task that no
-    /// worker host has claimed (those claimed run on and answer).
+    /// worker host has taken (those taken run on and answer).
     pub(crate) fn cancel_unclaimed(&self) -> Result<(), ClusterError> {
-        let ids: Vec<u64> = lock(&self.waiters).keys().copied().collect();
+        let queued: Vec<(u64, String)> = lock(&self.waiters)
+            .iter()
+            .filter(|(_, (_, e, _))| !e.is_empty())
+            .map(|(&id, (_, e, _))| (id, e.clone()))
+            .collect();
+        let script = claim::cancel_each();
         let mut cancelled = Vec::new();
-        for batch in ids.chunks(SUBMIT_BATCH) {
+        for batch in queued.chunks(SUBMIT_BATCH) {
+            let entries: Vec<&str> = batch.iter().map(|(_, e)| e.as_str()).collect();
             let marks: Vec<i64> = lock(&self.conn).query(
                 redis::cmd("EVAL")
-                    .arg(claim::CANCEL_EACH)
+                    .arg(&script)
                     .arg(1)
-                    .arg(&self.claims)
-                    .arg(batch),
+                    .arg(&self.tasks)
+                    .arg(GROUP)
+                    .arg(&entries),
                 IO_TIMEOUT,
                 "cancelling tasks",
             )?;
-            cancelled.extend(batch.iter().zip(marks).filter(|&(_, m)| m == 1).map(|(&id, _)| id));
+            cancelled.extend(batch.iter().zip(marks).filter(|&(_, m)| m == 1).map(|((id, _), _)| *id));
         }
         for c in self.forget(&cancelled) {
             c.cancel();
@@ -421,11 +567,11 @@ impl Shared {
     /// pool so that a task read just before stays unclaimed).
     pub(crate) fn mark_terminated(&self) {
         let mut p = redis::pipe();
-        p.cmd("HSET").arg(&self.claims).arg(claim::TERMINATED).arg(1).ignore();
-        p.cmd("PEXPIRE")
-            .arg(&self.claims)
-            .arg(CLAIMS_TTL.as_millis() as u64)
-            .ignore();
+        let direct = claim::claims_key(&direct_reply(&self.reply));
+        for key in [&self.claims, &direct] {
+            p.cmd("HSET").arg(key).arg(claim::TERMINATED).arg(1).ignore();
+            p.cmd("PEXPIRE").arg(key).arg(CLAIMS_TTL.as_millis() as u64).ignore();
+        }
         let _ = lock(&self.conn).pipe::<()>(&p, "marking the pool terminated");
     }
 
@@ -487,11 +633,9 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
     let mut backoff = Backoff::new();
     let mut failed = false;
     let mut checked = Instant::now();
-    // The entries read last time, and the claims of the tasks they
-    // answered (no longer needed), deleted in the same request as the next
+    // The entries read last time, deleted in the same request as the next
     // read: one round trip per batch of results, not two.
     let mut trim: Vec<String> = Vec::new();
-    let mut answered: Vec<u64> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         if (failed || checked.elapsed() >= EPOCH_CHECK) && shared.outstanding() {
             match shared.cluster.epoch(&mut conn) {
@@ -513,9 +657,6 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
         if !trim.is_empty() {
             p.cmd("XDEL").arg(&shared.reply).arg(&trim).ignore();
         }
-        if !answered.is_empty() {
-            p.cmd("HDEL").arg(&shared.claims).arg(&answered).ignore();
-        }
         p.cmd("XREAD")
             .arg("COUNT")
             .arg(1024)
@@ -528,7 +669,6 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
         // Sent, or failed: either way not sent again (entries left behind
         // go with the stream when the pool is dropped).
         trim.clear();
-        answered.clear();
         let reply = match reply {
             Ok(mut r) => r.pop().unwrap_or(redis::Value::Nil),
             Err(e) => {
@@ -550,7 +690,6 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
                 .and_then(wire::decode::<ResultMsg>)
             {
                 Ok(msg) => {
-                    answered.push(msg.id);
                     let waiter = lock(&shared.waiters).remove(&msg.id);
                     if let Some(((c, index), _, _)) = waiter {
                         c.put(index, msg.outcome.map(serde_bytes::ByteBuf::into_vec));
@@ -561,7 +700,7 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             last = e.id.clone();
             trim.push(e.id);
         }
-        if !answered.is_empty() {
+        if !trim.is_empty() {
             shared.idle.notify_all();
         }
     }
@@ -608,6 +747,7 @@ impl Cluster {
         let mut rand = [0u8; 8];
         mp_sys::random::fill(&mut rand).map_err(|e| ClusterError::Encode(format!("no randomness for an id: {e}")))?;
         let reply = self.key(&format!("results:{:016x}", u64::from_le_bytes(rand)));
+        let direct = direct_reply(&reply);
         let shared = Arc::new(Shared {
             cluster: self.clone(),
             claims: claim::claims_key(&reply),
@@ -621,6 +761,12 @@ impl Cluster {
             terminated: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             away: Mutex::new(None),
+            direct: Mutex::new(Direct {
+                conn: self.new_conn(),
+                reply: direct,
+                last: "0-0".into(),
+                trim: Vec::new(),
+            }),
         });
         lock(&shared.conn).open()?;
         let reader = {
@@ -654,7 +800,11 @@ pub(crate) fn decode_items<R: DeserializeOwned>(outcome: &Outcome) -> Result<Vec
 }
 
 pub(crate) fn finish_one<R: DeserializeOwned>(s: &CState) -> Result<R, ClusterError> {
-    let outcome = s.got.get(&0).ok_or(ClusterError::Closed)?;
+    one_of(s.got.get(&0).ok_or(ClusterError::Closed)?)
+}
+
+/// The value of a task's one result.
+fn one_of<R: DeserializeOwned>(outcome: &Outcome) -> Result<R, ClusterError> {
     let mut items = decode_items::<R>(outcome)?;
     match (items.pop(), items.is_empty()) {
         (Some(r), true) => r.map_err(ClusterError::from),
@@ -698,7 +848,16 @@ impl Pool {
         F: Function<A, Output: Data>,
         A: Data,
     {
-        self.apply_async(f, args)?.get()
+        let Ok(mut d) = self.shared.direct.try_lock() else {
+            // Another thread's apply waits in place: this one through the
+            // reader.
+            return self.apply_async(f, args)?.get();
+        };
+        let entry = Self::entry::<F, A>(f)?;
+        self.shared.cluster.live_processes()?;
+        // A slice (a sequence), not an array (which serde writes as a tuple).
+        let chunk = wire::encode(&[args][..]).map_err(ClusterError::Encode)?;
+        one_of(&self.shared.apply_here(&mut d, &entry, chunk)?)
     }
 
     /// Queues `f(args)`; its result arrives in the [`AsyncResult`].
@@ -1093,10 +1252,11 @@ impl Drop for Pool {
         if let Some(r) = lock(&self.reader).take() {
             let _ = r.join();
         }
+        let direct = direct_reply(&self.shared.reply);
         let _ = lock(&self.shared.conn).query::<()>(
-            redis::cmd("DEL").arg(&self.shared.reply),
+            redis::cmd("DEL").arg(&self.shared.reply).arg(direct),
             IO_TIMEOUT,
-            "removing the result stream",
+            "removing the result streams",
         );
     }
 }

@@ -5,7 +5,6 @@
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::OnceLock;
 
 use mp_process::Function;
 use mp_sys::code::Entry;
@@ -147,42 +146,10 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Where a worker host's local process says which chunk it runs: `(seq,
-/// pid)` as a chunk starts, `(0, pid)` as it ends (so the host can stop the
-/// process that runs a chunk of a terminated pool).
-pub(crate) type Reports = mp_queue::SimpleQueue<(u64, u32)>;
-
-static REPORTS: OnceLock<Reports> = OnceLock::new();
-
-/// The initializer of a worker host's local processes: where they report.
-pub(crate) fn report_to(q: Reports) {
-    let _ = REPORTS.set(q);
-}
-
-fn report(seq: u64) {
-    if let Some(q) = REPORTS.get() {
-        // A report that cannot be put only costs the host the means to stop
-        // this chunk early.
-        let _ = q.put((seq, std::process::id()));
-    }
-}
-
-/// Runs one chunk (the host's number `seq`) in this (worker) process: what
-/// the worker host's local pool runs for every task. A task named by
-/// another build, or damaged on the way, is refused without a jump.
-pub(crate) fn run_chunk(
-    offset: i64,
-    tag: u64,
-    args: serde_bytes::ByteBuf,
-    seq: u64,
-) -> Result<serde_bytes::ByteBuf, Fail> {
-    report(seq);
-    let r = run_chunk_here(offset, tag, args);
-    report(0);
-    r
-}
-
-fn run_chunk_here(offset: i64, tag: u64, args: serde_bytes::ByteBuf) -> Result<serde_bytes::ByteBuf, Fail> {
+/// Runs one chunk in this (worker) process: what a worker host's local
+/// process runs for every task. A task named by another build, or damaged
+/// on the way, is refused without a jump.
+pub(crate) fn run_chunk(offset: i64, tag: u64, args: serde_bytes::ByteBuf) -> Result<serde_bytes::ByteBuf, Fail> {
     let out = Rc::new(RefCell::new(None));
     let call = Call {
         args: args.into_vec(),
