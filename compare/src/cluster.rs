@@ -7,7 +7,13 @@
 //! - `cluster_ping_rtt`: the median `PING` round trip through the `redis`
 //!   crate, the client mp-cluster itself uses (the floor of any round trip
 //!   through Redis).
-//! - `cluster_apply_rtt`: the median round trip of a warm `pool.apply(noop)`.
+//! - `cluster_floor_rtt`: the median round trip of a bare echo through
+//!   Redis, the path every task takes with no library code: the client
+//!   `XADD`s and blocks in `XREAD`; a thread blocked in `XREADGROUP` answers
+//!   with `XADD` (pipelined with its `XACK`, `XDEL` and next read, as a
+//!   worker process does). Four wake-ups, where a `PING` has two.
+//! - `cluster_apply_rtt`: the median round trip of a warm `pool.apply(noop)`
+//!   (synchronous: the caller queues the task and reads its result).
 //! - `cluster_tasks_chunksize1`: tasks per second of `map_chunked(noop,
 //!   0..n, 1)`, one stream entry per task.
 //! - `cluster_tasks_default_chunks`: the same with `map`'s default chunks
@@ -75,12 +81,97 @@ pub(crate) fn ping_rtt(mode: Mode) -> Result<f64> {
     Ok(micros(t))
 }
 
+/// An `XREAD`/`XREADGROUP` reply: (stream, [(entry id, fields)]), or nil.
+type Read = Option<Vec<(String, Vec<(String, Vec<String>)>)>>;
+
+/// The entry ids of a read.
+fn read_ids(got: Read) -> Vec<String> {
+    got.into_iter()
+        .flatten()
+        .flat_map(|(_, e)| e)
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// The median round trip, in µs, of a bare echo through Redis (see the
+/// module's list).
+pub(crate) fn floor_rtt(mode: Mode) -> Result<f64> {
+    let client = redis::Client::open(env(URL_ENV)?)?;
+    let ns = env(NAMESPACE_ENV)?;
+    let (tasks, replies) = (
+        format!("{ns}:floor:{}:tasks", std::process::id()),
+        format!("{ns}:floor:{}:replies", std::process::id()),
+    );
+    let mut con = client.get_connection_with_timeout(TIMEOUT)?;
+    con.set_read_timeout(Some(TIMEOUT))?;
+    redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&tasks)
+        .arg("g")
+        .arg("$")
+        .arg("MKSTREAM")
+        .query::<()>(&mut con)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let echo = {
+        let (tasks, replies, stop) = (tasks.clone(), replies.clone(), stop.clone());
+        let mut con = client.get_connection_with_timeout(TIMEOUT)?;
+        con.set_read_timeout(Some(TIMEOUT))?;
+        std::thread::spawn(move || -> redis::RedisResult<()> {
+            let mut read: Vec<String> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut p = redis::pipe();
+                if !read.is_empty() {
+                    for _ in &read {
+                        p.cmd("XADD").arg(&replies).arg("*").arg("r").arg("1").ignore();
+                    }
+                    p.cmd("XACK").arg(&tasks).arg("g").arg(&read).ignore();
+                    p.cmd("XDEL").arg(&tasks).arg(&read).ignore();
+                }
+                p.cmd("XREADGROUP")
+                    .arg("GROUP")
+                    .arg("g")
+                    .arg("echo")
+                    .arg("COUNT")
+                    .arg(1)
+                    .arg("BLOCK")
+                    .arg(100)
+                    .arg("STREAMS")
+                    .arg(&tasks)
+                    .arg(">");
+                let (got,): (Read,) = p.query(&mut con)?;
+                read = read_ids(got);
+            }
+            Ok(())
+        })
+    };
+    let mut last = "0-0".to_string();
+    let n = mode.pick(APPLIES.0, APPLIES.1);
+    let t = median_time(APPLY_WARM, n, |_| {
+        let mut p = redis::pipe();
+        p.cmd("XADD").arg(&tasks).arg("*").arg("t").arg("1").ignore();
+        p.cmd("XREAD")
+            .arg("BLOCK")
+            .arg(TIMEOUT.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&replies)
+            .arg(&last);
+        let (got,): (Read,) = p.query(&mut con)?;
+        last = read_ids(got).pop().ok_or("the echo did not answer")?;
+        Ok(())
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let echoed = echo.join().map_err(|_| "the echo thread panicked")?;
+    redis::cmd("DEL").arg(&tasks).arg(&replies).query::<()>(&mut con)?;
+    echoed?;
+    Ok(micros(t?))
+}
+
 /// The median round trip, in µs, of a warm `pool.apply(noop, (i,))`.
 pub(crate) fn apply_rtt(mode: Mode) -> Result<f64> {
     let pool = pool()?;
     let n = mode.pick(APPLIES.0, APPLIES.1);
     let t = median_time(APPLY_WARM, n, |i| {
-        let r = pool.apply_async(noop, (i as u64,))?.get_timeout(TIMEOUT)?;
+        let r = pool.apply(noop, (i as u64,))?;
         ensure!(r == i as u64, "apply({i}) answered {r}");
         Ok(())
     })?;

@@ -87,6 +87,7 @@ const WORKLOADS: &[Workload] = &[
 #[rustfmt::skip]
 const CLUSTER_WORKLOADS: &[Workload] = &[
     workload("cluster_ping_rtt",                "us",      cluster::ping_rtt),
+    workload("cluster_floor_rtt",               "us",      cluster::floor_rtt),
     workload("cluster_apply_rtt",               "us",      cluster::apply_rtt),
     workload("cluster_tasks_chunksize1",        "tasks/s", cluster::tasks_chunksize1),
     workload("cluster_tasks_default_chunks",    "tasks/s", cluster::tasks_default_chunks),

@@ -82,6 +82,7 @@ struct RowDef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
     Ping,
+    Floor,
     Rtt,
     Tasks,
     Chunked,
@@ -96,6 +97,13 @@ const ROWS: &[RowDef] = &[
             side(System::Ours, "cluster_ping_rtt"),
             side(System::Celery, "redis_ping_rtt"),
         ],
+    },
+    RowDef {
+        key: Key::Floor,
+        label: "a bare echo through Redis: `XADD`, a blocked `XREADGROUP` that answers with `XADD`, a blocked \
+                `XREAD` (the `redis` crate, no library code: the floor of any round trip through Redis)",
+        unit: "µs",
+        sides: &[side(System::Ours, "cluster_floor_rtt")],
     },
     RowDef {
         key: Key::Rtt,
@@ -601,13 +609,13 @@ fn report(results: &[Runs], quick: bool) -> (String, String) {
         let (ours, celery, rq) = match row.key {
             // Celery and RQ both talk to Redis through redis-py.
             Key::Ping => (cell(&runs.ours), cell(&runs.celery), cell(&runs.celery)),
-            Key::Chunked => (cell(&runs.ours), "–".into(), "–".into()),
+            Key::Chunked | Key::Floor => (cell(&runs.ours), "–".into(), "–".into()),
             _ => (cell(&runs.ours), cell(&runs.celery), cell(&runs.rq)),
         };
         let ratio = |other: System| -> String {
             let base = if row.key == Key::Chunked { Key::Tasks } else { row.key };
             match (median(&runs.ours), med(base, other)) {
-                (Some(o), Some(x)) if row.key != Key::Ping => {
+                (Some(o), Some(x)) if row.key != Key::Ping && row.key != Key::Floor => {
                     times(Some(if row.unit == "µs" { x / o } else { o / x }))
                 }
                 _ => "–".into(),
@@ -633,6 +641,13 @@ fn report(results: &[Runs], quick: bool) -> (String, String) {
         fmt(in_pings(System::Ours, System::Ours)),
         fmt(in_pings(System::Celery, System::Celery)),
         fmt(in_pings(System::Rq, System::Celery)),
+    );
+    let ours_over = |a: Key, b: Key| Some(med(a, System::Ours)? / med(b, System::Ours)?);
+    let _ = writeln!(
+        v,
+        "The bare echo through Redis in PINGs: {}; our round trip over that echo: {}.\n",
+        fmt(ours_over(Key::Floor, Key::Ping)),
+        fmt(ours_over(Key::Rtt, Key::Floor)),
     );
     let goal = |ok: bool| if ok { "met" } else { "**not met**" };
     let tasks_ratio = |s: System| Some(med(Key::Tasks, System::Ours)? / med(Key::Tasks, s)?);
@@ -743,13 +758,14 @@ mod tests {
         let mut r: Vec<Runs> = ROWS.iter().map(|_| Runs::default()).collect();
         r[0].ours = runs(&[20.0]);
         r[0].celery = runs(&[50.0]);
-        r[1].ours = runs(&[50.0, 60.0, 70.0]);
-        r[1].celery = runs(&[4000.0]);
-        r[1].rq = runs(&[200_000.0]);
-        r[2].ours = runs(&[10_000.0]);
-        r[2].celery = runs(&[400.0]);
-        r[2].rq = runs(&[10.0]);
-        r[3].ours = runs(&[1e6]);
+        r[1].ours = runs(&[40.0]);
+        r[2].ours = runs(&[50.0, 60.0, 70.0]);
+        r[2].celery = runs(&[4000.0]);
+        r[2].rq = runs(&[200_000.0]);
+        r[3].ours = runs(&[10_000.0]);
+        r[3].celery = runs(&[400.0]);
+        r[3].rq = runs(&[10.0]);
+        r[4].ours = runs(&[1e6]);
         let (t, v) = report(&r, false);
         assert!(t.contains("| 60.0 (50.0–70.0) |"), "{t}");
         // 4000 / 60, 200000 / 60; 10000 / 400, 10000 / 10.
@@ -760,8 +776,12 @@ mod tests {
             v.contains("within 3 PINGs (our client's, measured in the same run): met (3.0 PINGs)"),
             "{v}"
         );
-        r[1].ours = runs(&[100.0]);
-        r[2].ours = runs(&[5000.0]);
+        assert!(
+            v.contains("The bare echo through Redis in PINGs: 2.0; our round trip over that echo: 1.5."),
+            "{v}"
+        );
+        r[2].ours = runs(&[100.0]);
+        r[3].ours = runs(&[5000.0]);
         let (_, v) = report(&r, false);
         assert!(v.contains("**not met** (12.5×, 1.6× short)"), "{v}");
         assert!(v.contains("**not met** (5.0 PINGs, 1.7× over)"), "{v}");
@@ -777,6 +797,7 @@ mod tests {
             ours,
             [
                 "cluster_ping_rtt",
+                "cluster_floor_rtt",
                 "cluster_apply_rtt",
                 "cluster_tasks_chunksize1",
                 "cluster_tasks_default_chunks"

@@ -29,8 +29,8 @@ fn task_error(e: ClusterError) -> TaskError {
 /// Its futures are [`mp_pool::TaskFuture`]s, so
 /// `mp_pool::executor::as_completed` and `wait` take them, as they take a
 /// local executor's. `cancel()` on a future succeeds while no worker host
-/// has claimed its task (a host claims the tasks it reads, atomically,
-/// before it runs them): the task then never runs. Once claimed, `cancel()`
+/// has claimed its task (a task is claimed when a host's local process
+/// reads it): the task then never runs. Once claimed, `cancel()`
 /// returns false and the result arrives. `shutdown(_, true)` cancels every
 /// unclaimed task, as Python's does. A future reads as pending, not
 /// `running()`, until it is done: the client is not told when a host

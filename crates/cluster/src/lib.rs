@@ -35,13 +35,15 @@
 //!
 //! # How it works
 //! Tasks go to a Redis stream per build (`XADD`), read by the consumer
-//! group of that build's worker hosts (`XREADGROUP`, two chunks per local
-//! process at a time, sixteen while chunks finish less than 0.5 ms apart,
-//! so no host hoards work). A worker host runs each
-//! chunk in its local worker processes (mp-pool): a task that panics fails
-//! its item, one that crashes its process fails its chunk with
-//! `TaskError::WorkerLost`, and the host goes on. Results go to the
-//! client pool's own stream, one per task id. Functions are named as for
+//! group of that build's worker hosts' local processes (`XREADGROUP`: a
+//! process reads two chunks at a time once it has answered the last ones,
+//! sixteen while chunks finish less than 0.5 ms apart, so no host hoards
+//! work). Each local process runs what it reads and sends the results with
+//! its next read, in one round trip: a task that panics fails its item, one
+//! that crashes its process fails its chunk with `TaskError::WorkerLost`,
+//! and the host starts another process. Results go to the client pool's
+//! own stream, one per task id; a synchronous [`Pool::apply`] reads its
+//! result itself. Functions are named as for
 //! spawned processes (their offset in the binary and a keyed tag, see
 //! `mp_sys::code::Entry`), so the worker must run the same build; the
 //! client checks that a live worker of its build exists before it queues
@@ -49,18 +51,18 @@
 //! [`ClusterError::BuildMismatch`] after a bounded wait.
 //!
 //! Delivery is at-least-once with a lease, the client's, carried by each
-//! task: a worker host renews the tasks it holds every third of their
+//! task: a local process renews the tasks it holds every third of their
 //! lease; a task held past its lease without renewal (its host died) is
 //! taken over by another host (`XPENDING`, then `XCLAIM` with the task's
 //! lease as the minimum idle time), and after `max_deliveries` it fails
 //! with `TaskError::WorkerLost`. A task id gives one result.
 //!
-//! Before it runs the tasks of one read, a host claims them in one script
-//! on each pool's claims hash: a task is cancelled
-//! ([`AsyncResult::cancel`], an executor future's `cancel`) only while
-//! unclaimed, so a cancelled task never runs and a claimed one answers.
-//! A terminated (or dropped) pool is marked there too: hosts claim none of
-//! its tasks, and kill the local process that runs one (within 50 ms).
+//! A task is claimed when the group hands it to a local process: it is
+//! cancelled ([`AsyncResult::cancel`], an executor future's `cancel`) only
+//! while no process has it (one script checks and takes it off the
+//! stream), so a cancelled task never runs and a claimed one answers. A
+//! terminated (or dropped) pool's queued tasks are taken off the stream,
+//! and a local process that runs one of its tasks stops (within 100 ms).
 //!
 //! A Redis restart is ridden out: worker hosts poll the server with a
 //! backoff, create their consumer group again and register again; waiting
