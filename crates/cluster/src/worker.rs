@@ -491,6 +491,7 @@ impl Consumer {
                 Plan::Answer(d) => self.out.push(d),
                 Plan::Run(entry, task, _) => {
                     let t0 = Instant::now();
+                    let at_most_once = task.max_deliveries <= 1;
                     {
                         let mut h = lock(&self.held.state);
                         if h.terminated.contains(&task.reply) {
@@ -530,8 +531,10 @@ impl Consumer {
                     });
                     k += 1;
                     // A slow chunk's answer goes at once, not behind the
-                    // chunks after it.
-                    if i < last && t0.elapsed() >= SEND_AFTER {
+                    // chunks after it; so does an at-most-once chunk's (if
+                    // this process died later in the batch, the host would
+                    // queue the chunks it ran but had not answered again).
+                    if i < last && (at_most_once || t0.elapsed() >= SEND_AFTER) {
                         let _ = self.send(None);
                     }
                 }
@@ -859,6 +862,16 @@ fn is_nogroup(e: &ClusterError) -> bool {
     matches!(e, ClusterError::Redis { source, .. } if source.code() == Some("NOGROUP"))
 }
 
+/// How long a consumer of the workers' group may go without reading while
+/// holding nothing before a host removes it: its process died with its
+/// host (a living process reads at least every [`READ_BLOCK`], or holds
+/// what it runs; one removed during an outage comes back with its next
+/// read).
+const STALE_CONSUMER: Duration = Duration::from_secs(5);
+
+/// How often a host looks for such consumers.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// One local process of a host.
 struct Local {
     process: mp_process::Process,
@@ -881,6 +894,8 @@ struct Host {
     dead: Vec<(String, usize, i32)>,
     /// Local processes started so far (their consumer names' numbers).
     started: u64,
+    /// When it last swept stale consumers out of the group.
+    swept: Instant,
 }
 
 impl Host {
@@ -920,6 +935,7 @@ impl Host {
             board,
             dead: Vec::new(),
             started: 0,
+            swept: Instant::now(),
         };
         for slot in 0..host.locals.len() {
             host.launch(slot)?;
@@ -992,6 +1008,14 @@ impl Host {
             if !self.dead.is_empty() {
                 self.answer_for_dead();
             }
+            if self.swept.elapsed() >= SWEEP_EVERY {
+                self.swept = Instant::now();
+                if let Err(e) = self.sweep()
+                    && !is_away(&e)
+                {
+                    eprintln!("mp-cluster worker {}: sweeping the group: {e}", self.info.id);
+                }
+            }
             if beat.elapsed() >= HEARTBEAT {
                 beat = Instant::now();
                 match register(&self.cluster, &mut self.conn, &self.info) {
@@ -1011,6 +1035,50 @@ impl Host {
             }
         }
         Ok(())
+    }
+
+    /// Removes the consumers of the group that hold nothing and have not
+    /// read for [`STALE_CONSUMER`] (those of hosts that were killed; entries
+    /// they held were taken over). How many.
+    fn sweep(&mut self) -> Result<usize, ClusterError> {
+        let rows: Vec<Vec<redis::Value>> = self.conn.query(
+            redis::cmd("XINFO").arg("CONSUMERS").arg(&self.stream).arg(GROUP),
+            IO_TIMEOUT,
+            "listing the group's consumers",
+        )?;
+        let mut p = redis::pipe();
+        let mut n = 0;
+        for row in rows {
+            // Field-value pairs: name, pending, idle (and, from Redis 7.2,
+            // inactive).
+            let (mut name, mut pending, mut idle) = (None, None, None);
+            for pair in row.chunks(2) {
+                let [redis::Value::BulkString(k), v] = pair else {
+                    continue;
+                };
+                match (k.as_slice(), v) {
+                    (b"name", redis::Value::BulkString(b)) => name = String::from_utf8(b.clone()).ok(),
+                    (b"pending", redis::Value::Int(i)) => pending = Some(*i),
+                    (b"idle", redis::Value::Int(i)) => idle = Some(*i),
+                    _ => {}
+                }
+            }
+            if let (Some(name), Some(0), Some(idle)) = (name, pending, idle)
+                && u128::try_from(idle).unwrap_or(0) >= STALE_CONSUMER.as_millis()
+            {
+                p.cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(&self.stream)
+                    .arg(GROUP)
+                    .arg(name)
+                    .ignore();
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.conn.pipe::<()>(&p, "removing stale consumers")?;
+        }
+        Ok(n)
     }
 
     /// Joins the exited local process of `slot` and notes its chunks to

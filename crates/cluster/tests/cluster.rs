@@ -325,7 +325,66 @@ fn a_crashing_task_costs_a_process_not_the_host() -> Result<(), String> {
         "the host goes on",
     )?;
     let w = c.workers().map_err(|e| e.to_string())?;
-    check(w.len() == 1 && w[0].pid == host.pid(), "the same host serves")
+    check(w.len() == 1 && w[0].pid == host.pid(), "the same host serves")?;
+    // A crash in the middle of a read: with max_deliveries(1), the chunk
+    // that ran before it in the same read is answered once and never runs
+    // again (the host queues again only what did not run).
+    let c1 = Cluster::builder(&redis()?.url())
+        .namespace(&ns)
+        .max_deliveries(1)
+        .connect()
+        .map_err(|e| e.to_string())?;
+    let pool1 = c1.pool().map_err(|e| e.to_string())?;
+    let runs: mp_cluster::Queue<u32> = c1.queue("runs").map_err(|e| e.to_string())?;
+    let busy = pool1
+        .apply_async(note_then_crash, (runs.clone(), 9, 300))
+        .map_err(|e| e.to_string())?;
+    check(
+        mp_testkit::until(Duration::from_secs(10), || pending(&c1).is_ok_and(|n| n == 1)),
+        "the host runs the busy task",
+    )?;
+    // Both wait while it runs, and are read together after it.
+    let ran = pool1
+        .apply_async(note_then_crash, (runs.clone(), 1, 0))
+        .map_err(|e| e.to_string())?;
+    let crashed = pool1
+        .apply_async(note_then_crash, (runs.clone(), 0, 0))
+        .map_err(|e| e.to_string())?;
+    let wait = Duration::from_secs(20);
+    check(busy.get_timeout(wait).map_err(|e| e.to_string())? == 9, "the busy task")?;
+    check(
+        ran.get_timeout(wait).map_err(|e| e.to_string())? == 1,
+        "the task before the crash",
+    )?;
+    let r = crashed.get_timeout(wait);
+    check(
+        matches!(r, Err(ClusterError::Task(TaskError::WorkerLost { exitcode: -6 }))),
+        format!("expected WorkerLost(-6), got {r:?}"),
+    )?;
+    // A last task: whatever was queued again before it has run by now.
+    check(
+        pool1
+            .apply(note_then_crash, (runs.clone(), 5, 0))
+            .map_err(|e| e.to_string())?
+            == 5,
+        "a task after the crash",
+    )?;
+    let mut seen = Vec::new();
+    while let Ok(v) = runs.get_nowait() {
+        seen.push(v);
+    }
+    seen.sort_unstable();
+    check(seen == vec![0, 1, 5, 9], format!("each ran once: {seen:?}"))
+}
+
+/// Records `x` after `ms`, then crashes the process when `x` is 0.
+fn note_then_crash(runs: mp_cluster::Queue<u32>, x: u32, ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    runs.put(x).expect("recording a run");
+    if x == 0 {
+        std::process::abort();
+    }
+    x
 }
 
 fn another_build_is_refused() -> Result<(), String> {
@@ -508,9 +567,39 @@ fn a_killed_host_s_tasks_move_within_the_lease() -> Result<(), String> {
     )?;
     drop(b);
     match r1.get_timeout(Duration::from_secs(20)) {
-        Err(ClusterError::Task(TaskError::WorkerLost { .. })) => Ok(()),
-        other => Err(format!("expected WorkerLost with max_deliveries(1), got {other:?}")),
+        Err(ClusterError::Task(TaskError::WorkerLost { .. })) => {}
+        other => return Err(format!("expected WorkerLost with max_deliveries(1), got {other:?}")),
     }
+    // The killed host's processes left consumers in the group; holding
+    // nothing and silent, they are swept out by a living host.
+    check(
+        mp_testkit::until(Duration::from_secs(30), || {
+            consumers(&c).is_ok_and(|names| !names.iter().any(|n| n.starts_with("doomed:")))
+        }),
+        format!("the killed host's consumers are swept: {:?}", consumers(&c)),
+    )
+}
+
+/// The names of the consumers in the workers' group.
+fn consumers(c: &Cluster) -> Result<Vec<String>, String> {
+    let client = redis::Client::open(redis()?.url()).map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    let stream = format!("{}:tasks:{:016x}", c.namespace(), c.build_id());
+    let rows: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(&stream)
+        .arg("workers")
+        .query(&mut con)
+        .map_err(|e| e.to_string())?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|row| match row.get(1) {
+            Some(redis::Value::BulkString(b)) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        })
+        .collect())
 }
 
 fn produce(q: mp_cluster::Queue<u64>, n: u64) -> u64 {
