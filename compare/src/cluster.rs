@@ -67,9 +67,17 @@ fn pool() -> Result<Pool> {
     Ok(pool)
 }
 
+/// A client of the run's server with the TCP settings mp-cluster uses
+/// (`TCP_NODELAY`).
+fn client() -> Result<redis::Client> {
+    let info = redis::IntoConnectionInfo::into_connection_info(env(URL_ENV)?)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    Ok(redis::Client::open(info)?)
+}
+
 /// The median `PING` round trip, in µs, through the `redis` crate.
 pub(crate) fn ping_rtt(mode: Mode) -> Result<f64> {
-    let client = redis::Client::open(env(URL_ENV)?)?;
+    let client = client()?;
     let mut con = client.get_connection_with_timeout(TIMEOUT)?;
     con.set_read_timeout(Some(TIMEOUT))?;
     let n = mode.pick(PINGS.0, PINGS.1);
@@ -96,7 +104,7 @@ fn read_ids(got: Read) -> Vec<String> {
 /// The median round trip, in µs, of a bare echo through Redis (see the
 /// module's list).
 pub(crate) fn floor_rtt(mode: Mode) -> Result<f64> {
-    let client = redis::Client::open(env(URL_ENV)?)?;
+    let client = client()?;
     let ns = env(NAMESPACE_ENV)?;
     let (tasks, replies) = (
         format!("{ns}:floor:{}:tasks", std::process::id()),

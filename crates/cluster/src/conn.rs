@@ -28,10 +28,17 @@ impl std::fmt::Debug for Conn {
 /// The client for `url`, and the address to name in errors.
 pub(crate) fn client(url: &str) -> Result<(Client, String), ClusterError> {
     let addr = redacted(url);
-    let client = Client::open(url).map_err(|source| ClusterError::Connect {
+    let connect_err = |source| ClusterError::Connect {
         addr: addr.clone(),
         source,
-    })?;
+    };
+    // TCP_NODELAY: a request or answer goes out at once, never held back
+    // for the acknowledgement of an earlier one (the crate's default
+    // leaves Nagle's algorithm on).
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(connect_err)?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = Client::open(info).map_err(connect_err)?;
     Ok((client, addr))
 }
 
