@@ -194,6 +194,22 @@ pub(crate) struct Direct {
     trim: Vec<String>,
 }
 
+impl Direct {
+    /// Adds to `p` the deletion of the entries read, then a read of the
+    /// next ones that blocks for [`READ_BLOCK`] at most.
+    fn add_read(&self, p: &mut redis::Pipeline) {
+        if !self.trim.is_empty() {
+            p.cmd("XDEL").arg(&self.reply).arg(&self.trim).ignore();
+        }
+        p.cmd("XREAD")
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.reply)
+            .arg(&self.last);
+    }
+}
+
 impl Shared {
     /// Adds to `p` the `XADD` that queues task `id` (function `entry`, the
     /// encoded argument vector `args`) with its result going to `reply`.
@@ -246,18 +262,10 @@ impl Shared {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut p = redis::pipe();
-        if !d.trim.is_empty() {
-            p.cmd("XDEL").arg(&d.reply).arg(&d.trim).ignore();
-        }
         // The epoch first: the task is queued in the data it names.
         self.cluster.epoch_cmds(&mut p)?;
         self.add_task(&mut p, entry, id, &d.reply, args)?;
-        p.cmd("XREAD")
-            .arg("BLOCK")
-            .arg(READ_BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&d.reply)
-            .arg(&d.last);
+        d.add_read(&mut p);
         // A server that is away (restarting) is waited for, within the
         // cluster's worker_wait. Sending again after a connection broke
         // mid-pipeline may queue the task twice: the first answer counts.
@@ -304,15 +312,7 @@ impl Shared {
                 checked = Instant::now();
             }
             let mut p = redis::pipe();
-            if !d.trim.is_empty() {
-                p.cmd("XDEL").arg(&d.reply).arg(&d.trim).ignore();
-            }
-            p.cmd("XREAD")
-                .arg("BLOCK")
-                .arg(READ_BLOCK.as_millis() as u64)
-                .arg("STREAMS")
-                .arg(&d.reply)
-                .arg(&d.last);
+            d.add_read(&mut p);
             reply = match d.conn.pipe::<Vec<redis::Value>>(&p, "waiting for a result") {
                 Ok(mut r) => {
                     d.trim.clear();

@@ -411,8 +411,7 @@ impl Consumer {
                 }
             }
             let entries: Vec<&str> = self.out.iter().map(|d| d.entry.as_str()).collect();
-            p.cmd("XACK").arg(&self.stream).arg(GROUP).arg(&entries).ignore();
-            p.cmd("XDEL").arg(&self.stream).arg(&entries).ignore();
+            add_done(&mut p, &self.stream, &entries);
         }
         if let Some(n) = read {
             p.cmd("XREADGROUP")
@@ -817,24 +816,47 @@ impl Watch {
         let dead: Vec<&str> = dead.iter().map(|(e, _, _)| e.as_str()).collect();
         let live: Vec<&str> = live.iter().map(|(e, _, _)| e.as_str()).collect();
         let mut p = redis::pipe();
-        if !dead.is_empty() {
-            p.cmd("XACK").arg(&self.stream).arg(GROUP).arg(&dead).ignore();
-            p.cmd("XDEL").arg(&self.stream).arg(&dead).ignore();
-        }
-        if !live.is_empty() {
-            p.cmd("EVAL")
-                .arg(claim::REQUEUE)
-                .arg(1)
-                .arg(&self.stream)
-                .arg(GROUP)
-                .arg(&live)
-                .ignore();
-        }
+        add_done(&mut p, &self.stream, &dead);
+        add_requeue(&mut p, &self.stream, &live);
         // Failing, they stay pending and are taken over after their lease.
         if let Err(e) = self.conn.pipe::<()>(&p, "handing back tasks") {
             eprintln!("mp-cluster worker {}: {e}", self.name);
         }
     }
+}
+
+/// Adds to `p` the end of entries `ids` of the task stream `stream`: off
+/// the group's pending list (`XACK`) and off the stream (`XDEL`).
+fn add_done<T: redis::ToRedisArgs>(p: &mut redis::Pipeline, stream: &str, ids: &[T]) {
+    if !ids.is_empty() {
+        p.cmd("XACK").arg(stream).arg(GROUP).arg(ids).ignore();
+        p.cmd("XDEL").arg(stream).arg(ids).ignore();
+    }
+}
+
+/// Adds to `p` the script that queues entries `ids` of `stream` again
+/// ([`claim::REQUEUE`]).
+fn add_requeue<T: redis::ToRedisArgs>(p: &mut redis::Pipeline, stream: &str, ids: &[T]) {
+    if !ids.is_empty() {
+        p.cmd("EVAL")
+            .arg(claim::REQUEUE)
+            .arg(1)
+            .arg(stream)
+            .arg(GROUP)
+            .arg(ids)
+            .ignore();
+    }
+}
+
+/// Adds to `p` the removal of consumer `name` from the workers' group of
+/// `stream` (what it held is no longer pending).
+fn add_leave(p: &mut redis::Pipeline, stream: &str, name: &str) {
+    p.cmd("XGROUP")
+        .arg("DELCONSUMER")
+        .arg(stream)
+        .arg(GROUP)
+        .arg(name)
+        .ignore();
 }
 
 /// Creates the workers' consumer group on `stream` (and the stream), if
@@ -1066,12 +1088,7 @@ impl Host {
             if let (Some(name), Some(0), Some(idle)) = (name, pending, idle)
                 && u128::try_from(idle).unwrap_or(0) >= STALE_CONSUMER.as_millis()
             {
-                p.cmd("XGROUP")
-                    .arg("DELCONSUMER")
-                    .arg(&self.stream)
-                    .arg(GROUP)
-                    .arg(name)
-                    .ignore();
+                add_leave(&mut p, &self.stream, &name);
                 n += 1;
             }
         }
@@ -1173,25 +1190,11 @@ impl Host {
                     p.cmd("XADD").arg(&task.reply).arg("*").arg("r").arg(bytes).ignore();
                 }
             }
-            p.cmd("XACK").arg(&self.stream).arg(GROUP).arg(ran).ignore();
-            p.cmd("XDEL").arg(&self.stream).arg(ran).ignore();
+            add_done(&mut p, &self.stream, std::slice::from_ref(ran));
             ids.retain(|i| i != ran);
         }
-        if !ids.is_empty() {
-            p.cmd("EVAL")
-                .arg(claim::REQUEUE)
-                .arg(1)
-                .arg(&self.stream)
-                .arg(GROUP)
-                .arg(&ids)
-                .ignore();
-        }
-        p.cmd("XGROUP")
-            .arg("DELCONSUMER")
-            .arg(&self.stream)
-            .arg(GROUP)
-            .arg(name)
-            .ignore();
+        add_requeue(&mut p, &self.stream, &ids);
+        add_leave(&mut p, &self.stream, name);
         self.conn.pipe::<()>(&p, "answering for a dead process's tasks")?;
         let _ = self.board.set(base, 0);
         let _ = self.board.set(base + 1, 0);
