@@ -1,7 +1,7 @@
 //! `cluster::Executor`: `concurrent.futures`' executor over the worker hosts
 //! of a cluster, whose futures are the local executor's [`TaskFuture`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,9 @@ fn task_error(e: ClusterError) -> TaskError {
 /// has claimed its task (a task is claimed when a host's local process
 /// reads it): the task then never runs. Once claimed, `cancel()`
 /// returns false and the result arrives. `shutdown(_, true)` cancels every
-/// unclaimed task, as Python's does. A future reads as pending, not
-/// `running()`, until it is done: the client is not told when a host
-/// starts its task.
+/// unclaimed task, as Python's does. A future reads as `running()` once
+/// its task has run for 50 ms on a host (the host's process says so then,
+/// not at the start: a short task goes from pending to done).
 ///
 /// ```no_run
 /// use mp_pool::executor::as_completed;
@@ -135,11 +135,24 @@ impl Executor {
                 (Some(s), Some(c)) => s.cancel(&c).unwrap_or(false),
                 _ => false,
             });
-        c.on_done(Box::new(move |end: End<'_>| match end {
-            End::Complete(s) => promise.fulfil(finish_one::<F::Output>(s).map_err(task_error)),
-            End::Withdrawn | End::Cancelled => promise.cancel(),
-            End::Abandoned => promise.fulfil(Err(abandoned())),
-            End::Lost(why) => promise.fulfil(Err(TaskError::Lost(why.to_string()))),
+        // The promise, shared by the start mark and the end.
+        let promise = Arc::new(Mutex::new(Some(promise)));
+        let at_start = Arc::clone(&promise);
+        c.on_start(Box::new(move || {
+            if let Some(p) = at_start.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                p.set_running();
+            }
+        }));
+        c.on_done(Box::new(move |end: End<'_>| {
+            let Some(promise) = promise.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+                return;
+            };
+            match end {
+                End::Complete(s) => promise.fulfil(finish_one::<F::Output>(s).map_err(task_error)),
+                End::Withdrawn | End::Cancelled => promise.cancel(),
+                End::Abandoned => promise.fulfil(Err(abandoned())),
+                End::Lost(why) => promise.fulfil(Err(TaskError::Lost(why.to_string()))),
+            }
         }));
         shared.submit(entry, vec![chunk], &c, 0)?;
         Ok(future)

@@ -58,12 +58,18 @@ pub(crate) enum End<'a> {
 /// its futures.
 pub(crate) type OnDone = Box<dyn FnOnce(End<'_>) + Send>;
 
+/// What a collector runs once a host says one of its tasks runs: how the
+/// executor marks its futures running.
+pub(crate) type OnStart = Box<dyn FnOnce() + Send>;
+
 /// Results of one submission (a task, or the chunks of a map), as they
 /// arrive.
 pub(crate) struct Collector {
     state: Mutex<CState>,
     cv: Condvar,
     on_done: Mutex<Option<OnDone>>,
+    /// What runs once a host says it has run one of its tasks for a while.
+    on_start: Mutex<Option<OnStart>>,
     /// The ids of its tasks.
     tasks: Mutex<Vec<u64>>,
     /// Its tasks were cancelled before any host claimed them.
@@ -88,6 +94,7 @@ impl Collector {
             }),
             cv: Condvar::new(),
             on_done: Mutex::new(None),
+            on_start: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
             cancelled: AtomicBool::new(false),
         })
@@ -97,6 +104,20 @@ impl Collector {
     /// before the tasks are submitted.
     pub(crate) fn on_done(&self, f: OnDone) {
         *lock(&self.on_done) = Some(f);
+    }
+
+    /// Runs `f` once a host says it runs one of its tasks (set before the
+    /// tasks are submitted).
+    pub(crate) fn on_start(&self, f: OnStart) {
+        *lock(&self.on_start) = Some(f);
+    }
+
+    /// A host said it runs one of its tasks.
+    fn started(&self) {
+        let f = lock(&self.on_start).take();
+        if let Some(f) = f {
+            f();
+        }
     }
 
     fn put(&self, index: usize, outcome: Outcome) {
@@ -287,6 +308,10 @@ impl Shared {
         loop {
             for e in stream_entries(&reply) {
                 d.last.clone_from(&e.id);
+                if wire::started_mark(&e).is_some() {
+                    d.trim.push(e.id);
+                    continue;
+                }
                 let msg = e
                     .field("r")
                     .ok_or_else(|| "no result field".to_string())
@@ -684,6 +709,16 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
         *lock(&shared.away) = None;
         backoff.reset();
         for e in stream_entries(&reply) {
+            if let Some(id) = wire::started_mark(&e) {
+                // A host runs this task: no result yet.
+                let waiter = lock(&shared.waiters).get(&id).map(|((c, _), _, _)| Arc::clone(c));
+                if let Some(c) = waiter {
+                    c.started();
+                }
+                last = e.id.clone();
+                trim.push(e.id);
+                continue;
+            }
             match e
                 .field("r")
                 .ok_or_else(|| "no result field".to_string())
@@ -768,7 +803,21 @@ impl Cluster {
                 trim: Vec::new(),
             }),
         });
-        lock(&shared.conn).open()?;
+        // The result streams exist from the start, empty (an entry added
+        // and trimmed away at once): a host's "task runs" note goes only to
+        // a stream that exists, so none outlives a dropped pool.
+        let mut p = redis::pipe();
+        for stream in [&shared.reply, &direct_reply(&shared.reply)] {
+            p.cmd("XADD")
+                .arg(stream)
+                .arg("MAXLEN")
+                .arg(0)
+                .arg("*")
+                .arg("x")
+                .arg(0)
+                .ignore();
+        }
+        lock(&shared.conn).pipe::<()>(&p, "making the result streams")?;
         let reader = {
             let shared = Arc::clone(&shared);
             let conn = self.new_conn();

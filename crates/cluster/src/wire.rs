@@ -46,6 +46,20 @@ pub(crate) struct ResultMsg {
     pub(crate) outcome: Result<serde_bytes::ByteBuf, Fail>,
 }
 
+/// The field of a result stream's entry that says a host runs a task (the
+/// task id, in decimal) rather than answering it: a local process's watch
+/// thread writes one for a chunk that has run for a while.
+pub(crate) const STARTED: &str = "s";
+
+/// The task id of a result stream's "started" entry; `None` for another
+/// entry.
+pub(crate) fn started_mark(e: &crate::conn::StreamEntry) -> Option<u64> {
+    if e.field("r").is_some() {
+        return None;
+    }
+    std::str::from_utf8(e.field(STARTED)?).ok()?.parse().ok()
+}
+
 /// How a task (or one item of a chunk) failed on the worker's side.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Fail {

@@ -295,12 +295,25 @@ struct Held {
     state: Mutex<HeldState>,
 }
 
+/// A chunk a local process holds.
+#[derive(Clone)]
+struct HeldEntry {
+    /// Its stream entry.
+    entry: String,
+    /// Its pool's result stream.
+    reply: String,
+    lease: Duration,
+    /// Its task id.
+    task: u64,
+}
+
 #[derive(Default)]
 struct HeldState {
-    /// Entry id, result stream, lease.
-    entries: Vec<(String, String, Duration)>,
+    entries: Vec<HeldEntry>,
     /// The index of the chunk running, and since when.
     running: Option<(usize, Instant)>,
+    /// Whether its client was told it runs.
+    announced: bool,
     /// The result streams of pools found terminated.
     terminated: HashSet<String>,
 }
@@ -477,7 +490,12 @@ impl Consumer {
             h.entries = plans
                 .iter()
                 .filter_map(|p| match p {
-                    Plan::Run(entry, task, lease) => Some((entry.clone(), task.reply.clone(), *lease)),
+                    Plan::Run(entry, task, lease) => Some(HeldEntry {
+                        entry: entry.clone(),
+                        reply: task.reply.clone(),
+                        lease: *lease,
+                        task: task.id,
+                    }),
                     Plan::Answer(_) => None,
                 })
                 .collect();
@@ -509,6 +527,7 @@ impl Consumer {
                             continue;
                         }
                         h.running = Some((k, t0));
+                        h.announced = false;
                     }
                     let (ms, seq) = parse_entry_id(&entry).unwrap_or((0, 0));
                     let base = 1 + 2 * self.lane.slot;
@@ -730,16 +749,20 @@ impl Watch {
             // so this polls; and a chunk's start wakes nobody, which would
             // cost every short task a wake-up.
             std::thread::sleep(WATCH);
-            let h = lock(&held.state);
+            let mut h = lock(&held.state);
             let Some((k, since)) = h.running else { continue };
             if since.elapsed() < WATCH {
                 continue;
             }
             let entries = h.entries.clone();
+            let announce = !std::mem::replace(&mut h.announced, true);
             drop(h);
+            if announce && let Some(e) = entries.get(k) {
+                self.announce(e);
+            }
             let shortest = entries
                 .iter()
-                .map(|(_, _, l)| *l)
+                .map(|e| e.lease)
                 .min()
                 .unwrap_or(self.own_lease)
                 .min(self.own_lease);
@@ -752,9 +775,7 @@ impl Watch {
             if !ended.is_empty() {
                 h.terminated.extend(ended.iter().cloned());
                 // Still the same chunk running, and of a terminated pool.
-                if h.running.map(|(j, _)| j) == Some(k)
-                    && entries.get(k).is_some_and(|(_, reply, _)| ended.contains(reply))
-                {
+                if h.running.map(|(j, _)| j) == Some(k) && entries.get(k).is_some_and(|e| ended.contains(&e.reply)) {
                     let terminated = h.terminated.clone();
                     // The main thread stays in the chunk's function: the
                     // lock is not needed any more.
@@ -766,9 +787,33 @@ impl Watch {
         }
     }
 
+    /// Tells the client of `e` that its task runs (an entry with field
+    /// [`wire::STARTED`] in its result stream): its executor future reads
+    /// as running.
+    fn announce(&mut self, e: &HeldEntry) {
+        let r = self.conn.query::<()>(
+            // Not to a stream that is gone (its pool was dropped): the
+            // client makes its result streams when it makes the pool.
+            redis::cmd("XADD")
+                .arg(&e.reply)
+                .arg("NOMKSTREAM")
+                .arg("*")
+                .arg(wire::STARTED)
+                .arg(e.task),
+            IO_TIMEOUT,
+            "saying a task runs",
+        );
+        // Only a future's `running()` misses it.
+        if let Err(err) = r
+            && !is_away(&err)
+        {
+            eprintln!("mp-cluster worker {}: {err}", self.name);
+        }
+    }
+
     /// The result streams among `entries` whose pools were terminated.
-    fn terminated(&mut self, entries: &[(String, String, Duration)]) -> HashSet<String> {
-        let mut replies: Vec<&String> = entries.iter().map(|(_, r, _)| r).collect();
+    fn terminated(&mut self, entries: &[HeldEntry]) -> HashSet<String> {
+        let mut replies: Vec<&String> = entries.iter().map(|e| &e.reply).collect();
         replies.sort_unstable();
         replies.dedup();
         let mut p = redis::pipe();
@@ -789,8 +834,8 @@ impl Watch {
     /// Renews the lease of every entry held: `XCLAIM` to itself with
     /// `JUSTID`, which resets the idle time without counting a delivery
     /// (entries answered meanwhile are no longer pending: left alone).
-    fn renew(&mut self, entries: &[(String, String, Duration)]) {
-        let ids: Vec<&str> = entries.iter().map(|(e, _, _)| e.as_str()).collect();
+    fn renew(&mut self, entries: &[HeldEntry]) {
+        let ids: Vec<&str> = entries.iter().map(|e| e.entry.as_str()).collect();
         let r = self.conn.query::<redis::Value>(
             redis::cmd("XCLAIM")
                 .arg(&self.stream)
@@ -811,10 +856,10 @@ impl Watch {
 
     /// Takes the entries of terminated pools off the stream and queues the
     /// others again (still pending here: not answered yet).
-    fn abandon(&mut self, entries: &[(String, String, Duration)], terminated: &HashSet<String>) {
-        let (dead, live): (Vec<_>, Vec<_>) = entries.iter().partition(|(_, r, _)| terminated.contains(r));
-        let dead: Vec<&str> = dead.iter().map(|(e, _, _)| e.as_str()).collect();
-        let live: Vec<&str> = live.iter().map(|(e, _, _)| e.as_str()).collect();
+    fn abandon(&mut self, entries: &[HeldEntry], terminated: &HashSet<String>) {
+        let (dead, live): (Vec<_>, Vec<_>) = entries.iter().partition(|e| terminated.contains(&e.reply));
+        let dead: Vec<&str> = dead.iter().map(|e| e.entry.as_str()).collect();
+        let live: Vec<&str> = live.iter().map(|e| e.entry.as_str()).collect();
         let mut p = redis::pipe();
         add_done(&mut p, &self.stream, &dead);
         add_requeue(&mut p, &self.stream, &live);

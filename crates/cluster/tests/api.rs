@@ -199,6 +199,11 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
         mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 1)),
         "the host runs the busy one",
     )?;
+    // Its host says so once it has run for 50 ms.
+    check(
+        mp_testkit::until(Duration::from_secs(5), || busy.running()),
+        "a future whose task runs reads as running",
+    )?;
     let behind = ex.submit(sleepy, (0,)).map_err(e)?;
     let queued = ex.submit(record, (runs.clone(), 5, 0)).map_err(e)?;
     check(!queued.running(), "a queued future is pending")?;

@@ -414,6 +414,28 @@ impl<R: serde::Serialize> Promise<R> {
         )
     }
 
+    /// Marks a pending future running (a worker has its task):
+    /// [`TaskFuture::running`] is true until it is done, and
+    /// [`TaskFuture::cancel`] no longer succeeds. A future already running,
+    /// done or cancelled stays as it is.
+    ///
+    /// ```
+    /// use mp_pool::executor::Promise;
+    /// let (p, f) = Promise::<u32>::cancellable(|| true);
+    /// assert!(!f.running());
+    /// p.set_running();
+    /// assert!(f.running() && !f.cancel());
+    /// p.fulfil(Ok(7));
+    /// assert!(!f.running() && f.result() == Ok(7));
+    /// ```
+    pub fn set_running(&self) {
+        if let Some(slot) = &self.slot {
+            let _ = slot
+                .state
+                .compare_exchange(PENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
     /// Completes the future with `r` (a value is stored encoded, as a
     /// worker's reply is; one that cannot be is `TaskError::Encode`).
     pub fn fulfil(mut self, r: Result<R, TaskError>) {
