@@ -797,20 +797,35 @@ fn children_of(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-/// How many task entries of `c`'s stream the worker `consumer` holds (all
-/// of them without one).
-fn held_by(r: &RestartableRedis, c: &Cluster, consumer: Option<&str>) -> Result<usize, String> {
+/// How many task entries of `c`'s stream the local processes of worker
+/// host `host` hold (those of every host without one). A host's processes
+/// are the group's consumers named `{host id}/{n}`.
+fn held_by(r: &RestartableRedis, c: &Cluster, host: Option<&str>) -> Result<usize, String> {
     let stream = format!("{}:tasks:{:016x}", c.namespace(), c.build_id());
-    // The extended form answers an array of one entry per held task: its
-    // first line is `*N`.
-    let reply = r.command(&format!(
-        "XPENDING {stream} workers - + 100000 {}",
-        consumer.unwrap_or("")
-    ))?;
-    reply
-        .strip_prefix('*')
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| format!("XPENDING answered {reply}"))
+    let client = redis::Client::open(r.url()).map_err(|e| e.to_string())?;
+    let mut con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    con.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    // The extended form: (entry, consumer, idle ms, deliveries) per task.
+    let held: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg(&stream)
+        .arg("workers")
+        .arg("-")
+        .arg("+")
+        .arg(100_000)
+        .query(&mut con)
+        .map_err(|e| format!("XPENDING: {e}"))?;
+    Ok(match host {
+        None => held.len(),
+        Some(id) => {
+            let prefix = format!("{id}/");
+            held.iter()
+                .filter(|(_, owner, _, _)| owner.starts_with(&prefix))
+                .count()
+        }
+    })
 }
 
 fn cluster_host_killed() -> Outcome {
