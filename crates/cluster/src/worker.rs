@@ -310,6 +310,8 @@ struct HeldEntry {
 #[derive(Default)]
 struct HeldState {
     entries: Vec<HeldEntry>,
+    /// When they were read (`None` between reads).
+    read_at: Option<Instant>,
     /// The index of the chunk running, and since when.
     running: Option<(usize, Instant)>,
     /// Whether its client was told it runs.
@@ -487,6 +489,7 @@ impl Consumer {
         let plans: Vec<Plan> = entries.into_iter().map(|(e, n)| self.check(e, n)).collect();
         {
             let mut h = lock(&self.held.state);
+            h.read_at = Some(Instant::now());
             h.entries = plans
                 .iter()
                 .filter_map(|p| match p {
@@ -558,7 +561,9 @@ impl Consumer {
                 }
             }
         }
-        lock(&self.held.state).entries.clear();
+        let mut h = lock(&self.held.state);
+        h.entries.clear();
+        h.read_at = None;
     }
 
     /// Decodes one entry, handed out `deliveries` times so far: the task to
@@ -742,7 +747,7 @@ struct Watch {
 
 impl Watch {
     fn run(mut self) {
-        let mut renewed = Instant::now();
+        let mut renewed: Option<Instant> = None;
         let held = Arc::clone(&self.held);
         loop {
             // A look every WATCH. A pool's termination is a flag in Redis,
@@ -750,25 +755,24 @@ impl Watch {
             // cost every short task a wake-up.
             std::thread::sleep(WATCH);
             let mut h = lock(&held.state);
-            let Some((k, since)) = h.running else { continue };
-            if since.elapsed() < WATCH {
-                continue;
-            }
+            let Some(read_at) = h.read_at else { continue };
             let entries = h.entries.clone();
-            let announce = !std::mem::replace(&mut h.announced, true);
+            let running = h.running.filter(|(_, since)| since.elapsed() >= WATCH);
+            let announce = running.is_some() && !std::mem::replace(&mut h.announced, true);
             drop(h);
-            if announce && let Some(e) = entries.get(k) {
-                self.announce(e);
-            }
             let shortest = entries
                 .iter()
                 .map(|e| e.lease)
                 .min()
                 .unwrap_or(self.own_lease)
                 .min(self.own_lease);
-            if since.elapsed() >= shortest / 3 && renewed.elapsed() >= shortest / 3 {
-                renewed = Instant::now();
+            if renew_due(read_at, renewed, shortest, Instant::now()) {
+                renewed = Some(Instant::now());
                 self.renew(&entries);
+            }
+            let Some((k, _)) = running else { continue };
+            if announce && let Some(e) = entries.get(k) {
+                self.announce(e);
             }
             let ended = self.terminated(&entries);
             let mut h = lock(&held.state);
@@ -836,6 +840,9 @@ impl Watch {
     /// (entries answered meanwhile are no longer pending: left alone).
     fn renew(&mut self, entries: &[HeldEntry]) {
         let ids: Vec<&str> = entries.iter().map(|e| e.entry.as_str()).collect();
+        if ids.is_empty() {
+            return;
+        }
         let r = self.conn.query::<redis::Value>(
             redis::cmd("XCLAIM")
                 .arg(&self.stream)
@@ -868,6 +875,16 @@ impl Watch {
             eprintln!("mp-cluster worker {}: {e}", self.name);
         }
     }
+}
+
+/// Whether the chunks of a read made at `read_at` (last renewed at
+/// `renewed`, if since) are due for renewal: a third of their shortest
+/// lease has passed since the later of the two. Counted from the read, not
+/// from the start of the chunk running: a read of many chunks may take
+/// longer than a lease although each of them is short.
+fn renew_due(read_at: Instant, renewed: Option<Instant>, shortest: Duration, now: Instant) -> bool {
+    let last = renewed.filter(|r| *r > read_at).unwrap_or(read_at);
+    now.saturating_duration_since(last) >= shortest / 3
 }
 
 /// Adds to `p` the end of entries `ids` of the task stream `stream`: off
@@ -1359,6 +1376,21 @@ mod tests {
         // A chunk after a long pause, then slow ones: few again.
         pace.gap = Pace::FAST.as_nanos() as u64 * 4;
         assert_eq!(pace.window(), Pace::FEW);
+    }
+
+    #[test]
+    fn a_read_is_renewed_every_third_of_its_lease_however_short_its_chunks() {
+        let t0 = Instant::now();
+        let lease = Duration::from_secs(1);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(!renew_due(t0, None, lease, at(300)), "a third not passed");
+        // Sixteen chunks of 300 ms each: the read is due at 334 ms, whatever
+        // chunk runs then (the look counted from a chunk's start never was).
+        assert!(renew_due(t0, None, lease, at(334)));
+        assert!(!renew_due(t0, Some(at(334)), lease, at(600)), "renewed at 334 ms");
+        assert!(renew_due(t0, Some(at(334)), lease, at(668)));
+        // A renewal of an earlier read does not count for this one.
+        assert!(renew_due(at(1000), Some(at(900)), lease, at(1334)));
     }
 
     #[test]
