@@ -20,6 +20,10 @@ pub(crate) const REGISTRATION_TTL: Duration = Duration::from_secs(3);
 /// How often a worker renews its registration.
 pub(crate) const HEARTBEAT: Duration = Duration::from_millis(750);
 
+/// The longest a wait for workers blocks on the roster at once: a host
+/// whose registration expires (it died) writes nothing there.
+const ROSTER_SLICE: Duration = Duration::from_secs(1);
+
 /// How long a submission trusts that a worker host seen alive still is
 /// (less than a heartbeat, far less than a registration's life).
 const ALIVE_FRESH: Duration = Duration::from_millis(500);
@@ -215,6 +219,57 @@ impl Cluster {
         self.key(&format!("worker:{id}"))
     }
 
+    /// The roster: a short stream with an entry for every registration
+    /// (and heartbeat) and deregistration of a worker host, which waits for
+    /// workers block on instead of polling.
+    pub(crate) fn roster_key(&self) -> String {
+        self.key("roster")
+    }
+
+    /// The id of the roster's newest entry (`0-0` while it has none).
+    fn roster_last(&self, conn: &mut Conn) -> Result<String, ClusterError> {
+        let newest: Vec<(String, Vec<String>)> = conn.query(
+            redis::cmd("XREVRANGE")
+                .arg(self.roster_key())
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1),
+            IO_TIMEOUT,
+            "reading the workers' roster",
+        )?;
+        Ok(newest
+            .into_iter()
+            .next()
+            .map_or_else(|| "0-0".to_string(), |(id, _)| id))
+    }
+
+    /// Waits at most `t` for an entry of the roster after `last` (a worker
+    /// host registered, beat or left): `XREAD BLOCK`. A host whose
+    /// registration expires writes nothing, so callers wait in slices of
+    /// [`ROSTER_SLICE`] at most.
+    fn roster_wait(&self, conn: &mut Conn, last: &str, t: Duration) -> Result<(), ClusterError> {
+        conn.query::<redis::Value>(
+            redis::cmd("XREAD")
+                .arg("BLOCK")
+                .arg(t.as_millis().max(1) as u64)
+                .arg("STREAMS")
+                .arg(self.roster_key())
+                .arg(last),
+            t + IO_TIMEOUT,
+            "waiting on the workers' roster",
+        )
+        .map(drop)
+    }
+
+    /// The live worker hosts, and the roster's newest entry read before
+    /// them (so a change after the list is read is seen by
+    /// [`roster_wait`](Cluster::roster_wait)).
+    fn workers_and_mark(&self, conn: &mut Conn) -> Result<(Vec<WorkerInfo>, String), ClusterError> {
+        let last = self.roster_last(conn)?;
+        Ok((self.workers()?, last))
+    }
+
     /// The namespace's epoch: a random number set by the first client or
     /// worker host that finds none. A server that kept its data keeps it;
     /// one that came back empty has none (and then another), so a change
@@ -301,8 +356,9 @@ impl Cluster {
     }
 
     /// Waits at most `timeout` until the live worker hosts satisfy `ready`
-    /// (say, "at least two"), polling [`workers`](Cluster::workers) every
-    /// 20 ms: the list that did, or `None` after `timeout` (a server that
+    /// (say, "at least two"), looking at [`workers`](Cluster::workers) again
+    /// whenever a host registers, beats or leaves (at least every second,
+    /// for hosts that die): the list that did, or `None` after `timeout` (a server that
     /// does not answer is waited for within it too). For a client or a test
     /// that starts worker hosts and must know they are up.
     ///
@@ -321,19 +377,26 @@ impl Cluster {
         mut ready: impl FnMut(&[WorkerInfo]) -> bool,
     ) -> Result<Option<Vec<WorkerInfo>>, ClusterError> {
         let deadline = Deadline::after(timeout);
+        let mut conn = self.new_conn();
+        let mut backoff = Backoff::new();
         loop {
-            match self.workers() {
-                Ok(w) if ready(&w) => return Ok(Some(w)),
-                Ok(_) => {}
-                Err(e) if conn::is_away(&e) && !deadline.has_passed() => {}
+            let last = match self.workers_and_mark(&mut conn) {
+                Ok((w, _)) if ready(&w) => return Ok(Some(w)),
+                Ok((_, last)) => Some(last),
+                Err(e) if conn::is_away(&e) && !deadline.has_passed() => None,
                 Err(e) => return Err(e),
-            }
-            if deadline.has_passed() {
+            };
+            let Some(left) = deadline.remaining().filter(|l| !l.is_zero()) else {
                 return Ok(None);
+            };
+            match last {
+                Some(last) => match self.roster_wait(&mut conn, &last, left.min(ROSTER_SLICE)) {
+                    Err(e) if !conn::is_away(&e) => return Err(e),
+                    _ => {}
+                },
+                // Polling a server that is away, within the deadline.
+                None => backoff.pause(left),
             }
-            // Polling the registry (remote state, no wake-up) within the
-            // deadline.
-            std::thread::sleep(Duration::from_millis(20).min(deadline.remaining().unwrap_or(Duration::MAX)));
         }
     }
 
@@ -352,7 +415,11 @@ impl Cluster {
         let start = Instant::now();
         let end = || start.elapsed() >= wait || deadline.has_passed();
         let mut backoff = Backoff::new();
+        // A connection to block on the roster, made at the first miss (the
+        // usual call finds a worker at once).
+        let mut roster: Option<Conn> = None;
         loop {
+            let mark = roster.as_mut().and_then(|c| self.roster_last(c).ok());
             let workers = match self.workers() {
                 Ok(w) => {
                     backoff.reset();
@@ -392,11 +459,19 @@ impl Cluster {
                     }
                 });
             }
-            // Polling the registry (remote state) within the wait.
             let left = wait
                 .saturating_sub(start.elapsed())
                 .min(deadline.remaining().unwrap_or(wait));
-            std::thread::sleep(Duration::from_millis(50).min(left));
+            match (roster.as_mut(), mark) {
+                (Some(c), Some(last)) => match self.roster_wait(c, &last, left.min(ROSTER_SLICE)) {
+                    Err(e) if !conn::is_away(&e) => return Err(e),
+                    _ => {}
+                },
+                // The first miss: look again at once, with the roster marked.
+                (None, _) => roster = Some(self.new_conn()),
+                // The roster unreadable (the server away): polling it.
+                (Some(_), None) => backoff.pause(left),
+            }
         }
     }
 

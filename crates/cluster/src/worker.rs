@@ -6,7 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::AsFd;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use mp_sys::time::Deadline;
@@ -258,22 +258,25 @@ struct Lane {
 fn consume(lane: Lane) {
     let stream = lane.cluster.tasks_key(lane.info.build);
     let held = Arc::new(Held::default());
-    {
-        let watch = Watch {
-            conn: lane.cluster.new_conn(),
-            stream: stream.clone(),
-            name: lane.name.clone(),
-            own_lease: lane.cluster.settings().lease,
-            held: Arc::clone(&held),
-        };
-        let started = std::thread::Builder::new()
-            .name("mp-cluster-watch".into())
-            .spawn(move || watch.run());
-        if let Err(e) = started {
+    // Dropped when serving ends: the watch thread's wait ends with it.
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let watch = Watch {
+        conn: lane.cluster.new_conn(),
+        stream: stream.clone(),
+        name: lane.name.clone(),
+        own_lease: lane.cluster.settings().lease,
+        held: Arc::clone(&held),
+    };
+    let watcher = std::thread::Builder::new()
+        .name("mp-cluster-watch".into())
+        .spawn(move || watch.run(&stop_rx));
+    let watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
             eprintln!("mp-cluster worker {}: cannot start its watch thread: {e}", lane.name);
             return;
         }
-    }
+    };
     let mut c = Consumer {
         conn: lane.cluster.new_conn(),
         stream,
@@ -286,6 +289,8 @@ fn consume(lane: Lane) {
         lane,
     };
     c.serve();
+    drop(stop_tx);
+    let _ = watcher.join();
 }
 
 /// The chunks a local process holds (read, not answered yet), shared with
@@ -746,14 +751,13 @@ struct Watch {
 }
 
 impl Watch {
-    fn run(mut self) {
+    /// Looks every [`WATCH`] until `stop` closes. A pool's termination is a
+    /// flag in Redis, so this looks on a timer; a chunk's start wakes
+    /// nobody, which would cost every short task a wake-up.
+    fn run(mut self, stop: &mpsc::Receiver<()>) {
         let mut renewed: Option<Instant> = None;
         let held = Arc::clone(&self.held);
-        loop {
-            // A look every WATCH. A pool's termination is a flag in Redis,
-            // so this polls; and a chunk's start wakes nobody, which would
-            // cost every short task a wake-up.
-            std::thread::sleep(WATCH);
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(WATCH) {
             let mut h = lock(&held.state);
             let Some(read_at) = h.read_at else { continue };
             let entries = h.entries.clone();
@@ -908,6 +912,20 @@ fn add_requeue<T: redis::ToRedisArgs>(p: &mut redis::Pipeline, stream: &str, ids
             .arg(ids)
             .ignore();
     }
+}
+
+/// Adds to `p` an entry of the workers' roster for host `id` (registered,
+/// beat or left): what waits for workers wake on.
+fn add_roster(p: &mut redis::Pipeline, cluster: &Cluster, id: &str) {
+    p.cmd("XADD")
+        .arg(cluster.roster_key())
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(64)
+        .arg("*")
+        .arg("w")
+        .arg(id)
+        .ignore();
 }
 
 /// Adds to `p` the removal of consumer `name` from the workers' group of
@@ -1280,16 +1298,14 @@ impl Host {
             }
         }
         self.answer_for_dead();
-        let _ = self.conn.query::<()>(
-            redis::cmd("DEL").arg(self.cluster.worker_key(&self.info.id)),
-            IO_TIMEOUT,
-            "deregistering",
-        );
-        let _ = self.conn.query::<()>(
-            redis::cmd("SREM").arg(self.cluster.workers_key()).arg(&self.info.id),
-            IO_TIMEOUT,
-            "deregistering",
-        );
+        let mut p = redis::pipe();
+        p.cmd("DEL").arg(self.cluster.worker_key(&self.info.id)).ignore();
+        p.cmd("SREM")
+            .arg(self.cluster.workers_key())
+            .arg(&self.info.id)
+            .ignore();
+        add_roster(&mut p, &self.cluster, &self.info.id);
+        let _ = self.conn.pipe::<()>(&p, "deregistering");
     }
 }
 
@@ -1309,6 +1325,7 @@ fn register(cluster: &Cluster, conn: &mut Conn, info: &WorkerInfo) -> Result<(),
         .arg(REGISTRATION_TTL.as_millis() as u64)
         .ignore();
     p.cmd("SADD").arg(cluster.workers_key()).arg(&info.id).ignore();
+    add_roster(&mut p, cluster, &info.id);
     conn.pipe::<()>(&p, "registering the worker")
 }
 

@@ -484,9 +484,9 @@ fn terminating_a_pool_spares_another_pool_s_task_on_the_same_process() -> Result
         .map_err(|e| format!("the long task did not start: {e}"))?;
     let other = c.pool().map_err(e)?;
     let waiting = other.apply_async(square, (7,)).map_err(e)?;
-    // Deliberate lateness: the host reads and claims the waiting task and
-    // queues it to its one process (no client-side sign of that exists).
-    std::thread::sleep(Duration::from_millis(300));
+    // The host's one process runs the long task: the other pool's task waits
+    // (in the stream, or read together with it and queued again when the
+    // process stops).
     doomed.terminate();
     until_ended(&[pid])?;
     let t0 = Instant::now();
@@ -667,10 +667,22 @@ fn queue_close_holds_everywhere() -> Result<(), String> {
     let full: mp_cluster::Queue<u64> = c.queue_with_maxsize("full", 1).map_err(e)?;
     full.put(1).map_err(|e| e.to_string())?;
     let full2 = full.clone();
-    let waiting = std::thread::spawn(move || full2.put_timeout(2, Duration::from_secs(10)));
-    // Both are waiting by now (polling remote state is not possible for a
-    // thread's wait: a deliberate pause, not a wait for an event).
-    std::thread::sleep(Duration::from_millis(300));
+    let (putting_tx, putting) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || {
+        let _ = putting_tx.send(());
+        full2.put_timeout(2, Duration::from_secs(10))
+    });
+    // The getter is blocked in Redis (a blocked client there), and the
+    // putter has begun its put (it polls a full queue: nothing shows in
+    // Redis while it waits).
+    check(
+        mp_testkit::until(Duration::from_secs(10), || blocked_getters().is_ok_and(|n| n >= 1)),
+        "the getter blocks",
+    )?;
+    check(
+        putting.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "the putter begins",
+    )?;
     q.close().map_err(e)?;
     idle.close().map_err(e)?;
     let idle_closed = Instant::now();
@@ -731,8 +743,10 @@ fn take_and_hold(url: String, ns: String) -> Result<(), String> {
     let said: mp_cluster::Queue<bool> = c.queue("took").map_err(|e| e.to_string())?;
     let took = q.take_without_ack(Duration::from_secs(10)).map_err(|e| e.to_string())?;
     said.put(took).map_err(|e| e.to_string())?;
-    // Held until the parent kills this process (a bound, never reached).
-    std::thread::sleep(Duration::from_secs(60));
+    // Held until the parent kills this process: a wait on a queue nobody
+    // fills, bounded.
+    let never: mp_cluster::Queue<bool> = c.queue("never").map_err(|e| e.to_string())?;
+    let _ = never.get_timeout(Duration::from_secs(60));
     Ok(())
 }
 
@@ -748,6 +762,37 @@ fn kill_a_holder(ns: &str, said: &mp_cluster::Queue<bool>) -> Result<Instant, St
     p.join_timeout(Duration::from_secs(10)).map_err(|e| e.to_string())?;
     check(took == Ok(true), format!("the consumer took an item: {took:?}"))?;
     Ok(killed)
+}
+
+/// How many clients of the server are blocked in `BLMOVE` (a queue's get;
+/// `CLIENT LIST`).
+fn blocked_getters() -> Result<usize, String> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut raw()?)
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .lines()
+        .filter(|l| l.contains(" flags=b ") && l.contains(" cmd=blmove "))
+        .count())
+}
+
+/// Whether every taker of queue `name` has let its lease lapse.
+fn takers_lapsed(ns: &str, name: &str) -> bool {
+    let Ok(mut con) = raw() else { return false };
+    let takers: Vec<String> = match redis::cmd("SMEMBERS")
+        .arg(format!("{ns}:queue:{name}:takers"))
+        .query(&mut con)
+    {
+        Ok(t) => t,
+        Err(_) => return false,
+    };
+    takers.iter().all(|t| {
+        redis::cmd("EXISTS")
+            .arg(format!("{t}:lease"))
+            .query::<bool>(&mut con)
+            .is_ok_and(|live| !live)
+    })
 }
 
 fn a_consumer_killed_holding_an_item_gives_it_back() -> Result<(), String> {
@@ -778,8 +823,12 @@ fn a_consumer_killed_holding_an_item_gives_it_back() -> Result<(), String> {
         q.put(s.to_string()).map_err(|e| e.to_string())?;
     }
     kill_a_holder(&ns, &said)?;
-    // A deliberate wait past the dead consumer's lease.
-    std::thread::sleep(lease + Duration::from_millis(300));
+    // Until the dead consumer's lease has lapsed (the next get gives its
+    // item back).
+    check(
+        mp_testkit::until(Duration::from_secs(10), || takers_lapsed(&ns, "handoff")),
+        "the dead consumer's lease lapses",
+    )?;
     let order: Vec<String> = (0..3)
         .map(|_| q.get_timeout(Duration::from_secs(5)))
         .collect::<Result<_, _>>()
@@ -1018,10 +1067,13 @@ fn the_client_s_lease_governs_takeover() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let _b = Host::start(&ns, 1, "lease-heir")?;
     wait_workers(&c, 2)?;
-    // A deliberate wait past the lease: the living host renews it every
-    // third of the client's lease, so nobody takes the task over.
-    std::thread::sleep(lease + lease / 2);
-    check(started.qsize().map_err(e)? == 0, "a task whose host lives stays there")?;
+    // Past the lease: the living host renews it every third of the
+    // client's lease, so nobody takes the task over (no second start comes
+    // within a lease and a half).
+    check(
+        started.get_timeout(lease + lease / 2) == Err(mp_queue::GetError::Empty),
+        "a task whose host lives stays there",
+    )?;
     a.kill();
     let killed = Instant::now();
     let second = started
