@@ -973,22 +973,24 @@ const END: &str = "<!-- compare:end -->";
 /// Puts the table between README.md's markers and the chart in
 /// `docs/compare.svg`.
 fn update_readme(root: &Path, md: &str, svg: &str) -> Result<(), Failed> {
+    let body = format!("{md}\n![Speed-up over CPython per workload](docs/compare.svg)\n");
+    replace_readme_section(root, BEGIN, END, &body)?;
+    write(&root.join("docs").join("compare.svg"), svg)
+}
+
+/// Replaces what lies between README.md's markers `begin` and `end` (the
+/// `begin` line stays) with `body`.
+pub(crate) fn replace_readme_section(root: &Path, begin: &str, end: &str, body: &str) -> Result<(), Failed> {
     let path = root.join("README.md");
     let readme = std::fs::read_to_string(&path).map_err(|e| {
         eprintln!("error: cannot read README.md: {e}");
         Failed
     })?;
-    let (Some(b), Some(e)) = (readme.find(BEGIN), readme.find(END)) else {
-        eprintln!("error: README.md has no `{BEGIN}` ... `{END}` section");
+    let (Some(b), Some(e)) = (readme.find(begin), readme.find(end)) else {
+        eprintln!("error: README.md has no `{begin}` ... `{end}` section");
         return Err(Failed);
     };
-    let new = format!(
-        "{}{BEGIN}\n{md}\n![Speed-up over CPython per workload](docs/compare.svg)\n{}",
-        &readme[..b],
-        &readme[e..]
-    );
-    write(&path, &new)?;
-    write(&root.join("docs").join("compare.svg"), svg)
+    write(&path, &format!("{}{begin}\n{body}{}", &readme[..b], &readme[e..]))
 }
 
 #[cfg(test)]

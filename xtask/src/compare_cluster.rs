@@ -30,6 +30,7 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::compare::{Clock, Machine, NOISY, Options, Run, cell, measure, median, num, times, write};
@@ -181,18 +182,51 @@ impl Group {
             Failed
         })?;
         let err = out.try_clone().map_err(|_| Failed)?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| {
-                eprintln!("error: cannot start {name}: {e}");
-                Failed
-            })?;
-        self.children.push((name.to_string(), child));
+        self.start(name, cmd.stdout(out).stderr(err))?;
         Ok(())
+    }
+
+    /// [`spawn`](Group::spawn), with its standard output copied to `log`
+    /// by a thread that sends on the receiver once a line contains
+    /// `ready` (the receiver disconnects if the output ends first).
+    fn spawn_until(
+        &mut self,
+        name: &str,
+        cmd: &mut Command,
+        log: &Path,
+        ready: &'static str,
+    ) -> Result<mpsc::Receiver<()>, Failed> {
+        let mut out = std::fs::File::create(log).map_err(|e| {
+            eprintln!("error: cannot create {}: {e}", log.display());
+            Failed
+        })?;
+        let err = out.try_clone().map_err(|_| Failed)?;
+        let child = self.start(name, cmd.stdout(Stdio::piped()).stderr(err))?;
+        let pipe = child.stdout.take().ok_or(Failed)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufRead::lines(std::io::BufReader::new(pipe)) {
+                let Ok(line) = line else { break };
+                let _ = writeln!(out, "{line}");
+                if line.contains(ready)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        Ok(rx)
+    }
+
+    /// Starts `cmd` (its outputs set) in a process group of its own.
+    fn start(&mut self, name: &str, cmd: &mut Command) -> Result<&mut Child, Failed> {
+        let child = cmd.stdin(Stdio::null()).process_group(0).spawn().map_err(|e| {
+            eprintln!("error: cannot start {name}: {e}");
+            Failed
+        })?;
+        self.children.push((name.to_string(), child));
+        Ok(&mut self.children.last_mut().ok_or(Failed)?.1)
     }
 
     /// The first one that has exited, with its status.
@@ -205,22 +239,18 @@ impl Group {
 
     fn stop(&mut self) {
         // Newest first: the workers before the server they talk to.
-        for (name, mut child) in self.children.drain(..).rev() {
+        for (name, child) in self.children.drain(..).rev() {
             let pgid = child.id();
             signal_group("TERM", pgid);
-            let deadline = Instant::now() + STOP_WAIT;
-            // Polling the child's exit with a deadline: std has no wait
-            // with a timeout.
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if matches!(child.try_wait(), Ok(None)) {
+            let exited = crate::examples::wait_in_background(child);
+            if exited.recv_timeout(STOP_WAIT).is_err() {
                 eprintln!("    {name} did not stop within {STOP_WAIT:?} of SIGTERM: SIGKILL");
             }
             // The rest of its group (worker processes) too, whether or not
-            // the leader is gone.
+            // the leader is gone; its waiter thread has reaped the leader, or
+            // does now.
             signal_group("KILL", pgid);
-            let _ = child.wait();
+            let _ = exited.recv_timeout(STOP_WAIT);
             let left = group_members(pgid);
             if !left.is_empty() {
                 eprintln!("    warning: processes of {name}'s group left after SIGKILL: {left:?}");
@@ -367,7 +397,7 @@ fn start_redis(group: &mut Group, logs: &Path) -> Result<String, Failed> {
             Failed
         })?
         .port();
-    group.spawn(
+    let ready = group.spawn_until(
         "redis-server",
         Command::new("redis-server").args([
             "--port",
@@ -382,25 +412,28 @@ fn start_redis(group: &mut Group, logs: &Path) -> Result<String, Failed> {
             "4",
         ]),
         &logs.join("redis-server.log"),
+        "Ready to accept connections",
     )?;
-    let deadline = Instant::now() + START_WAIT;
-    loop {
-        if ping(port) {
-            break;
+    match ready.recv_timeout(START_WAIT) {
+        Ok(()) if ping(port) => {}
+        Ok(()) => {
+            eprintln!("error: redis-server on 127.0.0.1:{port} said it was ready but does not answer PING");
+            return Err(Failed);
         }
-        if let Some(why) = group.exited() {
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            let why = group
+                .exited()
+                .unwrap_or_else(|| "redis-server closed its output".into());
             eprintln!(
                 "error: {why} (is redis-server installed? see {}/redis-server.log)",
                 logs.display()
             );
             return Err(Failed);
         }
-        if Instant::now() > deadline {
-            eprintln!("error: redis-server on 127.0.0.1:{port} did not answer within {START_WAIT:?}");
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            eprintln!("error: redis-server on 127.0.0.1:{port} was not ready within {START_WAIT:?}");
             return Err(Failed);
         }
-        // Polling the new server with a deadline: nothing to wait on.
-        std::thread::sleep(Duration::from_millis(20));
     }
     let version = Command::new("redis-server")
         .arg("--version")
@@ -728,16 +761,7 @@ const END: &str = "<!-- compare-cluster:end -->";
 
 /// Puts the report between README.md's cluster markers.
 fn update_readme(root: &Path, md: &str) -> Result<(), Failed> {
-    let path = root.join("README.md");
-    let readme = std::fs::read_to_string(&path).map_err(|e| {
-        eprintln!("error: cannot read README.md: {e}");
-        Failed
-    })?;
-    let (Some(b), Some(e)) = (readme.find(BEGIN), readme.find(END)) else {
-        eprintln!("error: README.md has no `{BEGIN}` ... `{END}` section");
-        return Err(Failed);
-    };
-    write(&path, &format!("{}{BEGIN}\n{md}{}", &readme[..b], &readme[e..]))
+    crate::compare::replace_readme_section(root, BEGIN, END, md)
 }
 
 #[cfg(test)]

@@ -422,7 +422,7 @@ fn collect(reader: &Reader, deadline: Instant) -> String {
 
 /// Waits for `child` on a thread of its own; the receiver gets its status,
 /// so the caller can wait with a timeout (`recv_timeout`).
-fn wait_in_background(mut child: Child) -> mpsc::Receiver<std::io::Result<ExitStatus>> {
+pub(crate) fn wait_in_background(mut child: Child) -> mpsc::Receiver<std::io::Result<ExitStatus>> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let _ = tx.send(child.wait());

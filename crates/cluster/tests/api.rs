@@ -6,13 +6,15 @@
 //! end of each test.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use mp_cluster::{Cluster, ClusterError, WorkerInfo};
-use mp_testkit::redis::{HostSpec, WorkerHost};
+use mp_cluster::{Cluster, ClusterError};
 use mp_testkit::{Harness, check};
+
+mod common;
+use common::{Host, cluster, me, redis, wait_workers};
 
 fn main() -> ExitCode {
     let tests: &[(&str, mp_testkit::Test)] = &[
@@ -54,51 +56,6 @@ fn main() -> ExitCode {
     h.finish()
 }
 
-fn redis() -> Result<&'static mp_testkit::redis::RedisServer, String> {
-    mp_testkit::redis::server()
-}
-
-/// Worker hosts: copies of this executable (testkit's `WorkerHost`),
-/// killed and reaped when dropped.
-struct Host;
-
-impl Host {
-    fn start(ns: &str, processes: usize, label: &str) -> Result<WorkerHost, String> {
-        Host::start_with_lease(ns, processes, label, Duration::from_secs(10))
-    }
-
-    fn start_with_lease(ns: &str, processes: usize, label: &str, lease: Duration) -> Result<WorkerHost, String> {
-        WorkerHost::start(&HostSpec {
-            exe: &me(),
-            url: &redis()?.url(),
-            namespace: ns,
-            processes,
-            label,
-            lease,
-        })
-    }
-}
-
-fn me() -> PathBuf {
-    std::env::current_exe().expect("current_exe")
-}
-
-fn cluster(ns: &str, wait: Duration) -> Result<Cluster, String> {
-    Cluster::builder(&redis()?.url())
-        .namespace(ns)
-        .worker_wait(wait)
-        .connect()
-        .map_err(|e| e.to_string())
-}
-
-/// Waits (at most 20 s) until `n` workers are listed.
-fn wait_workers(c: &Cluster, n: usize) -> Result<Vec<WorkerInfo>, String> {
-    c.wait_workers(Duration::from_secs(20), |w| w.len() >= n)
-        .map_err(|e| e.to_string())?
-        .ok_or(format!("fewer than {n} workers registered within 20 s"))
-}
-
-/// A raw connection, as redis-cli would use.
 fn raw() -> Result<redis::Connection, String> {
     let client = redis::Client::open(redis()?.url()).map_err(|e| e.to_string())?;
     let con = client
@@ -150,7 +107,7 @@ fn drain(q: &mp_cluster::Queue<u64>) -> Result<Vec<u64>, String> {
 
 fn cancel_succeeds_before_a_claim() -> Result<(), String> {
     let ns = redis()?.namespace("cancel");
-    let _host = Host::start(&ns, 1, "host-cancel")?;
+    let _host = Host::start(&me(), &ns, 1, "host-cancel")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     wait_workers(&c, 1)?;
     let pool = c.pool().map_err(e)?;
@@ -224,8 +181,8 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
 
 fn cancel_races_claims() -> Result<(), String> {
     let ns = redis()?.namespace("cancel_race");
-    let _a = Host::start(&ns, 1, "race-a")?;
-    let _b = Host::start(&ns, 1, "race-b")?;
+    let _a = Host::start(&me(), &ns, 1, "race-a")?;
+    let _b = Host::start(&me(), &ns, 1, "race-b")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     wait_workers(&c, 2)?;
     let pool = c.pool().map_err(e)?;
@@ -291,7 +248,7 @@ fn cancel_races_claims() -> Result<(), String> {
 fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
     use mp_pool::ExecutorError;
     let ns = redis()?.namespace("shutdown_cancel");
-    let _host = Host::start(&ns, 2, "host-shutdown")?;
+    let _host = Host::start(&me(), &ns, 2, "host-shutdown")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     wait_workers(&c, 1)?;
     let ex = c.executor().map_err(e)?;
@@ -413,8 +370,8 @@ fn until_ended(pids: &[u32]) -> Result<Duration, String> {
 
 fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
     let ns = redis()?.namespace("terminate");
-    let _a = Host::start(&ns, 1, "term-a")?;
-    let _b = Host::start(&ns, 1, "term-b")?;
+    let _a = Host::start(&me(), &ns, 1, "term-a")?;
+    let _b = Host::start(&me(), &ns, 1, "term-b")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     let hosts: Vec<u32> = wait_workers(&c, 2)?.iter().map(|w| w.pid).collect();
     let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
@@ -473,7 +430,7 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
 /// runs it again).
 fn terminating_a_pool_spares_another_pool_s_task_on_the_same_process() -> Result<(), String> {
     let ns = redis()?.namespace("spare_neighbour");
-    let _host = Host::start(&ns, 1, "one-process")?;
+    let _host = Host::start(&me(), &ns, 1, "one-process")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     wait_workers(&c, 1)?;
     let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
@@ -512,7 +469,7 @@ fn boom(x: u32) -> u32 {
 fn callbacks_as_python_s() -> Result<(), String> {
     use std::sync::mpsc;
     let ns = redis()?.namespace("callbacks");
-    let _host = Host::start(&ns, 1, "host-callbacks")?;
+    let _host = Host::start(&me(), &ns, 1, "host-callbacks")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     wait_workers(&c, 1)?;
     let pool = c.pool().map_err(e)?;
@@ -644,7 +601,7 @@ fn get_there(q: mp_cluster::Queue<u64>) -> String {
 fn queue_close_holds_everywhere() -> Result<(), String> {
     use mp_queue::GetError;
     let ns = redis()?.namespace("queue_close");
-    let _host = Host::start(&ns, 1, "host-close")?;
+    let _host = Host::start(&me(), &ns, 1, "host-close")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     wait_workers(&c, 1)?;
     let pool = c.pool().map_err(e)?;
@@ -882,7 +839,7 @@ fn peak_mib(pid: u32) -> Option<u64> {
 fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
     use mp_queue::GetError;
     let ns = redis()?.namespace("hostile");
-    let host = Host::start(&ns, 1, "host-hostile")?;
+    let host = Host::start(&me(), &ns, 1, "host-hostile")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     let before = wait_workers(&c, 1)?[0].pid;
     let big = garbage_16mib();
@@ -1050,7 +1007,7 @@ fn the_client_s_lease_governs_takeover() -> Result<(), String> {
     let ns = redis()?.namespace("client_lease");
     // The hosts' own lease is the default 10 s: only the client's 1 s lease
     // can explain a takeover within a couple of seconds.
-    let mut a = Host::start(&ns, 1, "lease-doomed")?;
+    let mut a = Host::start(&me(), &ns, 1, "lease-doomed")?;
     let lease = Duration::from_secs(1);
     let c = Cluster::builder(&redis()?.url())
         .namespace(&ns)
@@ -1065,7 +1022,7 @@ fn the_client_s_lease_governs_takeover() -> Result<(), String> {
     let first = started
         .get_timeout(Duration::from_secs(20))
         .map_err(|e| e.to_string())?;
-    let _b = Host::start(&ns, 1, "lease-heir")?;
+    let _b = Host::start(&me(), &ns, 1, "lease-heir")?;
     wait_workers(&c, 2)?;
     // Past the lease: the living host renews it every third of the
     // client's lease, so nobody takes the task over (no second start comes
@@ -1096,7 +1053,7 @@ fn the_client_s_lease_governs_takeover() -> Result<(), String> {
 /// Tasks of one item each, through the claim step: prints tasks/s.
 fn per_task_throughput() -> Result<(), String> {
     let ns = redis()?.namespace("throughput");
-    let _host = Host::start(&ns, 2, "host-rate")?;
+    let _host = Host::start(&me(), &ns, 2, "host-rate")?;
     let c = cluster(&ns, Duration::from_secs(10))?;
     wait_workers(&c, 1)?;
     let pool = c.pool().map_err(e)?;

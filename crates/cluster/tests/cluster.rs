@@ -3,14 +3,15 @@
 //! processes with `MP_CLUSTER_WORKER`, diverted before `main`, and killed
 //! and reaped at the end of each test.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use mp_cluster::{Cluster, ClusterError, WorkerInfo};
+use mp_cluster::{Cluster, ClusterError};
 use mp_pool::TaskError;
-use mp_testkit::redis::{HostSpec, WorkerHost};
 use mp_testkit::{Harness, check};
+
+mod common;
+use common::{Host, cluster, me, redis, wait_workers};
 
 fn main() -> ExitCode {
     let tests: &[(&str, mp_testkit::Test)] = &[
@@ -55,56 +56,6 @@ fn main() -> ExitCode {
     h.run("redis_gone_is_a_clear_error", redis_gone_is_a_clear_error);
     h.run("nothing_left_behind", nothing_left_behind);
     h.finish()
-}
-
-fn redis() -> Result<&'static mp_testkit::redis::RedisServer, String> {
-    mp_testkit::redis::server()
-}
-
-/// Worker hosts: copies of an executable (testkit's `WorkerHost`), killed
-/// and reaped when dropped.
-struct Host;
-
-impl Host {
-    fn start(exe: &Path, ns: &str, processes: usize, label: &str) -> Result<WorkerHost, String> {
-        Host::start_with_lease(exe, ns, processes, label, Duration::from_secs(10))
-    }
-
-    fn start_with_lease(
-        exe: &Path,
-        ns: &str,
-        processes: usize,
-        label: &str,
-        lease: Duration,
-    ) -> Result<WorkerHost, String> {
-        WorkerHost::start(&HostSpec {
-            exe,
-            url: &redis()?.url(),
-            namespace: ns,
-            processes,
-            label,
-            lease,
-        })
-    }
-}
-
-fn me() -> PathBuf {
-    std::env::current_exe().expect("current_exe")
-}
-
-fn cluster(ns: &str, wait: Duration) -> Result<Cluster, String> {
-    Cluster::builder(&redis()?.url())
-        .namespace(ns)
-        .worker_wait(wait)
-        .connect()
-        .map_err(|e| e.to_string())
-}
-
-/// Waits (at most 20 s) until `n` workers are listed.
-fn wait_workers(c: &Cluster, n: usize) -> Result<Vec<WorkerInfo>, String> {
-    c.wait_workers(Duration::from_secs(20), |w| w.len() >= n)
-        .map_err(|e| e.to_string())?
-        .ok_or(format!("fewer than {n} workers registered within 20 s"))
 }
 
 fn square(x: u64) -> u64 {
@@ -336,20 +287,23 @@ fn a_crashing_task_costs_a_process_not_the_host() -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let pool1 = c1.pool().map_err(|e| e.to_string())?;
     let runs: mp_cluster::Queue<u32> = c1.queue("runs").map_err(|e| e.to_string())?;
+    let gate: mp_cluster::Queue<bool> = c1.queue("gate").map_err(|e| e.to_string())?;
     let busy = pool1
-        .apply_async(note_then_crash, (runs.clone(), 9, 300))
+        .apply_async(note_then_crash, (runs.clone(), 9, Some(gate.clone())))
         .map_err(|e| e.to_string())?;
     check(
         mp_testkit::until(Duration::from_secs(10), || pending(&c1).is_ok_and(|n| n == 1)),
         "the host runs the busy task",
     )?;
-    // Both wait while it runs, and are read together after it.
+    // Both wait in the stream while it runs, and are read together once
+    // the gate lets it finish.
     let ran = pool1
-        .apply_async(note_then_crash, (runs.clone(), 1, 0))
+        .apply_async(note_then_crash, (runs.clone(), 1, None))
         .map_err(|e| e.to_string())?;
     let crashed = pool1
-        .apply_async(note_then_crash, (runs.clone(), 0, 0))
+        .apply_async(note_then_crash, (runs.clone(), 0, None))
         .map_err(|e| e.to_string())?;
+    gate.put(true).map_err(|e| e.to_string())?;
     let wait = Duration::from_secs(20);
     check(busy.get_timeout(wait).map_err(|e| e.to_string())? == 9, "the busy task")?;
     check(
@@ -364,7 +318,7 @@ fn a_crashing_task_costs_a_process_not_the_host() -> Result<(), String> {
     // A last task: whatever was queued again before it has run by now.
     check(
         pool1
-            .apply(note_then_crash, (runs.clone(), 5, 0))
+            .apply(note_then_crash, (runs.clone(), 5, None))
             .map_err(|e| e.to_string())?
             == 5,
         "a task after the crash",
@@ -377,9 +331,12 @@ fn a_crashing_task_costs_a_process_not_the_host() -> Result<(), String> {
     check(seen == vec![0, 1, 5, 9], format!("each ran once: {seen:?}"))
 }
 
-/// Records `x` after `ms`, then crashes the process when `x` is 0.
-fn note_then_crash(runs: mp_cluster::Queue<u32>, x: u32, ms: u64) -> u32 {
-    std::thread::sleep(Duration::from_millis(ms));
+/// Records `x` (once `gate`, if any, opens), then crashes the process when `x` is 0.
+fn note_then_crash(runs: mp_cluster::Queue<u32>, x: u32, gate: Option<mp_cluster::Queue<bool>>) -> u32 {
+    if let Some(gate) = gate {
+        // Busy until the test opens the gate.
+        gate.get_timeout(Duration::from_secs(20)).expect("the gate opens");
+    }
     runs.put(x).expect("recording a run");
     if x == 0 {
         std::process::abort();

@@ -309,11 +309,15 @@ impl<R> TaskFuture<R> {
     ///
     /// ```
     /// use mp_pool::{ExecutorError, ProcessPoolExecutor};
+    /// use mp_sync::Event;
     /// use std::time::Duration;
-    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// /// Holds its worker until `go` is set.
+    /// fn held(go: Event) -> bool { go.wait_timeout(Duration::from_secs(30)) }
+    /// let go = Event::new()?;
     /// let ex = ProcessPoolExecutor::new(1)?;
-    /// let f = ex.submit(nap, (300,))?;
+    /// let f = ex.submit(held, (go.clone(),))?;
     /// assert_eq!(f.exception_timeout(Duration::from_millis(10)), Err(ExecutorError::Timeout));
+    /// go.set();
     /// assert_eq!(f.exception_timeout(Duration::from_secs(30)), Ok(None));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
@@ -783,13 +787,17 @@ impl ProcessPoolExecutor {
     ///
     /// ```
     /// use mp_pool::ProcessPoolExecutor;
+    /// use mp_sync::Event;
     /// use std::time::Duration;
-    /// fn nap(ms: u64) -> u64 { std::thread::sleep(Duration::from_millis(ms)); ms }
+    /// /// Holds its worker until `go` is set.
+    /// fn held(go: Event) -> bool { go.wait_timeout(Duration::from_secs(30)) }
+    /// let go = Event::new()?;
     /// let ex = ProcessPoolExecutor::new(1)?;
-    /// let f = ex.submit(nap, (300,))?;
+    /// let f = ex.submit(held, (go.clone(),))?;
     /// assert!(!ex.shutdown_timeout(false, Duration::from_millis(10)));
+    /// go.set();
     /// assert!(ex.shutdown_timeout(false, Duration::from_secs(30)));
-    /// assert_eq!(f.result(), Ok(300));
+    /// assert_eq!(f.result(), Ok(true));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn shutdown_timeout(&self, cancel_futures: bool, t: Duration) -> bool {

@@ -1,0 +1,59 @@
+//! What the cluster test binaries share: the server testkit starts for
+//! the binary, worker hosts (copies of an executable), a client, and the
+//! wait for workers.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mp_cluster::{Cluster, WorkerInfo};
+use mp_testkit::redis::{HostSpec, WorkerHost};
+
+pub(crate) fn redis() -> Result<&'static mp_testkit::redis::RedisServer, String> {
+    mp_testkit::redis::server()
+}
+
+/// Worker hosts: copies of an executable (testkit's `WorkerHost`), killed
+/// and reaped when dropped.
+pub(crate) struct Host;
+
+impl Host {
+    pub(crate) fn start(exe: &Path, ns: &str, processes: usize, label: &str) -> Result<WorkerHost, String> {
+        Host::start_with_lease(exe, ns, processes, label, Duration::from_secs(10))
+    }
+
+    pub(crate) fn start_with_lease(
+        exe: &Path,
+        ns: &str,
+        processes: usize,
+        label: &str,
+        lease: Duration,
+    ) -> Result<WorkerHost, String> {
+        WorkerHost::start(&HostSpec {
+            exe,
+            url: &redis()?.url(),
+            namespace: ns,
+            processes,
+            label,
+            lease,
+        })
+    }
+}
+
+pub(crate) fn me() -> PathBuf {
+    std::env::current_exe().expect("current_exe")
+}
+
+pub(crate) fn cluster(ns: &str, wait: Duration) -> Result<Cluster, String> {
+    Cluster::builder(&redis()?.url())
+        .namespace(ns)
+        .worker_wait(wait)
+        .connect()
+        .map_err(|e| e.to_string())
+}
+
+/// Waits (at most 20 s) until `n` workers are listed.
+pub(crate) fn wait_workers(c: &Cluster, n: usize) -> Result<Vec<WorkerInfo>, String> {
+    c.wait_workers(Duration::from_secs(20), |w| w.len() >= n)
+        .map_err(|e| e.to_string())?
+        .ok_or(format!("fewer than {n} workers registered within 20 s"))
+}
