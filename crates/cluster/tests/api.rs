@@ -79,16 +79,29 @@ fn e(e: ClusterError) -> String {
     e.to_string()
 }
 
-fn sleepy(ms: u64) -> u64 {
-    // The task's simulated work.
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
+/// What a task that must stay busy does: waits until the test opens
+/// `gate` (a token per task), or its process is killed (a minute at most).
+fn hold(gate: &mp_cluster::Queue<u64>) {
+    let _ = gate.get_timeout(Duration::from_secs(60));
 }
 
-/// Records that task `i` ran (in a cluster queue), after `ms` of work.
-fn record(runs: mp_cluster::Queue<u64>, i: u64, ms: u64) -> u64 {
-    // The task's simulated work.
-    std::thread::sleep(Duration::from_millis(ms));
+/// Returns `v` once `gate` lets it.
+fn held(gate: mp_cluster::Queue<u64>, v: u64) -> u64 {
+    hold(&gate);
+    v
+}
+
+/// Returns `v` at once.
+fn same(v: u64) -> u64 {
+    v
+}
+
+/// Records that task `i` ran (in a cluster queue), once `gate` (if any)
+/// lets it.
+fn record(runs: mp_cluster::Queue<u64>, i: u64, gate: Option<mp_cluster::Queue<u64>>) -> u64 {
+    if let Some(gate) = gate {
+        hold(&gate);
+    }
     runs.put(i).expect("recording a run");
     i
 }
@@ -112,17 +125,20 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
     wait_workers(&c, 1)?;
     let pool = c.pool().map_err(e)?;
     let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
+    let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
     // A local process reads the next tasks only once it has answered the
-    // one it runs: while the first runs, the second and third wait in the
-    // stream.
+    // one it runs: while the first runs (held on the gate), the second and
+    // third wait in the stream.
     let stream = format!("{ns}:tasks:{:016x}", c.build_id());
-    let first = pool.apply_async(record, (runs.clone(), 1, 1200)).map_err(e)?;
+    let first = pool
+        .apply_async(record, (runs.clone(), 1, Some(gate.clone())))
+        .map_err(e)?;
     check(
         mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 1)),
         "the host runs the first task",
     )?;
-    let second = pool.apply_async(record, (runs.clone(), 2, 0)).map_err(e)?;
-    let third = pool.apply_async(record, (runs.clone(), 3, 0)).map_err(e)?;
+    let second = pool.apply_async(record, (runs.clone(), 2, None)).map_err(e)?;
+    let third = pool.apply_async(record, (runs.clone(), 3, None)).map_err(e)?;
     check(third.cancel().map_err(e)?, "the unclaimed task is cancelled")?;
     check(third.cancelled() && third.ready(), "cancelled and ready")?;
     check(third.successful() == Some(false), "not successful")?;
@@ -132,6 +148,7 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
     )?;
     check(third.cancel().map_err(e)?, "cancel again: still cancelled")?;
     check(!first.cancel().map_err(e)?, "a claimed task is not cancelled")?;
+    gate.put(1).map_err(|e| e.to_string())?;
     check(
         first.get_timeout(Duration::from_secs(20)).map_err(e)? == 1,
         "its result",
@@ -143,7 +160,7 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
     check(!second.cancel().map_err(e)?, "a finished task is not cancelled")?;
     // A task queued after it runs: the cancelled one, ahead of it, did not.
     check(
-        pool.apply(record, (runs.clone(), 4, 0)).map_err(e)? == 4,
+        pool.apply(record, (runs.clone(), 4, None)).map_err(e)? == 4,
         "a later task",
     )?;
     let mut ran = drain(&runs)?;
@@ -151,7 +168,7 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
     check(ran == vec![1, 2, 4], format!("runs {ran:?}"))?;
     // The executor's futures: cancel() while the host is busy.
     let ex = c.executor().map_err(e)?;
-    let busy = ex.submit(sleepy, (1200,)).map_err(e)?;
+    let busy = ex.submit(held, (gate.clone(), 1200)).map_err(e)?;
     check(
         mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 1)),
         "the host runs the busy one",
@@ -161,8 +178,8 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
         mp_testkit::until(Duration::from_secs(5), || busy.running()),
         "a future whose task runs reads as running",
     )?;
-    let behind = ex.submit(sleepy, (0,)).map_err(e)?;
-    let queued = ex.submit(record, (runs.clone(), 5, 0)).map_err(e)?;
+    let behind = ex.submit(same, (0,)).map_err(e)?;
+    let queued = ex.submit(record, (runs.clone(), 5, None)).map_err(e)?;
     check(!queued.running(), "a queued future is pending")?;
     check(!busy.cancel(), "a running future is not cancelled")?;
     check(queued.cancel(), "the executor's queued future is cancelled")?;
@@ -170,6 +187,7 @@ fn cancel_succeeds_before_a_claim() -> Result<(), String> {
         queued.cancelled() && queued.result() == Err(mp_pool::ExecutorError::Cancelled),
         format!("{queued:?}"),
     )?;
+    gate.put(1).map_err(|e| e.to_string())?;
     check(busy.result_timeout(Duration::from_secs(20)) == Ok(1200), "the busy one")?;
     check(
         behind.result_timeout(Duration::from_secs(20)) == Ok(0),
@@ -187,12 +205,18 @@ fn cancel_races_claims() -> Result<(), String> {
     wait_workers(&c, 2)?;
     let pool = c.pool().map_err(e)?;
     let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
+    let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
     let n = 200u64;
     let results = (0..n)
-        .map(|i| pool.apply_async(record, (runs.clone(), i, 2)))
+        .map(|i| pool.apply_async(record, (runs.clone(), i, Some(gate.clone()))))
         .collect::<Result<Vec<_>, _>>()
         .map_err(e)?;
-    // Cancel every task, from the first, while both hosts claim them.
+    // Cancel every task, from the first, while both hosts claim them: the
+    // gate lets the tasks finish one by one meanwhile.
+    let opener = {
+        let gate = gate.clone();
+        std::thread::spawn(move || (0..n).try_for_each(|i| gate.put(i)))
+    };
     let t0 = Instant::now();
     let mut cancelled = HashSet::new();
     for (i, r) in results.iter().enumerate() {
@@ -201,6 +225,10 @@ fn cancel_races_claims() -> Result<(), String> {
         }
     }
     let cancelling = t0.elapsed();
+    opener
+        .join()
+        .map_err(|_| "the gate's opener panicked".to_string())?
+        .map_err(|e| e.to_string())?;
     for (i, r) in results.iter().enumerate() {
         let i = i as u64;
         let got = r.get_timeout(Duration::from_secs(30));
@@ -253,8 +281,9 @@ fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
     wait_workers(&c, 1)?;
     let ex = c.executor().map_err(e)?;
     let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
+    let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
     let fs = (0..10u64)
-        .map(|i| ex.submit(record, (runs.clone(), i, 400)))
+        .map(|i| ex.submit(record, (runs.clone(), i, Some(gate.clone()))))
         .collect::<Result<Vec<_>, _>>()
         .map_err(e)?;
     // Two processes hold four chunks: wait until the host has claimed them.
@@ -263,9 +292,25 @@ fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
         mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 4)),
         "the host holds four tasks",
     )?;
+    // The held tasks may finish once shutdown has cancelled the others
+    // (taken off the stream): the gate opens then.
+    let opener = {
+        let (gate, stream) = (gate.clone(), stream.clone());
+        std::thread::spawn(move || {
+            let cancelled = mp_testkit::until(Duration::from_secs(20), || xlen(&stream).is_ok_and(|n| n <= 4));
+            for i in 0..10 {
+                let _ = gate.put(i);
+            }
+            cancelled
+        })
+    };
     let t0 = Instant::now();
     ex.shutdown(true, true);
     let took = t0.elapsed();
+    check(
+        opener.join().unwrap_or(false),
+        "shutdown takes the unclaimed tasks off the stream",
+    )?;
     let ran: Vec<usize> = (0..fs.len()).filter(|&i| !fs[i].cancelled()).collect();
     println!(
         "    shutdown(wait, cancel_futures): {} ran, {} cancelled, {:.0} ms",
@@ -317,12 +362,12 @@ fn nothing_left_behind() -> Result<(), String> {
     mp_testkit::nothing_left_behind(&[redis()?.pid()], |_| false)
 }
 
-/// Records the local process it runs in, then works for `ms`.
-fn long(started: mp_cluster::Queue<u32>, ms: u64) -> u64 {
+/// Records the local process it runs in, then stays busy until `gate`
+/// lets it (or the process is killed).
+fn long(started: mp_cluster::Queue<u32>, gate: mp_cluster::Queue<u64>) -> u64 {
     started.put(std::process::id()).expect("recording a start");
-    // The task's simulated work.
-    std::thread::sleep(Duration::from_millis(ms));
-    ms
+    hold(&gate);
+    0
 }
 
 /// Whether `pid` has ended (gone, or a zombie not yet reaped).
@@ -341,11 +386,12 @@ fn ended(pid: u32) -> bool {
 fn two_running(
     pool: &mp_cluster::Pool,
     started: &mp_cluster::Queue<u32>,
+    gate: &mp_cluster::Queue<u64>,
 ) -> Result<(Vec<mp_cluster::AsyncResult<u64>>, Vec<u32>), String> {
     let mut results = Vec::new();
     let mut pids = Vec::new();
     for _ in 0..6 {
-        results.push(pool.apply_async(long, (started.clone(), 30_000)).map_err(e)?);
+        results.push(pool.apply_async(long, (started.clone(), gate.clone())).map_err(e)?);
         if let Ok(pid) = started.get_timeout(Duration::from_secs(3)) {
             if !pids.contains(&pid) {
                 pids.push(pid);
@@ -375,8 +421,9 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
     let c = cluster(&ns, Duration::from_secs(10))?;
     let hosts: Vec<u32> = wait_workers(&c, 2)?.iter().map(|w| w.pid).collect();
     let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
+    let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
     let pool = c.pool().map_err(e)?;
-    let (results, pids) = two_running(&pool, &started)?;
+    let (results, pids) = two_running(&pool, &started, &gate)?;
     let t0 = Instant::now();
     pool.terminate();
     let call = t0.elapsed();
@@ -398,7 +445,7 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
     // The hosts live on and serve other pools.
     let other = c.pool().map_err(e)?;
     check(
-        other.map(sleepy, vec![50; 8]).map_err(e)? == vec![50; 8],
+        other.map(same, vec![50; 8]).map_err(e)? == vec![50; 8],
         "another pool runs on the same hosts",
     )?;
     let now: Vec<u32> = c.workers().map_err(e)?.iter().map(|w| w.pid).collect();
@@ -409,7 +456,7 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
     until_ended(&late)?;
     // Dropping a pool without close and join terminates it too.
     let dropped = c.pool().map_err(e)?;
-    let (_results, pids) = two_running(&dropped, &started)?;
+    let (_results, pids) = two_running(&dropped, &started, &gate)?;
     let t0 = Instant::now();
     drop(dropped);
     until_ended(&pids)?;
@@ -419,7 +466,7 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
         stopped.as_secs_f64() * 1e3
     );
     check(stopped < Duration::from_secs(2), format!("took {stopped:?}"))?;
-    check(other.apply(sleepy, (1,)).map_err(e)? == 1, "the hosts still serve")
+    check(other.apply(same, (1,)).map_err(e)? == 1, "the hosts still serve")
 }
 
 /// A host of one local process runs a task of one pool while a task of
@@ -435,7 +482,8 @@ fn terminating_a_pool_spares_another_pool_s_task_on_the_same_process() -> Result
     wait_workers(&c, 1)?;
     let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
     let doomed = c.pool().map_err(e)?;
-    let _held = doomed.apply_async(long, (started.clone(), 30_000)).map_err(e)?;
+    let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
+    let _held = doomed.apply_async(long, (started.clone(), gate)).map_err(e)?;
     let pid = started
         .get_timeout(Duration::from_secs(10))
         .map_err(|e| format!("the long task did not start: {e}"))?;
@@ -541,13 +589,14 @@ fn callbacks_as_python_s() -> Result<(), String> {
         .map_err(e)?;
     check(m.get().map_err(e)?.is_empty() && rx.try_recv() == Ok(0), "empty map")?;
     // A cancelled task and a terminated pool reach the error callback.
-    let busy = pool.apply_async(sleepy, (5000,)).map_err(e)?;
+    let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
+    let busy = pool.apply_async(held, (gate, 5000)).map_err(e)?;
     let stream = format!("{ns}:tasks:{:016x}", c.build_id());
     check(
         mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 1)),
         "the host runs the busy task",
     )?;
-    let behind = pool.apply_async(sleepy, (0,)).map_err(e)?;
+    let behind = pool.apply_async(same, (0,)).map_err(e)?;
     let (tx, rx) = mpsc::channel::<String>();
     let tx2 = tx.clone();
     let queued = pool
@@ -874,7 +923,8 @@ fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
     // declares 2^40 items. That task fails with a decode error; the others
     // come through.
     let fresh = c.pool().map_err(e)?;
-    let waiting = fresh.apply_async(sleepy, (1500,)).map_err(e)?; // task id 0
+    let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
+    let waiting = fresh.apply_async(held, (gate.clone(), 1500)).map_err(e)?; // task id 0
     // Its result stream is named in its task entry (field `r`).
     check(
         mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 1)),
@@ -922,6 +972,8 @@ fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
         Err(ClusterError::Task(mp_pool::TaskError::Decode(m))) => check(!m.is_empty(), "a message")?,
         other => return Err(format!("the lying result: expected a decode error, got {other:?}")),
     }
+    // The held task finishes; its real result finds no waiter.
+    gate.put(0).map_err(|e| e.to_string())?;
     check(fresh.apply(square, (3,)).map_err(e)? == 9, "the next result")?;
     check(pool.apply(square, (4,)).map_err(e)? == 16, "the other pool's")?;
     let results_took = t0.elapsed();
@@ -995,12 +1047,22 @@ fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
     check(host_peak < 512 && my_peak < 1024, "no huge allocation")
 }
 
-/// [`long`], but only the first run works for `ms` (so a rerun is quick).
-fn long_once(started: mp_cluster::Queue<u32>, runs: mp_cluster::Dict<String, u32>, ms: u64) -> u64 {
+/// [`long`] on its first run; a rerun records its start and returns at
+/// once. Its value is `v`.
+fn long_once(
+    started: mp_cluster::Queue<u32>,
+    runs: mp_cluster::Dict<String, u32>,
+    gate: mp_cluster::Queue<u64>,
+    v: u64,
+) -> u64 {
     let n = runs.get(&"n".to_string()).expect("reading runs").unwrap_or(0) + 1;
     runs.insert("n".to_string(), n).expect("counting runs");
-    long(started, if n == 1 { ms } else { 0 });
-    ms
+    if n == 1 {
+        long(started, gate);
+    } else {
+        started.put(std::process::id()).expect("recording a start");
+    }
+    v
 }
 
 fn the_client_s_lease_governs_takeover() -> Result<(), String> {
@@ -1018,7 +1080,10 @@ fn the_client_s_lease_governs_takeover() -> Result<(), String> {
     let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
     let pool = c.pool().map_err(e)?;
     let runs: mp_cluster::Dict<String, u32> = c.dict("runs").map_err(e)?;
-    let r = pool.apply_async(long_once, (started.clone(), runs, 3000)).map_err(e)?;
+    let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
+    let r = pool
+        .apply_async(long_once, (started.clone(), runs, gate, 3000))
+        .map_err(e)?;
     let first = started
         .get_timeout(Duration::from_secs(20))
         .map_err(|e| e.to_string())?;
