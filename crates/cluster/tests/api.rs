@@ -14,7 +14,7 @@ use mp_cluster::{Cluster, ClusterError};
 use mp_testkit::{Harness, check};
 
 mod common;
-use common::{Host, cluster, me, redis, wait_workers};
+use common::{Host, cluster, me, one_host, redis, wait_workers};
 
 fn main() -> ExitCode {
     let tests: &[(&str, mp_testkit::Test)] = &[
@@ -119,10 +119,7 @@ fn drain(q: &mp_cluster::Queue<u64>) -> Result<Vec<u64>, String> {
 }
 
 fn cancel_succeeds_before_a_claim() -> Result<(), String> {
-    let ns = redis()?.namespace("cancel");
-    let _host = Host::start(&me(), &ns, 1, "host-cancel")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (ns, _host, c) = one_host("cancel", 1, "host-cancel")?;
     let pool = c.pool().map_err(e)?;
     let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
     let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
@@ -275,10 +272,7 @@ fn cancel_races_claims() -> Result<(), String> {
 
 fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
     use mp_pool::ExecutorError;
-    let ns = redis()?.namespace("shutdown_cancel");
-    let _host = Host::start(&me(), &ns, 2, "host-shutdown")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (ns, _host, c) = one_host("shutdown_cancel", 2, "host-shutdown")?;
     let ex = c.executor().map_err(e)?;
     let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
     let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
@@ -476,10 +470,7 @@ fn terminate_stops_running_tasks_everywhere() -> Result<(), String> {
 /// narrow race where the killed process had already started it, the host
 /// runs it again).
 fn terminating_a_pool_spares_another_pool_s_task_on_the_same_process() -> Result<(), String> {
-    let ns = redis()?.namespace("spare_neighbour");
-    let _host = Host::start(&me(), &ns, 1, "one-process")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (_, _host, c) = one_host("spare_neighbour", 1, "one-process")?;
     let started: mp_cluster::Queue<u32> = c.queue("started").map_err(e)?;
     let doomed = c.pool().map_err(e)?;
     let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
@@ -516,10 +507,7 @@ fn boom(x: u32) -> u32 {
 
 fn callbacks_as_python_s() -> Result<(), String> {
     use std::sync::mpsc;
-    let ns = redis()?.namespace("callbacks");
-    let _host = Host::start(&me(), &ns, 1, "host-callbacks")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (ns, _host, c) = one_host("callbacks", 1, "host-callbacks")?;
     let pool = c.pool().map_err(e)?;
     let wait = Duration::from_secs(20);
     // The value goes to the callback before get returns.
@@ -649,10 +637,7 @@ fn get_there(q: mp_cluster::Queue<u64>) -> String {
 
 fn queue_close_holds_everywhere() -> Result<(), String> {
     use mp_queue::GetError;
-    let ns = redis()?.namespace("queue_close");
-    let _host = Host::start(&me(), &ns, 1, "host-close")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (_, _host, c) = one_host("queue_close", 1, "host-close")?;
     let pool = c.pool().map_err(e)?;
     let q: mp_cluster::Queue<u64> = c.queue("closing").map_err(e)?;
     check(
@@ -1117,10 +1102,7 @@ fn the_client_s_lease_governs_takeover() -> Result<(), String> {
 
 /// Tasks of one item each, through the claim step: prints tasks/s.
 fn per_task_throughput() -> Result<(), String> {
-    let ns = redis()?.namespace("throughput");
-    let _host = Host::start(&me(), &ns, 2, "host-rate")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (_, _host, c) = one_host("throughput", 2, "host-rate")?;
     let pool = c.pool().map_err(e)?;
     let n = 1000u64;
     let t0 = Instant::now();

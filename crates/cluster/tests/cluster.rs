@@ -11,7 +11,7 @@ use mp_pool::TaskError;
 use mp_testkit::{Harness, check};
 
 mod common;
-use common::{Host, cluster, me, redis, wait_workers};
+use common::{Host, cluster, me, one_host, redis, wait_workers};
 
 fn main() -> ExitCode {
     let tests: &[(&str, mp_testkit::Test)] = &[
@@ -155,10 +155,7 @@ fn slow_echo(x: u32) -> u32 {
 }
 
 fn pool_methods() -> Result<(), String> {
-    let ns = redis()?.namespace("methods");
-    let _host = Host::start(&me(), &ns, 2, "host-b")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (_, _host, c) = one_host("methods", 2, "host-b")?;
     let pool = c.pool().map_err(|e| e.to_string())?;
     let e = |e: ClusterError| e.to_string();
     check(pool.apply(add, (2, 40)).map_err(e)? == 42, "apply")?;
@@ -226,10 +223,7 @@ fn boom(x: u32) -> u32 {
 }
 
 fn a_panicking_task_is_a_task_error() -> Result<(), String> {
-    let ns = redis()?.namespace("panic");
-    let _host = Host::start(&me(), &ns, 1, "host-c")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (_, _host, c) = one_host("panic", 1, "host-c")?;
     let pool = c.pool().map_err(|e| e.to_string())?;
     let r = pool.apply(boom, (3,));
     check(
@@ -261,10 +255,7 @@ fn crash(x: u32) -> u32 {
 }
 
 fn a_crashing_task_costs_a_process_not_the_host() -> Result<(), String> {
-    let ns = redis()?.namespace("crash");
-    let host = Host::start(&me(), &ns, 1, "host-d")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (ns, host, c) = one_host("crash", 1, "host-d")?;
     let pool = c.pool().map_err(|e| e.to_string())?;
     let r = pool.apply(crash, (0,));
     check(
@@ -421,10 +412,7 @@ fn len_of(q: mp_queue::Queue<u32>) -> usize {
 }
 
 fn a_handle_of_one_host_is_an_encode_error() -> Result<(), String> {
-    let ns = redis()?.namespace("handle");
-    let _host = Host::start(&me(), &ns, 1, "host-f")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (_, _host, c) = one_host("handle", 1, "host-f")?;
     let pool = c.pool().map_err(|e| e.to_string())?;
     let q = mp_queue::Queue::<u32>::new().map_err(|e| e.to_string())?;
     match pool.apply(len_of, (q,)) {
@@ -692,10 +680,7 @@ fn dict_across_hosts() -> Result<(), String> {
 fn executor_across_hosts() -> Result<(), String> {
     use mp_pool::ExecutorError;
     use mp_pool::executor::{ReturnWhen, as_completed, wait};
-    let ns = redis()?.namespace("executor");
-    let _host = Host::start(&me(), &ns, 2, "host-x")?;
-    let c = cluster(&ns, Duration::from_secs(10))?;
-    wait_workers(&c, 1)?;
+    let (_, _host, c) = one_host("executor", 2, "host-x")?;
     let e = |e: ClusterError| e.to_string();
     let ex = c.executor().map_err(e)?;
     // Its futures are the local executor's: as_completed and wait take them.

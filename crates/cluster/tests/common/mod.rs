@@ -57,3 +57,14 @@ pub(crate) fn wait_workers(c: &Cluster, n: usize) -> Result<Vec<WorkerInfo>, Str
         .map_err(|e| e.to_string())?
         .ok_or(format!("fewer than {n} workers registered within 20 s"))
 }
+
+/// A test's namespace `{name}-…`, a worker host of `processes` processes
+/// labelled `label` in it, and a client (waiting 10 s for workers) that has
+/// seen the host register.
+pub(crate) fn one_host(name: &str, processes: usize, label: &str) -> Result<(String, WorkerHost, Cluster), String> {
+    let ns = redis()?.namespace(name);
+    let host = Host::start(&me(), &ns, processes, label)?;
+    let c = cluster(&ns, Duration::from_secs(10))?;
+    wait_workers(&c, 1)?;
+    Ok((ns, host, c))
+}
