@@ -14,7 +14,7 @@ use mp_cluster::{Cluster, ClusterError};
 use mp_testkit::{Harness, check};
 
 mod common;
-use common::{Host, cluster, me, one_host, redis, wait_workers};
+use common::{Host, cluster, me, one_host, pending, raw, redis, tasks_stream, wait_workers};
 
 fn main() -> ExitCode {
     let tests: &[(&str, mp_testkit::Test)] = &[
@@ -54,18 +54,6 @@ fn main() -> ExitCode {
     }
     h.run("nothing_left_behind", nothing_left_behind);
     h.finish()
-}
-
-fn raw() -> Result<redis::Connection, String> {
-    let client = redis::Client::open(redis()?.url()).map_err(|e| e.to_string())?;
-    let con = client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    con.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    con.set_write_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    Ok(con)
 }
 
 fn xlen(key: &str) -> Result<i64, String> {
@@ -119,14 +107,14 @@ fn drain(q: &mp_cluster::Queue<u64>) -> Result<Vec<u64>, String> {
 }
 
 fn cancel_succeeds_before_a_claim() -> Result<(), String> {
-    let (ns, _host, c) = one_host("cancel", 1, "host-cancel")?;
+    let (_, _host, c) = one_host("cancel", 1, "host-cancel")?;
     let pool = c.pool().map_err(e)?;
     let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
     let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
     // A local process reads the next tasks only once it has answered the
     // one it runs: while the first runs (held on the gate), the second and
     // third wait in the stream.
-    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    let stream = tasks_stream(&c);
     let first = pool
         .apply_async(record, (runs.clone(), 1, Some(gate.clone())))
         .map_err(e)?;
@@ -241,7 +229,7 @@ fn cancel_races_claims() -> Result<(), String> {
     pool.close();
     pool.join_timeout(Duration::from_secs(20)).map_err(e)?;
     // Nothing is left to run: every entry is answered or withdrawn.
-    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    let stream = tasks_stream(&c);
     check(
         mp_testkit::until(Duration::from_secs(10), || xlen(&stream).is_ok_and(|n| n == 0)),
         "the task stream is empty",
@@ -272,7 +260,7 @@ fn cancel_races_claims() -> Result<(), String> {
 
 fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
     use mp_pool::ExecutorError;
-    let (ns, _host, c) = one_host("shutdown_cancel", 2, "host-shutdown")?;
+    let (_, _host, c) = one_host("shutdown_cancel", 2, "host-shutdown")?;
     let ex = c.executor().map_err(e)?;
     let runs: mp_cluster::Queue<u64> = c.queue("runs").map_err(e)?;
     let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
@@ -281,7 +269,7 @@ fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(e)?;
     // Two processes hold four chunks: wait until the host has claimed them.
-    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    let stream = tasks_stream(&c);
     check(
         mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 4)),
         "the host holds four tasks",
@@ -333,22 +321,6 @@ fn executor_shutdown_cancels_only_unclaimed() -> Result<(), String> {
         recorded == ran.iter().map(|&i| i as u64).collect::<Vec<_>>(),
         format!("runs {recorded:?} vs {ran:?}"),
     )
-}
-
-/// How many entries of `stream` some host holds.
-fn pending(stream: &str) -> Result<i64, String> {
-    let v: redis::Value = redis::cmd("XPENDING")
-        .arg(stream)
-        .arg("workers")
-        .query(&mut raw()?)
-        .map_err(|e| e.to_string())?;
-    match v {
-        redis::Value::Array(parts) => match parts.first() {
-            Some(redis::Value::Int(n)) => Ok(*n),
-            other => Err(format!("XPENDING: {other:?}")),
-        },
-        other => Err(format!("XPENDING: {other:?}")),
-    }
 }
 
 /// No worker host (nor any of its processes) outlives its test.
@@ -507,7 +479,7 @@ fn boom(x: u32) -> u32 {
 
 fn callbacks_as_python_s() -> Result<(), String> {
     use std::sync::mpsc;
-    let (ns, _host, c) = one_host("callbacks", 1, "host-callbacks")?;
+    let (_, _host, c) = one_host("callbacks", 1, "host-callbacks")?;
     let pool = c.pool().map_err(e)?;
     let wait = Duration::from_secs(20);
     // The value goes to the callback before get returns.
@@ -579,7 +551,7 @@ fn callbacks_as_python_s() -> Result<(), String> {
     // A cancelled task and a terminated pool reach the error callback.
     let gate: mp_cluster::Queue<u64> = c.queue("gate").map_err(e)?;
     let busy = pool.apply_async(held, (gate, 5000)).map_err(e)?;
-    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    let stream = tasks_stream(&c);
     check(
         mp_testkit::until(Duration::from_secs(10), || pending(&stream).is_ok_and(|n| n == 1)),
         "the host runs the busy task",
@@ -880,7 +852,7 @@ fn oversized_and_lying_entries_fail_alone() -> Result<(), String> {
     let mut con = raw()?;
     let q_err = |e: redis::RedisError| e.to_string();
     // The task stream: two entries the host cannot decode, then real work.
-    let stream = format!("{ns}:tasks:{:016x}", c.build_id());
+    let stream = tasks_stream(&c);
     let build = format!("{:016x}", c.build_id());
     let t0 = Instant::now();
     for t in [&big, &lying()] {

@@ -11,7 +11,7 @@ use mp_pool::TaskError;
 use mp_testkit::{Harness, check};
 
 mod common;
-use common::{Host, cluster, me, one_host, redis, wait_workers};
+use common::{Host, cluster, me, one_host, pending, raw, redis, tasks_stream, wait_workers};
 
 fn main() -> ExitCode {
     let tests: &[(&str, mp_testkit::Test)] = &[
@@ -283,7 +283,9 @@ fn a_crashing_task_costs_a_process_not_the_host() -> Result<(), String> {
         .apply_async(note_then_crash, (runs.clone(), 9, Some(gate.clone())))
         .map_err(|e| e.to_string())?;
     check(
-        mp_testkit::until(Duration::from_secs(10), || pending(&c1).is_ok_and(|n| n == 1)),
+        mp_testkit::until(Duration::from_secs(10), || {
+            pending(&tasks_stream(&c1)).is_ok_and(|n| n == 1)
+        }),
         "the host runs the busy task",
     )?;
     // Both wait in the stream while it runs, and are read together once
@@ -426,29 +428,6 @@ fn sleepy(ms: u64) -> u64 {
     ms
 }
 
-/// How many entries of the task stream some host holds.
-fn pending(c: &Cluster) -> Result<i64, String> {
-    let client = redis::Client::open(redis()?.url()).map_err(|e| e.to_string())?;
-    let mut con = client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    con.set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    let stream = format!("{}:tasks:{:016x}", c.namespace(), c.build_id());
-    let v: redis::Value = redis::cmd("XPENDING")
-        .arg(&stream)
-        .arg("workers")
-        .query(&mut con)
-        .map_err(|e| e.to_string())?;
-    match v {
-        redis::Value::Array(parts) => match parts.first() {
-            Some(redis::Value::Int(n)) => Ok(*n),
-            other => Err(format!("XPENDING: {other:?}")),
-        },
-        other => Err(format!("XPENDING: {other:?}")),
-    }
-}
-
 fn a_killed_host_s_tasks_move_within_the_lease() -> Result<(), String> {
     let ns = redis()?.namespace("lease");
     let lease = Duration::from_secs(1);
@@ -469,7 +448,9 @@ fn a_killed_host_s_tasks_move_within_the_lease() -> Result<(), String> {
         .apply_async(sleepy, (task.as_millis() as u64,))
         .map_err(|e| e.to_string())?;
     check(
-        mp_testkit::until(Duration::from_secs(10), || pending(&c).is_ok_and(|n| n == 1)),
+        mp_testkit::until(Duration::from_secs(10), || {
+            pending(&tasks_stream(&c)).is_ok_and(|n| n == 1)
+        }),
         "the first host takes the task",
     )?;
     let b = Host::start_with_lease(&me(), &ns, 1, "survivor", lease)?;
@@ -503,7 +484,9 @@ fn a_killed_host_s_tasks_move_within_the_lease() -> Result<(), String> {
     let pool1 = c1.pool().map_err(|e| e.to_string())?;
     let r1 = pool1.apply_async(sleepy, (3000,)).map_err(|e| e.to_string())?;
     check(
-        mp_testkit::until(Duration::from_secs(10), || pending(&c).is_ok_and(|n| n == 1)),
+        mp_testkit::until(Duration::from_secs(10), || {
+            pending(&tasks_stream(&c)).is_ok_and(|n| n == 1)
+        }),
         "the survivor takes the task",
     )?;
     let _d = Host::start_with_lease(&me(), &ns, 1, "heir", lease)?;
@@ -530,11 +513,8 @@ fn a_killed_host_s_tasks_move_within_the_lease() -> Result<(), String> {
 
 /// The names of the consumers in the workers' group.
 fn consumers(c: &Cluster) -> Result<Vec<String>, String> {
-    let client = redis::Client::open(redis()?.url()).map_err(|e| e.to_string())?;
-    let mut con = client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .map_err(|e| e.to_string())?;
-    let stream = format!("{}:tasks:{:016x}", c.namespace(), c.build_id());
+    let mut con = raw()?;
+    let stream = tasks_stream(c);
     let rows: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
         .arg("CONSUMERS")
         .arg(&stream)

@@ -68,3 +68,37 @@ pub(crate) fn one_host(name: &str, processes: usize, label: &str) -> Result<(Str
     wait_workers(&c, 1)?;
     Ok((ns, host, c))
 }
+
+/// A connection of the test's own to the server.
+pub(crate) fn raw() -> Result<redis::Connection, String> {
+    let client = redis::Client::open(redis()?.url()).map_err(|e| e.to_string())?;
+    let con = client
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    con.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    con.set_write_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    Ok(con)
+}
+
+/// The task stream of `c`'s build.
+pub(crate) fn tasks_stream(c: &Cluster) -> String {
+    format!("{}:tasks:{:016x}", c.namespace(), c.build_id())
+}
+
+/// How many entries of `stream` some host holds.
+pub(crate) fn pending(stream: &str) -> Result<i64, String> {
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg(stream)
+        .arg("workers")
+        .query(&mut raw()?)
+        .map_err(|e| e.to_string())?;
+    match v {
+        redis::Value::Array(parts) => match parts.first() {
+            Some(redis::Value::Int(n)) => Ok(*n),
+            other => Err(format!("XPENDING: {other:?}")),
+        },
+        other => Err(format!("XPENDING: {other:?}")),
+    }
+}
