@@ -182,6 +182,8 @@ pub(crate) struct Shared {
     claims: String,
     /// The task stream of this build.
     tasks: String,
+    /// The build id in hex, as each task entry names it (field `b`).
+    build: String,
     next_id: AtomicU64,
     /// Task id -> where its result goes, the task's stream entry, and the
     /// namespace's epoch it was queued in (0 until the queueing answers).
@@ -254,15 +256,15 @@ impl Shared {
             .arg(&self.tasks)
             .arg("*")
             .arg("b")
-            .arg(format!("{:016x}", self.cluster.build_id()))
+            .arg(&self.build)
             // The lease travels with each task: hosts renew it every third
             // of it and take over a task held past it.
             .arg("l")
             .arg(self.cluster.settings().lease.as_millis() as u64)
+            // The result stream, readable without decoding the task (for
+            // redis-cli and the tests).
             .arg("r")
             .arg(reply)
-            .arg("i")
-            .arg(id)
             .arg("t")
             .arg(bytes);
         Ok(())
@@ -788,6 +790,7 @@ impl Cluster {
             claims: claim::claims_key(&reply),
             reply,
             tasks: self.tasks_key(self.build_id()),
+            build: format!("{:016x}", self.build_id()),
             next_id: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
             idle: Condvar::new(),

@@ -341,12 +341,33 @@ struct Consumer {
     failures: u32,
 }
 
-/// An answer for one stream entry: `reply` empty for none (the entry is
-/// only taken off the stream).
+/// An answer for one stream entry, encoded once: `None` for none (the
+/// entry is only taken off the stream).
 struct Done {
     entry: String,
-    reply: String,
-    msg: ResultMsg,
+    /// The result stream and the encoded `ResultMsg`.
+    answer: Option<(String, Vec<u8>)>,
+}
+
+impl Done {
+    /// The answer `msg` to stream `reply` for `entry`.
+    fn answer(entry: String, reply: String, msg: &ResultMsg) -> Done {
+        let answer = match wire::encode(msg) {
+            Ok(bytes) => Some((reply, bytes)),
+            Err(e) => {
+                // Nothing to send: the task is taken off the stream and its
+                // caller waits (liveness checks go on) until its deadline.
+                eprintln!("mp-cluster worker: cannot encode the result of task {}: {e}", msg.id);
+                None
+            }
+        };
+        Done { entry, answer }
+    }
+
+    /// No answer for `entry`: it is only taken off the stream.
+    fn silent(entry: String) -> Done {
+        Done { entry, answer: None }
+    }
 }
 
 /// What to do with one entry read.
@@ -418,18 +439,14 @@ impl Consumer {
     fn send(&mut self, read: Option<usize>) -> Result<Vec<StreamEntry>, ClusterError> {
         let mut p = redis::pipe();
         if !self.out.is_empty() {
-            let terminated = lock(&self.held.state).terminated.clone();
-            for d in &self.out {
-                if d.reply.is_empty() || terminated.contains(&d.reply) {
-                    continue;
-                }
-                match wire::encode(&d.msg) {
-                    Ok(bytes) => {
-                        p.cmd("XADD").arg(&d.reply).arg("*").arg("r").arg(bytes).ignore();
-                    }
-                    Err(e) => eprintln!("mp-cluster worker {}: cannot encode a result: {e}", self.lane.name),
+            let h = lock(&self.held.state);
+            for (reply, bytes) in self.out.iter().filter_map(|d| d.answer.as_ref()) {
+                // No answer to a pool terminated meanwhile.
+                if !h.terminated.contains(reply) {
+                    p.cmd("XADD").arg(reply).arg("*").arg("r").arg(bytes).ignore();
                 }
             }
+            drop(h);
             let entries: Vec<&str> = self.out.iter().map(|d| d.entry.as_str()).collect();
             add_done(&mut p, &self.stream, &entries);
         }
@@ -490,7 +507,7 @@ impl Consumer {
         if entries.is_empty() {
             return;
         }
-        entries.sort_by_key(|(e, _)| parse_entry_id(&e.id).unwrap_or((u64::MAX, 0)));
+        entries.sort_by_cached_key(|(e, _)| parse_entry_id(&e.id).unwrap_or((u64::MAX, 0)));
         let plans: Vec<Plan> = entries.into_iter().map(|(e, n)| self.check(e, n)).collect();
         {
             let mut h = lock(&self.held.state);
@@ -522,15 +539,7 @@ impl Consumer {
                         if h.terminated.contains(&task.reply) {
                             // Its pool was terminated while it waited here.
                             drop(h);
-                            self.out.push(Done {
-                                entry,
-                                reply: String::new(),
-                                msg: ResultMsg {
-                                    id: task.id,
-                                    worker: String::new(),
-                                    outcome: Err(Fail::Refused("terminated".into())),
-                                },
-                            });
+                            self.out.push(Done::silent(entry));
                             k += 1;
                             continue;
                         }
@@ -546,15 +555,12 @@ impl Consumer {
                     let _ = self.lane.board.set(base + 1, 0);
                     lock(&self.held.state).running = None;
                     self.pace.finished();
-                    self.out.push(Done {
-                        entry,
-                        reply: task.reply,
-                        msg: ResultMsg {
-                            id: task.id,
-                            worker: self.lane.info.id.clone(),
-                            outcome,
-                        },
-                    });
+                    let msg = ResultMsg {
+                        id: task.id,
+                        worker: self.lane.info.id.clone(),
+                        outcome,
+                    };
+                    self.out.push(Done::answer(entry, task.reply, &msg));
                     k += 1;
                     // A slow chunk's answer goes at once, not behind the
                     // chunks after it; so does an at-most-once chunk's (if
@@ -584,15 +590,12 @@ impl Consumer {
             .ok_or_else(|| "no task field".to_string())
             .and_then(wire::decode::<TaskMsg>);
         let fail = |entry: String, reply: String, id: u64, why: Fail| {
-            Plan::Answer(Done {
-                entry,
-                reply,
-                msg: ResultMsg {
-                    id,
-                    worker: self.lane.info.id.clone(),
-                    outcome: Err(why),
-                },
-            })
+            let msg = ResultMsg {
+                id,
+                worker: self.lane.info.id.clone(),
+                outcome: Err(why),
+            };
+            Plan::Answer(Done::answer(entry, reply, &msg))
         };
         let task = match task {
             Ok(t) => t,
@@ -602,7 +605,7 @@ impl Consumer {
                     "mp-cluster worker {}: dropping entry {} of {}: {e}",
                     self.lane.name, entry.id, self.stream
                 );
-                return fail(entry.id, String::new(), 0, Fail::Decode(e));
+                return Plan::Answer(Done::silent(entry.id));
             }
         };
         if deliveries > u64::from(task.max_deliveries.max(1)) {
