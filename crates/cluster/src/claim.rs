@@ -19,42 +19,43 @@ pub(crate) fn claims_key(reply: &str) -> String {
 /// The field of a claims hash that says the pool was terminated.
 pub(crate) const TERMINATED: &str = "T";
 
-/// Whether entry `id` of stream `KEYS[1]` can still be cancelled: it is
-/// there and the group `ARGV[1]` has not handed it out (a group that does
-/// not exist yet has handed out nothing).
-const CANCELLABLE: &str = "local function cancellable(id) \
-      if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end \
-      local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1) \
-      if type(p) == 'table' and p.err == nil and #p > 0 then return false end \
-      return true \
-    end ";
+/// The Lua function both cancel scripts start with: whether entry `id`
+/// of stream `KEYS[1]` can still be cancelled (it is there and the group
+/// `ARGV[1]` has not handed it out; a group that does not exist yet has
+/// handed out nothing).
+macro_rules! cancellable {
+    () => {
+        "local function cancellable(id) \
+           if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end \
+           local p = redis.pcall('XPENDING', KEYS[1], ARGV[1], id, id, 1) \
+           if type(p) == 'table' and p.err == nil and #p > 0 then return false end \
+           return true \
+         end "
+    };
+}
 
 /// Cancels tasks all together. KEYS[1]: the task stream; ARGV[1]: the
 /// workers' group, then the tasks' entry ids. 1 when none was handed out
 /// or answered (all are off the stream now), else 0 (nothing changed).
-pub(crate) fn cancel_all() -> String {
-    format!(
-        "{CANCELLABLE} \
-         for i = 2, #ARGV do if not cancellable(ARGV[i]) then return 0 end end \
-         for i = 2, #ARGV do redis.call('XDEL', KEYS[1], ARGV[i]) end \
-         return 1"
-    )
-}
+pub(crate) const CANCEL_ALL: &str = concat!(
+    cancellable!(),
+    "for i = 2, #ARGV do if not cancellable(ARGV[i]) then return 0 end end \
+     for i = 2, #ARGV do redis.call('XDEL', KEYS[1], ARGV[i]) end \
+     return 1"
+);
 
 /// Cancels each task not handed out. KEYS[1]: the task stream; ARGV[1]:
 /// the workers' group, then the tasks' entry ids. One answer per id: 1
 /// cancelled (off the stream), 0 handed out or answered (it runs or ran).
-pub(crate) fn cancel_each() -> String {
-    format!(
-        "{CANCELLABLE} \
-         local out = {{}} \
-         for i = 2, #ARGV do \
-           if cancellable(ARGV[i]) then redis.call('XDEL', KEYS[1], ARGV[i]); out[i - 1] = 1 \
-           else out[i - 1] = 0 end \
-         end \
-         return out"
-    )
-}
+pub(crate) const CANCEL_EACH: &str = concat!(
+    cancellable!(),
+    "local out = {} \
+     for i = 2, #ARGV do \
+       if cancellable(ARGV[i]) then redis.call('XDEL', KEYS[1], ARGV[i]); out[i - 1] = 1 \
+       else out[i - 1] = 0 end \
+     end \
+     return out"
+);
 
 /// Queues again the entries a local process held and did not answer (it
 /// died, or stopped for a terminated pool): each still pending is added
@@ -77,8 +78,8 @@ pub(crate) const REQUEUE: &str = "local n = 0 \
 mod tests {
     #[test]
     fn the_cancel_scripts_check_the_pending_list() {
-        assert!(super::cancel_all().contains("XPENDING"));
-        assert!(super::cancel_each().contains("XPENDING"));
+        assert!(super::CANCEL_ALL.contains("XPENDING"));
+        assert!(super::CANCEL_EACH.contains("XPENDING"));
         assert_eq!(super::claims_key("mp:results:1"), "mp:results:1:claims");
     }
 }

@@ -507,7 +507,7 @@ impl Shared {
         }
         let done: i64 = lock(&self.conn).query(
             redis::cmd("EVAL")
-                .arg(claim::cancel_all())
+                .arg(claim::CANCEL_ALL)
                 .arg(1)
                 .arg(&self.tasks)
                 .arg(GROUP)
@@ -531,13 +531,12 @@ impl Shared {
             .filter(|(_, (_, e, _))| !e.is_empty())
             .map(|(&id, (_, e, _))| (id, e.clone()))
             .collect();
-        let script = claim::cancel_each();
         let mut cancelled = Vec::new();
         for batch in queued.chunks(SUBMIT_BATCH) {
             let entries: Vec<&str> = batch.iter().map(|(_, e)| e.as_str()).collect();
             let marks: Vec<i64> = lock(&self.conn).query(
                 redis::cmd("EVAL")
-                    .arg(&script)
+                    .arg(claim::CANCEL_EACH)
                     .arg(1)
                     .arg(&self.tasks)
                     .arg(GROUP)
