@@ -17,8 +17,8 @@ use serde::de::DeserializeOwned;
 
 use crate::claim;
 use crate::cluster::{Backoff, GROUP};
-use crate::conn::{Conn, IO_TIMEOUT, is_away, stream_entries};
-use crate::wire::{self, Call, Fail, ResultMsg, TaskMsg};
+use crate::conn::{Conn, IO_TIMEOUT, StreamEntry, is_away, stream_entries};
+use crate::wire::{self, Answer, Call, Fail, TaskMsg};
 use crate::{Cluster, ClusterError};
 
 /// How long the result reader blocks on its stream before it looks around.
@@ -207,30 +207,59 @@ fn direct_reply(reply: &str) -> String {
     format!("{reply}:direct")
 }
 
-/// A result stream read by the `apply` caller itself.
-pub(crate) struct Direct {
-    conn: Conn,
-    reply: String,
+/// Where a reader of a result stream is: it deletes what it read with its
+/// next read (one round trip per batch of results, not two).
+struct Cursor {
+    stream: String,
     /// The last entry read.
     last: String,
     /// Entries read, to delete with the next request.
     trim: Vec<String>,
 }
 
-impl Direct {
-    /// Adds to `p` the deletion of the entries read, then a read of the
-    /// next ones that blocks for [`READ_BLOCK`] at most.
-    fn add_read(&self, p: &mut redis::Pipeline) {
+impl Cursor {
+    fn new(stream: String) -> Cursor {
+        Cursor {
+            stream,
+            last: "0-0".into(),
+            trim: Vec::new(),
+        }
+    }
+
+    /// Adds to `p` the deletion of the entries read, then a read of up to
+    /// `count` next ones that blocks for [`READ_BLOCK`] at most.
+    fn add_read(&self, p: &mut redis::Pipeline, count: usize) {
         if !self.trim.is_empty() {
-            p.cmd("XDEL").arg(&self.reply).arg(&self.trim).ignore();
+            p.cmd("XDEL").arg(&self.stream).arg(&self.trim).ignore();
         }
         p.cmd("XREAD")
+            .arg("COUNT")
+            .arg(count)
             .arg("BLOCK")
             .arg(READ_BLOCK.as_millis() as u64)
             .arg("STREAMS")
-            .arg(&self.reply)
+            .arg(&self.stream)
             .arg(&self.last);
     }
+
+    /// The entries of a read's reply, each noted as read.
+    fn took(&mut self, reply: &redis::Value) -> Vec<StreamEntry> {
+        let entries = stream_entries(reply);
+        if let Some(e) = entries.last() {
+            self.last.clone_from(&e.id);
+        }
+        self.trim.extend(entries.iter().map(|e| e.id.clone()));
+        entries
+    }
+}
+
+/// How many results one read takes at most.
+const READ_COUNT: usize = 1024;
+
+/// A result stream read by the `apply` caller itself.
+pub(crate) struct Direct {
+    conn: Conn,
+    cursor: Cursor,
 }
 
 impl Shared {
@@ -287,8 +316,8 @@ impl Shared {
         let mut p = redis::pipe();
         // The epoch first: the task is queued in the data it names.
         self.cluster.epoch_cmds(&mut p)?;
-        self.add_task(&mut p, entry, id, &d.reply, args)?;
-        d.add_read(&mut p);
+        self.add_task(&mut p, entry, id, &d.cursor.stream, args)?;
+        d.cursor.add_read(&mut p, READ_COUNT);
         // A server that is away (restarting) is waited for, within the
         // cluster's worker_wait. Sending again after a connection broke
         // mid-pipeline may queue the task twice: the first answer counts.
@@ -304,26 +333,24 @@ impl Shared {
                 r => break r?,
             }
         };
-        d.trim.clear();
+        d.cursor.trim.clear();
         backoff.reset();
         let mut checked = Instant::now();
         loop {
-            for e in stream_entries(&reply) {
-                d.last.clone_from(&e.id);
-                if wire::started_mark(&e).is_some() {
-                    d.trim.push(e.id);
-                    continue;
-                }
-                let msg = e
-                    .field("r")
-                    .ok_or_else(|| "no result field".to_string())
-                    .and_then(wire::decode::<ResultMsg>);
-                d.trim.push(e.id);
-                match msg {
-                    Ok(msg) if msg.id == id => return Ok(msg.outcome.map(serde_bytes::ByteBuf::into_vec)),
-                    // An answer of an earlier task sent twice.
-                    Ok(_) => {}
-                    Err(err) => eprintln!("mp-cluster: a damaged result entry in {}: {err}", d.reply),
+            for e in d.cursor.took(&reply) {
+                match Answer::of(&e) {
+                    Answer::Result(msg) if msg.id == id => {
+                        return Ok(msg.outcome.map(serde_bytes::ByteBuf::into_vec));
+                    }
+                    // An answer of an earlier task sent twice, or a note
+                    // that this one runs.
+                    Answer::Result(_) | Answer::Started(_) => {}
+                    Answer::Damaged(err) => {
+                        eprintln!(
+                            "mp-cluster: a damaged result entry {} in {}: {err}",
+                            e.id, d.cursor.stream
+                        )
+                    }
                 }
             }
             if self.terminated.load(Ordering::Acquire) {
@@ -339,10 +366,10 @@ impl Shared {
                 checked = Instant::now();
             }
             let mut p = redis::pipe();
-            d.add_read(&mut p);
+            d.cursor.add_read(&mut p, READ_COUNT);
             reply = match d.conn.pipe::<Vec<redis::Value>>(&p, "waiting for a result") {
                 Ok(mut r) => {
-                    d.trim.clear();
+                    d.cursor.trim.clear();
                     backoff.reset();
                     r.pop().unwrap_or(redis::Value::Nil)
                 }
@@ -655,13 +682,10 @@ impl Shared {
 /// server still has the namespace's data (after every failure, and every
 /// [`EPOCH_CHECK`]), and fails the tasks it lost.
 fn read_results(shared: Arc<Shared>, mut conn: Conn) {
-    let mut last = "0-0".to_string();
+    let mut cursor = Cursor::new(shared.reply.clone());
     let mut backoff = Backoff::new();
     let mut failed = false;
     let mut checked = Instant::now();
-    // The entries read last time, deleted in the same request as the next
-    // read: one round trip per batch of results, not two.
-    let mut trim: Vec<String> = Vec::new();
     while !shared.stop.load(Ordering::Acquire) {
         if (failed || checked.elapsed() >= EPOCH_CHECK) && shared.outstanding() {
             match shared.cluster.epoch(&mut conn) {
@@ -680,21 +704,11 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
             }
         }
         let mut p = redis::pipe();
-        if !trim.is_empty() {
-            p.cmd("XDEL").arg(&shared.reply).arg(&trim).ignore();
-        }
-        p.cmd("XREAD")
-            .arg("COUNT")
-            .arg(1024)
-            .arg("BLOCK")
-            .arg(READ_BLOCK.as_millis() as u64)
-            .arg("STREAMS")
-            .arg(&shared.reply)
-            .arg(&last);
+        cursor.add_read(&mut p, READ_COUNT);
         let reply = conn.pipe::<Vec<redis::Value>>(&p, "reading results");
         // Sent, or failed: either way not sent again (entries left behind
         // go with the stream when the pool is dropped).
-        trim.clear();
+        cursor.trim.clear();
         let reply = match reply {
             Ok(mut r) => r.pop().unwrap_or(redis::Value::Nil),
             Err(e) => {
@@ -709,34 +723,28 @@ fn read_results(shared: Arc<Shared>, mut conn: Conn) {
         };
         *lock(&shared.away) = None;
         backoff.reset();
-        for e in stream_entries(&reply) {
-            if let Some(id) = wire::started_mark(&e) {
+        let entries = cursor.took(&reply);
+        for e in &entries {
+            match Answer::of(e) {
                 // A host runs this task: no result yet.
-                let waiter = lock(&shared.waiters).get(&id).map(|((c, _), _, _)| Arc::clone(c));
-                if let Some(c) = waiter {
-                    c.started();
+                Answer::Started(id) => {
+                    let waiter = lock(&shared.waiters).get(&id).map(|((c, _), _, _)| Arc::clone(c));
+                    if let Some(c) = waiter {
+                        c.started();
+                    }
                 }
-                last = e.id.clone();
-                trim.push(e.id);
-                continue;
-            }
-            match e
-                .field("r")
-                .ok_or_else(|| "no result field".to_string())
-                .and_then(wire::decode::<ResultMsg>)
-            {
-                Ok(msg) => {
+                Answer::Result(msg) => {
                     let waiter = lock(&shared.waiters).remove(&msg.id);
                     if let Some(((c, index), _, _)) = waiter {
                         c.put(index, msg.outcome.map(serde_bytes::ByteBuf::into_vec));
                     }
                 }
-                Err(err) => eprintln!("mp-cluster: a damaged result entry {} in {}: {err}", e.id, shared.reply),
+                Answer::Damaged(err) => {
+                    eprintln!("mp-cluster: a damaged result entry {} in {}: {err}", e.id, shared.reply)
+                }
             }
-            last = e.id.clone();
-            trim.push(e.id);
         }
-        if !trim.is_empty() {
+        if !entries.is_empty() {
             shared.idle.notify_all();
         }
     }
@@ -800,9 +808,7 @@ impl Cluster {
             away: Mutex::new(None),
             direct: Mutex::new(Direct {
                 conn: self.new_conn(),
-                reply: direct,
-                last: "0-0".into(),
-                trim: Vec::new(),
+                cursor: Cursor::new(direct),
             }),
         });
         // The result streams exist from the start, empty (an entry added

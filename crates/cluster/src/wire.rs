@@ -51,13 +51,26 @@ pub(crate) struct ResultMsg {
 /// thread writes one for a chunk that has run for a while.
 pub(crate) const STARTED: &str = "s";
 
-/// The task id of a result stream's "started" entry; `None` for another
-/// entry.
-pub(crate) fn started_mark(e: &crate::conn::StreamEntry) -> Option<u64> {
-    if e.field("r").is_some() {
-        return None;
+/// What one entry of a result stream says.
+pub(crate) enum Answer {
+    /// A host runs task `id` (no result yet).
+    Started(u64),
+    /// A task's result.
+    Result(ResultMsg),
+    /// Neither: written by another program, or damaged.
+    Damaged(String),
+}
+
+impl Answer {
+    pub(crate) fn of(e: &crate::conn::StreamEntry) -> Answer {
+        match e.field("r") {
+            Some(bytes) => decode::<ResultMsg>(bytes).map_or_else(Answer::Damaged, Answer::Result),
+            None => match e.field(STARTED).and_then(|s| std::str::from_utf8(s).ok()?.parse().ok()) {
+                Some(id) => Answer::Started(id),
+                None => Answer::Damaged("no result field".into()),
+            },
+        }
     }
-    std::str::from_utf8(e.field(STARTED)?).ok()?.parse().ok()
 }
 
 /// How a task (or one item of a chunk) failed on the worker's side.
