@@ -411,68 +411,28 @@ impl Cluster {
     /// unreachable) is waited for as well, with a backoff (50 ms doubling
     /// to 500 ms); the last error from it if it is still away at the end.
     pub(crate) fn wait_for_workers_until(&self, deadline: Deadline) -> Result<usize, ClusterError> {
-        let wait = self.inner.settings.worker_wait;
-        let start = Instant::now();
-        let end = || start.elapsed() >= wait || deadline.has_passed();
-        let mut backoff = Backoff::new();
-        // A connection to block on the roster, made at the first miss (the
-        // usual call finds a worker at once).
-        let mut roster: Option<Conn> = None;
-        loop {
-            let mark = roster.as_mut().and_then(|c| self.roster_last(c).ok());
-            let workers = match self.workers() {
-                Ok(w) => {
-                    backoff.reset();
-                    w
-                }
-                Err(e) if conn::is_away(&e) => {
-                    if end() {
-                        return Err(e);
-                    }
-                    // Polling a server that is away, within the wait.
-                    backoff.pause(
-                        wait.saturating_sub(start.elapsed())
-                            .min(deadline.remaining().unwrap_or(wait)),
-                    );
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let processes: usize = workers
-                .iter()
-                .filter(|w| w.build == self.inner.build)
-                .map(|w| w.processes.max(1))
-                .sum();
-            if processes > 0 {
-                return Ok(processes);
-            }
-            if end() {
-                let mut theirs: Vec<u64> = workers.iter().map(|w| w.build).collect();
-                theirs.sort_unstable();
-                theirs.dedup();
-                return Err(if theirs.is_empty() {
-                    ClusterError::NoWorkers { waited: wait }
-                } else {
-                    ClusterError::BuildMismatch {
-                        ours: self.inner.build,
-                        theirs,
-                    }
-                });
-            }
-            let left = wait
-                .saturating_sub(start.elapsed())
-                .min(deadline.remaining().unwrap_or(wait));
-            match (roster.as_mut(), mark) {
-                (Some(c), Some(last)) => match self.roster_wait(c, &last, left.min(ROSTER_SLICE)) {
-                    Err(e) if !conn::is_away(&e) => return Err(e),
-                    _ => {}
-                },
-                // The first miss: look again at once, with the roster marked.
-                (None, _) => roster = Some(self.new_conn()),
-                // The roster unreadable (the server away): polling it.
-                (Some(_), None) => backoff.pause(left),
-            }
+        let build = self.inner.build;
+        let mine =
+            |w: &[WorkerInfo]| -> usize { w.iter().filter(|w| w.build == build).map(|w| w.processes.max(1)).sum() };
+        // The usual call finds one at once.
+        if let Ok(w) = self.workers()
+            && mine(&w) > 0
+        {
+            return Ok(mine(&w));
         }
+        let wait = self.inner.settings.worker_wait;
+        let t = deadline.remaining().map_or(wait, |r| r.min(wait));
+        if let Some(w) = self.wait_workers(t, |w| mine(w) > 0)? {
+            return Ok(mine(&w));
+        }
+        let mut theirs: Vec<u64> = self.workers()?.iter().map(|w| w.build).collect();
+        theirs.sort_unstable();
+        theirs.dedup();
+        Err(if theirs.is_empty() {
+            ClusterError::NoWorkers { waited: wait }
+        } else {
+            ClusterError::BuildMismatch { ours: build, theirs }
+        })
     }
 
     /// [`wait_for_workers`](Cluster::wait_for_workers) for a submission: a
